@@ -1,0 +1,48 @@
+//! Embedding throughput of the recognition ResNet on the CPU backend (Burn flex), batch
+//! 1/16/64, on real aligned face chips (`models/parity/recognition_input_*.png`).
+//! Each iteration reads the descriptors back, so lazy work is inside the timer.
+//! The onnxruntime peer on the same ONNX file: `benches/ort_embed.py` (run together by
+//! `benches/embed_vs_ort.sh`, which writes the table in RESULTS.md).
+
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use facerec_engine::backend::{self, BackendChoice};
+use facerec_engine::models::Models;
+use facerec_engine::prep;
+
+fn chips() -> Vec<Vec<f32>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity");
+    (0..3)
+        .map(|i| {
+            let img = image::open(dir.join(format!("recognition_input_{i}.png")))
+                .expect("parity chip")
+                .to_rgb8();
+            prep::to_planar(&img)
+        })
+        .collect()
+}
+
+fn embed(c: &mut Criterion) {
+    let backend = std::env::var("FACEREC_BACKEND").unwrap_or_else(|_| "cpu".into());
+    let choice: BackendChoice = backend.parse().expect("backend");
+    let models = Models::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"),
+        backend::resolve(choice).expect("backend"),
+    )
+    .expect("models");
+    let chips = chips();
+    let mut group = c.benchmark_group(format!("embed_{backend}"));
+    group.sample_size(10);
+    for batch in [1usize, 16, 64] {
+        let data: Vec<f32> = (0..batch).flat_map(|i| chips[i % chips.len()].clone()).collect();
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &n| {
+            b.iter(|| models.embed(data.clone(), n).expect("embed"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, embed);
+criterion_main!(benches);

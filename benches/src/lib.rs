@@ -1,0 +1,1 @@
+//! Shared bench helpers live here as the harness grows.

@@ -1,0 +1,331 @@
+//! The recognition pipeline: decode → detect → landmarks → align → embed, batched across
+//! images so each network sees one large batch, with the CPU stages on rayon.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use rayon::prelude::*;
+
+use crate::align::{self, Landmarks};
+use crate::backend::{self, BackendChoice};
+use crate::decode::{self, DecodeLimits};
+use crate::detect::{self, DetectParams, FaceBox};
+use crate::error::{EngineError, ErrorKind, ImageError};
+use crate::models::{self, Models};
+use crate::prep;
+
+/// Which face detector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detector {
+    /// SSD MobileNetV1, 512x512 input: the accurate default.
+    #[default]
+    Ssd,
+    /// Tiny Face Detector (tiny-YOLOv2), 416x416 input: the fast option.
+    Tiny,
+}
+
+impl std::str::FromStr for Detector {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ssd" | "ssd_mobilenetv1" => Ok(Self::Ssd),
+            "tiny" | "tiny_face_detector" => Ok(Self::Tiny),
+            other => Err(format!("unknown detector {other:?} (ssd or tiny)")),
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub models_dir: PathBuf,
+    pub backend: BackendChoice,
+    pub detector: Detector,
+    /// Minimum detector confidence.
+    pub min_score: f32,
+    /// Largest batch handed to a network in one forward pass.
+    pub max_batch: usize,
+    pub limits: DecodeLimits,
+}
+
+impl EngineConfig {
+    pub fn new(models_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            models_dir: models_dir.into(),
+            backend: BackendChoice::Auto,
+            detector: Detector::Ssd,
+            min_score: 0.5,
+            max_batch: 32,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// One detected face.
+#[derive(Debug, Clone)]
+pub struct Face {
+    /// Box in pixels of the upright image.
+    pub bbox: FaceBox,
+    /// 68 landmarks in pixels of the upright image.
+    pub landmarks: Landmarks,
+    /// 128-d descriptor (not unit length; compare with euclidean distance).
+    pub embedding: Vec<f32>,
+    /// True when no face was detected and the image, looking like a single face crop,
+    /// was used whole.
+    pub whole_frame: bool,
+}
+
+/// Time spent per stage for one batch, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub decode: Duration,
+    pub detect: Duration,
+    pub align: Duration,
+    pub embed: Duration,
+}
+
+/// Faces of one image, largest first.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<Face>,
+}
+
+/// The loaded pipeline. Inference is serialised internally by the backend; share one
+/// engine per device.
+pub struct Engine {
+    config: EngineConfig,
+    models: Models,
+}
+
+/// A face-less image at most this large on its longer side, and roughly square, is
+/// taken to be a pre-cropped face.
+const CROP_MAX_SIDE: u32 = 200;
+const CROP_MAX_ASPECT: f32 = 1.5;
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        let backend = backend::resolve(config.backend)?;
+        tracing::info!(backend = backend.name, adapter = %backend.adapter, "compute backend");
+        let models = Models::load(&config.models_dir, backend)?;
+        Ok(Self { config, models })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    /// Analyses a batch of encoded images. Each result is independent: a bad image gets
+    /// its error and the others are still processed.
+    pub fn analyze(&self, inputs: &[&[u8]]) -> (Vec<Result<Analysis, ImageError>>, StageTimes) {
+        let mut times = StageTimes::default();
+        let t = Instant::now();
+        let decoded: Vec<Result<RgbImage, ImageError>> = inputs
+            .par_iter()
+            .map(|bytes| decode::decode(bytes, &self.config.limits))
+            .collect();
+        times.decode = t.elapsed();
+        let images: Vec<&RgbImage> = decoded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let analyses = match self.analyze_decoded(&images, &mut times) {
+            Ok(a) => a,
+            Err(e) => {
+                let err = ImageError::new(ErrorKind::Inference, e.to_string());
+                return (
+                    decoded
+                        .into_iter()
+                        .map(|r| r.and(Err(err.clone())))
+                        .collect(),
+                    times,
+                );
+            }
+        };
+        let mut analyses = analyses.into_iter();
+        let results = decoded
+            .into_iter()
+            .map(|r| {
+                r.map(|_| {
+                    analyses
+                        .next()
+                        .expect("one analysis per decoded image")
+                })
+            })
+            .collect();
+        (results, times)
+    }
+
+    /// Runs detection, landmarks, alignment and embedding on decoded images.
+    pub fn analyze_decoded(
+        &self,
+        images: &[&RgbImage],
+        times: &mut StageTimes,
+    ) -> Result<Vec<Analysis>, EngineError> {
+        let t = Instant::now();
+        let boxes = self.detect(images)?;
+        times.detect += t.elapsed();
+
+        // Every face of every image, in one list, so the next networks see full batches.
+        let mut owners: Vec<(usize, FaceBox, bool)> = Vec::new();
+        for (i, (img, found)) in images.iter().zip(&boxes).enumerate() {
+            if found.is_empty() {
+                if looks_like_face_crop(img) {
+                    let (w, h) = img.dimensions();
+                    let whole = FaceBox { x: 0.0, y: 0.0, w: w as f32, h: h as f32, score: 0.0 };
+                    owners.push((i, whole, true));
+                }
+            } else {
+                owners.extend(found.iter().map(|b| (i, *b, false)));
+            }
+        }
+
+        let t = Instant::now();
+        let landmarks = self.landmarks(images, &owners)?;
+        let chips: Vec<Vec<f32>> = owners
+            .par_iter()
+            .zip(&landmarks)
+            .map(|(&(i, _, _), lm)| prep::to_planar(&align::chip(images[i], lm)))
+            .collect();
+        times.align += t.elapsed();
+
+        let t = Instant::now();
+        let embeddings = self.embed_planar(chips)?;
+        times.embed += t.elapsed();
+
+        let mut out: Vec<Analysis> = images
+            .iter()
+            .map(|img| Analysis { width: img.width(), height: img.height(), faces: Vec::new() })
+            .collect();
+        for (((i, bbox, whole_frame), landmarks), embedding) in
+            owners.into_iter().zip(landmarks).zip(embeddings)
+        {
+            out[i].faces.push(Face { bbox, landmarks, embedding, whole_frame });
+        }
+        for a in &mut out {
+            a.faces.sort_by(|x, y| y.bbox.area().total_cmp(&x.bbox.area()));
+        }
+        Ok(out)
+    }
+
+    /// Face boxes per image, in original pixels, clipped to the image.
+    fn detect(&self, images: &[&RgbImage]) -> Result<Vec<Vec<FaceBox>>, EngineError> {
+        let params = DetectParams {
+            min_score: self.config.min_score,
+            iou_threshold: match self.config.detector {
+                Detector::Ssd => 0.5,
+                Detector::Tiny => 0.4,
+            },
+            max_results: 100,
+        };
+        let size = match self.config.detector {
+            Detector::Ssd => models::SSD_SIZE,
+            Detector::Tiny => models::TINY_SIZE,
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.config.max_batch.max(1)) {
+            let prepared: Vec<(Vec<f32>, f32)> =
+                chunk.par_iter().map(|img| prep::letterbox(img, size)).collect();
+            let scales: Vec<f32> = prepared.iter().map(|p| p.1).collect();
+            let batch: Vec<f32> = prepared.into_iter().flat_map(|p| p.0).collect();
+            let n = chunk.len();
+            let decoded: Vec<Vec<FaceBox>> = match self.config.detector {
+                Detector::Ssd => {
+                    let (boxes, scores) = self.models.ssd(batch, n)?;
+                    let a = models::SSD_ANCHORS;
+                    (0..n)
+                        .map(|k| {
+                            detect::decode_ssd(
+                                &boxes[k * a * 4..(k + 1) * a * 4],
+                                &scores[k * a..(k + 1) * a],
+                                size,
+                                scales[k],
+                                &params,
+                            )
+                        })
+                        .collect()
+                }
+                Detector::Tiny => {
+                    let raw = self.models.tiny(batch, n)?;
+                    let per = 25 * models::TINY_GRID * models::TINY_GRID;
+                    (0..n)
+                        .map(|k| {
+                            detect::decode_tiny(
+                                &raw[k * per..(k + 1) * per],
+                                models::TINY_GRID,
+                                size,
+                                scales[k],
+                                &params,
+                            )
+                        })
+                        .collect()
+                }
+            };
+            out.extend(decoded.into_iter().zip(chunk).map(|(faces, img)| {
+                faces
+                    .into_iter()
+                    .filter_map(|b| b.clip(img.width(), img.height()))
+                    .collect()
+            }));
+        }
+        Ok(out)
+    }
+
+    /// 68 landmarks per face: the face box is padded to a centred square, resized to
+    /// 112x112, and the network's relative output mapped back to image pixels.
+    fn landmarks(
+        &self,
+        images: &[&RgbImage],
+        faces: &[(usize, FaceBox, bool)],
+    ) -> Result<Vec<Landmarks>, EngineError> {
+        let size = models::LANDMARK_SIZE;
+        let squares: Vec<(f32, f32, f32)> = faces
+            .iter()
+            .map(|(_, b, _)| (b.x + b.w / 2.0, b.y + b.h / 2.0, b.w.max(b.h)))
+            .collect();
+        let mut out = Vec::with_capacity(faces.len());
+        for (chunk, sq) in faces
+            .chunks(self.config.max_batch.max(1))
+            .zip(squares.chunks(self.config.max_batch.max(1)))
+        {
+            let batch: Vec<f32> = chunk
+                .par_iter()
+                .zip(sq)
+                .flat_map_iter(|(&(i, _, _), &(cx, cy, side))| {
+                    let map = prep::square_crop_map(cx, cy, side, size);
+                    prep::to_planar(&prep::warp(images[i], &map, size, size))
+                })
+                .collect();
+            let raw = self.models.landmarks(batch, chunk.len())?;
+            for (k, &(cx, cy, side)) in sq.iter().enumerate() {
+                let mut lm = [(0f32, 0f32); 68];
+                for (p, point) in lm.iter_mut().enumerate() {
+                    let (rx, ry) = (raw[k * 136 + 2 * p], raw[k * 136 + 2 * p + 1]);
+                    *point = (cx - side / 2.0 + rx * side, cy - side / 2.0 + ry * side);
+                }
+                out.push(lm);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Embeds aligned 150x150 planar chips in batches of at most `max_batch`.
+    pub fn embed_planar(&self, chips: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut out = Vec::with_capacity(chips.len());
+        for chunk in chips.chunks(self.config.max_batch.max(1)) {
+            let batch: Vec<f32> = chunk.iter().flatten().copied().collect();
+            let flat = self.models.embed(batch, chunk.len())?;
+            out.extend(flat.chunks_exact(128).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+}
+
+fn looks_like_face_crop(img: &RgbImage) -> bool {
+    let (w, h) = img.dimensions();
+    let aspect = w.max(h) as f32 / w.min(h).max(1) as f32;
+    w.max(h) <= CROP_MAX_SIDE && w.min(h) >= 24 && aspect <= CROP_MAX_ASPECT
+}

@@ -1,0 +1,23 @@
+//! facerec's recognition engine: decoding, face detection, landmarks, alignment,
+//! embedding and gallery matching on Burn (wgpu or the `flex` CPU backend).
+//!
+//! The same library backs the offline CLI (`facerec enroll|identify|verify|embed`), the
+//! worker that serves queued requests, and the edge.
+
+pub mod align;
+pub mod backend;
+pub mod decode;
+pub mod detect;
+pub mod engine;
+pub mod error;
+pub mod gallery;
+pub mod models;
+pub mod prep;
+pub mod report;
+
+pub use backend::BackendChoice;
+pub use decode::DecodeLimits;
+pub use engine::{Analysis, Detector, Engine, EngineConfig, Face, StageTimes};
+pub use error::{EngineError, ErrorKind, ImageError};
+pub use gallery::{Gallery, IdentitySummary, Match};
+pub use report::{DEFAULT_THRESHOLD, FaceReport, ImageReport};

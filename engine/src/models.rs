@@ -1,0 +1,189 @@
+//! The four networks, run through Burn. Their code is generated from the ONNX files at
+//! build time (`build.rs`); their weights are read at run time from the models directory:
+//! each `<name>.onnx` is converted once into Burn's `.bpk` weight format, cached under
+//! the user's cache directory keyed by the ONNX file's sha256, and loaded from there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn_store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::{Device, Tensor, TensorData};
+use sha2::{Digest, Sha256};
+
+use crate::backend::ResolvedBackend;
+use crate::error::EngineError;
+
+#[allow(clippy::all, unused, non_snake_case, missing_docs)]
+mod generated {
+    pub mod ssd_mobilenetv1 {
+        include!(concat!(env!("OUT_DIR"), "/model/ssd_mobilenetv1.rs"));
+    }
+    pub mod tiny_face_detector {
+        include!(concat!(env!("OUT_DIR"), "/model/tiny_face_detector.rs"));
+    }
+    pub mod face_landmark_68 {
+        include!(concat!(env!("OUT_DIR"), "/model/face_landmark_68.rs"));
+    }
+    pub mod face_recognition {
+        include!(concat!(env!("OUT_DIR"), "/model/face_recognition.rs"));
+    }
+}
+
+/// Network input sides, in pixels.
+pub const SSD_SIZE: u32 = 512;
+pub const TINY_SIZE: u32 = 416;
+pub const TINY_GRID: usize = 13;
+pub const LANDMARK_SIZE: u32 = 112;
+pub const RECOGNITION_SIZE: u32 = 150;
+/// Anchors of the SSD head.
+pub const SSD_ANCHORS: usize = 5118;
+
+/// A loaded model together with the sha256 of the ONNX file its weights came from.
+struct Loaded<M> {
+    model: M,
+    sha256: String,
+}
+
+/// All networks on one device.
+pub struct Models {
+    backend: ResolvedBackend,
+    ssd: Loaded<generated::ssd_mobilenetv1::Model>,
+    tiny: Loaded<generated::tiny_face_detector::Model>,
+    landmarks: Loaded<generated::face_landmark_68::Model>,
+    recognition: Loaded<generated::face_recognition::Model>,
+}
+
+impl Models {
+    /// Loads every model from `dir` onto the backend's device.
+    pub fn load(dir: &Path, backend: ResolvedBackend) -> Result<Self, EngineError> {
+        let device = backend.device.clone();
+        Ok(Self {
+            ssd: load(dir, "ssd_mobilenetv1", &device, generated::ssd_mobilenetv1::Model::new)?,
+            tiny: load(dir, "tiny_face_detector", &device, generated::tiny_face_detector::Model::new)?,
+            landmarks: load(dir, "face_landmark_68", &device, generated::face_landmark_68::Model::new)?,
+            recognition: load(dir, "face_recognition", &device, generated::face_recognition::Model::new)?,
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> &ResolvedBackend {
+        &self.backend
+    }
+
+    /// Identifies the recognition model (sha256 of its ONNX file): embeddings are only
+    /// comparable between identical models.
+    pub fn recognition_id(&self) -> &str {
+        &self.recognition.sha256
+    }
+
+    fn input(&self, data: Vec<f32>, n: usize, side: u32) -> Tensor<4> {
+        let side = side as usize;
+        Tensor::from_data(TensorData::new(data, [n, 3, side, side]), &self.backend.device)
+    }
+
+    /// SSD MobileNetV1 on `n` letterboxed 512x512 planar images: per image, 5118 boxes
+    /// `[ymin, xmin, ymax, xmax]` (0..1) and 5118 face scores.
+    pub fn ssd(&self, data: Vec<f32>, n: usize) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
+        let (boxes, scores) = self.ssd.model.forward(self.input(data, n, SSD_SIZE));
+        Ok((read(boxes.into_data())?, read(scores.into_data())?))
+    }
+
+    /// Tiny Face Detector on `n` letterboxed 416x416 planar images: raw `[25, 13, 13]`.
+    pub fn tiny(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
+        read(self.tiny.model.forward(self.input(data, n, TINY_SIZE)).into_data())
+    }
+
+    /// 68-point landmarks on `n` 112x112 planar face crops: 136 values per face
+    /// (x0, y0, x1, y1, ...), relative to the crop (0..1).
+    pub fn landmarks(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
+        read(self.landmarks.model.forward(self.input(data, n, LANDMARK_SIZE)).into_data())
+    }
+
+    /// 128-d descriptors of `n` aligned 150x150 planar face chips.
+    pub fn embed(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
+        read(self.recognition.model.forward(self.input(data, n, RECOGNITION_SIZE)).into_data())
+    }
+}
+
+fn read(data: TensorData) -> Result<Vec<f32>, EngineError> {
+    data.try_into_vec::<f32>()
+        .map_err(|e| EngineError::Inference(format!("reading model output: {e:?}")))
+}
+
+/// Loads one model: converts `<dir>/<name>.onnx` to burnpack (cached), then loads it.
+fn load<M: ModuleSnapshot>(
+    dir: &Path,
+    name: &str,
+    device: &Device,
+    new: impl FnOnce(&Device) -> M,
+) -> Result<Loaded<M>, EngineError> {
+    let onnx = dir.join(format!("{name}.onnx"));
+    let model_err = |message: String| EngineError::Model {
+        path: onnx.display().to_string(),
+        message,
+    };
+    let bytes = fs::read(&onnx).map_err(|e| model_err(e.to_string()))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let bpk = burnpack_for(&onnx, name, &sha256).map_err(model_err)?;
+    let mut model = new(device);
+    let mut store = BurnpackStore::from_file(&bpk);
+    model
+        .load_from(&mut store)
+        .map_err(|e| model_err(format!("weights do not fit the compiled {name} network: {e}")))?;
+    Ok(Loaded { model, sha256 })
+}
+
+/// Where converted weights are cached: `$FACEREC_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/facerec`, else `~/.cache/facerec`, else the temp directory.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FACEREC_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("facerec");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".cache/facerec");
+    }
+    std::env::temp_dir().join("facerec-cache")
+}
+
+/// The `.bpk` weights for an ONNX file, converting it (once per content hash) with
+/// burn-onnx — the same converter that generated the network code at build time.
+fn burnpack_for(onnx: &Path, name: &str, sha256: &str) -> Result<PathBuf, String> {
+    let dir = cache_dir().join("models");
+    let target = dir.join(format!("{name}-{}.bpk", &sha256[..16]));
+    if target.exists() {
+        return Ok(target);
+    }
+    // Unique per conversion: several threads or processes may convert at once; the
+    // last rename wins and every result is identical.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = dir.join(format!(".convert-{name}-{}-{seq}", std::process::id()));
+    fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    let onnx_owned = onnx.to_path_buf();
+    let work_str = work.to_string_lossy().into_owned();
+    // ModelGen reports failures by panicking; contain that to this model.
+    let converted = std::panic::catch_unwind(move || {
+        burn_onnx::ModelGen::new()
+            .input(&onnx_owned.to_string_lossy())
+            .out_dir(&work_str)
+            .load_strategy(burn_onnx::LoadStrategy::None)
+            .run_from_cli();
+    });
+    let produced = work.join(format!("{name}.bpk"));
+    let result = match converted {
+        Ok(()) if produced.exists() => fs::rename(&produced, &target)
+            .map(|_| target.clone())
+            .map_err(|e| format!("caching weights: {e}")),
+        Ok(()) => Err("conversion produced no weights".into()),
+        Err(_) => Err("burn-onnx could not convert this file (see the log above)".into()),
+    };
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,108 @@
+//! Burn vs onnxruntime: every network, run through Burn on the committed parity inputs,
+//! must reproduce onnxruntime's outputs on the same ONNX file (produced independently by
+//! `models/scripts/make_parity.py`) within the tolerance in `models/parity/parity.json`.
+
+use std::path::{Path, PathBuf};
+
+use facerec_engine::backend::{self, BackendChoice};
+use facerec_engine::models::Models;
+use facerec_engine::prep;
+use serde_json::Value;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn manifest() -> Value {
+    let text = std::fs::read_to_string(models_dir().join("parity/parity.json")).expect("parity.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The batch input of one model: its PNG files decoded to planar floats, concatenated.
+fn input(spec: &Value) -> (Vec<f32>, usize) {
+    let files = spec["files"].as_array().expect("files");
+    let mut data = Vec::new();
+    for f in files {
+        let path = models_dir().join("parity").join(f.as_str().expect("file name"));
+        let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+        data.extend(prep::to_planar(&img));
+    }
+    (data, files.len())
+}
+
+fn expected(spec: &Value, output: &str) -> Vec<f32> {
+    let file = spec["outputs"][output]["file"].as_str().expect("output file");
+    read_f32(&models_dir().join("parity").join(file))
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: output length");
+    let (mut worst, mut at) = (0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        if d > worst || d.is_nan() {
+            (worst, at) = (d, i);
+        }
+    }
+    eprintln!("{name}: max abs diff {worst:.3e} (at {at})");
+    assert!(worst <= tol, "{name}: max abs diff {worst:e} at {at} over {tol:e}");
+}
+
+#[test]
+fn every_model_matches_onnxruntime_on_the_cpu_backend() {
+    let models = Models::load(&models_dir(), backend::resolve(BackendChoice::Cpu).expect("cpu"))
+        .expect("models load");
+    let m = manifest();
+    let spec = |name: &str| m["models"][name].clone();
+    let tol = |s: &Value| s["tolerance_abs"].as_f64().expect("tolerance") as f32;
+
+    let s = spec("ssd_mobilenetv1");
+    let (x, n) = input(&s["inputs"]["input"]);
+    let (boxes, scores) = models.ssd(x, n).expect("ssd runs");
+    assert_close("ssd boxes", &boxes, &expected(&s, "boxes"), tol(&s));
+    assert_close("ssd scores", &scores, &expected(&s, "scores"), tol(&s));
+
+    let s = spec("tiny_face_detector");
+    let (x, n) = input(&s["inputs"]["input"]);
+    let raw = models.tiny(x, n).expect("tiny runs");
+    assert_close("tiny raw", &raw, &expected(&s, "raw"), tol(&s));
+
+    let s = spec("face_landmark_68");
+    let (x, n) = input(&s["inputs"]["input"]);
+    let lm = models.landmarks(x, n).expect("landmarks run");
+    assert_close("landmarks", &lm, &expected(&s, "landmarks"), tol(&s));
+
+    let s = spec("face_recognition");
+    let (x, n) = input(&s["inputs"]["input"]);
+    let d = models.embed(x.clone(), n).expect("recognition runs");
+    assert_close("descriptors", &d, &expected(&s, "descriptor"), tol(&s));
+
+    // Batch 1 gives the same answer as the batch: rows are independent.
+    let one = models.embed(x[..3 * 150 * 150].to_vec(), 1).expect("batch of one");
+    assert_close("descriptor batch 1", &one, &expected(&s, "descriptor")[..128], tol(&s));
+}
+
+#[test]
+fn model_ids_are_the_onnx_sha256_recorded_by_the_reference() {
+    let models = Models::load(&models_dir(), backend::resolve(BackendChoice::Cpu).expect("cpu"))
+        .expect("models load");
+    let m = manifest();
+    assert_eq!(
+        models.recognition_id(),
+        m["models"]["face_recognition"]["model_sha256"].as_str().expect("sha"),
+    );
+}
+
+#[test]
+fn a_missing_models_directory_is_a_clear_error() {
+    let err = Models::load(Path::new("/nonexistent/models"), backend::resolve(BackendChoice::Cpu).expect("cpu"))
+        .err()
+        .expect("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent/models/"), "{msg}");
+}

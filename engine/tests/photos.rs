@@ -1,0 +1,166 @@
+//! Real photos, real models: the demo photos of the face-api npm package (face counts
+//! checked by eye: sample1-3 three people each, sample4 four, sample5 five, sample6 four)
+//! and the CSE546 crops (expected names from the data set's own CSV).
+
+mod common;
+
+use std::io::Cursor;
+
+use facerec_engine::report::{self, DEFAULT_THRESHOLD};
+use facerec_engine::{Analysis, ErrorKind, Gallery};
+use image::{DynamicImage, ImageFormat, RgbImage};
+
+fn analyze(bytes: &[&[u8]]) -> Vec<Analysis> {
+    let (results, _) = common::engine().analyze(bytes);
+    results.into_iter().map(|r| r.expect("image analyses")).collect()
+}
+
+fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let dynamic = DynamicImage::ImageRgb8(img.clone());
+    match format {
+        ImageFormat::Jpeg => {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 60);
+            dynamic.write_with_encoder(enc).expect("jpeg");
+        }
+        f => dynamic.write_to(&mut out, f).expect("encode"),
+    }
+    out.into_inner()
+}
+
+#[test]
+fn counts_the_faces_in_every_demo_photo() {
+    let photos: Vec<Vec<u8>> = (1..=6).map(common::sample).collect();
+    let refs: Vec<&[u8]> = photos.iter().map(Vec::as_slice).collect();
+    let counts: Vec<usize> = analyze(&refs).iter().map(|a| a.faces.len()).collect();
+    assert_eq!(counts, vec![3, 3, 3, 4, 5, 4]);
+}
+
+#[test]
+fn faces_are_sorted_by_area_and_boxes_are_in_original_pixels() {
+    let a = &analyze(&[&common::sample(1)])[0];
+    assert_eq!((a.width, a.height), (1920, 1280));
+    for pair in a.faces.windows(2) {
+        assert!(pair[0].bbox.area() >= pair[1].bbox.area());
+    }
+    for f in &a.faces {
+        let b = f.bbox;
+        assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= 1920.0 && b.y + b.h <= 1280.0);
+        assert!(b.w > 60.0 && b.h > 60.0, "faces in a 1920px photo are not tiny: {b:?}");
+        assert!(!f.whole_frame);
+    }
+}
+
+/// Enroll two of the three people of sample1 from crops around their faces; find them
+/// again in a mirrored copy, a half-size copy and a heavily recompressed copy of the
+/// whole photo. The third person, never enrolled, is `unknown` (people in one photo are
+/// certainly different people; across the demo photos identities may repeat).
+#[test]
+fn identifies_people_across_flips_rescales_and_recompression() {
+    let photo = image::load_from_memory(&common::sample(1)).expect("decode").to_rgb8();
+    let original = &analyze(&[&common::sample(1)])[0];
+    let mut gallery = Gallery::new(common::engine().models().recognition_id());
+    let names = [Some("first"), Some("second"), None];
+    for (face, name) in original.faces.iter().zip(names) {
+        let Some(name) = name else { continue };
+        let b = face.bbox;
+        let (x0, y0) = ((b.x - b.w).max(0.0) as u32, (b.y - b.h).max(0.0) as u32);
+        let (x1, y1) = (
+            ((b.x + 2.0 * b.w) as u32).min(photo.width()),
+            ((b.y + 2.0 * b.h) as u32).min(photo.height()),
+        );
+        let crop = image::imageops::crop_imm(&photo, x0, y0, x1 - x0, y1 - y0).to_image();
+        let crop_faces = &analyze(&[&encode(&crop, ImageFormat::Png)])[0];
+        let enrolled = crop_faces.faces.first().expect("a face in the crop");
+        gallery.add(name, &enrolled.embedding);
+    }
+
+    let mirrored = image::imageops::flip_horizontal(&photo);
+    let half = image::imageops::resize(&photo, 960, 640, image::imageops::FilterType::Triangle);
+    let variants = [
+        ("mirrored", encode(&mirrored, ImageFormat::Png), true),
+        ("half", encode(&half, ImageFormat::Png), false),
+        ("jpeg q60", encode(&photo, ImageFormat::Jpeg), false),
+    ];
+    for (label, bytes, flipped) in &variants {
+        let a = &analyze(&[bytes])[0];
+        assert_eq!(a.faces.len(), 3, "{label}");
+        let r = report::report(label, Ok(a), Some(&gallery), DEFAULT_THRESHOLD, false);
+        for (face, rep) in a.faces.iter().zip(r.faces.as_ref().expect("faces")) {
+            // Which original face is this? The one whose centre matches (mirrored in x).
+            let scale = photo.width() as f32 / a.width as f32;
+            let mut cx = (face.bbox.x + face.bbox.w / 2.0) * scale;
+            if *flipped {
+                cx = photo.width() as f32 - cx;
+            }
+            let want = original
+                .faces
+                .iter()
+                .zip(names)
+                .min_by(|(p, _), (q, _)| {
+                    let dp = (p.bbox.x + p.bbox.w / 2.0 - cx).abs();
+                    let dq = (q.bbox.x + q.bbox.w / 2.0 - cx).abs();
+                    dp.total_cmp(&dq)
+                })
+                .map(|(_, n)| n)
+                .expect("three faces");
+            assert_eq!(rep.identity.as_deref(), want, "{label}: {rep:?}");
+        }
+    }
+}
+
+/// The CSE546 workload: ten distinct 64x64 crops of eight people, each repeated 100
+/// times. With every distinct photo enrolled under its expected name (the gallery the
+/// original system was built from), all 1000 images get their expected name, and every
+/// crop is found by the detector rather than taken whole.
+#[test]
+fn cse546_workload_is_identified_from_its_distinct_photos() {
+    let dir = common::cse546_dir();
+    let expected = common::cse546_expected();
+    assert_eq!(expected.len(), 1000);
+    let mut gallery = Gallery::new(common::engine().models().recognition_id());
+    let mut seen = std::collections::HashSet::new();
+    let mut correct = 0;
+    for chunk in expected.chunks(50) {
+        let bytes: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|(stem, _)| std::fs::read(dir.join(format!("{stem}.jpg"))).expect("crop"))
+            .collect();
+        let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let analyses = analyze(&refs);
+        for (((stem, name), a), raw) in chunk.iter().zip(&analyses).zip(&bytes) {
+            let face = a.faces.first().unwrap_or_else(|| panic!("{stem}: no face"));
+            assert!(!face.whole_frame, "{stem}: the detector should find the face");
+            if seen.insert(raw.clone()) {
+                gallery.add(name, &face.embedding);
+            }
+            let r = report::report(stem, Ok(a), Some(&gallery), DEFAULT_THRESHOLD, false);
+            assert_eq!(r.best_name(), Some(name.as_str()), "{stem}: {:?}", r.faces);
+            correct += 1;
+        }
+    }
+    assert_eq!(seen.len(), 10, "ten distinct photos");
+    assert_eq!(correct, 1000);
+}
+
+#[test]
+fn bad_inputs_get_their_own_error_and_the_rest_still_work() {
+    let good = common::sample(3);
+    let truncated = good[..good.len() / 3].to_vec();
+    let inputs: Vec<&[u8]> = vec![b"", b"plain text, not a picture", &truncated, &good];
+    let (results, _) = common::engine().analyze(&inputs);
+    let kinds: Vec<Option<ErrorKind>> = results.iter().map(|r| r.as_ref().err().map(|e| e.kind)).collect();
+    assert_eq!(kinds[0], Some(ErrorKind::Empty));
+    assert_eq!(kinds[1], Some(ErrorKind::NotAnImage));
+    // A JPEG cut short decodes partially (grey fill) or fails as corrupt; never a panic.
+    assert!(matches!(kinds[2], None | Some(ErrorKind::Corrupt)), "{:?}", kinds[2]);
+    assert_eq!(results[3].as_ref().expect("good photo").faces.len(), 3);
+}
+
+#[test]
+fn an_image_without_faces_has_none() {
+    // A smooth gradient landscape-sized image: nothing to find, not a face crop either.
+    let img = RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 90]));
+    let a = &analyze(&[&encode(&img, ImageFormat::Png)])[0];
+    assert!(a.faces.is_empty(), "{:?}", a.faces.iter().map(|f| f.bbox).collect::<Vec<_>>());
+}

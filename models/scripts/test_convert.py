@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Tests for the model conversion (pytest-style; also runnable as a plain script).
+
+    python3 models/scripts/test_convert.py [--package /path/to/package]
+    FACEAPI_PACKAGE=/path/to/package python3 -m pytest models/scripts/test_convert.py
+
+Without the npm package (env FACEAPI_PACKAGE or --package) the tests that re-run the
+conversion or re-create the parity inputs are skipped; everything else only needs the
+committed files under models/.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.normpath(os.path.join(HERE, ".."))
+PARITY = os.path.join(MODELS, "parity")
+sys.path.insert(0, HERE)
+
+import convert  # noqa: E402
+
+ALLOWED_OPS = {"Conv", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool",
+               "GlobalAveragePool", "Pad", "Concat", "Reshape", "Transpose", "MatMul", "Gemm", "Sigmoid",
+               "Exp", "Slice", "Flatten"}
+SIGNATURES = {
+    "face_recognition": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
+    "tiny_face_detector": ({"input": ["N", 3, 416, 416]}, {"raw": ["N", 25, 13, 13]}),
+    "ssd_mobilenetv1": ({"input": ["N", 3, 512, 512]}, {"boxes": ["N", 5118, 4], "scores": ["N", 5118]}),
+    "face_landmark_68": ({"input": ["N", 3, 112, 112]}, {"landmarks": ["N", 136]}),
+}
+MAX_PARITY_BYTES = 1_500_000
+
+try:
+    import pytest
+
+    def skip(msg):
+        pytest.skip(msg)
+except ImportError:  # plain python
+    class Skipped(Exception):
+        pass
+
+    def skip(msg):
+        raise Skipped(msg)
+
+
+def package_dir():
+    p = os.environ.get("FACEAPI_PACKAGE")
+    if not p or not os.path.isfile(os.path.join(p, "package.json")):
+        skip("set FACEAPI_PACKAGE to the unpacked @vladmandic/face-api@1.7.15 npm package")
+    return p
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def onnx_path(name):
+    return os.path.join(MODELS, f"{name}.onnx")
+
+
+def dims(vi):
+    return [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+
+# --------------------------------------------------------------------------------------------------
+def test_models_are_valid_onnx():
+    for name, (ins, outs) in SIGNATURES.items():
+        m = onnx.load(onnx_path(name))
+        onnx.checker.check_model(m, full_check=True)
+        assert m.ir_version == 8, (name, m.ir_version)
+        assert [(o.domain, o.version) for o in m.opset_import] == [("", 17)], name
+        assert {i.name: dims(i) for i in m.graph.input} == ins, name
+        assert {o.name: dims(o) for o in m.graph.output} == outs, name
+        for vi in list(m.graph.input) + list(m.graph.output):
+            assert vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, (name, vi.name)
+        for t in m.graph.initializer:
+            assert t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), (name, t.name)
+        ops = {n.op_type for n in m.graph.node}
+        assert ops <= ALLOWED_OPS, (name, ops - ALLOWED_OPS)
+
+
+def test_reshapes_keep_batch_dynamic():
+    for name in SIGNATURES:
+        m = onnx.load(onnx_path(name))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        for n in m.graph.node:
+            if n.op_type == "Reshape":
+                assert inits[n.input[1]][0] == 0, (name, n.name)
+
+
+def test_batch_dimension_is_dynamic():
+    import onnxruntime as ort
+
+    for name, (ins, _) in SIGNATURES.items():
+        s = ort.InferenceSession(onnx_path(name), providers=["CPUExecutionProvider"])
+        shape = ins["input"][1:]
+        x = np.random.default_rng(0).uniform(0, 255, size=[3] + shape).astype(np.float32)
+        outs_b = s.run(None, {"input": x})
+        outs_1 = s.run(None, {"input": x[1:2]})
+        for ob, o1 in zip(outs_b, outs_1):
+            assert ob.shape[0] == 3 and o1.shape[0] == 1
+            assert np.abs(ob[1:2] - o1).max() < 1e-4, name
+
+
+def test_model_cards_name_the_onnx_sha256():
+    for name in SIGNATURES:
+        with open(os.path.join(MODELS, f"{name}.md"), encoding="utf-8") as f:
+            text = f.read()
+        m = re.search(r"ONNX sha256: `([0-9a-f]{64})`", text)
+        assert m, f"{name}.md has no 'ONNX sha256: `...`' line"
+        assert m.group(1) == sha256_file(onnx_path(name)), f"{name}.md sha256 is stale"
+
+
+def test_parity_manifest_and_size():
+    with open(os.path.join(PARITY, "parity.json"), encoding="utf-8") as f:
+        pj = json.load(f)
+    total = sum(os.path.getsize(os.path.join(PARITY, f)) for f in os.listdir(PARITY))
+    assert total < MAX_PARITY_BYTES, total
+    listed = {"parity.json"}
+    for name, e in pj["models"].items():
+        assert e["model_sha256"] == sha256_file(onnx_path(name)), f"parity for {name} made with another model"
+        for f, h in zip(e["inputs"]["input"]["files"], e["inputs"]["input"]["sha256"]):
+            assert sha256_file(os.path.join(PARITY, f)) == h, f
+            listed.add(f)
+        for o in e["outputs"].values():
+            assert sha256_file(os.path.join(PARITY, o["file"])) == o["sha256"], o["file"]
+            n = int(np.prod(o["shape"]))
+            assert os.path.getsize(os.path.join(PARITY, o["file"])) == 4 * n, o["file"]
+            listed.add(o["file"])
+    assert listed == set(os.listdir(PARITY)), set(os.listdir(PARITY)) ^ listed
+
+
+def test_parity_goldens_reproduce():
+    import facepipe as fp
+    from make_parity import load_rgb, session
+
+    with open(os.path.join(PARITY, "parity.json"), encoding="utf-8") as f:
+        pj = json.load(f)
+    for name, e in pj["models"].items():
+        x = fp.to_nchw(*[load_rgb(os.path.join(PARITY, f)).astype(np.float32) for f in e["inputs"]["input"]["files"]])
+        assert list(x.shape) == e["inputs"]["input"]["shape"]
+        s = session(onnx_path(name))
+        names = list(e["outputs"])
+        for oname, got in zip(names, s.run(names, {"input": x})):
+            o = e["outputs"][oname]
+            want = np.fromfile(os.path.join(PARITY, o["file"]), "<f4").reshape(o["shape"])
+            d = float(np.abs(got - want).max())
+            # same onnxruntime build on the same CPU gives identical bytes; allow for other CPUs
+            assert d <= 1e-5, (name, oname, d)
+    # the recorded face-api post-processing follows from the golden outputs
+    e = pj["models"]["ssd_mobilenetv1"]
+    b = np.fromfile(os.path.join(PARITY, "ssd_boxes.f32"), "<f4").reshape(e["outputs"]["boxes"]["shape"])
+    sc = np.fromfile(os.path.join(PARITY, "ssd_scores.f32"), "<f4").reshape(e["outputs"]["scores"]["shape"])
+    assert fp.ssd_nms(b[0], sc[0]) == e["postprocess"]["nms_indices"]
+    assert len(e["postprocess"]["nms_indices"]) == 3
+    e = pj["models"]["tiny_face_detector"]
+    raw = np.fromfile(os.path.join(PARITY, "tiny_raw.f32"), "<f4").reshape(e["outputs"]["raw"]["shape"])
+    w, h = pj["source_image_size_wh"]
+    got = [[d.rel.x, d.rel.y, d.rel.width, d.rel.height] for d in fp.tiny_decode(raw[0], w, h)]
+    assert np.allclose(got, e["postprocess"]["detections_relative_to_source_image_xywh"], atol=1e-9)
+
+
+def test_conversion_is_deterministic_and_matches_committed():
+    pkg = package_dir()
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        convert.main(["--package", pkg, "--out", d1])
+        convert.main(["--package", pkg, "--out", d2])
+        for name in SIGNATURES:
+            h1, h2 = sha256_file(os.path.join(d1, f"{name}.onnx")), sha256_file(os.path.join(d2, f"{name}.onnx"))
+            assert h1 == h2, f"{name}: two conversions differ"
+            assert h1 == sha256_file(onnx_path(name)), f"{name}: committed file differs from a fresh conversion"
+
+
+def _json_close(a, b, where="parity.json"):
+    """Structural equality with a float tolerance; file hashes are not compared (PNG bytes depend
+    on the zlib build, .f32 bytes on the CPU's kernels) -- the files themselves are compared."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            if k != "sha256":
+                _json_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _json_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert abs(a - b) <= 1e-5, (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_make_parity_reproduces_committed_files():
+    pkg = package_dir()
+    import make_parity
+
+    with tempfile.TemporaryDirectory() as d:
+        make_parity.build(pkg, MODELS, d)
+        assert sorted(os.listdir(d)) == sorted(os.listdir(PARITY))
+        for f in sorted(os.listdir(PARITY)):
+            if f.endswith(".png"):
+                a, b = make_parity.load_rgb(os.path.join(d, f)), make_parity.load_rgb(os.path.join(PARITY, f))
+                assert a.shape == b.shape and (a == b).all(), f
+            elif f.endswith(".f32"):
+                a = np.fromfile(os.path.join(d, f), "<f4")
+                b = np.fromfile(os.path.join(PARITY, f), "<f4")
+                assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5, f
+        with open(os.path.join(d, "parity.json"), encoding="utf-8") as fa, \
+                open(os.path.join(PARITY, "parity.json"), encoding="utf-8") as fb:
+            _json_close(json.load(fa), json.load(fb))
+
+
+def test_facepipe_padding_and_resize():
+    import facepipe as fp
+
+    img = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3) + 1
+    c = fp.pad_to_square(img, center=True)  # diff 3: 1 column before, round(1.5)=2 after
+    assert c.shape == (5, 5, 3) and (c[:, 0] == 0).all() and (c[:, 3:] == 0).all() and (c[:, 1:3] == img).all()
+    b = fp.pad_to_square(img, center=False)
+    assert (b[:, :2] == img).all() and (b[:, 2:] == 0).all()
+    r = fp.resize_bilinear(np.arange(4, dtype=np.float32).reshape(1, 4, 1), 1, 2)
+    assert r.ravel().tolist() == [0.0, 2.0]  # legacy sampling: src = dst * in/out
+    assert fp.reshaped_dims(1920, 1280, 512) == (512, 341)
+
+
+# --------------------------------------------------------------------------------------------------
+if __name__ == "__main__":
+    if "--package" in sys.argv:
+        os.environ["FACEAPI_PACKAGE"] = sys.argv[sys.argv.index("--package") + 1]
+    failed = 0
+    for tname, fn in [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]:
+        try:
+            fn()
+            print(f"PASS {tname}")
+        except Exception as ex:  # noqa: BLE001
+            if type(ex).__name__ == "Skipped":
+                print(f"SKIP {tname}: {ex}")
+            else:
+                failed += 1
+                print(f"FAIL {tname}: {type(ex).__name__}: {ex}")
+    sys.exit(1 if failed else 0)
