@@ -22,7 +22,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", onnx.display());
         model_gen.input(onnx.to_str().expect("the repository path is UTF-8"));
     }
-    model_gen.out_dir("model/")
+    model_gen
+        .out_dir("model/")
         .load_strategy(LoadStrategy::None)
         .run_from_script();
 }

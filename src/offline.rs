@@ -18,7 +18,14 @@ use crate::cli::{Cli, Command, EngineArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Enroll { engine, gallery, dir, name, images, json } => {
+        Command::Enroll {
+            engine,
+            gallery,
+            dir,
+            name,
+            images,
+            json,
+        } => {
             let jobs = match dir {
                 Some(dir) => enroll_jobs_from_dir(&dir)?,
                 None => {
@@ -28,8 +35,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             enroll(&engine, &gallery, jobs, json)
         }
-        Command::Identify { engine, gallery, json, images } => identify(&engine, &gallery, &images, json),
-        Command::Verify { engine, json, pairs, image_a, image_b } => {
+        Command::Identify {
+            engine,
+            gallery,
+            json,
+            images,
+        } => identify(&engine, &gallery, &images, json),
+        Command::Verify {
+            engine,
+            json,
+            pairs,
+            image_a,
+            image_b,
+        } => {
             let pairs = match pairs {
                 Some(csv) => read_pairs(&csv)?,
                 None => vec![(
@@ -39,7 +57,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             verify(&engine, &pairs, json)
         }
-        Command::Embed { engine, json, images } => embed(&engine, &images, json),
+        Command::Embed {
+            engine,
+            json,
+            images,
+        } => embed(&engine, &images, json),
     }
 }
 
@@ -61,7 +83,10 @@ fn build_engine(args: &EngineArgs) -> Result<Engine> {
     config.detector = args.detector;
     config.min_score = args.min_score;
     config.max_batch = args.batch.max(1);
-    config.limits = DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() };
+    config.limits = DecodeLimits {
+        max_pixels: args.max_pixels,
+        ..DecodeLimits::default()
+    };
     if !(args.threshold > 0.0) {
         bail!("--threshold must be positive (got {})", args.threshold);
     }
@@ -74,8 +99,10 @@ fn progress(total: usize) -> ProgressBar {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
@@ -114,7 +141,9 @@ fn analyze_paths(
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn load_gallery_for(engine: &Engine, path: &Path, create: bool) -> Result<Gallery> {
@@ -123,7 +152,10 @@ fn load_gallery_for(engine: &Engine, path: &Path, create: bool) -> Result<Galler
         if create {
             return Ok(Gallery::new(model));
         }
-        bail!("gallery {} does not exist (create it with `facerec enroll`)", path.display());
+        bail!(
+            "gallery {} does not exist (create it with `facerec enroll`)",
+            path.display()
+        );
     }
     let g = Gallery::load(path)?;
     if g.model_id() != model {
@@ -160,7 +192,12 @@ fn enroll_jobs_from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(jobs)
 }
 
-fn enroll(args: &EngineArgs, gallery_path: &Path, jobs: Vec<(String, PathBuf)>, json: bool) -> Result<ExitCode> {
+fn enroll(
+    args: &EngineArgs,
+    gallery_path: &Path,
+    jobs: Vec<(String, PathBuf)>,
+    json: bool,
+) -> Result<ExitCode> {
     let engine = build_engine(args)?;
     let mut gallery = load_gallery_for(&engine, gallery_path, true)?;
     let paths: Vec<PathBuf> = jobs.iter().map(|j| j.1.clone()).collect();
@@ -176,7 +213,10 @@ fn enroll(args: &EngineArgs, gallery_path: &Path, jobs: Vec<(String, PathBuf)>, 
                     gallery.add(&name, &face.embedding);
                     Ok(())
                 }
-                None => Err(ImageError::new(ErrorKind::Unusable, "no face found to enroll")),
+                None => Err(ImageError::new(
+                    ErrorKind::Unusable,
+                    "no face found to enroll",
+                )),
             },
         };
         match &outcome {
@@ -190,8 +230,12 @@ fn enroll(args: &EngineArgs, gallery_path: &Path, jobs: Vec<(String, PathBuf)>, 
         }
         if json {
             let line = match outcome {
-                Ok(()) => serde_json::json!({"image": path.display().to_string(), "identity": name, "enrolled": true}),
-                Err(e) => serde_json::json!({"image": path.display().to_string(), "identity": name, "error": e}),
+                Ok(()) => {
+                    serde_json::json!({"image": path.display().to_string(), "identity": name, "enrolled": true})
+                }
+                Err(e) => {
+                    serde_json::json!({"image": path.display().to_string(), "identity": name, "error": e})
+                }
             };
             writeln!(out, "{line}")?;
         }
@@ -208,10 +252,19 @@ fn enroll(args: &EngineArgs, gallery_path: &Path, jobs: Vec<(String, PathBuf)>, 
         )?;
     }
     out.flush()?;
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn identify(args: &EngineArgs, gallery_path: &Path, images: &[PathBuf], json: bool) -> Result<ExitCode> {
+fn identify(
+    args: &EngineArgs,
+    gallery_path: &Path,
+    images: &[PathBuf],
+    json: bool,
+) -> Result<ExitCode> {
     let engine = build_engine(args)?;
     let gallery = load_gallery_for(&engine, gallery_path, false)?;
     print_reports(&engine, images, Some(&gallery), args.threshold, json, false)
@@ -233,7 +286,13 @@ fn print_reports(
     let mut failed = 0usize;
     let mut out = BufWriter::new(std::io::stdout().lock());
     analyze_paths(engine, images, |path, result| {
-        let r = report::report(&path.display().to_string(), result, gallery, threshold, embeddings);
+        let r = report::report(
+            &path.display().to_string(),
+            result,
+            gallery,
+            threshold,
+            embeddings,
+        );
         if r.error.is_some() {
             failed += 1;
         }
@@ -245,7 +304,11 @@ fn print_reports(
         Ok(())
     })?;
     out.flush()?;
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn write_plain(out: &mut impl Write, path: &Path, r: &ImageReport, embeddings: bool) -> Result<()> {
@@ -254,18 +317,35 @@ fn write_plain(out: &mut impl Write, path: &Path, r: &ImageReport, embeddings: b
         return Ok(writeln!(out, "{}:error", stem(path))?);
     }
     if !embeddings {
-        return Ok(writeln!(out, "{}:{}", stem(path), r.best_name().unwrap_or("error"))?);
+        return Ok(writeln!(
+            out,
+            "{}:{}",
+            stem(path),
+            r.best_name().unwrap_or("error")
+        )?);
     }
     for f in r.faces.iter().flatten() {
         let [x, y, w, h] = f.bbox;
-        let e: Vec<String> = f.embedding.iter().flatten().map(|v| format!("{v:.6}")).collect();
-        writeln!(out, "{}\t{x},{y},{w},{h}\t{:.3}\t{}", stem(path), f.score, e.join(","))?;
+        let e: Vec<String> = f
+            .embedding
+            .iter()
+            .flatten()
+            .map(|v| format!("{v:.6}"))
+            .collect();
+        writeln!(
+            out,
+            "{}\t{x},{y},{w},{h}\t{:.3}\t{}",
+            stem(path),
+            f.score,
+            e.join(",")
+        )?;
     }
     Ok(())
 }
 
 fn read_pairs(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
     let base = csv.parent().unwrap_or(Path::new("."));
     text.lines()
         .enumerate()
@@ -276,11 +356,19 @@ fn read_pairs(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
                 (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
                     let resolve = |p: &str| {
                         let p = PathBuf::from(p);
-                        if p.is_absolute() || p.exists() { p } else { base.join(p) }
+                        if p.is_absolute() || p.exists() {
+                            p
+                        } else {
+                            base.join(p)
+                        }
                     };
                     Ok((resolve(a), resolve(b)))
                 }
-                _ => bail!("{}:{}: expected two image paths separated by a comma", csv.display(), i + 1),
+                _ => bail!(
+                    "{}:{}: expected two image paths separated by a comma",
+                    csv.display(),
+                    i + 1
+                ),
             }
         })
         .collect()
@@ -289,7 +377,10 @@ fn read_pairs(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result<ExitCode> {
     let engine = build_engine(args)?;
     // Every distinct image is analysed once, in batches.
-    let mut unique: Vec<PathBuf> = pairs.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let mut unique: Vec<PathBuf> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
     unique.sort();
     unique.dedup();
     let mut found: std::collections::HashMap<PathBuf, Result<Vec<f32>, ImageError>> =
@@ -307,8 +398,14 @@ fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result
     let mut failed = 0usize;
     let mut out = BufWriter::new(std::io::stdout().lock());
     for (a, b) in pairs {
-        let ea = found.get(a).cloned().unwrap_or_else(|| Err(ImageError::new(ErrorKind::Io, "missing")));
-        let eb = found.get(b).cloned().unwrap_or_else(|| Err(ImageError::new(ErrorKind::Io, "missing")));
+        let ea = found
+            .get(a)
+            .cloned()
+            .unwrap_or_else(|| Err(ImageError::new(ErrorKind::Io, "missing")));
+        let eb = found
+            .get(b)
+            .cloned()
+            .unwrap_or_else(|| Err(ImageError::new(ErrorKind::Io, "missing")));
         match (ea, eb) {
             (Ok(x), Ok(y)) => {
                 let d = report::distance(&x, &y);
@@ -339,5 +436,9 @@ fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result
         }
     }
     out.flush()?;
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

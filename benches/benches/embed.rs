@@ -35,7 +35,9 @@ fn embed(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("embed_{backend}"));
     group.sample_size(10);
     for batch in [1usize, 16, 64] {
-        let data: Vec<f32> = (0..batch).flat_map(|i| chips[i % chips.len()].clone()).collect();
+        let data: Vec<f32> = (0..batch)
+            .flat_map(|i| chips[i % chips.len()].clone())
+            .collect();
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &n| {
             b.iter(|| models.embed(data.clone(), n).expect("embed"))

@@ -14,7 +14,10 @@ fn main() {
     config.backend = BackendChoice::Cpu;
     config.min_score = min_score;
     let engine = Engine::new(config).expect("engine");
-    let bytes: Vec<Vec<u8>> = args.iter().map(|p| std::fs::read(p).expect("read")).collect();
+    let bytes: Vec<Vec<u8>> = args
+        .iter()
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect();
     let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let (results, times) = engine.analyze(&refs);
     eprintln!("{times:?}");
@@ -26,15 +29,34 @@ fn main() {
             if let Ok(dir) = std::env::var("PROBE_CHIPS") {
                 let img = image::open(path).expect("decode").to_rgb8();
                 let chip = facerec_engine::align::chip(&img, &f.landmarks);
-                let stem = std::path::Path::new(path).file_stem().unwrap().to_string_lossy().into_owned();
-                chip.save(format!("{dir}/{stem}_{k}.png")).expect("save chip");
+                let stem = std::path::Path::new(path)
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                chip.save(format!("{dir}/{stem}_{k}.png"))
+                    .expect("save chip");
             }
-            all.push((format!("{}#{k}", std::path::Path::new(path).file_stem().unwrap().to_string_lossy()), f.embedding.clone()));
+            all.push((
+                format!(
+                    "{}#{k}",
+                    std::path::Path::new(path)
+                        .file_stem()
+                        .unwrap()
+                        .to_string_lossy()
+                ),
+                f.embedding.clone(),
+            ));
         }
     }
     for i in 0..all.len() {
         let row: Vec<String> = (0..all.len())
-            .map(|j| format!("{:.2}", facerec_engine::report::distance(&all[i].1, &all[j].1)))
+            .map(|j| {
+                format!(
+                    "{:.2}",
+                    facerec_engine::report::distance(&all[i].1, &all[j].1)
+                )
+            })
             .collect();
         println!("{:>14} {}", all[i].0, row.join(" "));
     }

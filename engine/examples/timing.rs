@@ -7,7 +7,12 @@ use facerec_engine::models::{self, Models};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let choice = args.get(1).map(String::as_str).unwrap_or("cpu").parse().expect("backend");
+    let choice = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("cpu")
+        .parse()
+        .expect("backend");
     let batch: usize = args.get(2).and_then(|b| b.parse().ok()).unwrap_or(4);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let m = Models::load(&dir, backend::resolve(choice).expect("backend")).expect("models");
@@ -20,10 +25,28 @@ fn main() {
             f();
         }
         let per = t.elapsed().as_secs_f64() / reps as f64;
-        println!("{label:>12}: {:8.1} ms/batch of {batch}, {:7.1} img/s", per * 1e3, batch as f64 / per);
+        println!(
+            "{label:>12}: {:8.1} ms/batch of {batch}, {:7.1} img/s",
+            per * 1e3,
+            batch as f64 / per
+        );
     };
-    time("ssd", &|| drop(m.ssd(input(models::SSD_SIZE), batch).expect("ssd")));
-    time("tiny", &|| drop(m.tiny(input(models::TINY_SIZE), batch).expect("tiny")));
-    time("landmarks", &|| drop(m.landmarks(input(models::LANDMARK_SIZE), batch).expect("lm")));
-    time("recognition", &|| drop(m.embed(input(models::RECOGNITION_SIZE), batch).expect("rec")));
+    time("ssd", &|| {
+        drop(m.ssd(input(models::SSD_SIZE), batch).expect("ssd"))
+    });
+    time("tiny", &|| {
+        drop(m.tiny(input(models::TINY_SIZE), batch).expect("tiny"))
+    });
+    time("landmarks", &|| {
+        drop(
+            m.landmarks(input(models::LANDMARK_SIZE), batch)
+                .expect("lm"),
+        )
+    });
+    time("recognition", &|| {
+        drop(
+            m.embed(input(models::RECOGNITION_SIZE), batch)
+                .expect("rec"),
+        )
+    });
 }

@@ -75,21 +75,24 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
                 adapter,
             })
         }
-        BackendChoice::Auto => Ok(match gpu_adapters().into_iter().find(|(kind, _)| kind.is_some()) {
-            Some((Some(kind), adapter)) => ResolvedBackend {
-                device: Device::wgpu(kind),
-                name: "wgpu",
-                adapter,
+        BackendChoice::Auto => Ok(
+            match gpu_adapters().into_iter().find(|(kind, _)| kind.is_some()) {
+                Some((Some(kind), adapter)) => ResolvedBackend {
+                    device: Device::wgpu(kind),
+                    name: "wgpu",
+                    adapter,
+                },
+                _ => cpu(),
             },
-            _ => cpu(),
-        }),
+        ),
     }
 }
 
 /// Every wgpu adapter: its device kind when it is a hardware GPU, and a description.
 fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
     use burn::tensor::wgpu::wgpu;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapters = pollster_block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let (mut discrete, mut integrated, mut virt) = (0, 0, 0);
     let mut out = Vec::new();
@@ -110,7 +113,10 @@ fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
             }
             _ => None,
         };
-        out.push((kind, format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)));
+        out.push((
+            kind,
+            format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
+        ));
     }
     out
 }

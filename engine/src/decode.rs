@@ -171,14 +171,47 @@ mod tests {
 
     #[test]
     fn grey_and_sixteen_bit_become_rgb() {
-        let grey = DynamicImage::ImageLuma8(ImageBuffer::from_fn(8, 8, |x, _| Luma([x as u8 * 30])));
+        let grey =
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(8, 8, |x, _| Luma([x as u8 * 30])));
         let rgb = decode(&encode(&grey, ImageFormat::Png), &DecodeLimits::default()).expect("grey");
         assert_eq!(rgb.get_pixel(3, 0), &Rgb([90, 90, 90]));
-        let deep = DynamicImage::ImageRgb16(ImageBuffer::from_fn(8, 8, |_, _| {
-            Rgb([65535u16, 0, 32896])
-        }));
-        let rgb = decode(&encode(&deep, ImageFormat::Png), &DecodeLimits::default()).expect("16-bit");
+        let deep =
+            DynamicImage::ImageRgb16(ImageBuffer::from_fn(8, 8, |_, _| Rgb([65535u16, 0, 32896])));
+        let rgb =
+            decode(&encode(&deep, ImageFormat::Png), &DecodeLimits::default()).expect("16-bit");
         assert_eq!(rgb.get_pixel(0, 0), &Rgb([255, 0, 128]));
+    }
+
+    /// Fixtures made with Pillow (`tests/fixtures/`): a 60x40 card, red left half, blue
+    /// right half, white top stripe.
+    fn assert_upright_card(rgb: &RgbImage) {
+        assert_eq!(rgb.dimensions(), (60, 40));
+        let left = rgb.get_pixel(10, 25);
+        let right = rgb.get_pixel(50, 25);
+        let top = rgb.get_pixel(30, 1);
+        assert!(left[0] > 180 && left[2] < 80, "left is red: {left:?}");
+        assert!(right[2] > 180 && right[0] < 80, "right is blue: {right:?}");
+        assert!(top.0.iter().all(|&c| c > 200), "top is white: {top:?}");
+    }
+
+    #[test]
+    fn cmyk_jpeg_becomes_rgb() {
+        let rgb = decode(
+            include_bytes!("../tests/fixtures/cmyk.jpg"),
+            &DecodeLimits::default(),
+        )
+        .expect("CMYK JPEG decodes");
+        assert_upright_card(&rgb);
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let rgb = decode(
+            include_bytes!("../tests/fixtures/exif_rot90.jpg"),
+            &DecodeLimits::default(),
+        )
+        .expect("JPEG decodes");
+        assert_upright_card(&rgb);
     }
 
     /// CRC-32 (IEEE) as PNG chunks use, so the forged header below is otherwise valid.
@@ -187,7 +220,11 @@ mod tests {
         for &byte in data {
             crc ^= u32::from(byte);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

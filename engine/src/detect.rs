@@ -175,7 +175,9 @@ mod tests {
 
     #[test]
     fn nms_respects_max_results() {
-        let boxes = (0..10).map(|i| fb(i as f32 * 20.0, 0.0, 10.0, 10.0, 0.5)).collect();
+        let boxes = (0..10)
+            .map(|i| fb(i as f32 * 20.0, 0.0, 10.0, 10.0, 0.5))
+            .collect();
         assert_eq!(nms(boxes, 0.5, 3).len(), 3);
     }
 
@@ -195,7 +197,9 @@ mod tests {
 
     #[test]
     fn clip_keeps_inside_part() {
-        let b = fb(-5.0, 10.0, 20.0, 100.0, 1.0).clip(50, 50).expect("overlaps");
+        let b = fb(-5.0, 10.0, 20.0, 100.0, 1.0)
+            .clip(50, 50)
+            .expect("overlaps");
         assert_eq!(b, fb(0.0, 10.0, 15.0, 40.0, 1.0));
         assert!(fb(60.0, 0.0, 5.0, 5.0, 1.0).clip(50, 50).is_none());
     }

@@ -148,13 +148,7 @@ impl Engine {
         let mut analyses = analyses.into_iter();
         let results = decoded
             .into_iter()
-            .map(|r| {
-                r.map(|_| {
-                    analyses
-                        .next()
-                        .expect("one analysis per decoded image")
-                })
-            })
+            .map(|r| r.map(|_| analyses.next().expect("one analysis per decoded image")))
             .collect();
         (results, times)
     }
@@ -175,7 +169,13 @@ impl Engine {
             if found.is_empty() {
                 if looks_like_face_crop(img) {
                     let (w, h) = img.dimensions();
-                    let whole = FaceBox { x: 0.0, y: 0.0, w: w as f32, h: h as f32, score: 0.0 };
+                    let whole = FaceBox {
+                        x: 0.0,
+                        y: 0.0,
+                        w: w as f32,
+                        h: h as f32,
+                        score: 0.0,
+                    };
                     owners.push((i, whole, true));
                 }
             } else {
@@ -198,15 +198,25 @@ impl Engine {
 
         let mut out: Vec<Analysis> = images
             .iter()
-            .map(|img| Analysis { width: img.width(), height: img.height(), faces: Vec::new() })
+            .map(|img| Analysis {
+                width: img.width(),
+                height: img.height(),
+                faces: Vec::new(),
+            })
             .collect();
         for (((i, bbox, whole_frame), landmarks), embedding) in
             owners.into_iter().zip(landmarks).zip(embeddings)
         {
-            out[i].faces.push(Face { bbox, landmarks, embedding, whole_frame });
+            out[i].faces.push(Face {
+                bbox,
+                landmarks,
+                embedding,
+                whole_frame,
+            });
         }
         for a in &mut out {
-            a.faces.sort_by(|x, y| y.bbox.area().total_cmp(&x.bbox.area()));
+            a.faces
+                .sort_by(|x, y| y.bbox.area().total_cmp(&x.bbox.area()));
         }
         Ok(out)
     }
@@ -227,8 +237,10 @@ impl Engine {
         };
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.config.max_batch.max(1)) {
-            let prepared: Vec<(Vec<f32>, f32)> =
-                chunk.par_iter().map(|img| prep::letterbox(img, size)).collect();
+            let prepared: Vec<(Vec<f32>, f32)> = chunk
+                .par_iter()
+                .map(|img| prep::letterbox(img, size))
+                .collect();
             let scales: Vec<f32> = prepared.iter().map(|p| p.1).collect();
             let batch: Vec<f32> = prepared.into_iter().flat_map(|p| p.0).collect();
             let n = chunk.len();

@@ -177,7 +177,13 @@ impl Gallery {
                 |a, b| {
                     a.into_iter()
                         .zip(b)
-                        .map(|(x, y)| if y.0 < x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x })
+                        .map(|(x, y)| {
+                            if y.0 < x.0 || (y.0 == x.0 && y.1 < x.1) {
+                                y
+                            } else {
+                                x
+                            }
+                        })
                         .collect()
                 },
             )
@@ -231,13 +237,17 @@ impl Gallery {
             return Err(format!("embedding width {dim}, expected {DIM}"));
         }
         let n_names = r.u32()? as usize;
-        let names = (0..n_names).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?;
+        let names = (0..n_names)
+            .map(|_| r.string())
+            .collect::<Result<Vec<_>, _>>()?;
         let n = usize::try_from(r.u64()?).map_err(|_| "face count overflows")?;
         let owner = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
         if owner.iter().any(|&o| o as usize >= names.len()) {
             return Err("face refers to a missing identity".into());
         }
-        let matrix = (0..n * DIM).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
+        let matrix = (0..n * DIM)
+            .map(|_| r.f32())
+            .collect::<Result<Vec<_>, _>>()?;
         if r.pos != body.len() {
             return Err("trailing bytes after the embeddings".into());
         }
@@ -263,9 +273,15 @@ impl Gallery {
     /// Saves atomically: written to a temporary file beside `path`, synced, then renamed,
     /// so a reader never sees a half-written gallery.
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
-        let file_name = path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&self.to_bytes())?;
@@ -314,13 +330,19 @@ impl Reader<'_> {
         Ok(s)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "u32")?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| "u32")?,
+        ))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "u64")?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| "u64")?,
+        ))
     }
     fn f32(&mut self) -> Result<f32, String> {
-        Ok(f32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "f32")?))
+        Ok(f32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| "f32")?,
+        ))
     }
     fn string(&mut self) -> Result<String, String> {
         let n = self.u32()? as usize;
@@ -334,10 +356,14 @@ mod tests {
 
     /// A deterministic pseudo-random vector (tests only; real embeddings come from the model).
     fn vector(seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..DIM)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect()
@@ -347,7 +373,12 @@ mod tests {
         (0..g.len())
             .map(|r| {
                 let e = &g.matrix[r * DIM..(r + 1) * DIM];
-                let d = e.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+                let d = e
+                    .iter()
+                    .zip(q)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    .sqrt();
                 (g.names[g.owner[r] as usize].clone(), d)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -392,8 +423,14 @@ mod tests {
         assert_eq!(
             back.identities(),
             vec![
-                IdentitySummary { name: "alice".into(), faces: 2 },
-                IdentitySummary { name: "bob".into(), faces: 1 },
+                IdentitySummary {
+                    name: "alice".into(),
+                    faces: 2
+                },
+                IdentitySummary {
+                    name: "bob".into(),
+                    faces: 1
+                },
             ]
         );
         let mut back = back;
@@ -408,13 +445,25 @@ mod tests {
         let mut g = Gallery::new("m");
         g.add("a", &vector(1));
         let bytes = g.to_bytes();
-        assert!(Gallery::from_bytes(b"hello").unwrap_err().contains("not a facerec gallery"));
+        assert!(
+            Gallery::from_bytes(b"hello")
+                .unwrap_err()
+                .contains("not a facerec gallery")
+        );
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
-        assert!(Gallery::from_bytes(&flipped).unwrap_err().contains("checksum"));
+        assert!(
+            Gallery::from_bytes(&flipped)
+                .unwrap_err()
+                .contains("checksum")
+        );
         let mut future = bytes.clone();
         future[8] = 9;
-        assert!(Gallery::from_bytes(&future).unwrap_err().contains("version 9"));
+        assert!(
+            Gallery::from_bytes(&future)
+                .unwrap_err()
+                .contains("version 9")
+        );
         assert!(Gallery::from_bytes(&bytes[..bytes.len() - 5]).is_err());
     }
 }

@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn_store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor, TensorData};
+use burn_store::{BurnpackStore, ModuleSnapshot};
 use sha2::{Digest, Sha256};
 
 use crate::backend::ResolvedBackend;
@@ -58,10 +58,30 @@ impl Models {
     pub fn load(dir: &Path, backend: ResolvedBackend) -> Result<Self, EngineError> {
         let device = backend.device.clone();
         Ok(Self {
-            ssd: load(dir, "ssd_mobilenetv1", &device, generated::ssd_mobilenetv1::Model::new)?,
-            tiny: load(dir, "tiny_face_detector", &device, generated::tiny_face_detector::Model::new)?,
-            landmarks: load(dir, "face_landmark_68", &device, generated::face_landmark_68::Model::new)?,
-            recognition: load(dir, "face_recognition", &device, generated::face_recognition::Model::new)?,
+            ssd: load(
+                dir,
+                "ssd_mobilenetv1",
+                &device,
+                generated::ssd_mobilenetv1::Model::new,
+            )?,
+            tiny: load(
+                dir,
+                "tiny_face_detector",
+                &device,
+                generated::tiny_face_detector::Model::new,
+            )?,
+            landmarks: load(
+                dir,
+                "face_landmark_68",
+                &device,
+                generated::face_landmark_68::Model::new,
+            )?,
+            recognition: load(
+                dir,
+                "face_recognition",
+                &device,
+                generated::face_recognition::Model::new,
+            )?,
             backend,
         })
     }
@@ -78,7 +98,10 @@ impl Models {
 
     fn input(&self, data: Vec<f32>, n: usize, side: u32) -> Tensor<4> {
         let side = side as usize;
-        Tensor::from_data(TensorData::new(data, [n, 3, side, side]), &self.backend.device)
+        Tensor::from_data(
+            TensorData::new(data, [n, 3, side, side]),
+            &self.backend.device,
+        )
     }
 
     /// SSD MobileNetV1 on `n` letterboxed 512x512 planar images: per image, 5118 boxes
@@ -90,18 +113,33 @@ impl Models {
 
     /// Tiny Face Detector on `n` letterboxed 416x416 planar images: raw `[25, 13, 13]`.
     pub fn tiny(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(self.tiny.model.forward(self.input(data, n, TINY_SIZE)).into_data())
+        read(
+            self.tiny
+                .model
+                .forward(self.input(data, n, TINY_SIZE))
+                .into_data(),
+        )
     }
 
     /// 68-point landmarks on `n` 112x112 planar face crops: 136 values per face
     /// (x0, y0, x1, y1, ...), relative to the crop (0..1).
     pub fn landmarks(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(self.landmarks.model.forward(self.input(data, n, LANDMARK_SIZE)).into_data())
+        read(
+            self.landmarks
+                .model
+                .forward(self.input(data, n, LANDMARK_SIZE))
+                .into_data(),
+        )
     }
 
     /// 128-d descriptors of `n` aligned 150x150 planar face chips.
     pub fn embed(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(self.recognition.model.forward(self.input(data, n, RECOGNITION_SIZE)).into_data())
+        read(
+            self.recognition
+                .model
+                .forward(self.input(data, n, RECOGNITION_SIZE))
+                .into_data(),
+        )
     }
 }
 
@@ -127,9 +165,11 @@ fn load<M: ModuleSnapshot>(
     let bpk = burnpack_for(&onnx, name, &sha256).map_err(model_err)?;
     let mut model = new(device);
     let mut store = BurnpackStore::from_file(&bpk);
-    model
-        .load_from(&mut store)
-        .map_err(|e| model_err(format!("weights do not fit the compiled {name} network: {e}")))?;
+    model.load_from(&mut store).map_err(|e| {
+        model_err(format!(
+            "weights do not fit the compiled {name} network: {e}"
+        ))
+    })?;
     Ok(Loaded { model, sha256 })
 }
 

@@ -63,7 +63,8 @@ pub fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     let mut dst = fir::images::Image::new(w, h, PixelType::U8x3);
     let src = fir::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
         .expect("an RgbImage buffer is always width*height*3 bytes");
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    let options =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fir::FilterType::Bilinear));
     Resizer::new()
         .resize(&src, &mut dst, &options)
         .expect("both images are U8x3, so the resizer cannot reject them");
@@ -122,8 +123,18 @@ pub fn warp(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbI
             out_to_img.apply(0.0, out_h as f32),
             out_to_img.apply(out_w as f32, out_h as f32),
         ];
-        let x0 = corners.iter().map(|p| p.0).fold(f32::MAX, f32::min).floor().max(0.0);
-        let y0 = corners.iter().map(|p| p.1).fold(f32::MAX, f32::min).floor().max(0.0);
+        let x0 = corners
+            .iter()
+            .map(|p| p.0)
+            .fold(f32::MAX, f32::min)
+            .floor()
+            .max(0.0);
+        let y0 = corners
+            .iter()
+            .map(|p| p.1)
+            .fold(f32::MAX, f32::min)
+            .floor()
+            .max(0.0);
         let x1 = corners
             .iter()
             .map(|p| p.0)
@@ -184,7 +195,12 @@ fn warp_bilinear(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) ->
         let (fx, fy) = (sx - 0.5, sy - 0.5);
         let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
         let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-        let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
+        let (p00, p10, p01, p11) = (
+            px(x0, y0),
+            px(x0 + 1, y0),
+            px(x0, y0 + 1),
+            px(x0 + 1, y0 + 1),
+        );
         for k in 0..3 {
             let top = p00[k] + (p10[k] - p00[k]) * ax;
             let bottom = p01[k] + (p11[k] - p01[k]) * ax;
@@ -207,7 +223,9 @@ mod tests {
     use image::Rgb;
 
     fn checker(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 100]))
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 100])
+        })
     }
 
     #[test]
@@ -233,7 +251,11 @@ mod tests {
         let plane = 64 * 64;
         assert_eq!(planar[0], 200.0);
         assert_eq!(planar[plane], 100.0);
-        assert_eq!(planar[2 * plane + 63 * 64 + 63], 0.0, "bottom-right is padding");
+        assert_eq!(
+            planar[2 * plane + 63 * 64 + 63],
+            0.0,
+            "bottom-right is padding"
+        );
         assert_eq!(planar[2 * plane + 31 * 64 + 63], 50.0, "inside the image");
     }
 
@@ -257,7 +279,13 @@ mod tests {
     #[test]
     fn strong_downscale_averages_instead_of_aliasing() {
         // 1-pixel stripes: naive bilinear sampling at 8x would hit only one colour.
-        let img = RgbImage::from_fn(256, 256, |x, _| if x % 2 == 0 { Rgb([255; 3]) } else { Rgb([0; 3]) });
+        let img = RgbImage::from_fn(256, 256, |x, _| {
+            if x % 2 == 0 {
+                Rgb([255; 3])
+            } else {
+                Rgb([0; 3])
+            }
+        });
         let out = warp(&img, &square_crop_map(128.0, 128.0, 256.0, 32), 32, 32);
         let mean: f32 = out.pixels().map(|p| p[0] as f32).sum::<f32>() / (32.0 * 32.0);
         assert!((mean - 127.5).abs() < 20.0, "mean {mean}");

@@ -83,7 +83,11 @@ pub fn report(
             };
         }
     };
-    let queries: Vec<&[f32]> = analysis.faces.iter().map(|f| f.embedding.as_slice()).collect();
+    let queries: Vec<&[f32]> = analysis
+        .faces
+        .iter()
+        .map(|f| f.embedding.as_slice())
+        .collect();
     let matches = match gallery {
         Some(g) => g.nearest(&queries),
         None => vec![None; queries.len()],
@@ -131,7 +135,11 @@ fn face_report(
 
 /// Euclidean distance between two descriptors.
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
 #[cfg(test)]
@@ -157,10 +165,17 @@ mod tests {
             whole_frame: false,
             embedding: None,
         };
-        let r = |faces| ImageReport { image: "x".into(), faces, error: None };
+        let r = |faces| ImageReport {
+            image: "x".into(),
+            faces,
+            error: None,
+        };
         assert_eq!(r(Some(vec![])).best_name(), Some("no-face"));
         assert_eq!(r(Some(vec![face(None)])).best_name(), Some("unknown"));
-        assert_eq!(r(Some(vec![face(Some("ann")), face(None)])).best_name(), Some("ann"));
+        assert_eq!(
+            r(Some(vec![face(Some("ann")), face(None)])).best_name(),
+            Some("ann")
+        );
         assert_eq!(r(None).best_name(), None);
     }
 }

@@ -14,13 +14,17 @@ fn models_dir() -> PathBuf {
 }
 
 fn manifest() -> Value {
-    let text = std::fs::read_to_string(models_dir().join("parity/parity.json")).expect("parity.json");
+    let text =
+        std::fs::read_to_string(models_dir().join("parity/parity.json")).expect("parity.json");
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// The batch input of one model: its PNG files decoded to planar floats, concatenated.
@@ -28,15 +32,21 @@ fn input(spec: &Value) -> (Vec<f32>, usize) {
     let files = spec["files"].as_array().expect("files");
     let mut data = Vec::new();
     for f in files {
-        let path = models_dir().join("parity").join(f.as_str().expect("file name"));
-        let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+        let path = models_dir()
+            .join("parity")
+            .join(f.as_str().expect("file name"));
+        let img = image::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8();
         data.extend(prep::to_planar(&img));
     }
     (data, files.len())
 }
 
 fn expected(spec: &Value, output: &str) -> Vec<f32> {
-    let file = spec["outputs"][output]["file"].as_str().expect("output file");
+    let file = spec["outputs"][output]["file"]
+        .as_str()
+        .expect("output file");
     read_f32(&models_dir().join("parity").join(file))
 }
 
@@ -50,13 +60,19 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
         }
     }
     eprintln!("{name}: max abs diff {worst:.3e} (at {at})");
-    assert!(worst <= tol, "{name}: max abs diff {worst:e} at {at} over {tol:e}");
+    assert!(
+        worst <= tol,
+        "{name}: max abs diff {worst:e} at {at} over {tol:e}"
+    );
 }
 
 #[test]
 fn every_model_matches_onnxruntime_on_the_cpu_backend() {
-    let models = Models::load(&models_dir(), backend::resolve(BackendChoice::Cpu).expect("cpu"))
-        .expect("models load");
+    let models = Models::load(
+        &models_dir(),
+        backend::resolve(BackendChoice::Cpu).expect("cpu"),
+    )
+    .expect("models load");
     let m = manifest();
     let spec = |name: &str| m["models"][name].clone();
     let tol = |s: &Value| s["tolerance_abs"].as_f64().expect("tolerance") as f32;
@@ -83,26 +99,41 @@ fn every_model_matches_onnxruntime_on_the_cpu_backend() {
     assert_close("descriptors", &d, &expected(&s, "descriptor"), tol(&s));
 
     // Batch 1 gives the same answer as the batch: rows are independent.
-    let one = models.embed(x[..3 * 150 * 150].to_vec(), 1).expect("batch of one");
-    assert_close("descriptor batch 1", &one, &expected(&s, "descriptor")[..128], tol(&s));
+    let one = models
+        .embed(x[..3 * 150 * 150].to_vec(), 1)
+        .expect("batch of one");
+    assert_close(
+        "descriptor batch 1",
+        &one,
+        &expected(&s, "descriptor")[..128],
+        tol(&s),
+    );
 }
 
 #[test]
 fn model_ids_are_the_onnx_sha256_recorded_by_the_reference() {
-    let models = Models::load(&models_dir(), backend::resolve(BackendChoice::Cpu).expect("cpu"))
-        .expect("models load");
+    let models = Models::load(
+        &models_dir(),
+        backend::resolve(BackendChoice::Cpu).expect("cpu"),
+    )
+    .expect("models load");
     let m = manifest();
     assert_eq!(
         models.recognition_id(),
-        m["models"]["face_recognition"]["model_sha256"].as_str().expect("sha"),
+        m["models"]["face_recognition"]["model_sha256"]
+            .as_str()
+            .expect("sha"),
     );
 }
 
 #[test]
 fn a_missing_models_directory_is_a_clear_error() {
-    let err = Models::load(Path::new("/nonexistent/models"), backend::resolve(BackendChoice::Cpu).expect("cpu"))
-        .err()
-        .expect("must fail");
+    let err = Models::load(
+        Path::new("/nonexistent/models"),
+        backend::resolve(BackendChoice::Cpu).expect("cpu"),
+    )
+    .err()
+    .expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/models/"), "{msg}");
 }

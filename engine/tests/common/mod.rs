@@ -12,10 +12,12 @@ pub fn models_dir() -> PathBuf {
 
 /// The unpacked npm package `@vladmandic/face-api` 1.7.15 (`scripts/fetch-test-data.sh`).
 pub fn faceapi_dir() -> PathBuf {
-    let dir = std::env::var_os("FACEAPI_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME is set");
-        PathBuf::from(home).join(".cache/facerec/testdata/face-api-1.7.15/package")
-    });
+    let dir = std::env::var_os("FACEAPI_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/facerec/testdata/face-api-1.7.15/package")
+        });
     assert!(
         dir.join("demo/sample1.jpg").exists(),
         "test photos missing at {}: run scripts/fetch-test-data.sh (or set FACEAPI_DIR)",
@@ -33,7 +35,8 @@ pub fn sample(i: usize) -> Vec<u8> {
 pub fn cse546_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/cse546/face_images_1000.zip");
+        let zip = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/datasets/cse546/face_images_1000.zip");
         assert!(zip.exists(), "CSE546 data set missing at {}", zip.display());
         let out = std::env::temp_dir().join(format!("facerec-cse546-{}", std::process::id()));
         std::fs::create_dir_all(&out).expect("temp dir");
@@ -51,7 +54,8 @@ pub fn cse546_dir() -> PathBuf {
 
 /// Expected name per CSE546 stem.
 pub fn cse546_expected() -> Vec<(String, String)> {
-    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/cse546/expected.csv");
+    let csv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/cse546/expected.csv");
     std::fs::read_to_string(csv)
         .expect("expected.csv")
         .lines()

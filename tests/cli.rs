@@ -1,0 +1,265 @@
+//! The offline CLI end to end: the real `facerec` binary, real models, real faces (the
+//! CSE546 crops; expected names from the data set's CSV).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn facerec(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_facerec"))
+        .args(["--log-json"])
+        .args(args)
+        .current_dir(cwd)
+        .env("FACEREC_BACKEND", "cpu")
+        .env(
+            "FACEREC_MODELS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        )
+        .output()
+        .expect("facerec runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The ten distinct CSE546 photos and their expected names, plus a people/ folder with
+/// one sub-folder per person.
+struct Workload {
+    dir: tempfile::TempDir,
+    expected: Vec<(String, String)>,
+}
+
+impl Workload {
+    fn new() -> Self {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(shared.join("face_images_1000.zip"))
+            .arg(dir.path())
+            .status()
+            .expect("python3");
+        assert!(status.success());
+        let expected: Vec<(String, String)> = std::fs::read_to_string(shared.join("expected.csv"))
+            .expect("csv")
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        for (stem, name) in expected.iter().take(10) {
+            let person = dir.path().join("people").join(name);
+            std::fs::create_dir_all(&person).expect("mkdir");
+            std::fs::copy(
+                Self::image_in(dir.path(), stem),
+                person.join(format!("{stem}.jpg")),
+            )
+            .expect("copy");
+        }
+        Self { dir, expected }
+    }
+
+    fn image_in(dir: &Path, stem: &str) -> PathBuf {
+        dir.join("face_images_1000").join(format!("{stem}.jpg"))
+    }
+
+    fn image(&self, stem: &str) -> String {
+        Self::image_in(self.dir.path(), stem).display().to_string()
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+#[test]
+fn enroll_identify_verify_embed() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+
+    let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("enrolled 10 face(s), 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("8 identities, 10 faces"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Plain output: `<stem>:<name>`, one line per image, in order.
+    let batch: Vec<&(String, String)> = w.expected[10..40].iter().collect();
+    let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
+    let mut args = vec!["identify", "--gallery", g];
+    args.extend(images.iter().map(String::as_str));
+    let out = facerec(&args, w.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+
+    // JSON lines: faces with boxes, identity, similarity.
+    let out = facerec(
+        &["identify", "--gallery", g, "--json", &w.image("test_002")],
+        w.path(),
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON line");
+    let face = &line["faces"][0];
+    assert_eq!(face["identity"], "Bob");
+    assert_eq!(face["box"].as_array().expect("box").len(), 4);
+    assert!(face["similarity"].as_f64().expect("similarity") > 0.5);
+
+    // Verify: identical copies are the same; two people are different.
+    let out = facerec(
+        &[
+            "verify",
+            "--json",
+            &w.image("test_000"),
+            &w.image("test_100"),
+        ],
+        w.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(v["same"], true);
+    assert!(v["distance"].as_f64().expect("distance") < 1e-3);
+    assert_eq!(
+        v["threshold"].as_f64().map(|t| (t * 100.0).round()),
+        Some(60.0)
+    );
+    let pairs = w.path().join("pairs.csv");
+    std::fs::write(
+        &pairs,
+        format!(
+            "{},{}\n{},{}\n",
+            w.image("test_000"),
+            w.image("test_100"),
+            w.image("test_000"),
+            w.image("test_003")
+        ),
+    )
+    .expect("write pairs");
+    let out = facerec(
+        &["verify", "--pairs", pairs.to_str().expect("utf-8")],
+        w.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| l.split(',').nth(2).expect("verdict").to_string())
+        .collect();
+    assert_eq!(verdicts, vec!["same", "different"]);
+
+    // Embed: a 128-d descriptor per face.
+    let out = facerec(&["embed", "--json", &w.image("test_005")], w.path());
+    let e: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(
+        e["faces"][0]["embedding"]
+            .as_array()
+            .expect("embedding")
+            .len(),
+        128
+    );
+}
+
+#[test]
+fn bad_images_are_reported_and_the_rest_still_processed() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    assert!(
+        facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path())
+            .status
+            .success()
+    );
+    let empty = w.path().join("empty.jpg");
+    std::fs::write(&empty, b"").expect("write");
+    let text = w.path().join("notes.jpg");
+    std::fs::write(&text, b"this is not a photo").expect("write");
+    let missing = w.path().join("missing.jpg");
+    let good = w.image("test_003");
+    let out = facerec(
+        &[
+            "identify",
+            "--gallery",
+            g,
+            "--json",
+            empty.to_str().expect("p"),
+            text.to_str().expect("p"),
+            missing.to_str().expect("p"),
+            &good,
+        ],
+        w.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed image makes the exit status non-zero"
+    );
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["error"]["kind"].as_str().unwrap_or("ok"))
+        .collect();
+    assert_eq!(kinds, vec!["empty", "not_an_image", "io", "ok"]);
+    assert_eq!(lines[3]["faces"][0]["identity"], "German");
+
+    // Plain output keeps one line per image.
+    let out = facerec(
+        &["identify", "--gallery", g, text.to_str().expect("p"), &good],
+        w.path(),
+    );
+    assert_eq!(stdout(&out), "notes:error\ntest_003:German\n");
+}
+
+#[test]
+fn strangers_are_unknown_and_a_missing_gallery_is_a_clear_error() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    let out = facerec(
+        &["identify", "--gallery", g, &w.image("test_000")],
+        w.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    // Only Paul enrolled: Bob is unknown.
+    let out = facerec(
+        &["enroll", "--gallery", g, "Paul", &w.image("test_000")],
+        w.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = facerec(
+        &[
+            "identify",
+            "--gallery",
+            g,
+            &w.image("test_002"),
+            &w.image("test_100"),
+        ],
+        w.path(),
+    );
+    assert_eq!(stdout(&out), "test_002:unknown\ntest_100:Paul\n");
+}
