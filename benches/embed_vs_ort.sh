@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/facerec/target}"
-cargo bench -p facerec-benches --bench embed -- --noplot >&2
+# The dev profile builds dependencies (Burn, its kernels) at opt-level 3, as release does.
+cargo bench --profile dev --workspace --bench embed -- --noplot >&2
 ort_json="$(python3 benches/ort_embed.py --threads 1,"$(nproc)")"
 python3 - "$CARGO_TARGET_DIR" "$ort_json" <<'PY'
 import json, os, sys

@@ -135,7 +135,7 @@ fn enroll_identify_verify_embed() {
     assert!(v["distance"].as_f64().expect("distance") < 1e-3);
     assert_eq!(
         v["threshold"].as_f64().map(|t| (t * 100.0).round()),
-        Some(60.0)
+        Some(50.0)
     );
     let pairs = w.path().join("pairs.csv");
     std::fs::write(
