@@ -87,7 +87,7 @@ fn build_engine(args: &EngineArgs) -> Result<Engine> {
         max_pixels: args.max_pixels,
         ..DecodeLimits::default()
     };
-    if !(args.threshold > 0.0) {
+    if args.threshold.is_nan() || args.threshold <= 0.0 {
         bail!("--threshold must be positive (got {})", args.threshold);
     }
     Engine::new(config).context("loading the models")

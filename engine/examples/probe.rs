@@ -24,29 +24,19 @@ fn main() {
     let mut all = Vec::new();
     for (path, r) in args.iter().zip(&results) {
         let a = r.as_ref().expect("analysis");
+        let stem = std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for (k, f) in a.faces.iter().enumerate() {
             println!("{path} face{k} box {:?} whole {}", f.bbox, f.whole_frame);
             if let Ok(dir) = std::env::var("PROBE_CHIPS") {
                 let img = image::open(path).expect("decode").to_rgb8();
                 let chip = facerec_engine::align::chip(&img, &f.landmarks);
-                let stem = std::path::Path::new(path)
-                    .file_stem()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
                 chip.save(format!("{dir}/{stem}_{k}.png"))
                     .expect("save chip");
             }
-            all.push((
-                format!(
-                    "{}#{k}",
-                    std::path::Path::new(path)
-                        .file_stem()
-                        .unwrap()
-                        .to_string_lossy()
-                ),
-                f.embedding.clone(),
-            ));
+            all.push((format!("{stem}#{k}"), f.embedding.clone()));
         }
     }
     for i in 0..all.len() {

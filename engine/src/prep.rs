@@ -123,30 +123,13 @@ pub fn warp(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbI
             out_to_img.apply(0.0, out_h as f32),
             out_to_img.apply(out_w as f32, out_h as f32),
         ];
-        let x0 = corners
-            .iter()
-            .map(|p| p.0)
-            .fold(f32::MAX, f32::min)
-            .floor()
-            .max(0.0);
-        let y0 = corners
-            .iter()
-            .map(|p| p.1)
-            .fold(f32::MAX, f32::min)
-            .floor()
-            .max(0.0);
-        let x1 = corners
-            .iter()
-            .map(|p| p.0)
-            .fold(f32::MIN, f32::max)
-            .ceil()
-            .min(img.width() as f32);
-        let y1 = corners
-            .iter()
-            .map(|p| p.1)
-            .fold(f32::MIN, f32::max)
-            .ceil()
-            .min(img.height() as f32);
+        let (lo, hi) = corners.iter().fold(
+            ((f32::MAX, f32::MAX), (f32::MIN, f32::MIN)),
+            |(lo, hi), &(x, y)| ((lo.0.min(x), lo.1.min(y)), (hi.0.max(x), hi.1.max(y))),
+        );
+        let (x0, y0) = (lo.0.floor().max(0.0), lo.1.floor().max(0.0));
+        let x1 = hi.0.ceil().min(img.width() as f32);
+        let y1 = hi.1.ceil().min(img.height() as f32);
         if x1 - x0 >= 2.0 && y1 - y0 >= 2.0 {
             let crop = image::imageops::crop_imm(
                 img,

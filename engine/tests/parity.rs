@@ -19,6 +19,13 @@ fn manifest() -> Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
+fn load_on_cpu(dir: &Path) -> Result<Models, facerec_engine::EngineError> {
+    Models::load(
+        dir,
+        backend::resolve(BackendChoice::Cpu).expect("the CPU backend always resolves"),
+    )
+}
+
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes
@@ -68,11 +75,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
 
 #[test]
 fn every_model_matches_onnxruntime_on_the_cpu_backend() {
-    let models = Models::load(
-        &models_dir(),
-        backend::resolve(BackendChoice::Cpu).expect("cpu"),
-    )
-    .expect("models load");
+    let models = load_on_cpu(&models_dir()).expect("models load");
     let m = manifest();
     let spec = |name: &str| m["models"][name].clone();
     let tol = |s: &Value| s["tolerance_abs"].as_f64().expect("tolerance") as f32;
@@ -112,11 +115,7 @@ fn every_model_matches_onnxruntime_on_the_cpu_backend() {
 
 #[test]
 fn model_ids_are_the_onnx_sha256_recorded_by_the_reference() {
-    let models = Models::load(
-        &models_dir(),
-        backend::resolve(BackendChoice::Cpu).expect("cpu"),
-    )
-    .expect("models load");
+    let models = load_on_cpu(&models_dir()).expect("models load");
     let m = manifest();
     assert_eq!(
         models.recognition_id(),
@@ -128,12 +127,9 @@ fn model_ids_are_the_onnx_sha256_recorded_by_the_reference() {
 
 #[test]
 fn a_missing_models_directory_is_a_clear_error() {
-    let err = Models::load(
-        Path::new("/nonexistent/models"),
-        backend::resolve(BackendChoice::Cpu).expect("cpu"),
-    )
-    .err()
-    .expect("must fail");
+    let err = load_on_cpu(Path::new("/nonexistent/models"))
+        .err()
+        .expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/models/"), "{msg}");
 }
