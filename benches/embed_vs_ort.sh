@@ -4,7 +4,7 @@
 # usage: bash benches/embed_vs_ort.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/facerec/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/facerec-target}"
 # The dev profile builds dependencies (Burn, its kernels) at opt-level 3, as release does.
 cargo bench --profile dev --workspace --bench embed -- --noplot >&2
 ort_json="$(python3 benches/ort_embed.py --threads 1,"$(nproc)")"
