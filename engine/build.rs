@@ -15,7 +15,10 @@ const MODELS: [&str; 4] = [
 ];
 
 fn main() {
-    let models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    // Read at run time, not with env!(): a build script binary compiled for one checkout
+    // is reused by cargo for another checkout sharing the same target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let models_dir = Path::new(&manifest_dir).join("../models");
     let mut model_gen = ModelGen::new();
     for name in MODELS {
         let onnx = models_dir.join(format!("{name}.onnx"));

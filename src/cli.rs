@@ -98,4 +98,66 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Recognition worker: pulls requests from SQS, reads uploads from S3, writes results.
+    Worker {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        aws: crate::serve::AwsArgs,
+        #[command(flatten)]
+        worker: crate::serve::WorkerArgs,
+    },
+    /// Create, remove or inspect the AWS resources of `ID`.
+    Infra {
+        #[command(flatten)]
+        aws: crate::serve::AwsArgs,
+        #[command(subcommand)]
+        action: crate::serve::InfraAction,
+    },
+    /// The embedded default: web tier + recognition workers in one process, local queue,
+    /// filesystem store under --data. No cloud account needed.
+    Up {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        edge: crate::serve::EdgeArgs,
+        #[command(flatten)]
+        worker: crate::serve::WorkerArgs,
+        /// State directory: uploads, results, gallery.
+        #[arg(long, env = "FACEREC_DATA", default_value = "facerec-data")]
+        data: PathBuf,
+        /// In-process workers kept running, sharing the models (0 with --max-workers 0:
+        /// the web tier alone).
+        #[arg(long, env = "FACEREC_WORKERS", default_value_t = 1)]
+        workers: u32,
+        /// The local autoscaler adds workers up to this many while a backlog lasts.
+        #[arg(long, env = "FACEREC_MAX_WORKERS", default_value_t = 4)]
+        max_workers: u32,
+        /// Seconds between the local autoscaler's decisions.
+        #[arg(long, env = "CHECK_INTERVAL", default_value_t = 5.0)]
+        check_interval: f64,
+        /// Deliveries after which a failing request is dead-lettered.
+        #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
+        max_retries: u32,
+    },
+    /// Controller: keeps the worker fleet (EC2 or local processes) sized to the backlog.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Scaler {
+        #[command(subcommand)]
+        command: Option<crate::scale::ScalerCommand>,
+        #[command(flatten)]
+        args: Box<crate::scale::ScalerArgs>,
+    },
+    /// Web tier only, in front of SQS/S3 (or AWS_ENDPOINT_URL).
+    Edge {
+        #[command(flatten)]
+        aws: crate::serve::AwsArgs,
+        #[command(flatten)]
+        edge: crate::serve::EdgeArgs,
+        /// Directory holding the ONNX models (for the recognition model's id).
+        #[arg(long, env = "FACEREC_MODELS")]
+        models: Option<PathBuf>,
+        #[arg(long, env = "FACEREC_THRESHOLD", default_value_t = facerec_engine::DEFAULT_THRESHOLD)]
+        threshold: f32,
+    },
 }

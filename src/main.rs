@@ -2,6 +2,8 @@
 
 mod cli;
 mod offline;
+mod scale;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -62,6 +62,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             images,
         } => embed(&engine, &images, json),
+        Command::Worker {
+            engine,
+            aws,
+            worker,
+        } => crate::serve::worker(&engine, &aws, &worker),
+        Command::Infra { aws, action } => crate::serve::infra(&aws, &action),
+        Command::Up {
+            engine,
+            edge,
+            worker,
+            data,
+            workers,
+            max_workers,
+            check_interval,
+            max_retries,
+        } => crate::serve::up(
+            &engine,
+            &edge,
+            &worker,
+            &crate::serve::UpArgs { data, workers, max_workers, check_interval, max_retries },
+        ),
+        Command::Scaler { command: Some(crate::scale::ScalerCommand::Simulate(sim)), .. } => crate::scale::simulate_cmd(&sim),
+        Command::Scaler { command: None, args } => crate::scale::scaler_cmd(&args),
+        Command::Edge {
+            aws,
+            edge,
+            models,
+            threshold,
+        } => crate::serve::edge(&aws, &edge, &models, threshold),
     }
 }
 
@@ -77,7 +106,7 @@ pub fn models_dir(arg: &Option<PathBuf>) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
-fn build_engine(args: &EngineArgs) -> Result<Engine> {
+pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     let mut config = EngineConfig::new(models_dir(&args.models));
     config.backend = args.backend;
     config.detector = args.detector;

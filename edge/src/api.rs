@@ -1,0 +1,471 @@
+//! Routes of DESIGN.md's HTTP API and the JSON error shape
+//! `{"error": "<message>", "kind": "<machine-readable>"}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use facerec_engine::{ErrorKind, ImageError};
+use facerec_worker::ResultMessage;
+use facerec_worker::metrics::render;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::multipart::{self, Part};
+use crate::{Edge, page};
+
+/// Every answer's body: whole (`Full`) or streamed (NDJSON batch results).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn too_large(max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("file larger than MAX_FILE_SIZE ({max} bytes)"),
+        )
+    }
+
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many uploads in progress, retry shortly",
+            )
+        }
+    }
+
+    pub fn unavailable(message: String) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    pub fn timeout(after: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no result within REQUEST_TIMEOUT ({} s)", after.as_secs()),
+        )
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// The status for an image the engine (or the sniffing here) rejected.
+    pub fn image(e: &ImageError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Empty => StatusCode::BAD_REQUEST,
+            ErrorKind::NotAnImage | ErrorKind::UnsupportedFormat => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Corrupt | ErrorKind::Unusable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Io | ErrorKind::Inference => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.kind.as_str(), e.message.clone())
+    }
+
+    fn response(&self, request_id: &str) -> Response<Body> {
+        let body = json!({"error": self.message, "kind": self.kind});
+        let mut r = json_response(self.status, &body, request_id);
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, s.to_string().parse().expect("digits"));
+        }
+        r
+    }
+}
+
+/// Checks by content (magic bytes), not by file name, that an upload is an image.
+pub fn validate_image(bytes: &[u8]) -> Result<(), ApiError> {
+    facerec_engine::decode::sniff(bytes)
+        .map(|_| ())
+        .map_err(|e| ApiError::image(&e))
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .body(full(body.to_string()))
+        .expect("valid response parts")
+}
+
+fn text_response(status: StatusCode, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-request-id", request_id)
+        .body(full(body))
+        .expect("valid response parts")
+}
+
+impl Edge {
+    /// Answers one HTTP request; records metrics and a log line with the request id.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let (route, result) = {
+            self.metrics.in_flight.inc();
+            let r = self.route(req, &request_id).await;
+            self.metrics.in_flight.dec();
+            r
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => e.response(&request_id),
+        };
+        let status = response.status().as_u16();
+        self.metrics
+            .requests
+            .get_or_create(&vec![("route", route.to_string()), ("status", status.to_string())])
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&vec![("route", route.to_string())])
+            .observe(start.elapsed().as_secs_f64());
+        tracing::info!(request_id, %method, path, status, ms = start.elapsed().as_millis() as u64, "http");
+        response
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        rid: &str,
+    ) -> (&'static str, Result<Response<Body>, ApiError>) {
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method().clone();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, [""]) => ("/page", Ok(page::index(rid))),
+            (&Method::POST, [""]) => ("/", self.original(req, rid).await),
+            (&Method::GET, ["health"]) => ("/health", Ok(text_response(StatusCode::OK, "text/plain", "ok\n", rid))),
+            (&Method::GET, ["ready"]) => ("/ready", self.ready(rid).await),
+            (&Method::GET, ["metrics"]) => (
+                "/metrics",
+                Ok(text_response(
+                    StatusCode::OK,
+                    facerec_worker::http::METRICS_CONTENT_TYPE,
+                    render(&self.registry),
+                    rid,
+                )),
+            ),
+            (&Method::GET, ["v1", "stats"]) => ("/v1/stats", self.stats(rid).await),
+            (&Method::POST, ["v1", "recognize"]) => ("/v1/recognize", self.recognize_route(req, rid).await),
+            (&Method::POST, ["v1", "verify"]) => ("/v1/verify", self.verify(req, rid).await),
+            (&Method::GET, ["v1", "identities"]) => ("/v1/identities", Ok(self.identities(rid))),
+            (&Method::POST, ["v1", "identities", name, "faces"]) => {
+                let name = percent_decode(name);
+                ("/v1/identities/faces", self.enroll(req, &name, rid).await)
+            }
+            (&Method::POST, ["v1", "batches"]) => ("/v1/batches", self.create_batch(req, rid).await),
+            (&Method::GET, ["v1", "batches", id]) => ("/v1/batches/id", self.batch_progress(req.headers(), id, rid)),
+            (&Method::GET, ["v1", "batches", id, "results"]) => {
+                ("/v1/batches/results", self.batch_results(req.headers(), id, rid))
+            }
+            (&Method::DELETE, ["v1", "identities", name]) => {
+                let name = percent_decode(name);
+                ("/v1/identities", self.remove(req.headers(), &name, rid).await)
+            }
+            (_, [""] | ["health" | "ready" | "metrics"] | ["v1", ..]) if known(&segments) => (
+                "other",
+                Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on {path}"),
+                )),
+            ),
+            _ => ("other", Err(ApiError::not_found(&format!("no route {path}")))),
+        }
+    }
+
+    async fn files(&self, req: Request<Incoming>) -> Result<Vec<Part>, ApiError> {
+        let (parts, body) = req.into_parts();
+        multipart::read(&parts.headers, body, self.config.max_file_size, self.config.max_files).await
+    }
+
+    /// Recognises uploads concurrently; results in upload order.
+    async fn recognize_parts(
+        &self,
+        parts: Vec<Part>,
+        rid: &str,
+        embeddings: bool,
+    ) -> Vec<Result<ResultMessage, ApiError>> {
+        let single = parts.len() == 1;
+        let jobs = parts.into_iter().enumerate().map(|(i, p)| {
+            // The HTTP request id is the message id of a single upload.
+            let id = if single {
+                rid.to_string()
+            } else {
+                format!("{rid}-{i}")
+            };
+            async move { self.recognize(&id, &p.filename, p.bytes, embeddings).await }
+        });
+        futures_util::future::join_all(jobs).await
+    }
+
+    /// The original contract: multipart `inputFile` → `text/plain` `<stem>:<name>`.
+    async fn original(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+        let parts = self.files(req).await?;
+        let Some(part) = parts.into_iter().find(|p| p.field == "inputFile") else {
+            return Err(ApiError::bad_request("missing file field \"inputFile\""));
+        };
+        let result = self.recognize(rid, &part.filename, part.bytes, false).await?;
+        if let Some(e) = &result.error {
+            return Err(ApiError::image(e));
+        }
+        Ok(text_response(StatusCode::OK, "text/plain", result.plain(), rid))
+    }
+
+    async fn recognize_route(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+        let parts = self.files(req).await?;
+        if parts.is_empty() {
+            return Err(ApiError::bad_request("no image files in the request"));
+        }
+        let names: Vec<String> = parts.iter().map(|p| p.filename.clone()).collect();
+        let results = self.recognize_parts(parts, rid, false).await;
+        if let [Err(e)] = results.as_slice() {
+            return Err(e.clone());
+        }
+        let items: Vec<serde_json::Value> = results
+            .into_iter()
+            .zip(names)
+            .map(|(r, filename)| match r {
+                Ok(r) => result_json(&r),
+                Err(e) => json!({"filename": filename, "error": {"kind": e.kind, "message": e.message}}),
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, &json!({"results": items}), rid))
+    }
+
+    async fn verify(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+        let parts = self.files(req).await?;
+        let mut a = None;
+        let mut b = None;
+        for p in parts {
+            match p.field.as_str() {
+                "a" => a = Some(p),
+                "b" => b = Some(p),
+                _ => {}
+            }
+        }
+        let (Some(a), Some(b)) = (a, b) else {
+            return Err(ApiError::bad_request("verify needs two files, fields \"a\" and \"b\""));
+        };
+        let results = self.recognize_parts(vec![a, b], rid, true).await;
+        let mut embeddings = Vec::new();
+        for r in results {
+            let r = r?;
+            if let Some(e) = &r.error {
+                return Err(ApiError::image(e));
+            }
+            let Some(e) = r.faces.as_ref().and_then(|f| f.first()).and_then(|f| f.embedding.clone()) else {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "no_face",
+                    format!("no face found in {}", r.filename),
+                ));
+            };
+            embeddings.push(e);
+        }
+        let distance = facerec_engine::report::distance(&embeddings[0], &embeddings[1]);
+        let t = self.config.threshold;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"same": distance <= t, "distance": distance, "threshold": t}),
+            rid,
+        ))
+    }
+
+    fn identities(&self, rid: &str) -> Response<Body> {
+        let ids: Vec<serde_json::Value> = self
+            .gallery
+            .get()
+            .identities()
+            .into_iter()
+            .map(|i| json!({"name": i.name, "faces": i.faces}))
+            .collect();
+        json_response(StatusCode::OK, &json!({"identities": ids}), rid)
+    }
+
+    async fn enroll(&self, req: Request<Incoming>, name: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+        self.check_key(req.headers())?;
+        validate_name(name)?;
+        let parts = self.files(req).await?;
+        if parts.is_empty() {
+            return Err(ApiError::bad_request("no image files in the request"));
+        }
+        let mut embeddings = Vec::new();
+        for r in self.recognize_parts(parts, rid, true).await {
+            let r = r?;
+            if let Some(e) = &r.error {
+                return Err(ApiError::image(e));
+            }
+            match r.faces.as_ref().and_then(|f| f.first()).and_then(|f| f.embedding.clone()) {
+                Some(e) => embeddings.push(e),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "no_face",
+                        format!("no face found in {}", r.filename),
+                    ));
+                }
+            }
+        }
+        let added = embeddings.len();
+        let gallery = self
+            .gallery
+            .update(self.seams.store.as_ref(), |g| {
+                for e in &embeddings {
+                    g.add(name, e);
+                }
+            })
+            .await
+            .map_err(|e| ApiError::unavailable(format!("saving the gallery: {e}")))?;
+        let faces = gallery
+            .identities()
+            .into_iter()
+            .find(|i| i.name == name)
+            .map_or(0, |i| i.faces);
+        tracing::info!(request_id = rid, name, added, "enrolled");
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"name": name, "added": added, "faces": faces}),
+            rid,
+        ))
+    }
+
+    async fn remove(&self, headers: &hyper::HeaderMap, name: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+        self.check_key(headers)?;
+        if !self.gallery.get().identities().iter().any(|i| i.name == name) {
+            return Err(ApiError::not_found(&format!("no identity {name:?}")));
+        }
+        let mut removed = 0;
+        self.gallery
+            .update(self.seams.store.as_ref(), |g| removed = g.remove(name))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("saving the gallery: {e}")))?;
+        Ok(json_response(StatusCode::OK, &json!({"name": name, "removed": removed}), rid))
+    }
+
+    async fn ready(&self, rid: &str) -> Result<Response<Body>, ApiError> {
+        let store = self.seams.store.ping().await;
+        let queue = self.seams.requests.depth().await;
+        let ok = store.is_ok() && queue.is_ok();
+        let body = json!({
+            "ready": ok,
+            "store": store.err().map_or("ok".to_string(), |e| e.to_string()),
+            "queue": queue.err().map_or("ok".to_string(), |e| e.to_string()),
+        });
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        Ok(json_response(status, &body, rid))
+    }
+
+    async fn stats(&self, rid: &str) -> Result<Response<Body>, ApiError> {
+        let depth = self.seams.requests.depth().await.unwrap_or_default();
+        let body = json!({
+            "queue": {"waiting": depth.visible, "in_flight": depth.in_flight},
+            "uploads_total": self.metrics.uploads.get(),
+            "in_flight": self.metrics.in_flight.get(),
+            "gallery_faces": self.gallery.get().len(),
+        });
+        Ok(json_response(StatusCode::OK, &body, rid))
+    }
+}
+
+/// One NDJSON line of batch results.
+pub(crate) fn result_line(r: &ResultMessage) -> String {
+    result_json(r).to_string()
+}
+
+fn result_json(r: &ResultMessage) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("results serialise");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("v");
+    }
+    v
+}
+
+fn known(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        [""] | ["health"]
+            | ["ready"]
+            | ["metrics"]
+            | ["v1", "stats" | "recognize" | "verify" | "identities" | "batches"]
+            | ["v1", "batches", _]
+            | ["v1", "batches", _, "results"]
+            | ["v1", "identities", _]
+            | ["v1", "identities", _, "faces"]
+    )
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.trim().is_empty()
+        && name.chars().count() <= 64
+        && !name.chars().any(|c| c.is_control() || c == '/');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "identity names are 1 to 64 characters, without '/' or control characters",
+        ))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,197 @@
+//! The `/v1/batches` routes: submit a bulk job (multipart with many files, or a tar body),
+//! read its progress, stream its results as NDJSON.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use facerec_engine::{ErrorKind, ImageError};
+use facerec_worker::message::input_key;
+use facerec_worker::{Bucket, Request, ResultMessage};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use crate::api::{ApiError, Body, json_response, result_line, validate_image};
+use crate::batch::{Job, TarEntry, TarError, TarReader};
+use crate::{Edge, multipart};
+
+/// Requests queued per send call (SQS batches hold 10).
+const SEND_BATCH: usize = 10;
+
+/// Collects a job's requests and sends them ten at a time.
+struct Submitter<'a> {
+    edge: &'a Edge,
+    job: Arc<Job>,
+    next: usize,
+    queued: Vec<(String, String)>,
+}
+
+impl Submitter<'_> {
+    fn fail(&self, request_id: String, filename: &str, error: ImageError) {
+        let line = result_line(&ResultMessage { batch: Some(self.job.id.clone()), ..ResultMessage::error(&request_id, filename, error) });
+        self.edge.batches.add_failed(&self.job, request_id, line);
+    }
+
+    /// Validates, stores and queues one image; a bad one becomes a failed item at once.
+    async fn submit(&mut self, filename: &str, bytes: Bytes) -> Result<(), ApiError> {
+        if self.next == self.edge.config.max_batch_files {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_files",
+                format!("at most {} images per batch", self.edge.config.max_batch_files),
+            ));
+        }
+        let request_id = format!("{}-{}", self.job.id, self.next);
+        self.next += 1;
+        if let Err(e) = validate_image(&bytes) {
+            self.fail(request_id, filename, ImageError::new(kind_of(&e), e.message));
+            return Ok(());
+        }
+        if let Err(e) = self.edge.seams.store.put(Bucket::In, &input_key(&request_id), bytes).await {
+            self.fail(request_id, filename, ImageError::new(ErrorKind::Io, format!("storing the upload: {e}")));
+            return Ok(());
+        }
+        let mut req = Request::new(&request_id, filename);
+        req.batch = Some(self.job.id.clone());
+        self.edge.batches.add(&self.job, request_id.clone());
+        self.queued.push((request_id, req.to_json()));
+        if self.queued.len() >= SEND_BATCH {
+            self.flush().await;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.queued);
+        let bodies = batch.iter().map(|(_, b)| b.clone()).collect();
+        if let Err(e) = self.edge.seams.requests.send(bodies).await {
+            tracing::warn!(batch = %self.job.id, error = %e, "queueing batch requests failed");
+            for (id, body) in batch {
+                let filename = Request::parse(&body).map(|r| r.filename).unwrap_or_default();
+                let error = ImageError::new(ErrorKind::Io, format!("queueing the request: {e}"));
+                let r = ResultMessage { batch: Some(self.job.id.clone()), ..ResultMessage::error(&id, &filename, error) };
+                self.edge.batches.deliver(&id, result_line(&r), true);
+            }
+        }
+    }
+}
+
+/// The engine's error kind behind an API error from sniffing.
+fn kind_of(e: &ApiError) -> ErrorKind {
+    match e.kind {
+        "empty" => ErrorKind::Empty,
+        "unsupported" => ErrorKind::UnsupportedFormat,
+        "too_large" => ErrorKind::TooLarge,
+        "corrupt" => ErrorKind::Corrupt,
+        "unusable" => ErrorKind::Unusable,
+        _ => ErrorKind::NotAnImage,
+    }
+}
+
+impl Edge {
+    pub(crate) async fn create_batch(&self, req: hyper::Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+        self.check_key(req.headers())?;
+        let (parts, body) = req.into_parts();
+        let content_type = parts
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let job = self.batches.create(rid.to_string());
+        let mut sub = Submitter { edge: self, job: job.clone(), next: 0, queued: Vec::new() };
+        let read = if content_type.starts_with("multipart/form-data") {
+            self.read_multipart(&parts.headers, body, &mut sub).await
+        } else if content_type.starts_with("application/x-tar") || content_type.starts_with("application/tar") {
+            self.read_tar(body, &mut sub).await
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_body",
+                "a batch is multipart/form-data with image files, or an application/x-tar body",
+            ))
+        };
+        sub.flush().await;
+        self.batches.seal(&job);
+        // The job exists even if the upload broke off: its id is this request's id.
+        read?;
+        let p = job.progress();
+        if p.total == 0 {
+            return Err(ApiError::bad_request("no image files in the batch"));
+        }
+        tracing::info!(batch = %job.id, total = p.total, rejected = p.failed, "batch accepted");
+        let body = json!({"id": job.id, "total": p.total, "done": p.done, "failed": p.failed});
+        Ok(json_response(StatusCode::ACCEPTED, &body, rid))
+    }
+
+    async fn read_multipart(&self, headers: &hyper::HeaderMap, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
+        let max = self.config.max_batch_files.saturating_add(1);
+        let mut files = multipart::Files::new(headers, body, self.config.max_file_size, max)?;
+        while let Some(p) = files.next().await? {
+            sub.submit(&p.filename, p.bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_tar(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
+        let frames = BodyStream::new(body).filter_map(|f| async move {
+            match f {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let mut tar = TarReader::new(Box::pin(frames), self.config.max_file_size as u64);
+        loop {
+            match tar.next_entry().await {
+                Ok(None) => return Ok(()),
+                Ok(Some(TarEntry::File { name, bytes })) => sub.submit(&name, bytes).await?,
+                Ok(Some(TarEntry::TooLarge { name, size })) => {
+                    let id = format!("{}-{}", sub.job.id, sub.next);
+                    sub.next += 1;
+                    let msg = format!("{size} bytes, more than MAX_FILE_SIZE ({} bytes)", self.config.max_file_size);
+                    sub.fail(id, &name, ImageError::new(ErrorKind::TooLarge, msg));
+                }
+                Err(e @ (TarError::Truncated | TarError::Header(_))) => {
+                    return Err(ApiError::bad_request(&format!("bad tar body: {e}")));
+                }
+                Err(e @ TarError::Body(_)) => return Err(ApiError::bad_request(&e.to_string())),
+            }
+        }
+    }
+
+    fn job(&self, headers: &hyper::HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
+        self.check_key(headers)?;
+        self.batches.get(id).ok_or_else(|| ApiError::not_found(&format!("no batch {id}")))
+    }
+
+    pub(crate) fn batch_progress(&self, headers: &hyper::HeaderMap, id: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+        let job = self.job(headers, id)?;
+        let p = job.progress();
+        let body = json!({
+            "id": job.id,
+            "total": p.total,
+            "done": p.done,
+            "failed": p.failed,
+            "finished": p.finished(),
+            "elapsed_s": job.created.elapsed().as_secs_f64(),
+        });
+        Ok(json_response(StatusCode::OK, &body, rid))
+    }
+
+    /// NDJSON, one line per image, streamed as results arrive; ends when all are in.
+    pub(crate) fn batch_results(&self, headers: &hyper::HeaderMap, id: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+        let job = self.job(headers, id)?;
+        let frames = job.stream().map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/x-ndjson")
+            .header("x-request-id", rid)
+            .body(BodyExt::boxed(StreamBody::new(frames)))
+            .expect("valid response parts"))
+    }
+}

@@ -1,0 +1,368 @@
+//! facerec's web tier.
+//!
+//! Every upload gets a request id (a UUID, also the `x-request-id` header), is stored in
+//! the input bucket under a key derived from that id, and becomes one request message.
+//! Answers come back on the response queue and are matched to the waiting HTTP request
+//! by request id, never by file name, so two clients uploading `test_000.jpg` at once
+//! each get their own answer. If a response message is missed (another edge took it),
+//! the waiter finds the result in the output bucket, where every result is stored.
+
+mod api;
+pub mod batch;
+mod batch_api;
+mod multipart;
+mod page;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use facerec_worker::message::{input_key, result_key};
+use facerec_worker::{Bucket, GalleryHandle, Request, ResultMessage, Seams};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use api::ApiError;
+
+/// Edge settings; defaults are the original design's (`REQUEST_TIMEOUT` 60 s,
+/// `MAX_FILE_SIZE` 10485760 bytes).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub request_timeout: Duration,
+    pub max_file_size: usize,
+    /// Most files in one multipart request.
+    pub max_files: usize,
+    /// Uploads being processed at once; beyond that, 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// When set, gallery changes and batches need `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    pub threshold: f32,
+    /// How often a waiter also looks for its result in the output bucket.
+    pub result_poll: Duration,
+    /// Concurrent receivers on the response queue.
+    pub response_pollers: usize,
+    /// Long-poll wait on the response queue.
+    pub response_wait: Duration,
+    /// Most images in one bulk batch.
+    pub max_batch_files: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(60),
+            max_file_size: 10_485_760,
+            max_files: 100,
+            max_in_flight: 512,
+            api_key: None,
+            threshold: facerec_engine::DEFAULT_THRESHOLD,
+            result_poll: Duration::from_secs(3),
+            response_pollers: 2,
+            response_wait: Duration::from_secs(20),
+            max_batch_files: 10_000,
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// `facerec_edge_*` metrics.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    uploads: Counter,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl EdgeMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            in_flight: Gauge::default(),
+            uploads: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("facerec_edge");
+        r.register(
+            "requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "HTTP request duration by route",
+            m.duration.clone(),
+        );
+        r.register("in_flight", "HTTP requests in progress", m.in_flight.clone());
+        r.register("uploads", "Images accepted for recognition", m.uploads.clone());
+        m
+    }
+}
+
+pub struct Edge {
+    config: EdgeConfig,
+    seams: Seams,
+    gallery: Arc<GalleryHandle>,
+    pending: Mutex<HashMap<String, oneshot::Sender<ResultMessage>>>,
+    uploads: Arc<Semaphore>,
+    metrics: EdgeMetrics,
+    registry: Arc<Registry>,
+    batches: batch::Batches,
+}
+
+impl Edge {
+    pub fn new(
+        config: EdgeConfig,
+        seams: Seams,
+        gallery: Arc<GalleryHandle>,
+        metrics: EdgeMetrics,
+        registry: Arc<Registry>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            uploads: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            seams,
+            gallery,
+            pending: Mutex::new(HashMap::new()),
+            metrics,
+            registry,
+            batches: batch::Batches::default(),
+        })
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    /// Serves HTTP on `listener` until `shutdown`, then lets open requests finish.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        for _ in 0..self.config.response_pollers.max(1) {
+            tokio::spawn(self.clone().dispatch_responses(shutdown.clone()));
+        }
+        tokio::spawn(self.clone().sweep_batches(shutdown.clone()));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let edge = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let edge = edge.clone();
+                async move { Ok::<_, std::convert::Infallible>(edge.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(self.config.request_timeout) => {
+                tracing::warn!("open connections did not finish in time");
+            }
+        }
+    }
+
+    /// Routes response messages to the requests waiting for them.
+    async fn dispatch_responses(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let received = tokio::select! {
+                r = self.seams.responses.receive(10, self.config.response_wait) => r,
+                () = shutdown.cancelled() => return,
+            };
+            let msgs = match received {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving responses failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut receipts = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                receipts.push(m.receipt);
+                match ResultMessage::parse(m.body.as_bytes()) {
+                    Ok(r) => {
+                        let waiter = lock(&self.pending).remove(&r.request_id);
+                        match waiter {
+                            Some(tx) => {
+                                let _ = tx.send(r);
+                            }
+                            None if r.batch.is_some() => {
+                                let (id, failed) = (r.request_id.clone(), r.error.is_some());
+                                if !self.batches.deliver(&id, api::result_line(&r), failed) {
+                                    tracing::debug!(request_id = %id, "batch result without a job here");
+                                }
+                            }
+                            // Nobody waits (timed out, or answered from the bucket): the
+                            // result stays in the output bucket.
+                            None => tracing::debug!(request_id = %r.request_id, "response without a waiter"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "malformed response message dropped"),
+                }
+            }
+            if let Err(e) = self.seams.responses.ack(receipts).await {
+                tracing::warn!(error = %e, "acknowledging responses failed");
+            }
+        }
+    }
+
+    /// Looks in the output bucket for batch results whose response message this edge did
+    /// not see (another edge took it, or it was lost): every result is stored there.
+    async fn sweep_batches(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.config.result_poll) => {}
+                () = shutdown.cancelled() => return,
+            }
+            for job in self.batches.unfinished() {
+                if job.created.elapsed() < self.config.result_poll * 10 {
+                    continue;
+                }
+                // Bounded work per sweep.
+                for id in job.missing().into_iter().take(256) {
+                    if let Ok(body) = self.seams.store.get(Bucket::Out, &result_key(&id)).await
+                        && let Ok(r) = ResultMessage::parse(&body)
+                    {
+                        self.batches.deliver(&id, api::result_line(&r), r.error.is_some());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores one upload, enqueues its request and waits for the result.
+    pub async fn recognize(
+        &self,
+        request_id: &str,
+        filename: &str,
+        bytes: Bytes,
+        embeddings: bool,
+    ) -> Result<ResultMessage, ApiError> {
+        api::validate_image(&bytes)?;
+        let _permit = self
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded())?;
+        self.metrics.uploads.inc();
+        let mut req = Request::new(request_id, filename);
+        req.embeddings = embeddings;
+        self.seams
+            .store
+            .put(Bucket::In, &input_key(request_id), bytes)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("storing the upload: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id.to_string(), tx);
+        let waiter = Waiter {
+            edge: self,
+            id: request_id,
+        };
+        if let Err(e) = self.seams.requests.send(vec![req.to_json()]).await {
+            return Err(ApiError::unavailable(format!("queueing the request: {e}")));
+        }
+        waiter.wait(rx).await
+    }
+
+    fn check_key(&self, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+        let Some(key) = &self.config.api_key else {
+            return Ok(());
+        };
+        let given = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => Ok(()),
+            _ => Err(ApiError::new(
+                hyper::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong API key (Authorization: Bearer <FACEREC_API_KEY>)",
+            )),
+        }
+    }
+}
+
+/// Removes the pending entry however the wait ends.
+struct Waiter<'a> {
+    edge: &'a Edge,
+    id: &'a str,
+}
+
+impl Waiter<'_> {
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<ResultMessage>,
+    ) -> Result<ResultMessage, ApiError> {
+        let deadline = Instant::now() + self.edge.config.request_timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ApiError::timeout(self.edge.config.request_timeout));
+            }
+            let nap = self.edge.config.result_poll.min(deadline - now);
+            tokio::select! {
+                r = &mut rx => match r {
+                    Ok(result) => return Ok(result),
+                    Err(_) => return Err(ApiError::unavailable("the edge is shutting down".into())),
+                },
+                () = tokio::time::sleep(nap) => {}
+            }
+            match self
+                .edge
+                .seams
+                .store
+                .get(Bucket::Out, &result_key(self.id))
+                .await
+            {
+                Ok(body) => {
+                    if let Ok(r) = ResultMessage::parse(&body) {
+                        return Ok(r);
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        lock(&self.edge.pending).remove(self.id);
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

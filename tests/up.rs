@@ -1,0 +1,531 @@
+//! `facerec up` end to end over HTTP: the real binary, real models, real faces.
+//! Mirrors the original workload (enroll the first photo of each person, then POST all
+//! 1000 CSE546 images to `/` from 100 concurrent clients) and checks every route's
+//! answers and error statuses.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+        cmd.args(["--log-json", "up", "--listen", "127.0.0.1:0", "--backend", "cpu"])
+            .arg("--data")
+            .arg(data.path())
+            .args(args)
+            .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .env("FACEREC_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("facerec up starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("facerec listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("facerec up reports its address");
+        Self {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before reading the whole body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+const BOUNDARY: &str = "facerec-test-boundary";
+
+fn multipart(files: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, filename, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn post_files(addr: &str, path: &str, files: &[(&str, &str, &[u8])], extra: &[(&str, &str)]) -> Reply {
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let mut headers = vec![("content-type", ct.as_str())];
+    headers.extend_from_slice(extra);
+    http(addr, "POST", path, &headers, &multipart(files))
+}
+
+struct Workload {
+    _dir: tempfile::TempDir,
+    images: PathBuf,
+    expected: Vec<(String, String)>,
+}
+
+impl Workload {
+    fn new() -> Self {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(shared.join("face_images_1000.zip"))
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let expected = std::fs::read_to_string(shared.join("expected.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+            .collect();
+        Self {
+            images: dir.path().join("face_images_1000"),
+            _dir: dir,
+            expected,
+        }
+    }
+
+    fn bytes(&self, stem: &str) -> Vec<u8> {
+        std::fs::read(self.images.join(format!("{stem}.jpg"))).unwrap()
+    }
+
+    fn first_of_each(&self) -> Vec<(String, String)> {
+        let mut seen = HashMap::new();
+        for (stem, name) in &self.expected {
+            seen.entry(name.clone()).or_insert_with(|| stem.clone());
+        }
+        seen.into_iter().collect()
+    }
+}
+
+#[test]
+fn original_workload_1000_images_100_clients() {
+    let w = Workload::new();
+    let server = Server::start(&[], &[("REQUEST_TIMEOUT", "600")]);
+    let addr = server.addr.clone();
+
+    for (name, stem) in w.first_of_each() {
+        let bytes = w.bytes(&stem);
+        let r = post_files(&addr, &format!("/v1/identities/{name}/faces"), &[("image", "x.jpg", &bytes)], &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["added"], 1);
+    }
+    let ids = http(&addr, "GET", "/v1/identities", &[], b"").json();
+    assert_eq!(ids["identities"].as_array().unwrap().len(), 10);
+
+    let jobs = Arc::new(Mutex::new(w.expected.clone()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let images = w.images.clone();
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let (jobs, failures, addr, images) = (jobs.clone(), failures.clone(), addr.clone(), images.clone());
+            std::thread::spawn(move || {
+                while let Some((stem, name)) = jobs.lock().unwrap().pop() {
+                    let bytes = std::fs::read(images.join(format!("{stem}.jpg"))).unwrap();
+                    let r = post_files(&addr, "/", &[("inputFile", &format!("{stem}.jpg"), &bytes)], &[]);
+                    let want = format!("{stem}:{name}");
+                    if r.status != 200
+                        || r.text() != want
+                        || r.headers.get("content-type").map(String::as_str) != Some("text/plain")
+                    {
+                        failures.lock().unwrap().push(format!("{want} → {} {}", r.status, r.text()));
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} wrong answers: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+
+    // Two clients upload different photos under the same file name at once.
+    let (emily, bob) = (w.bytes("test_001"), w.bytes("test_002"));
+    let (a1, b1) = (addr.clone(), addr.clone());
+    let ta = std::thread::spawn(move || post_files(&a1, "/", &[("inputFile", "same.jpg", &emily)], &[]).text());
+    let tb = std::thread::spawn(move || post_files(&b1, "/", &[("inputFile", "same.jpg", &bob)], &[]).text());
+    assert_eq!(ta.join().unwrap(), "same:Emily");
+    assert_eq!(tb.join().unwrap(), "same:Bob");
+
+    let metrics = http(&addr, "GET", "/metrics", &[], b"").text();
+    for name in [
+        "facerec_edge_requests_total",
+        "facerec_edge_request_duration_seconds",
+        "facerec_engine_images_total",
+        "facerec_engine_batch_size",
+        "facerec_engine_stage_duration_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[test]
+fn routes_and_error_statuses() {
+    let w = Workload::new();
+    let server = Server::start(
+        &[],
+        &[("MAX_FILE_SIZE", "100000"), ("FACEREC_API_KEY", "s3cret")],
+    );
+    let addr = server.addr.as_str();
+    let auth = [("authorization", "Bearer s3cret")];
+    let paul = w.bytes("test_000");
+
+    assert_eq!(http(addr, "GET", "/health", &[], b"").status, 200);
+    let ready = http(addr, "GET", "/ready", &[], b"");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let page = http(addr, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>facerec</title>"));
+    assert!(page.headers.contains_key("x-request-id"));
+
+    // Gallery changes need the key.
+    let r = post_files(addr, "/v1/identities/Paul/faces", &[("image", "p.jpg", &paul)], &[]);
+    assert_eq!((r.status, r.json()["kind"].as_str()), (401, Some("unauthorized")));
+    let r = post_files(addr, "/v1/identities/Paul/faces", &[("image", "p.jpg", &paul)], &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Recognition, several images at once; one of them is not an image.
+    let bob = w.bytes("test_002");
+    let r = post_files(
+        addr,
+        "/v1/recognize",
+        &[("image", "paul.jpg", &paul), ("image", "bob.jpg", &bob), ("image", "notes.jpg", b"plain text")],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["name"], "Paul");
+    assert_eq!(results[0]["faces"][0]["identity"], "Paul");
+    assert_eq!(results[1]["name"], "unknown");
+    assert_eq!(results[2]["error"]["kind"], "not_an_image");
+
+    // Verify.
+    let r = post_files(addr, "/v1/verify", &[("a", "a.jpg", &paul), ("b", "b.jpg", &paul)], &[]);
+    assert_eq!(r.json()["same"], true, "{}", r.text());
+    let r = post_files(addr, "/v1/verify", &[("a", "a.jpg", &paul), ("b", "b.jpg", &bob)], &[]);
+    assert_eq!(r.json()["same"], false, "{}", r.text());
+
+    // Error statuses and the JSON error shape.
+    let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
+    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"GIF89a but not really")], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (422, "corrupt"), "{}", r.text());
+    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"hello")], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (415, "not_an_image"));
+    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"")], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (400, "empty"));
+    let big = vec![0xFFu8; 150_000];
+    let r = post_files(addr, "/", &[("inputFile", "big.jpg", &big)], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (413, "too_large"));
+    let r = post_files(addr, "/", &[("wrongField", "a.jpg", &paul)], &[]);
+    assert_eq!(r.status, 400);
+    let r = http(addr, "POST", "/", &[("content-type", "text/plain")], b"hi");
+    assert_eq!(r.status, 400);
+    assert_eq!(http(addr, "GET", "/nope", &[], b"").status, 404);
+    assert_eq!(http(addr, "PUT", "/v1/recognize", &[], b"").status, 405);
+    let r = http(addr, "DELETE", "/v1/identities/Nobody", &auth, b"");
+    assert_eq!(r.status, 404);
+    let r = http(addr, "DELETE", "/v1/identities/Paul", &auth, b"");
+    assert_eq!(r.status, 200);
+    let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
+    assert_eq!(r.text(), "test_000:unknown");
+}
+
+#[test]
+fn no_workers_means_timeouts_and_backpressure() {
+    let w = Workload::new();
+    let server = Server::start(
+        &["--workers", "0", "--max-workers", "0"],
+        &[("REQUEST_TIMEOUT", "3"), ("FACEREC_MAX_IN_FLIGHT", "1")],
+    );
+    let addr = server.addr.clone();
+    let paul = w.bytes("test_000");
+    let p2 = paul.clone();
+    let a2 = addr.clone();
+    let first = std::thread::spawn(move || post_files(&a2, "/", &[("inputFile", "a.jpg", &p2)], &[]));
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = post_files(&addr, "/", &[("inputFile", "b.jpg", &paul)], &[]);
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert_eq!(second.headers.get("retry-after").map(String::as_str), Some("1"));
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 504, "{}", first.text());
+    assert_eq!(first.json()["kind"], "timeout");
+}
+
+/// A Prometheus server (Debian package `prometheus`, installed by `.ci/run`) scraping
+/// `targets` every second; killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(targets: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: facerec\n    static_configs:\n      - targets: [{list}]\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs: install Debian's `prometheus` package (.ci/run does)");
+        Self { child, addr, _dir: dir }
+    }
+
+    /// The value of an instant query, once it has one.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let stream = TcpStream::connect(&self.addr).ok()?;
+        drop(stream);
+        let r = http(&self.addr, "GET", &format!("/api/v1/query?query={encoded}"), &[], b"");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_source_reads_the_backlog_of_a_running_up() {
+    let w = Workload::new();
+    // No workers: uploads wait in the queue, and the local scaler exports its depth.
+    let server = Server::start(
+        &["--workers", "0", "--max-workers", "0", "--check-interval", "0.5"],
+        &[("REQUEST_TIMEOUT", "120")],
+    );
+    let addr = server.addr.clone();
+    let prometheus = Prometheus::start(&[&addr]);
+    for stem in ["test_000", "test_001", "test_002"] {
+        let (a, bytes) = (addr.clone(), w.bytes(stem));
+        // Left waiting; they end when the server is dropped.
+        std::thread::spawn(move || post_files(&a, "/", &[("inputFile", "x.jpg", &bytes)], &[]));
+    }
+    let visible = "sum(facerec_scaler_queue_depth{state=\"visible\"})";
+    let start = std::time::Instant::now();
+    while prometheus.query(visible) != Some(3.0) {
+        assert!(start.elapsed() < Duration::from_secs(90), "Prometheus never saw 3 waiting requests");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
+        .args(["scaler", "--once", "--fleet", "none", "--source", "prometheus"])
+        .arg(format!("--prometheus-url=http://{}", prometheus.addr))
+        .env("FACEREC_WORKER_RATE", "1")
+        .env("FACEREC_TARGET_LATENCY", "2")
+        .output()
+        .expect("facerec runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["visible"], 3, "{line}");
+    assert_eq!(line["in_flight"], 0, "{line}");
+    assert_eq!(line["action"], "launch:2", "3 messages at 2 per worker: {line}");
+    assert_eq!(line["outcome"], "dry run");
+}
+
+/// Undoes `transfer-encoding: chunked` (streamed answers).
+fn dechunk(r: &Reply) -> Vec<u8> {
+    if r.headers.get("transfer-encoding").map(String::as_str) != Some("chunked") {
+        return r.body.clone();
+    }
+    let (mut out, mut rest) = (Vec::new(), r.body.as_slice());
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// `GET /v1/batches/{id}/results`: filename → name (or error kind), one line per image.
+fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String, String> {
+    let r = http(addr, "GET", &format!("/v1/batches/{id}/results"), auth, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/x-ndjson"));
+    let body = String::from_utf8(dechunk(&r)).unwrap();
+    body.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let name = v["name"].as_str().or(v["error"]["kind"].as_str()).unwrap_or("?").to_string();
+            (v["filename"].as_str().unwrap().to_string(), name)
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_batches_from_multipart_and_tar() {
+    let w = Workload::new();
+    let server = Server::start(&[], &[("FACEREC_API_KEY", "k"), ("MAX_FILE_SIZE", "200000")]);
+    let addr = server.addr.as_str();
+    let auth = [("authorization", "Bearer k")];
+    for (name, stem) in w.first_of_each() {
+        let r = post_files(addr, &format!("/v1/identities/{name}/faces"), &[("image", "x.jpg", &w.bytes(&stem))], &auth);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    // Many files in one multipart body, one of them not an image.
+    let picks: Vec<(String, String)> = w.expected.iter().step_by(33).take(30).cloned().collect();
+    let blobs: Vec<(String, Vec<u8>)> = picks.iter().map(|(s, _)| (format!("{s}.jpg"), w.bytes(s))).collect();
+    let mut files: Vec<(&str, &str, &[u8])> = blobs.iter().map(|(f, b)| ("images", f.as_str(), b.as_slice())).collect();
+    files.push(("images", "notes.txt", b"hello"));
+    assert_eq!(post_files(addr, "/v1/batches", &files, &[]).status, 401, "batches need the key");
+    let r = post_files(addr, "/v1/batches", &files, &auth);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = r.json();
+    assert_eq!((job["total"].as_u64(), job["failed"].as_u64()), (Some(31), Some(1)));
+    let id = job["id"].as_str().unwrap().to_string();
+    let got = batch_results(addr, &id, &auth);
+    assert_eq!(got.len(), 31);
+    for (stem, name) in &picks {
+        assert_eq!(got.get(&format!("{stem}.jpg")), Some(name), "{stem}");
+    }
+    assert_eq!(got["notes.txt"], "not_an_image");
+    let p = http(addr, "GET", &format!("/v1/batches/{id}"), &auth, b"").json();
+    assert_eq!((p["total"].as_u64(), p["done"].as_u64(), p["failed"].as_u64()), (Some(31), Some(30), Some(1)));
+    assert_eq!(p["finished"], true);
+
+    // A tar body (made by Python's tarfile), with one file over MAX_FILE_SIZE.
+    let dir = tempfile::tempdir().unwrap();
+    let tar_picks: Vec<(String, String)> = w.expected.iter().skip(5).step_by(71).take(12).cloned().collect();
+    let mut names = Vec::new();
+    for (stem, _) in &tar_picks {
+        std::fs::write(dir.path().join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
+        names.push(format!("{stem}.jpg"));
+    }
+    std::fs::write(dir.path().join("huge.jpg"), vec![0xAB; 300_000]).unwrap();
+    names.push("huge.jpg".into());
+    let ok = Command::new("python3")
+        .args(["-m", "tarfile", "-c", "batch.tar"])
+        .args(&names)
+        .current_dir(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "python3 -m tarfile");
+    let tar = std::fs::read(dir.path().join("batch.tar")).unwrap();
+    let ct = [("content-type", "application/x-tar"), auth[0]];
+    let r = http(addr, "POST", "/v1/batches", &ct, &tar);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!((r.json()["total"].as_u64(), r.json()["failed"].as_u64()), (Some(13), Some(1)));
+    let got = batch_results(addr, r.json()["id"].as_str().unwrap(), &auth);
+    for (stem, name) in &tar_picks {
+        assert_eq!(got.get(&format!("{stem}.jpg")), Some(name), "{stem}");
+    }
+    assert_eq!(got["huge.jpg"], "too_large");
+
+    // Errors: truncated tar, unknown body type, unknown id.
+    assert_eq!(http(addr, "POST", "/v1/batches", &ct, &tar[..1000]).status, 400);
+    let r = http(addr, "POST", "/v1/batches", &[("content-type", "application/zip"), auth[0]], b"PK");
+    assert_eq!((r.status, r.json()["kind"].as_str()), (415, Some("unsupported_body")));
+    assert_eq!(http(addr, "GET", "/v1/batches/nope", &auth, b"").status, 404);
+    assert_eq!(http(addr, "GET", "/v1/batches/nope/results", &auth, b"").status, 404);
+}

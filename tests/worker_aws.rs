@@ -1,0 +1,370 @@
+//! `facerec worker` against a real AWS wire-protocol server: moto in server mode (PyPI
+//! `moto[server]`, installed by `.ci/run`), S3 and SQS on a local port. The real binary,
+//! real models, real faces. Checks that every request gets exactly one correct result,
+//! poison messages reach the DLQ with reasons, a worker SIGKILLed mid-batch loses
+//! nothing, and an outage between the worker and AWS (a fault-injecting TCP proxy)
+//! opens the circuit, recovers and loses nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use facerec_worker::aws::Aws;
+use facerec_worker::gallery::GALLERY_KEY;
+use facerec_worker::message::input_key;
+use facerec_worker::{BlobStore, Bucket, DeadLetter, Queue, Request, ResultMessage};
+
+mod common;
+
+use common::{Moto, free_port};
+
+const REGION: &str = "us-east-1";
+
+/// A TCP proxy that can be switched off: while down, connections are refused (closed at
+/// once) and open ones are cut.
+struct Proxy {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if d.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = async {
+                            while !d.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        } => {}
+                    }
+                });
+            }
+        });
+        Self { addr, down }
+    }
+}
+
+fn env_for(cmd: &mut Command, id: &str, endpoint: &str) {
+    cmd.env("ID", id)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("FACEREC_BACKEND", "cpu")
+        .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .env("FACEREC_LOG", "info")
+        .env_remove("AWS_PROFILE");
+}
+
+fn facerec(id: &str, endpoint: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+    cmd.args(args);
+    env_for(&mut cmd, id, endpoint);
+    cmd.output().expect("facerec runs")
+}
+
+fn spawn_worker(id: &str, endpoint: &str, extra: &[&str], log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+    cmd.args(["--log-json", "worker", "--poll-wait", "1", "--batch", "16"])
+        .args(extra)
+        .env("VISIBILITY_TIMEOUT", "6")
+        .env("RETRY_DELAY", "0.2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    env_for(&mut cmd, id, endpoint);
+    cmd.spawn().expect("worker starts")
+}
+
+async fn client(endpoint: &str, id: &str) -> Aws {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .load()
+        .await;
+    Aws::from_config(id, &config)
+}
+
+/// The CSE546 workload unzipped, a gallery of its ten people built with the CLI.
+struct Workload {
+    dir: tempfile::TempDir,
+    expected: Vec<(String, String)>,
+}
+
+impl Workload {
+    fn new() -> Self {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(shared.join("face_images_1000.zip"))
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "unzip failed");
+        let expected: Vec<(String, String)> = std::fs::read_to_string(shared.join("expected.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+            .collect();
+        let mut first: HashMap<&str, &str> = HashMap::new();
+        for (stem, name) in &expected {
+            first.entry(name).or_insert(stem);
+        }
+        for (name, stem) in first {
+            let d = dir.path().join("people").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(self_image(dir.path(), stem), d.join(format!("{stem}.jpg"))).unwrap();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
+            .args(["enroll", "--backend", "cpu", "--gallery"])
+            .arg(dir.path().join("gallery.frg"))
+            .arg("--dir")
+            .arg(dir.path().join("people"))
+            .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Self { dir, expected }
+    }
+
+    fn image(&self, stem: &str) -> PathBuf {
+        self_image(self.dir.path(), stem)
+    }
+}
+
+fn self_image(dir: &Path, stem: &str) -> PathBuf {
+    dir.join("face_images_1000").join(format!("{stem}.jpg"))
+}
+
+/// Creates the resources, uploads the gallery and `n` requests; returns id → expected.
+async fn prepare(
+    aws: &Aws,
+    id: &str,
+    endpoint: &str,
+    w: &Workload,
+    n: usize,
+    tag: &str,
+) -> HashMap<String, String> {
+    let out = facerec(id, endpoint, &["infra", "up", "--visibility-timeout", "6"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = aws.store();
+    let gallery = std::fs::read(w.dir.path().join("gallery.frg")).unwrap();
+    store
+        .put(Bucket::Out, GALLERY_KEY, Bytes::from(gallery))
+        .await
+        .unwrap();
+    let req = aws.queue(&aws.names.req_queue).await.unwrap();
+    let mut want = HashMap::new();
+    let mut bodies = Vec::new();
+    for (i, (stem, name)) in w.expected.iter().step_by(1000 / n).take(n).enumerate() {
+        let rid = format!("{tag}-{i:04}");
+        let bytes = std::fs::read(w.image(stem)).unwrap();
+        store
+            .put(Bucket::In, &input_key(&rid), Bytes::from(bytes))
+            .await
+            .unwrap();
+        bodies.push(Request::new(rid.clone(), format!("{stem}.jpg")).to_json());
+        want.insert(rid, name.clone());
+    }
+    req.send(bodies).await.unwrap();
+    want
+}
+
+/// Reads the response queue until `want` distinct request ids are answered; checks
+/// duplicates are identical.
+async fn collect(aws: &Aws, want: usize, limit: Duration) -> HashMap<String, ResultMessage> {
+    let resp = aws.queue(&aws.names.resp_queue).await.unwrap();
+    let mut got: HashMap<String, ResultMessage> = HashMap::new();
+    let end = Instant::now() + limit;
+    while got.len() < want && Instant::now() < end {
+        let msgs = resp.receive(10, Duration::from_secs(1)).await.unwrap();
+        let receipts = msgs.iter().map(|m| m.receipt.clone()).collect();
+        for m in msgs {
+            let r = ResultMessage::parse(m.body.as_bytes()).unwrap();
+            if let Some(prev) = got.get(&r.request_id) {
+                assert_eq!(prev, &r, "two different results for {}", r.request_id);
+            }
+            got.insert(r.request_id.clone(), r);
+        }
+        resp.ack(receipts).await.unwrap();
+    }
+    got
+}
+
+async fn assert_results(aws: &Aws, want: &HashMap<String, String>, got: &HashMap<String, ResultMessage>) {
+    let store = aws.store();
+    for (rid, name) in want {
+        let r = got.get(rid).unwrap_or_else(|| panic!("no result for {rid}"));
+        assert_eq!(r.name.as_deref(), Some(name.as_str()), "{rid}: {r:?}");
+        let stored = store
+            .get(Bucket::Out, &facerec_worker::message::result_key(rid))
+            .await
+            .unwrap();
+        assert_eq!(&ResultMessage::parse(&stored).unwrap(), r);
+    }
+}
+
+async fn assert_drained(aws: &Aws) {
+    for q in [&aws.names.req_queue, &aws.names.resp_queue] {
+        let depth = aws.queue(q).await.unwrap().depth().await.unwrap();
+        assert_eq!(depth, Default::default(), "{q} not empty");
+    }
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM: finish or release, then exit 0.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_on_moto_answers_everything_once_and_dead_letters_poison() {
+    let moto = Moto::start();
+    let w = Workload::new();
+    let id = "facerec-t1";
+    let aws = client(&moto.url, id).await;
+    let mut want = prepare(&aws, id, &moto.url, &w, 100, "ok").await;
+
+    // Poison: malformed JSON, a missing upload, a text file; and a duplicate send.
+    let store = aws.store();
+    let req = aws.queue(&aws.names.req_queue).await.unwrap();
+    store
+        .put(Bucket::In, &input_key("text-file"), Bytes::from_static(b"just text"))
+        .await
+        .unwrap();
+    let dup = Request::new("ok-0000", "test_000.jpg").to_json();
+    req.send(vec![
+        "{not json".into(),
+        Request::new("gone", "gone.jpg").to_json(),
+        Request::new("text-file", "notes.jpg").to_json(),
+        dup,
+    ])
+    .await
+    .unwrap();
+
+    let log = w.dir.path().join("worker.log");
+    let worker = spawn_worker(id, &moto.url, &[], &log);
+    let got = collect(&aws, want.len() + 2, Duration::from_secs(420)).await;
+    // Let the duplicate's second answer and the dead letters land, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(worker);
+
+    assert_eq!(got["text-file"].plain(), "notes:not_an_image");
+    assert_eq!(got["gone"].error.as_ref().unwrap().kind.as_str(), "io");
+    want.retain(|k, _| k.starts_with("ok-"));
+    assert_results(&aws, &want, &got).await;
+
+    let dlq = aws.queue(&aws.names.dlq_queue).await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..5 {
+        for m in dlq.receive(10, Duration::from_secs(1)).await.unwrap() {
+            reasons.push(serde_json::from_str::<DeadLetter>(&m.body).unwrap().reason);
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["malformed", "missing_object", "not_an_image"]);
+    let _ = collect(&aws, usize::MAX, Duration::from_secs(2)).await;
+    assert_drained(&aws).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("\"request_id\":\"ok-0001\""), "structured logs carry request ids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_sigkilled_mid_batch_then_outage_loses_nothing() {
+    let moto = Moto::start();
+    let w = Workload::new();
+    let id = "facerec-t2";
+    let aws = client(&moto.url, id).await;
+    let want = prepare(&aws, id, &moto.url, &w, 100, "k").await;
+
+    // 1. SIGKILL while it holds messages.
+    let log = w.dir.path().join("worker-a.log");
+    let mut a = spawn_worker(id, &moto.url, &[], &log);
+    let mut got = collect(&aws, 10, Duration::from_secs(300)).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let held = aws
+        .queue(&aws.names.req_queue)
+        .await
+        .unwrap()
+        .depth()
+        .await
+        .unwrap();
+    assert!(held.in_flight > 0, "killed while holding messages: {held:?}");
+
+    // 2. A new worker behind a proxy; AWS becomes unreachable for a while.
+    let upstream: SocketAddr = moto.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let via = format!("http://{}", proxy.addr);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let log_b = w.dir.path().join("worker-b.log");
+    let b = spawn_worker(id, &via, &["--metrics-listen", &metrics_addr], &log_b);
+    let more = collect(&aws, 10, Duration::from_secs(300)).await;
+    got.extend(more);
+    proxy.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = metrics(&metrics_addr).await;
+    proxy.down.store(false, Ordering::SeqCst);
+    assert!(
+        during.contains("facerec_engine_circuit_open 1"),
+        "circuit open during the outage:\n{during}"
+    );
+
+    let left = want.len() - got.len();
+    let rest = collect(&aws, left, Duration::from_secs(420)).await;
+    for (k, v) in rest {
+        if let Some(prev) = got.get(&k) {
+            assert_eq!(prev, &v);
+        }
+        got.insert(k, v);
+    }
+    let after = metrics(&metrics_addr).await;
+    stop(b);
+    assert!(after.contains("facerec_engine_circuit_open 0"), "{after}");
+    assert_results(&aws, &want, &got).await;
+    assert_drained(&aws).await;
+}
+
+async fn metrics(addr: &str) -> String {
+    let out = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())",
+        ])
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
