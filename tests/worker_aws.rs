@@ -368,3 +368,33 @@ async fn metrics(addr: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_gives_up_with_nonzero_exit_after_too_many_failed_polls() {
+    let moto = Moto::start();
+    let w = Workload::new();
+    let id = "facerec-t3";
+    let aws = client(&moto.url, id).await;
+    let _ = prepare(&aws, id, &moto.url, &w, 1, "z").await;
+    let upstream: SocketAddr = moto.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let log = w.dir.path().join("worker-c.log");
+    let mut c = spawn_worker(id, &format!("http://{}", proxy.addr), &["--max-failures", "3"], &log);
+    // Let it start (it resolves the queues through the proxy), then cut AWS off for good.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("worker started") {
+        assert!(start.elapsed() < Duration::from_secs(120), "worker did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.down.store(true, Ordering::SeqCst);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(180), "worker kept running through the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("giving up after 3 consecutive failed polls"), "{log}");
+}

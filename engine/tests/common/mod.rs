@@ -1,13 +1,23 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
 
+/// The workspace root (the directory holding `Cargo.lock`), from whichever crate's tests
+/// include this module.
+pub fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() {
+        assert!(dir.pop(), "no Cargo.lock above {}", env!("CARGO_MANIFEST_DIR"));
+    }
+    dir
+}
+
 pub fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    repo_root().join("models")
 }
 
 /// The unpacked npm package `@vladmandic/face-api` 1.7.15 (`scripts/fetch-test-data.sh`).
@@ -35,8 +45,7 @@ pub fn sample(i: usize) -> Vec<u8> {
 pub fn cse546_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let zip = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/datasets/cse546/face_images_1000.zip");
+        let zip = repo_root().join("../shared/datasets/cse546/face_images_1000.zip");
         assert!(zip.exists(), "CSE546 data set missing at {}", zip.display());
         let out = std::env::temp_dir().join(format!("facerec-cse546-{}", std::process::id()));
         std::fs::create_dir_all(&out).expect("temp dir");
@@ -55,7 +64,7 @@ pub fn cse546_dir() -> PathBuf {
 /// Expected name per CSE546 stem.
 pub fn cse546_expected() -> Vec<(String, String)> {
     let csv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/cse546/expected.csv");
+        repo_root().join("../shared/datasets/cse546/expected.csv");
     std::fs::read_to_string(csv)
         .expect("expected.csv")
         .lines()

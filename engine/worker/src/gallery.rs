@@ -42,6 +42,9 @@ impl GalleryHandle {
 
     /// Reloads the gallery from the store if its version changed; true when it did.
     pub async fn refresh(&self, store: &dyn BlobStore) -> Result<bool, SeamError> {
+        // Serialised with `update`: a reload must never replace a newer local change with
+        // the older object it read before that change was stored.
+        let _writer = self.writer.lock().await;
         let version = store.version(Bucket::Out, GALLERY_KEY).await?;
         if version.is_none() || *self.version.lock().unwrap_or_else(|p| p.into_inner()) == version {
             return Ok(false);

@@ -104,7 +104,7 @@ pub struct Seams {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("giving up after {count} consecutive queue/store failures; last: {last}")]
+    #[error("giving up after {count} consecutive failed polls; last error: {last}")]
     TooManyFailures { count: u32, last: String },
 }
 
@@ -118,7 +118,11 @@ struct Job {
 
 /// Pauses polling after consecutive failures, with a doubling cool-down.
 struct Breaker {
+    /// Failed operations of any kind since the last success (opens the circuit).
     consecutive: AtomicU32,
+    /// Failed receives since the last success: the measure of an outage that makes the
+    /// worker give up. Concurrent operations failing together count once per poll.
+    failed_polls: AtomicU32,
     open_until: Mutex<Option<Instant>>,
     last: Mutex<String>,
 }
@@ -161,6 +165,7 @@ impl Worker {
             in_hand: Mutex::new(HashMap::new()),
             breaker: Breaker {
                 consecutive: AtomicU32::new(0),
+                failed_polls: AtomicU32::new(0),
                 open_until: Mutex::new(None),
                 last: Mutex::new(String::new()),
             },
@@ -223,7 +228,7 @@ impl Worker {
         }
         tracing::info!(worker = %self.config.name, "worker stopped");
         if self.fatal.is_cancelled() {
-            let count = self.breaker.consecutive.load(Ordering::Relaxed);
+            let count = self.breaker.failed_polls.load(Ordering::Relaxed);
             let last = lock(&self.breaker.last).clone();
             return Err(WorkerError::TooManyFailures { count, last });
         }
@@ -698,6 +703,7 @@ impl Worker {
     }
 
     fn success(&self) {
+        self.breaker.failed_polls.store(0, Ordering::Relaxed);
         if self.breaker.consecutive.swap(0, Ordering::Relaxed) >= self.config.breaker_after {
             tracing::info!("circuit closed");
         }
@@ -709,8 +715,13 @@ impl Worker {
         Metrics::count(&self.metrics.seam_errors, "op", op);
         let n = self.breaker.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         *lock(&self.breaker.last) = format!("{op}: {e}");
-        if n >= self.config.max_consecutive_failures {
-            tracing::error!(failures = n, error = %e, "too many consecutive failures, stopping");
+        let polls = if op == "receive" {
+            self.breaker.failed_polls.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.breaker.failed_polls.load(Ordering::Relaxed)
+        };
+        if polls >= self.config.max_consecutive_failures {
+            tracing::error!(failed_polls = polls, error = %e, "too many consecutive failures, stopping");
             self.fatal.cancel();
         } else if n >= self.config.breaker_after {
             let exp = (n - self.config.breaker_after).min(6);
