@@ -81,10 +81,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             &engine,
             &edge,
             &worker,
-            &crate::serve::UpArgs { data, workers, max_workers, check_interval, max_retries },
+            &crate::serve::UpArgs {
+                data,
+                workers,
+                max_workers,
+                check_interval,
+                max_retries,
+            },
         ),
-        Command::Scaler { command: Some(crate::scale::ScalerCommand::Simulate(sim)), .. } => crate::scale::simulate_cmd(&sim),
-        Command::Scaler { command: None, args } => crate::scale::scaler_cmd(&args),
+        Command::Scaler {
+            command: Some(crate::scale::ScalerCommand::Simulate(sim)),
+            ..
+        } => crate::scale::simulate_cmd(&sim),
+        Command::Scaler {
+            command: None,
+            args,
+        } => crate::scale::scaler_cmd(&args),
         Command::Edge {
             aws,
             edge,

@@ -62,7 +62,10 @@ impl PolicyArgs {
             self.scale_in_window.is_finite() && self.scale_in_window >= 0.0,
             "FACEREC_SCALE_IN_WINDOW must be a non-negative number of seconds"
         );
-        anyhow::ensure!(self.min_workers <= self.max_instances, "FACEREC_MIN_WORKERS exceeds MAX_INSTANCES");
+        anyhow::ensure!(
+            self.min_workers <= self.max_instances,
+            "FACEREC_MIN_WORKERS exceeds MAX_INSTANCES"
+        );
         Ok(Policy {
             min_workers: self.min_workers,
             max_workers: self.max_instances,
@@ -151,7 +154,13 @@ pub struct ScalerArgs {
     #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
     /// Where the backlog and rate come from, in order of preference.
-    #[arg(long, env = "FACEREC_SCALER_SOURCES", value_enum, value_delimiter = ',', default_value = "queue")]
+    #[arg(
+        long,
+        env = "FACEREC_SCALER_SOURCES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "queue"
+    )]
     pub source: Vec<SourceChoice>,
     /// Prometheus server, e.g. http://prometheus:9090.
     #[arg(long, env = "FACEREC_PROMETHEUS_URL")]
@@ -202,7 +211,8 @@ fn summary_line(name: &str, s: &Summary) -> String {
         "{name}: arrivals={} worker_seconds={:.0} drain_s={} mean_wait_s={:.1} peak_workers={} direction_changes={}",
         s.arrivals,
         s.worker_seconds,
-        s.drain_seconds.map_or("never".to_string(), |d| format!("{d:.0}")),
+        s.drain_seconds
+            .map_or("never".to_string(), |d| format!("{d:.0}")),
         s.mean_wait,
         s.peak_workers,
         s.direction_changes
@@ -210,9 +220,13 @@ fn summary_line(name: &str, s: &Summary) -> String {
 }
 
 pub fn simulate_cmd(args: &SimulateArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.trace).with_context(|| format!("reading {}", args.trace.display()))?;
+    let text = std::fs::read_to_string(&args.trace)
+        .with_context(|| format!("reading {}", args.trace.display()))?;
     let trace = parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.trace.display()))?;
-    anyhow::ensure!(args.rate.is_finite() && args.rate > 0.0, "--rate must be positive");
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be positive"
+    );
     let policy = args.policy.policy()?;
     let cfg = SimConfig {
         tick: args.policy.check_interval,
@@ -221,7 +235,10 @@ pub fn simulate_cmd(args: &SimulateArgs) -> Result<ExitCode> {
         ..SimConfig::default()
     };
     let mut backlog = Scaler::new(policy.clone());
-    let mut baseline = PerMessages { per_worker: args.per_worker.max(1), max_workers: policy.max_workers };
+    let mut baseline = PerMessages {
+        per_worker: args.per_worker.max(1),
+        max_workers: policy.max_workers,
+    };
     let (chosen, other): (&mut dyn Decide, &mut dyn Decide) = match args.rule {
         RuleChoice::Backlog => (&mut backlog, &mut baseline),
         RuleChoice::PerMessages => (&mut baseline, &mut backlog),
@@ -257,21 +274,38 @@ pub fn scaler_cmd(args: &ScalerArgs) -> Result<ExitCode> {
             endpoint: args.endpoint.clone(),
             max_retries: args.max_retries,
         };
-        let needs_aws = args.fleet == FleetChoice::Ec2 || args.source.contains(&SourceChoice::Queue);
-        let config = if needs_aws { Some(facerec_worker::aws::sdk_config(&settings).await) } else { None };
-        let id = || args.id.clone().context("ID (--id) is required for the queue source and the EC2 fleet");
+        let needs_aws =
+            args.fleet == FleetChoice::Ec2 || args.source.contains(&SourceChoice::Queue);
+        let config = if needs_aws {
+            Some(facerec_worker::aws::sdk_config(&settings).await)
+        } else {
+            None
+        };
+        let id = || {
+            args.id
+                .clone()
+                .context("ID (--id) is required for the queue source and the EC2 fleet")
+        };
 
         let mut sources: Vec<Arc<dyn Source>> = Vec::new();
         let timeout = Duration::from_secs(5);
         for s in &args.source {
             match s {
                 SourceChoice::Queue => {
-                    let aws = facerec_worker::aws::Aws::from_config(&id()?, config.as_ref().context("AWS config")?);
+                    let aws = facerec_worker::aws::Aws::from_config(
+                        &id()?,
+                        config.as_ref().context("AWS config")?,
+                    );
                     let queue = aws.queue(&aws.names.req_queue).await?;
-                    sources.push(Arc::new(QueueDepth { queue: Arc::new(queue) }));
+                    sources.push(Arc::new(QueueDepth {
+                        queue: Arc::new(queue),
+                    }));
                 }
                 SourceChoice::Prometheus => {
-                    let url = args.prometheus_url.clone().context("--prometheus-url is required for the prometheus source")?;
+                    let url = args
+                        .prometheus_url
+                        .clone()
+                        .context("--prometheus-url is required for the prometheus source")?;
                     let mut p = Prometheus::with_defaults(url, timeout);
                     if let Some(q) = &args.promql_visible {
                         p.visible_query = q.clone();
@@ -296,19 +330,29 @@ pub fn scaler_cmd(args: &ScalerArgs) -> Result<ExitCode> {
             FleetChoice::Ec2 => {
                 let client = aws_sdk_ec2::Client::new(config.as_ref().context("AWS config")?);
                 let launch = match (&args.launch_template, &args.ami) {
-                    (Some(name), _) => LaunchSpec::Template { name: name.clone(), version: None },
+                    (Some(name), _) => LaunchSpec::Template {
+                        name: name.clone(),
+                        version: None,
+                    },
                     (None, Some(ami)) => LaunchSpec::Image {
                         ami: ami.clone(),
                         instance_type: args.instance_type.clone(),
                         user_data: match &args.user_data {
-                            Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                            Some(p) => Some(
+                                std::fs::read_to_string(p)
+                                    .with_context(|| format!("reading {}", p.display()))?,
+                            ),
                             None => None,
                         },
                         instance_profile: args.instance_profile.clone(),
                     },
                     (None, None) => bail!("the EC2 fleet needs --launch-template or --ami"),
                 };
-                let scale_in = if args.stop_on_scale_in { ScaleIn::Stop } else { ScaleIn::Terminate };
+                let scale_in = if args.stop_on_scale_in {
+                    ScaleIn::Stop
+                } else {
+                    ScaleIn::Terminate
+                };
                 Arc::new(Ec2Fleet::new(client, id()?, launch, scale_in))
             }
             FleetChoice::Processes => {
@@ -322,15 +366,27 @@ pub fn scaler_cmd(args: &ScalerArgs) -> Result<ExitCode> {
         let mut registry = Registry::default();
         let metrics = ScalerMetrics::register(&mut registry);
         if let Some(addr) = args.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-            tokio::spawn(facerec_worker::http::serve_metrics(listener, Arc::new(registry), shutdown.clone()));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tokio::spawn(facerec_worker::http::serve_metrics(
+                listener,
+                Arc::new(registry),
+                shutdown.clone(),
+            ));
         }
         let controller_config = ControllerConfig {
             interval: args.policy.interval(),
             dry_run: args.fleet == FleetChoice::None,
             ..ControllerConfig::default()
         };
-        let mut controller = Controller::new(Scaler::new(policy), Combined { sources }, fleet, metrics, controller_config);
+        let mut controller = Controller::new(
+            Scaler::new(policy),
+            Combined { sources },
+            fleet,
+            metrics,
+            controller_config,
+        );
         if args.once {
             let r = controller.tick().await;
             let line = serde_json::json!({

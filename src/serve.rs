@@ -74,7 +74,8 @@ impl WorkerArgs {
             "RETRY_DELAY must be a non-negative number of seconds"
         );
         Ok(WorkerConfig {
-            name: std::env::var("FACEREC_WORKER_NAME").unwrap_or_else(|_| format!("worker-{}", std::process::id())),
+            name: std::env::var("FACEREC_WORKER_NAME")
+                .unwrap_or_else(|_| format!("worker-{}", std::process::id())),
             pollers: self.pollers.max(1),
             wait: Duration::from_secs(self.poll_wait.min(20)),
             max_batch: engine.batch.max(1),
@@ -237,7 +238,11 @@ impl EdgeArgs {
 }
 
 /// Binds and serves the edge until shutdown; prints the address it listens on.
-async fn serve_edge(edge: Arc<facerec_edge::Edge>, listen: SocketAddr, shutdown: CancellationToken) -> Result<()> {
+async fn serve_edge(
+    edge: Arc<facerec_edge::Edge>,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -264,9 +269,17 @@ pub struct UpArgs {
 
 /// `facerec up`: edge + in-process workers sized by the local autoscaler, on a local queue
 /// and a filesystem store.
-pub fn up(engine_args: &EngineArgs, edge_args: &EdgeArgs, worker_args: &WorkerArgs, up: &UpArgs) -> Result<ExitCode> {
+pub fn up(
+    engine_args: &EngineArgs,
+    edge_args: &EdgeArgs,
+    worker_args: &WorkerArgs,
+    up: &UpArgs,
+) -> Result<ExitCode> {
     use facerec_scaler::fleet::{LocalWorker, Spawn};
-    use facerec_scaler::{Combined, Controller, ControllerConfig, Fleet, InProcess, Policy, QueueDepth, Scaler, ScalerMetrics};
+    use facerec_scaler::{
+        Combined, Controller, ControllerConfig, Fleet, InProcess, Policy, QueueDepth, Scaler,
+        ScalerMetrics,
+    };
     use facerec_worker::{FsStore, LocalQueue};
     anyhow::ensure!(
         up.check_interval.is_finite() && up.check_interval > 0.0,
@@ -276,9 +289,8 @@ pub fn up(engine_args: &EngineArgs, edge_args: &EdgeArgs, worker_args: &WorkerAr
     let config = worker_args.config(engine_args, max_retries)?;
     let engine = Arc::new(crate::offline::build_engine(engine_args)?);
     let data = &up.data;
-    let store = Arc::new(
-        FsStore::new(data).with_context(|| format!("data directory {}", data.display()))?,
-    );
+    let store =
+        Arc::new(FsStore::new(data).with_context(|| format!("data directory {}", data.display()))?);
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let dlq = Arc::new(LocalQueue::new("dlq", Duration::from_secs(30)));
@@ -367,7 +379,12 @@ pub fn up(engine_args: &EngineArgs, edge_args: &EdgeArgs, worker_args: &WorkerAr
 }
 
 /// `facerec edge`: the web tier in front of SQS/S3.
-pub fn edge(aws_args: &AwsArgs, edge_args: &EdgeArgs, models: &Option<std::path::PathBuf>, threshold: f32) -> Result<ExitCode> {
+pub fn edge(
+    aws_args: &AwsArgs,
+    edge_args: &EdgeArgs,
+    models: &Option<std::path::PathBuf>,
+    threshold: f32,
+) -> Result<ExitCode> {
     let model_id = recognition_model_id(&crate::offline::models_dir(models))?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
@@ -402,5 +419,8 @@ fn recognition_model_id(dir: &std::path::Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let path = dir.join("face_recognition.onnx");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -21,14 +21,24 @@ impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
-        cmd.args(["--log-json", "up", "--listen", "127.0.0.1:0", "--backend", "cpu"])
-            .arg("--data")
-            .arg(data.path())
-            .args(args)
-            .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-            .env("FACEREC_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--log-json",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+        ])
+        .arg("--data")
+        .arg(data.path())
+        .args(args)
+        .env(
+            "FACEREC_MODELS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        )
+        .env("FACEREC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -136,7 +146,12 @@ fn multipart(files: &[(&str, &str, &[u8])]) -> Vec<u8> {
     body
 }
 
-fn post_files(addr: &str, path: &str, files: &[(&str, &str, &[u8])], extra: &[(&str, &str)]) -> Reply {
+fn post_files(
+    addr: &str,
+    path: &str,
+    files: &[(&str, &str, &[u8])],
+    extra: &[(&str, &str)],
+) -> Reply {
     let ct = format!("multipart/form-data; boundary={BOUNDARY}");
     let mut headers = vec![("content-type", ct.as_str())];
     headers.extend_from_slice(extra);
@@ -205,7 +220,12 @@ fn original_workload_1000_images_100_clients() {
 
     for (name, stem) in w.first_of_each() {
         let bytes = w.bytes(&stem);
-        let r = post_files(&addr, &format!("/v1/identities/{name}/faces"), &[("image", "x.jpg", &bytes)], &[]);
+        let r = post_files(
+            &addr,
+            &format!("/v1/identities/{name}/faces"),
+            &[("image", "x.jpg", &bytes)],
+            &[],
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["added"], 1);
     }
@@ -213,24 +233,39 @@ fn original_workload_1000_images_100_clients() {
     let ids = http(&addr, "GET", "/v1/identities", &[], b"").json();
     let ids = ids["identities"].as_array().unwrap();
     assert_eq!(ids.len(), 8, "{ids:?}");
-    assert_eq!(ids.iter().map(|i| i["faces"].as_u64().unwrap()).sum::<u64>(), 10);
+    assert_eq!(
+        ids.iter()
+            .map(|i| i["faces"].as_u64().unwrap())
+            .sum::<u64>(),
+        10
+    );
 
     let jobs = Arc::new(Mutex::new(w.expected.clone()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let images = w.images.clone();
     let clients: Vec<_> = (0..100)
         .map(|_| {
-            let (jobs, failures, addr, images) = (jobs.clone(), failures.clone(), addr.clone(), images.clone());
+            let (jobs, failures, addr, images) =
+                (jobs.clone(), failures.clone(), addr.clone(), images.clone());
             std::thread::spawn(move || {
                 while let Some((stem, name)) = jobs.lock().unwrap().pop() {
                     let bytes = std::fs::read(images.join(format!("{stem}.jpg"))).unwrap();
-                    let r = post_files(&addr, "/", &[("inputFile", &format!("{stem}.jpg"), &bytes)], &[]);
+                    let r = post_files(
+                        &addr,
+                        "/",
+                        &[("inputFile", &format!("{stem}.jpg"), &bytes)],
+                        &[],
+                    );
                     let want = format!("{stem}:{name}");
                     if r.status != 200
                         || r.text() != want
                         || r.headers.get("content-type").map(String::as_str) != Some("text/plain")
                     {
-                        failures.lock().unwrap().push(format!("{want} → {} {}", r.status, r.text()));
+                        failures.lock().unwrap().push(format!(
+                            "{want} → {} {}",
+                            r.status,
+                            r.text()
+                        ));
                     }
                 }
             })
@@ -240,13 +275,22 @@ fn original_workload_1000_images_100_clients() {
         c.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} wrong answers: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 
     // Two clients upload different photos under the same file name at once.
     let (emily, bob) = (w.bytes("test_001"), w.bytes("test_002"));
     let (a1, b1) = (addr.clone(), addr.clone());
-    let ta = std::thread::spawn(move || post_files(&a1, "/", &[("inputFile", "same.jpg", &emily)], &[]).text());
-    let tb = std::thread::spawn(move || post_files(&b1, "/", &[("inputFile", "same.jpg", &bob)], &[]).text());
+    let ta = std::thread::spawn(move || {
+        post_files(&a1, "/", &[("inputFile", "same.jpg", &emily)], &[]).text()
+    });
+    let tb = std::thread::spawn(move || {
+        post_files(&b1, "/", &[("inputFile", "same.jpg", &bob)], &[]).text()
+    });
     assert_eq!(ta.join().unwrap(), "same:Emily");
     assert_eq!(tb.join().unwrap(), "same:Bob");
 
@@ -282,9 +326,22 @@ fn routes_and_error_statuses() {
     assert!(page.headers.contains_key("x-request-id"));
 
     // Gallery changes need the key.
-    let r = post_files(addr, "/v1/identities/Paul/faces", &[("image", "p.jpg", &paul)], &[]);
-    assert_eq!((r.status, r.json()["kind"].as_str()), (401, Some("unauthorized")));
-    let r = post_files(addr, "/v1/identities/Paul/faces", &[("image", "p.jpg", &paul)], &auth);
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.json()["kind"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &auth,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
 
     // Recognition, several images at once; one of them is not an image.
@@ -292,7 +349,11 @@ fn routes_and_error_statuses() {
     let r = post_files(
         addr,
         "/v1/recognize",
-        &[("image", "paul.jpg", &paul), ("image", "bob.jpg", &bob), ("image", "notes.jpg", b"plain text")],
+        &[
+            ("image", "paul.jpg", &paul),
+            ("image", "bob.jpg", &bob),
+            ("image", "notes.jpg", b"plain text"),
+        ],
         &[],
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -303,18 +364,52 @@ fn routes_and_error_statuses() {
     assert_eq!(results[2]["error"]["kind"], "not_an_image");
 
     // Verify.
-    let r = post_files(addr, "/v1/verify", &[("a", "a.jpg", &paul), ("b", "b.jpg", &paul)], &[]);
+    let r = post_files(
+        addr,
+        "/v1/verify",
+        &[("a", "a.jpg", &paul), ("b", "b.jpg", &paul)],
+        &[],
+    );
     assert_eq!(r.json()["same"], true, "{}", r.text());
-    let r = post_files(addr, "/v1/verify", &[("a", "a.jpg", &paul), ("b", "b.jpg", &bob)], &[]);
+    let r = post_files(
+        addr,
+        "/v1/verify",
+        &[("a", "a.jpg", &paul), ("b", "b.jpg", &bob)],
+        &[],
+    );
     assert_eq!(r.json()["same"], false, "{}", r.text());
 
     // Error statuses and the JSON error shape.
     let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
-    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"\xFF\xD8\xFF\xE0 but not really a JPEG")], &[]);
-    assert_eq!((r.status, kind(&r).as_str()), (422, "corrupt"), "{}", r.text());
+    let r = post_files(
+        addr,
+        "/",
+        &[(
+            "inputFile",
+            "a.jpg",
+            b"\xFF\xD8\xFF\xE0 but not really a JPEG",
+        )],
+        &[],
+    );
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (422, "corrupt"),
+        "{}",
+        r.text()
+    );
     // A tiny file whose header claims a huge canvas (a decompression bomb) is refused unread.
-    let r = post_files(addr, "/", &[("inputFile", "a.gif", b"GIF89a but not really")], &[]);
-    assert_eq!((r.status, kind(&r).as_str()), (413, "too_large"), "{}", r.text());
+    let r = post_files(
+        addr,
+        "/",
+        &[("inputFile", "a.gif", b"GIF89a but not really")],
+        &[],
+    );
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (413, "too_large"),
+        "{}",
+        r.text()
+    );
     let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"hello")], &[]);
     assert_eq!((r.status, kind(&r).as_str()), (415, "not_an_image"));
     let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"")], &[]);
@@ -347,11 +442,15 @@ fn no_workers_means_timeouts_and_backpressure() {
     let paul = w.bytes("test_000");
     let p2 = paul.clone();
     let a2 = addr.clone();
-    let first = std::thread::spawn(move || post_files(&a2, "/", &[("inputFile", "a.jpg", &p2)], &[]));
+    let first =
+        std::thread::spawn(move || post_files(&a2, "/", &[("inputFile", "a.jpg", &p2)], &[]));
     std::thread::sleep(Duration::from_millis(1000));
     let second = post_files(&addr, "/", &[("inputFile", "b.jpg", &paul)], &[]);
     assert_eq!(second.status, 503, "{}", second.text());
-    assert_eq!(second.headers.get("retry-after").map(String::as_str), Some("1"));
+    assert_eq!(
+        second.headers.get("retry-after").map(String::as_str),
+        Some("1")
+    );
     let first = first.join().unwrap();
     assert_eq!(first.status, 504, "{}", first.text());
     assert_eq!(first.json()["kind"], "timeout");
@@ -368,33 +467,63 @@ struct Prometheus {
 impl Prometheus {
     fn start(targets: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: facerec\n    static_configs:\n      - targets: [{list}]\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus runs: install Debian's `prometheus` package (.ci/run does)");
-        Self { child, addr, _dir: dir }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 
     /// The value of an instant query, once it has one.
     fn query(&self, promql: &str) -> Option<f64> {
         let encoded: String = promql
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         let stream = TcpStream::connect(&self.addr).ok()?;
         drop(stream);
-        let r = http(&self.addr, "GET", &format!("/api/v1/query?query={encoded}"), &[], b"");
+        let r = http(
+            &self.addr,
+            "GET",
+            &format!("/api/v1/query?query={encoded}"),
+            &[],
+            b"",
+        );
         let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
@@ -412,7 +541,14 @@ fn prometheus_source_reads_the_backlog_of_a_running_up() {
     let w = Workload::new();
     // No workers: uploads wait in the queue, and the local scaler exports its depth.
     let server = Server::start(
-        &["--workers", "0", "--max-workers", "0", "--check-interval", "0.5"],
+        &[
+            "--workers",
+            "0",
+            "--max-workers",
+            "0",
+            "--check-interval",
+            "0.5",
+        ],
         &[("REQUEST_TIMEOUT", "120")],
     );
     let addr = server.addr.clone();
@@ -425,21 +561,38 @@ fn prometheus_source_reads_the_backlog_of_a_running_up() {
     let visible = "sum(facerec_scaler_queue_depth{state=\"visible\"})";
     let start = std::time::Instant::now();
     while prometheus.query(visible) != Some(3.0) {
-        assert!(start.elapsed() < Duration::from_secs(90), "Prometheus never saw 3 waiting requests");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "Prometheus never saw 3 waiting requests"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
-        .args(["scaler", "--once", "--fleet", "none", "--source", "prometheus"])
+        .args([
+            "scaler",
+            "--once",
+            "--fleet",
+            "none",
+            "--source",
+            "prometheus",
+        ])
         .arg(format!("--prometheus-url=http://{}", prometheus.addr))
         .env("FACEREC_WORKER_RATE", "1")
         .env("FACEREC_TARGET_LATENCY", "2")
         .output()
         .expect("facerec runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(line["visible"], 3, "{line}");
     assert_eq!(line["in_flight"], 0, "{line}");
-    assert_eq!(line["action"], "launch:2", "3 messages at 2 per worker: {line}");
+    assert_eq!(
+        line["action"], "launch:2",
+        "3 messages at 2 per worker: {line}"
+    );
     assert_eq!(line["outcome"], "dry run");
 }
 
@@ -450,8 +603,13 @@ fn dechunk(r: &Reply) -> Vec<u8> {
     }
     let (mut out, mut rest) = (Vec::new(), r.body.as_slice());
     loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .unwrap();
         rest = &rest[line_end + 2..];
         if size == 0 {
             return out;
@@ -465,12 +623,20 @@ fn dechunk(r: &Reply) -> Vec<u8> {
 fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String, String> {
     let r = http(addr, "GET", &format!("/v1/batches/{id}/results"), auth, b"");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/x-ndjson"));
+    assert_eq!(
+        r.headers.get("content-type").map(String::as_str),
+        Some("application/x-ndjson")
+    );
     let body = String::from_utf8(dechunk(&r)).unwrap();
     body.lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            let name = v["name"].as_str().or(v["error"]["kind"].as_str()).unwrap_or("?").to_string();
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let name = v["name"]
+                .as_str()
+                .or(v["error"]["kind"].as_str())
+                .unwrap_or("?")
+                .to_string();
             (v["filename"].as_str().unwrap().to_string(), name)
         })
         .collect()
@@ -479,24 +645,45 @@ fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String,
 #[test]
 fn bulk_batches_from_multipart_and_tar() {
     let w = Workload::new();
-    let server = Server::start(&[], &[("FACEREC_API_KEY", "k"), ("MAX_FILE_SIZE", "200000")]);
+    let server = Server::start(
+        &[],
+        &[("FACEREC_API_KEY", "k"), ("MAX_FILE_SIZE", "200000")],
+    );
     let addr = server.addr.as_str();
     let auth = [("authorization", "Bearer k")];
     for (name, stem) in w.first_of_each() {
-        let r = post_files(addr, &format!("/v1/identities/{name}/faces"), &[("image", "x.jpg", &w.bytes(&stem))], &auth);
+        let r = post_files(
+            addr,
+            &format!("/v1/identities/{name}/faces"),
+            &[("image", "x.jpg", &w.bytes(&stem))],
+            &auth,
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
     // Many files in one multipart body, one of them not an image.
     let picks: Vec<(String, String)> = w.expected.iter().step_by(33).take(30).cloned().collect();
-    let blobs: Vec<(String, Vec<u8>)> = picks.iter().map(|(s, _)| (format!("{s}.jpg"), w.bytes(s))).collect();
-    let mut files: Vec<(&str, &str, &[u8])> = blobs.iter().map(|(f, b)| ("images", f.as_str(), b.as_slice())).collect();
+    let blobs: Vec<(String, Vec<u8>)> = picks
+        .iter()
+        .map(|(s, _)| (format!("{s}.jpg"), w.bytes(s)))
+        .collect();
+    let mut files: Vec<(&str, &str, &[u8])> = blobs
+        .iter()
+        .map(|(f, b)| ("images", f.as_str(), b.as_slice()))
+        .collect();
     files.push(("images", "notes.txt", b"hello"));
-    assert_eq!(post_files(addr, "/v1/batches", &files, &[]).status, 401, "batches need the key");
+    assert_eq!(
+        post_files(addr, "/v1/batches", &files, &[]).status,
+        401,
+        "batches need the key"
+    );
     let r = post_files(addr, "/v1/batches", &files, &auth);
     assert_eq!(r.status, 202, "{}", r.text());
     let job = r.json();
-    assert_eq!((job["total"].as_u64(), job["failed"].as_u64()), (Some(31), Some(1)));
+    assert_eq!(
+        (job["total"].as_u64(), job["failed"].as_u64()),
+        (Some(31), Some(1))
+    );
     let id = job["id"].as_str().unwrap().to_string();
     let got = batch_results(addr, &id, &auth);
     assert_eq!(got.len(), 31);
@@ -505,12 +692,26 @@ fn bulk_batches_from_multipart_and_tar() {
     }
     assert_eq!(got["notes.txt"], "not_an_image");
     let p = http(addr, "GET", &format!("/v1/batches/{id}"), &auth, b"").json();
-    assert_eq!((p["total"].as_u64(), p["done"].as_u64(), p["failed"].as_u64()), (Some(31), Some(30), Some(1)));
+    assert_eq!(
+        (
+            p["total"].as_u64(),
+            p["done"].as_u64(),
+            p["failed"].as_u64()
+        ),
+        (Some(31), Some(30), Some(1))
+    );
     assert_eq!(p["finished"], true);
 
     // A tar body (made by Python's tarfile), with one file over MAX_FILE_SIZE.
     let dir = tempfile::tempdir().unwrap();
-    let tar_picks: Vec<(String, String)> = w.expected.iter().skip(5).step_by(71).take(12).cloned().collect();
+    let tar_picks: Vec<(String, String)> = w
+        .expected
+        .iter()
+        .skip(5)
+        .step_by(71)
+        .take(12)
+        .cloned()
+        .collect();
     let mut names = Vec::new();
     for (stem, _) in &tar_picks {
         std::fs::write(dir.path().join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
@@ -530,7 +731,10 @@ fn bulk_batches_from_multipart_and_tar() {
     let ct = [("content-type", "application/x-tar"), auth[0]];
     let r = http(addr, "POST", "/v1/batches", &ct, &tar);
     assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!((r.json()["total"].as_u64(), r.json()["failed"].as_u64()), (Some(13), Some(1)));
+    assert_eq!(
+        (r.json()["total"].as_u64(), r.json()["failed"].as_u64()),
+        (Some(13), Some(1))
+    );
     let got = batch_results(addr, r.json()["id"].as_str().unwrap(), &auth);
     for (stem, name) in &tar_picks {
         assert_eq!(got.get(&format!("{stem}.jpg")), Some(name), "{stem}");
@@ -538,9 +742,73 @@ fn bulk_batches_from_multipart_and_tar() {
     assert_eq!(got["huge.jpg"], "too_large");
 
     // Errors: truncated tar, unknown body type, unknown id.
-    assert_eq!(http(addr, "POST", "/v1/batches", &ct, &tar[..1000]).status, 400);
-    let r = http(addr, "POST", "/v1/batches", &[("content-type", "application/zip"), auth[0]], b"PK");
-    assert_eq!((r.status, r.json()["kind"].as_str()), (415, Some("unsupported_body")));
-    assert_eq!(http(addr, "GET", "/v1/batches/nope", &auth, b"").status, 404);
-    assert_eq!(http(addr, "GET", "/v1/batches/nope/results", &auth, b"").status, 404);
+    assert_eq!(
+        http(addr, "POST", "/v1/batches", &ct, &tar[..1000]).status,
+        400
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/v1/batches",
+        &[("content-type", "application/zip"), auth[0]],
+        b"PK",
+    );
+    assert_eq!(
+        (r.status, r.json()["kind"].as_str()),
+        (415, Some("unsupported_body"))
+    );
+    assert_eq!(
+        http(addr, "GET", "/v1/batches/nope", &auth, b"").status,
+        404
+    );
+    assert_eq!(
+        http(addr, "GET", "/v1/batches/nope/results", &auth, b"").status,
+        404
+    );
+}
+
+/// The built-in page in headless Chromium (Debian `chromium`, driven by `playwright-core`
+/// from npm; both installed by `.ci/run`): enroll through the gallery form, upload photos,
+/// see each drawn with its box and name. The screenshot is left in the target directory.
+#[test]
+fn web_page_in_headless_chromium() {
+    let w = Workload::new();
+    let server = Server::start(&[], &[]);
+    let page_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page");
+    assert!(
+        page_dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci --prefix tests/page` (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = |stem: &str| {
+        let p = dir.path().join(format!("{stem}.jpg"));
+        std::fs::write(&p, w.bytes(stem)).unwrap();
+        p.display().to_string()
+    };
+    let expect = serde_json::json!([
+        {"file": file("test_000"), "name": "Paul"},
+        {"file": file("test_002"), "name": "unknown"},
+    ]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("facerec-page.png");
+    let out = Command::new("node")
+        .arg(page_dir.join("page_test.mjs"))
+        .arg(format!("http://{}/", server.addr))
+        .arg(&shot)
+        .arg("Paul")
+        .arg(file("test_000"))
+        .arg(expect.to_string())
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "page test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "screenshot at {}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
 }

@@ -74,7 +74,10 @@ fn env_for(cmd: &mut Command, id: &str, endpoint: &str) {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("FACEREC_BACKEND", "cpu")
-        .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .env(
+            "FACEREC_MODELS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        )
         .env("FACEREC_LOG", "info")
         .env_remove("AWS_PROFILE");
 }
@@ -149,10 +152,17 @@ impl Workload {
             .arg(dir.path().join("gallery.frg"))
             .arg("--dir")
             .arg(dir.path().join("people"))
-            .env("FACEREC_MODELS", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .env(
+                "FACEREC_MODELS",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+            )
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { dir, expected }
     }
 
@@ -175,7 +185,11 @@ async fn prepare(
     tag: &str,
 ) -> HashMap<String, String> {
     let out = facerec(id, endpoint, &["infra", "up", "--visibility-timeout", "6"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let store = aws.store();
     let gallery = std::fs::read(w.dir.path().join("gallery.frg")).unwrap();
     store
@@ -220,10 +234,16 @@ async fn collect(aws: &Aws, want: usize, limit: Duration) -> HashMap<String, Res
     got
 }
 
-async fn assert_results(aws: &Aws, want: &HashMap<String, String>, got: &HashMap<String, ResultMessage>) {
+async fn assert_results(
+    aws: &Aws,
+    want: &HashMap<String, String>,
+    got: &HashMap<String, ResultMessage>,
+) {
     let store = aws.store();
     for (rid, name) in want {
-        let r = got.get(rid).unwrap_or_else(|| panic!("no result for {rid}"));
+        let r = got
+            .get(rid)
+            .unwrap_or_else(|| panic!("no result for {rid}"));
         assert_eq!(r.name.as_deref(), Some(name.as_str()), "{rid}: {r:?}");
         let stored = store
             .get(Bucket::Out, &facerec_worker::message::result_key(rid))
@@ -259,7 +279,11 @@ async fn worker_on_moto_answers_everything_once_and_dead_letters_poison() {
     let store = aws.store();
     let req = aws.queue(&aws.names.req_queue).await.unwrap();
     store
-        .put(Bucket::In, &input_key("text-file"), Bytes::from_static(b"just text"))
+        .put(
+            Bucket::In,
+            &input_key("text-file"),
+            Bytes::from_static(b"just text"),
+        )
         .await
         .unwrap();
     let dup = Request::new("ok-0000", "test_000.jpg").to_json();
@@ -296,7 +320,10 @@ async fn worker_on_moto_answers_everything_once_and_dead_letters_poison() {
     let _ = collect(&aws, usize::MAX, Duration::from_secs(2)).await;
     assert_drained(&aws).await;
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("\"request_id\":\"ok-0001\""), "structured logs carry request ids");
+    assert!(
+        log.contains("\"request_id\":\"ok-0001\""),
+        "structured logs carry request ids"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +347,10 @@ async fn worker_sigkilled_mid_batch_then_outage_loses_nothing() {
         .depth()
         .await
         .unwrap();
-    assert!(held.in_flight > 0, "killed while holding messages: {held:?}");
+    assert!(
+        held.in_flight > 0,
+        "killed while holding messages: {held:?}"
+    );
 
     // 2. A new worker behind a proxy; AWS becomes unreachable for a while.
     let upstream: SocketAddr = moto.url.trim_start_matches("http://").parse().unwrap();
@@ -379,11 +409,22 @@ async fn worker_gives_up_with_nonzero_exit_after_too_many_failed_polls() {
     let upstream: SocketAddr = moto.url.trim_start_matches("http://").parse().unwrap();
     let proxy = Proxy::start(upstream).await;
     let log = w.dir.path().join("worker-c.log");
-    let mut c = spawn_worker(id, &format!("http://{}", proxy.addr), &["--max-failures", "3"], &log);
+    let mut c = spawn_worker(
+        id,
+        &format!("http://{}", proxy.addr),
+        &["--max-failures", "3"],
+        &log,
+    );
     // Let it start (it resolves the queues through the proxy), then cut AWS off for good.
     let start = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("worker started") {
-        assert!(start.elapsed() < Duration::from_secs(120), "worker did not start");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("worker started")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "worker did not start"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     proxy.down.store(true, Ordering::SeqCst);
@@ -391,10 +432,16 @@ async fn worker_gives_up_with_nonzero_exit_after_too_many_failed_polls() {
         if let Some(s) = c.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(180), "worker kept running through the outage");
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "worker kept running through the outage"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(!status.success(), "exit status {status}");
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("giving up after 3 consecutive failed polls"), "{log}");
+    assert!(
+        log.contains("giving up after 3 consecutive failed polls"),
+        "{log}"
+    );
 }

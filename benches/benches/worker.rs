@@ -38,7 +38,10 @@ fn main() {
     let images: Vec<(String, Bytes)> = (0..n)
         .map(|i| {
             let stem = format!("test_{:03}", i % 1000);
-            let p = tmp.path().join("face_images_1000").join(format!("{stem}.jpg"));
+            let p = tmp
+                .path()
+                .join("face_images_1000")
+                .join(format!("{stem}.jpg"));
             (stem, Bytes::from(std::fs::read(p).expect("image")))
         })
         .collect();
@@ -52,7 +55,10 @@ fn main() {
     let engine = Arc::new(Engine::new(config).expect("engine"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
-    println!("worker throughput, {n} CSE546 images, local seams, backend {:?}", engine.models().backend().name);
+    println!(
+        "worker throughput, {n} CSE546 images, local seams, backend {:?}",
+        engine.models().backend().name
+    );
     println!("| engine batch | pollers | images/s | vs batch 1, 1 poller |");
     println!("|---:|---:|---:|---:|");
     let mut peer = None;
@@ -65,7 +71,12 @@ fn main() {
 }
 
 /// Seconds for one worker to answer every image, queue full from the start.
-async fn run(engine: &Arc<Engine>, images: &[(String, Bytes)], batch: usize, pollers: usize) -> f64 {
+async fn run(
+    engine: &Arc<Engine>,
+    images: &[(String, Bytes)],
+    batch: usize,
+    pollers: usize,
+) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FsStore::new(dir.path()).expect("store"));
     let req = Arc::new(LocalQueue::new("req", Duration::from_secs(300)));
@@ -101,9 +112,14 @@ async fn run(engine: &Arc<Engine>, images: &[(String, Bytes)], batch: usize, pol
     let running = tokio::spawn(worker.run(stop.clone()));
     let mut answered = 0;
     while answered < images.len() {
-        let got = resp.receive(10, Duration::from_secs(1)).await.expect("receive");
+        let got = resp
+            .receive(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
         answered += got.len();
-        resp.ack(got.into_iter().map(|m| m.receipt).collect()).await.expect("ack");
+        resp.ack(got.into_iter().map(|m| m.receipt).collect())
+            .await
+            .expect("ack");
     }
     let secs = start.elapsed().as_secs_f64();
     stop.cancel();

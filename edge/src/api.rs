@@ -102,8 +102,10 @@ impl ApiError {
         let body = json!({"error": self.message, "kind": self.kind});
         let mut r = json_response(self.status, &body, request_id);
         if let Some(s) = self.retry_after {
-            r.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, s.to_string().parse().expect("digits"));
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                s.to_string().parse().expect("digits"),
+            );
         }
         r
     }
@@ -116,7 +118,11 @@ pub fn validate_image(bytes: &[u8]) -> Result<(), ApiError> {
         .map_err(|e| ApiError::image(&e))
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<Body> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    request_id: &str,
+) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -125,7 +131,12 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value, reques
         .expect("valid response parts")
 }
 
-fn text_response(status: StatusCode, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Response<Body> {
+fn text_response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    request_id: &str,
+) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -154,7 +165,10 @@ impl Edge {
         let status = response.status().as_u16();
         self.metrics
             .requests
-            .get_or_create(&vec![("route", route.to_string()), ("status", status.to_string())])
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("status", status.to_string()),
+            ])
             .inc();
         self.metrics
             .duration
@@ -175,7 +189,10 @@ impl Edge {
         match (&method, segments.as_slice()) {
             (&Method::GET, [""]) => ("/page", Ok(page::index(rid))),
             (&Method::POST, [""]) => ("/", self.original(req, rid).await),
-            (&Method::GET, ["health"]) => ("/health", Ok(text_response(StatusCode::OK, "text/plain", "ok\n", rid))),
+            (&Method::GET, ["health"]) => (
+                "/health",
+                Ok(text_response(StatusCode::OK, "text/plain", "ok\n", rid)),
+            ),
             (&Method::GET, ["ready"]) => ("/ready", self.ready(rid).await),
             (&Method::GET, ["metrics"]) => (
                 "/metrics",
@@ -187,21 +204,32 @@ impl Edge {
                 )),
             ),
             (&Method::GET, ["v1", "stats"]) => ("/v1/stats", self.stats(rid).await),
-            (&Method::POST, ["v1", "recognize"]) => ("/v1/recognize", self.recognize_route(req, rid).await),
+            (&Method::POST, ["v1", "recognize"]) => {
+                ("/v1/recognize", self.recognize_route(req, rid).await)
+            }
             (&Method::POST, ["v1", "verify"]) => ("/v1/verify", self.verify(req, rid).await),
             (&Method::GET, ["v1", "identities"]) => ("/v1/identities", Ok(self.identities(rid))),
             (&Method::POST, ["v1", "identities", name, "faces"]) => {
                 let name = percent_decode(name);
                 ("/v1/identities/faces", self.enroll(req, &name, rid).await)
             }
-            (&Method::POST, ["v1", "batches"]) => ("/v1/batches", self.create_batch(req, rid).await),
-            (&Method::GET, ["v1", "batches", id]) => ("/v1/batches/id", self.batch_progress(req.headers(), id, rid)),
-            (&Method::GET, ["v1", "batches", id, "results"]) => {
-                ("/v1/batches/results", self.batch_results(req.headers(), id, rid))
+            (&Method::POST, ["v1", "batches"]) => {
+                ("/v1/batches", self.create_batch(req, rid).await)
             }
+            (&Method::GET, ["v1", "batches", id]) => (
+                "/v1/batches/id",
+                self.batch_progress(req.headers(), id, rid),
+            ),
+            (&Method::GET, ["v1", "batches", id, "results"]) => (
+                "/v1/batches/results",
+                self.batch_results(req.headers(), id, rid),
+            ),
             (&Method::DELETE, ["v1", "identities", name]) => {
                 let name = percent_decode(name);
-                ("/v1/identities", self.remove(req.headers(), &name, rid).await)
+                (
+                    "/v1/identities",
+                    self.remove(req.headers(), &name, rid).await,
+                )
             }
             (_, [""] | ["health" | "ready" | "metrics"] | ["v1", ..]) if known(&segments) => (
                 "other",
@@ -211,13 +239,22 @@ impl Edge {
                     format!("{method} is not allowed on {path}"),
                 )),
             ),
-            _ => ("other", Err(ApiError::not_found(&format!("no route {path}")))),
+            _ => (
+                "other",
+                Err(ApiError::not_found(&format!("no route {path}"))),
+            ),
         }
     }
 
     async fn files(&self, req: Request<Incoming>) -> Result<Vec<Part>, ApiError> {
         let (parts, body) = req.into_parts();
-        multipart::read(&parts.headers, body, self.config.max_file_size, self.config.max_files).await
+        multipart::read(
+            &parts.headers,
+            body,
+            self.config.max_file_size,
+            self.config.max_files,
+        )
+        .await
     }
 
     /// Recognises uploads concurrently; results in upload order.
@@ -241,19 +278,34 @@ impl Edge {
     }
 
     /// The original contract: multipart `inputFile` → `text/plain` `<stem>:<name>`.
-    async fn original(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+    async fn original(
+        &self,
+        req: Request<Incoming>,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let parts = self.files(req).await?;
         let Some(part) = parts.into_iter().find(|p| p.field == "inputFile") else {
             return Err(ApiError::bad_request("missing file field \"inputFile\""));
         };
-        let result = self.recognize(rid, &part.filename, part.bytes, false).await?;
+        let result = self
+            .recognize(rid, &part.filename, part.bytes, false)
+            .await?;
         if let Some(e) = &result.error {
             return Err(ApiError::image(e));
         }
-        Ok(text_response(StatusCode::OK, "text/plain", result.plain(), rid))
+        Ok(text_response(
+            StatusCode::OK,
+            "text/plain",
+            result.plain(),
+            rid,
+        ))
     }
 
-    async fn recognize_route(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+    async fn recognize_route(
+        &self,
+        req: Request<Incoming>,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let parts = self.files(req).await?;
         if parts.is_empty() {
             return Err(ApiError::bad_request("no image files in the request"));
@@ -268,10 +320,16 @@ impl Edge {
             .zip(names)
             .map(|(r, filename)| match r {
                 Ok(r) => result_json(&r),
-                Err(e) => json!({"filename": filename, "error": {"kind": e.kind, "message": e.message}}),
+                Err(e) => {
+                    json!({"filename": filename, "error": {"kind": e.kind, "message": e.message}})
+                }
             })
             .collect();
-        Ok(json_response(StatusCode::OK, &json!({"results": items}), rid))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"results": items}),
+            rid,
+        ))
     }
 
     async fn verify(&self, req: Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
@@ -286,7 +344,9 @@ impl Edge {
             }
         }
         let (Some(a), Some(b)) = (a, b) else {
-            return Err(ApiError::bad_request("verify needs two files, fields \"a\" and \"b\""));
+            return Err(ApiError::bad_request(
+                "verify needs two files, fields \"a\" and \"b\"",
+            ));
         };
         let results = self.recognize_parts(vec![a, b], rid, true).await;
         let mut embeddings = Vec::new();
@@ -295,7 +355,12 @@ impl Edge {
             if let Some(e) = &r.error {
                 return Err(ApiError::image(e));
             }
-            let Some(e) = r.faces.as_ref().and_then(|f| f.first()).and_then(|f| f.embedding.clone()) else {
+            let Some(e) = r
+                .faces
+                .as_ref()
+                .and_then(|f| f.first())
+                .and_then(|f| f.embedding.clone())
+            else {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no_face",
@@ -324,7 +389,12 @@ impl Edge {
         json_response(StatusCode::OK, &json!({"identities": ids}), rid)
     }
 
-    async fn enroll(&self, req: Request<Incoming>, name: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+    async fn enroll(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         self.check_key(req.headers())?;
         validate_name(name)?;
         let parts = self.files(req).await?;
@@ -337,7 +407,12 @@ impl Edge {
             if let Some(e) = &r.error {
                 return Err(ApiError::image(e));
             }
-            match r.faces.as_ref().and_then(|f| f.first()).and_then(|f| f.embedding.clone()) {
+            match r
+                .faces
+                .as_ref()
+                .and_then(|f| f.first())
+                .and_then(|f| f.embedding.clone())
+            {
                 Some(e) => embeddings.push(e),
                 None => {
                     return Err(ApiError::new(
@@ -371,9 +446,20 @@ impl Edge {
         ))
     }
 
-    async fn remove(&self, headers: &hyper::HeaderMap, name: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+    async fn remove(
+        &self,
+        headers: &hyper::HeaderMap,
+        name: &str,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         self.check_key(headers)?;
-        if !self.gallery.get().identities().iter().any(|i| i.name == name) {
+        if !self
+            .gallery
+            .get()
+            .identities()
+            .iter()
+            .any(|i| i.name == name)
+        {
             return Err(ApiError::not_found(&format!("no identity {name:?}")));
         }
         let mut removed = 0;
@@ -381,7 +467,11 @@ impl Edge {
             .update(self.seams.store.as_ref(), |g| removed = g.remove(name))
             .await
             .map_err(|e| ApiError::unavailable(format!("saving the gallery: {e}")))?;
-        Ok(json_response(StatusCode::OK, &json!({"name": name, "removed": removed}), rid))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"name": name, "removed": removed}),
+            rid,
+        ))
     }
 
     async fn ready(&self, rid: &str) -> Result<Response<Body>, ApiError> {
@@ -393,7 +483,11 @@ impl Edge {
             "store": store.err().map_or("ok".to_string(), |e| e.to_string()),
             "queue": queue.err().map_or("ok".to_string(), |e| e.to_string()),
         });
-        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         Ok(json_response(status, &body, rid))
     }
 
@@ -428,7 +522,10 @@ fn known(segments: &[&str]) -> bool {
         [""] | ["health"]
             | ["ready"]
             | ["metrics"]
-            | ["v1", "stats" | "recognize" | "verify" | "identities" | "batches"]
+            | [
+                "v1",
+                "stats" | "recognize" | "verify" | "identities" | "batches"
+            ]
             | ["v1", "batches", _]
             | ["v1", "batches", _, "results"]
             | ["v1", "identities", _]

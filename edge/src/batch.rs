@@ -64,12 +64,22 @@ impl Progress {
 
 impl Job {
     fn new(id: String) -> Self {
-        Job { id, created: Instant::now(), state: Mutex::new(JobState::default()), changed: watch::channel(0).0 }
+        Job {
+            id,
+            created: Instant::now(),
+            state: Mutex::new(JobState::default()),
+            changed: watch::channel(0).0,
+        }
     }
 
     pub fn progress(&self) -> Progress {
         let s = lock(&self.state);
-        Progress { total: s.items.len(), done: s.done, failed: s.failed, sealed: s.sealed }
+        Progress {
+            total: s.items.len(),
+            done: s.done,
+            failed: s.failed,
+            sealed: s.sealed,
+        }
     }
 
     fn bump(&self) {
@@ -78,13 +88,22 @@ impl Job {
 
     /// Request ids still without a result.
     pub fn missing(&self) -> Vec<String> {
-        lock(&self.state).items.iter().filter(|i| !i.done).map(|i| i.request_id.clone()).collect()
+        lock(&self.state)
+            .items
+            .iter()
+            .filter(|i| !i.done)
+            .map(|i| i.request_id.clone())
+            .collect()
     }
 
     /// Records an item's outcome (once; repeats are ignored). `line` is its NDJSON line.
     fn complete(&self, request_id: &str, line: String, failed: bool) -> bool {
         let mut s = lock(&self.state);
-        let Some(item) = s.items.iter_mut().find(|i| i.request_id == request_id && !i.done) else {
+        let Some(item) = s
+            .items
+            .iter_mut()
+            .find(|i| i.request_id == request_id && !i.done)
+        else {
             return false;
         };
         item.done = true;
@@ -103,28 +122,34 @@ impl Job {
     /// ending when every image has a result.
     pub fn stream(self: Arc<Self>) -> impl Stream<Item = Bytes> + Send + 'static {
         let rx = self.changed.subscribe();
-        futures_util::stream::unfold((self, rx, 0usize, false), |(job, mut rx, mut next, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let (chunk, finished) = {
-                    let s = lock(&job.state);
-                    let chunk: String = s.lines[next.min(s.lines.len())..].iter().map(|l| format!("{l}\n")).collect();
-                    next = s.lines.len();
-                    (chunk, s.sealed && s.done + s.failed >= s.items.len())
-                };
-                if !chunk.is_empty() {
-                    return Some((Bytes::from(chunk), (job, rx, next, finished)));
-                }
-                if finished {
+        futures_util::stream::unfold(
+            (self, rx, 0usize, false),
+            |(job, mut rx, mut next, ended)| async move {
+                if ended {
                     return None;
                 }
-                if rx.changed().await.is_err() {
-                    return None;
+                loop {
+                    let (chunk, finished) = {
+                        let s = lock(&job.state);
+                        let chunk: String = s.lines[next.min(s.lines.len())..]
+                            .iter()
+                            .map(|l| format!("{l}\n"))
+                            .collect();
+                        next = s.lines.len();
+                        (chunk, s.sealed && s.done + s.failed >= s.items.len())
+                    };
+                    if !chunk.is_empty() {
+                        return Some((Bytes::from(chunk), (job, rx, next, finished)));
+                    }
+                    if finished {
+                        return None;
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 }
 
@@ -144,7 +169,10 @@ impl Batches {
         let mut order = lock(&self.order);
         if jobs.len() >= MAX_JOBS {
             // Forget the oldest finished job (unfinished ones stay).
-            if let Some(pos) = order.iter().position(|j| jobs.get(j).is_none_or(|j| j.progress().finished())) {
+            if let Some(pos) = order
+                .iter()
+                .position(|j| jobs.get(j).is_none_or(|j| j.progress().finished()))
+            {
                 if let Some(old) = order.remove(pos) {
                     jobs.remove(&old);
                 }
@@ -161,13 +189,19 @@ impl Batches {
 
     /// Adds an image that was queued; its result is routed here by request id.
     pub fn add(&self, job: &Arc<Job>, request_id: String) {
-        lock(&job.state).items.push(Item { request_id: request_id.clone(), done: false });
+        lock(&job.state).items.push(Item {
+            request_id: request_id.clone(),
+            done: false,
+        });
         lock(&self.by_request).insert(request_id, job.clone());
     }
 
     /// Adds an image that failed before queueing (not an image, too large, ...).
     pub fn add_failed(&self, job: &Arc<Job>, request_id: String, line: String) {
-        lock(&job.state).items.push(Item { request_id: request_id.clone(), done: false });
+        lock(&job.state).items.push(Item {
+            request_id: request_id.clone(),
+            done: false,
+        });
         job.complete(&request_id, line, true);
     }
 
@@ -188,16 +222,26 @@ impl Batches {
 
     /// Unfinished jobs (for the sweeper that looks for missed results in the bucket).
     pub fn unfinished(&self) -> Vec<Arc<Job>> {
-        lock(&self.jobs).values().filter(|j| !j.progress().finished()).cloned().collect()
+        lock(&self.jobs)
+            .values()
+            .filter(|j| !j.progress().finished())
+            .cloned()
+            .collect()
     }
 }
 
 /// One file of a tar archive, or the reason it was skipped.
 #[derive(Debug)]
 pub enum TarEntry {
-    File { name: String, bytes: Bytes },
+    File {
+        name: String,
+        bytes: Bytes,
+    },
     /// A regular file over the size limit: its bytes were skipped, never buffered.
-    TooLarge { name: String, size: u64 },
+    TooLarge {
+        name: String,
+        size: u64,
+    },
 }
 
 /// Reads a tar stream entry by entry, buffering at most one file (≤ `max_file` bytes).
@@ -226,7 +270,12 @@ where
     E: std::fmt::Display,
 {
     pub fn new(stream: S, max_file: u64) -> Self {
-        TarReader { stream, buf: BytesMut::new(), max_file, long_name: None }
+        TarReader {
+            stream,
+            buf: BytesMut::new(),
+            max_file,
+            long_name: None,
+        }
     }
 
     /// Ensures `n` bytes are buffered; false at a clean end of stream.
@@ -265,14 +314,28 @@ where
     pub async fn next_entry(&mut self) -> Result<Option<TarEntry>, TarError> {
         loop {
             if !self.fill(512).await? {
-                return if self.buf.is_empty() { Ok(None) } else { Err(TarError::Truncated) };
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(TarError::Truncated)
+                };
             }
             let header = self.buf.split_to(512);
             if header.iter().all(|&b| b == 0) {
                 return Ok(None); // end-of-archive block
             }
             let stored: u32 = octal(&header[148..156]).ok_or(TarError::Header("checksum"))? as u32;
-            let sum: u32 = header.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+            let sum: u32 = header
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        u32::from(b)
+                    }
+                })
+                .sum();
             if sum != stored {
                 return Err(TarError::Header("checksum mismatch"));
             }
@@ -294,7 +357,11 @@ where
                     }
                     let data = self.take(size as usize).await?;
                     self.skip(padded - size).await?;
-                    self.long_name = if kind == b'L' { Some(cstr(&data)) } else { pax_path(&data).or(self.long_name.take()) };
+                    self.long_name = if kind == b'L' {
+                        Some(cstr(&data))
+                    } else {
+                        pax_path(&data).or(self.long_name.take())
+                    };
                 }
                 b'0' | 0 | b'7' => {
                     let name = self.long_name.take().unwrap_or(name);
@@ -332,7 +399,9 @@ fn octal(b: &[u8]) -> Option<u64> {
 /// The size field: octal, or GNU base-256 for large files.
 fn size_field(b: &[u8]) -> Option<u64> {
     if b[0] & 0x80 != 0 {
-        return b[1..].iter().try_fold(0u64, |acc, &x| acc.checked_mul(256).map(|v| v | u64::from(x)));
+        return b[1..].iter().try_fold(0u64, |acc, &x| {
+            acc.checked_mul(256).map(|v| v | u64::from(x))
+        });
     }
     octal(b)
 }
@@ -370,7 +439,10 @@ mod tests {
     }
 
     fn stream(bytes: Vec<u8>, chunk: usize) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
-        let chunks: Vec<Result<Bytes, String>> = bytes.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let chunks: Vec<Result<Bytes, String>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
         futures_util::stream::iter(chunks)
     }
 
@@ -380,7 +452,12 @@ mod tests {
         entry(&mut tar, "dir/", b"", b'5');
         entry(&mut tar, "dir/a.jpg", b"hello", b'0');
         let long = format!("{}/b.png", "x".repeat(120));
-        entry(&mut tar, "././@LongLink", format!("{long}\0").as_bytes(), b'L');
+        entry(
+            &mut tar,
+            "././@LongLink",
+            format!("{long}\0").as_bytes(),
+            b'L',
+        );
         entry(&mut tar, "truncated-name", &[7u8; 600], b'0');
         entry(&mut tar, "big.jpg", &[1u8; 3000], b'0');
         entry(&mut tar, "pax", b"20 path=c/pax.gif\n", b'x');
@@ -395,7 +472,15 @@ mod tests {
                     TarEntry::TooLarge { name, size } => format!("{name}:too large {size}"),
                 });
             }
-            assert_eq!(got, vec!["dir/a.jpg:5".to_string(), format!("{long}:600"), "big.jpg:too large 3000".into(), "c/pax.gif:3".into()]);
+            assert_eq!(
+                got,
+                vec![
+                    "dir/a.jpg:5".to_string(),
+                    format!("{long}:600"),
+                    "big.jpg:too large 3000".into(),
+                    "c/pax.gif:3".into()
+                ]
+            );
         }
     }
 
@@ -422,12 +507,26 @@ mod tests {
         batches.add(&job, "r2".into());
         let reader = tokio::spawn(job.clone().stream().collect::<Vec<Bytes>>());
         assert!(batches.deliver("r2", "{\"n\":2}".into(), false));
-        assert!(!batches.deliver("r2", "{\"n\":2}".into(), false), "a duplicate is ignored");
+        assert!(
+            !batches.deliver("r2", "{\"n\":2}".into(), false),
+            "a duplicate is ignored"
+        );
         batches.seal(&job);
         assert!(!job.progress().finished());
         assert!(batches.deliver("r1", "{\"n\":1}".into(), false));
         let lines: Vec<u8> = reader.await.expect("stream").concat();
-        assert_eq!(String::from_utf8(lines).expect("utf8"), "{\"error\":1}\n{\"n\":2}\n{\"n\":1}\n");
-        assert_eq!(job.progress(), Progress { total: 3, done: 2, failed: 1, sealed: true });
+        assert_eq!(
+            String::from_utf8(lines).expect("utf8"),
+            "{\"error\":1}\n{\"n\":2}\n{\"n\":1}\n"
+        );
+        assert_eq!(
+            job.progress(),
+            Progress {
+                total: 3,
+                done: 2,
+                failed: 1,
+                sealed: true
+            }
+        );
     }
 }

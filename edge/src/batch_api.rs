@@ -30,7 +30,10 @@ struct Submitter<'a> {
 
 impl Submitter<'_> {
     fn fail(&self, request_id: String, filename: &str, error: ImageError) {
-        let line = result_line(&ResultMessage { batch: Some(self.job.id.clone()), ..ResultMessage::error(&request_id, filename, error) });
+        let line = result_line(&ResultMessage {
+            batch: Some(self.job.id.clone()),
+            ..ResultMessage::error(&request_id, filename, error)
+        });
         self.edge.batches.add_failed(&self.job, request_id, line);
     }
 
@@ -40,17 +43,34 @@ impl Submitter<'_> {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_files",
-                format!("at most {} images per batch", self.edge.config.max_batch_files),
+                format!(
+                    "at most {} images per batch",
+                    self.edge.config.max_batch_files
+                ),
             ));
         }
         let request_id = format!("{}-{}", self.job.id, self.next);
         self.next += 1;
         if let Err(e) = validate_image(&bytes) {
-            self.fail(request_id, filename, ImageError::new(kind_of(&e), e.message));
+            self.fail(
+                request_id,
+                filename,
+                ImageError::new(kind_of(&e), e.message),
+            );
             return Ok(());
         }
-        if let Err(e) = self.edge.seams.store.put(Bucket::In, &input_key(&request_id), bytes).await {
-            self.fail(request_id, filename, ImageError::new(ErrorKind::Io, format!("storing the upload: {e}")));
+        if let Err(e) = self
+            .edge
+            .seams
+            .store
+            .put(Bucket::In, &input_key(&request_id), bytes)
+            .await
+        {
+            self.fail(
+                request_id,
+                filename,
+                ImageError::new(ErrorKind::Io, format!("storing the upload: {e}")),
+            );
             return Ok(());
         }
         let mut req = Request::new(&request_id, filename);
@@ -72,9 +92,14 @@ impl Submitter<'_> {
         if let Err(e) = self.edge.seams.requests.send(bodies).await {
             tracing::warn!(batch = %self.job.id, error = %e, "queueing batch requests failed");
             for (id, body) in batch {
-                let filename = Request::parse(&body).map(|r| r.filename).unwrap_or_default();
+                let filename = Request::parse(&body)
+                    .map(|r| r.filename)
+                    .unwrap_or_default();
                 let error = ImageError::new(ErrorKind::Io, format!("queueing the request: {e}"));
-                let r = ResultMessage { batch: Some(self.job.id.clone()), ..ResultMessage::error(&id, &filename, error) };
+                let r = ResultMessage {
+                    batch: Some(self.job.id.clone()),
+                    ..ResultMessage::error(&id, &filename, error)
+                };
                 self.edge.batches.deliver(&id, result_line(&r), true);
             }
         }
@@ -94,7 +119,11 @@ fn kind_of(e: &ApiError) -> ErrorKind {
 }
 
 impl Edge {
-    pub(crate) async fn create_batch(&self, req: hyper::Request<Incoming>, rid: &str) -> Result<Response<Body>, ApiError> {
+    pub(crate) async fn create_batch(
+        &self,
+        req: hyper::Request<Incoming>,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         self.check_key(req.headers())?;
         let (parts, body) = req.into_parts();
         let content_type = parts
@@ -104,10 +133,17 @@ impl Edge {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let job = self.batches.create(rid.to_string());
-        let mut sub = Submitter { edge: self, job: job.clone(), next: 0, queued: Vec::new() };
+        let mut sub = Submitter {
+            edge: self,
+            job: job.clone(),
+            next: 0,
+            queued: Vec::new(),
+        };
         let read = if content_type.starts_with("multipart/form-data") {
             self.read_multipart(&parts.headers, body, &mut sub).await
-        } else if content_type.starts_with("application/x-tar") || content_type.starts_with("application/tar") {
+        } else if content_type.starts_with("application/x-tar")
+            || content_type.starts_with("application/tar")
+        {
             self.read_tar(body, &mut sub).await
         } else {
             Err(ApiError::new(
@@ -129,7 +165,12 @@ impl Edge {
         Ok(json_response(StatusCode::ACCEPTED, &body, rid))
     }
 
-    async fn read_multipart(&self, headers: &hyper::HeaderMap, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
+    async fn read_multipart(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: Incoming,
+        sub: &mut Submitter<'_>,
+    ) -> Result<(), ApiError> {
         let max = self.config.max_batch_files.saturating_add(1);
         let mut files = multipart::Files::new(headers, body, self.config.max_file_size, max)?;
         while let Some(p) = files.next().await? {
@@ -153,7 +194,10 @@ impl Edge {
                 Ok(Some(TarEntry::TooLarge { name, size })) => {
                     let id = format!("{}-{}", sub.job.id, sub.next);
                     sub.next += 1;
-                    let msg = format!("{size} bytes, more than MAX_FILE_SIZE ({} bytes)", self.config.max_file_size);
+                    let msg = format!(
+                        "{size} bytes, more than MAX_FILE_SIZE ({} bytes)",
+                        self.config.max_file_size
+                    );
                     sub.fail(id, &name, ImageError::new(ErrorKind::TooLarge, msg));
                 }
                 Err(e @ (TarError::Truncated | TarError::Header(_))) => {
@@ -166,10 +210,17 @@ impl Edge {
 
     fn job(&self, headers: &hyper::HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
         self.check_key(headers)?;
-        self.batches.get(id).ok_or_else(|| ApiError::not_found(&format!("no batch {id}")))
+        self.batches
+            .get(id)
+            .ok_or_else(|| ApiError::not_found(&format!("no batch {id}")))
     }
 
-    pub(crate) fn batch_progress(&self, headers: &hyper::HeaderMap, id: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+    pub(crate) fn batch_progress(
+        &self,
+        headers: &hyper::HeaderMap,
+        id: &str,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let job = self.job(headers, id)?;
         let p = job.progress();
         let body = json!({
@@ -184,9 +235,16 @@ impl Edge {
     }
 
     /// NDJSON, one line per image, streamed as results arrive; ends when all are in.
-    pub(crate) fn batch_results(&self, headers: &hyper::HeaderMap, id: &str, rid: &str) -> Result<Response<Body>, ApiError> {
+    pub(crate) fn batch_results(
+        &self,
+        headers: &hyper::HeaderMap,
+        id: &str,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let job = self.job(headers, id)?;
-        let frames = job.stream().map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+        let frames = job
+            .stream()
+            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/x-ndjson")

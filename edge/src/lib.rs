@@ -106,8 +106,16 @@ impl EdgeMetrics {
             "HTTP request duration by route",
             m.duration.clone(),
         );
-        r.register("in_flight", "HTTP requests in progress", m.in_flight.clone());
-        r.register("uploads", "Images accepted for recognition", m.uploads.clone());
+        r.register(
+            "in_flight",
+            "HTTP requests in progress",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "uploads",
+            "Images accepted for recognition",
+            m.uploads.clone(),
+        );
         m
     }
 }
@@ -221,7 +229,9 @@ impl Edge {
                             }
                             // Nobody waits (timed out, or answered from the bucket): the
                             // result stays in the output bucket.
-                            None => tracing::debug!(request_id = %r.request_id, "response without a waiter"),
+                            None => {
+                                tracing::debug!(request_id = %r.request_id, "response without a waiter")
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "malformed response message dropped"),
@@ -250,7 +260,8 @@ impl Edge {
                     if let Ok(body) = self.seams.store.get(Bucket::Out, &result_key(&id)).await
                         && let Ok(r) = ResultMessage::parse(&body)
                     {
-                        self.batches.deliver(&id, api::result_line(&r), r.error.is_some());
+                        self.batches
+                            .deliver(&id, api::result_line(&r), r.error.is_some());
                     }
                 }
             }

@@ -44,7 +44,12 @@ pub struct Files {
 }
 
 impl Files {
-    pub fn new(headers: &hyper::HeaderMap, body: Incoming, max_file: usize, max_files: usize) -> Result<Self, ApiError> {
+    pub fn new(
+        headers: &hyper::HeaderMap,
+        body: Incoming,
+        max_file: usize,
+        max_files: usize,
+    ) -> Result<Self, ApiError> {
         let content_type = headers
             .get(hyper::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -73,12 +78,22 @@ impl Files {
                 .per_field(max_file as u64)
                 .whole_stream(whole),
         );
-        Ok(Self { mp: multer::Multipart::with_constraints(stream, boundary, constraints), max_file, max_files, count: 0 })
+        Ok(Self {
+            mp: multer::Multipart::with_constraints(stream, boundary, constraints),
+            max_file,
+            max_files,
+            count: 0,
+        })
     }
 
     /// The next file part (plain form fields are skipped), or `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Part>, ApiError> {
-        while let Some(field) = self.mp.next_field().await.map_err(|e| error(e, self.max_file))? {
+        while let Some(field) = self
+            .mp
+            .next_field()
+            .await
+            .map_err(|e| error(e, self.max_file))?
+        {
             let name = field.name().unwrap_or_default().to_string();
             let filename = field.file_name().map(str::to_string);
             let bytes = field.bytes().await.map_err(|e| error(e, self.max_file))?;
@@ -91,7 +106,11 @@ impl Files {
                 ));
             }
             self.count += 1;
-            return Ok(Some(Part { field: name, filename, bytes }));
+            return Ok(Some(Part {
+                field: name,
+                filename,
+                bytes,
+            }));
         }
         Ok(None)
     }

@@ -132,8 +132,14 @@ pub trait Decide {
 }
 
 fn counts(members: &[Member]) -> (u32, u32) {
-    let running = members.iter().filter(|m| m.state == MemberState::Running).count() as u32;
-    let pending = members.iter().filter(|m| m.state == MemberState::Pending).count() as u32;
+    let running = members
+        .iter()
+        .filter(|m| m.state == MemberState::Running)
+        .count() as u32;
+    let pending = members
+        .iter()
+        .filter(|m| m.state == MemberState::Pending)
+        .count() as u32;
     (running, pending)
 }
 
@@ -212,7 +218,12 @@ impl Decide for Scaler {
         let (running, pending) = counts(&obs.members);
         let capacity = running + pending;
         let Some(backlog) = obs.backlog else {
-            return Decision { desired: capacity, running, pending, action: Action::Hold("no queue depth") };
+            return Decision {
+                desired: capacity,
+                running,
+                pending,
+                action: Action::Hold("no queue depth"),
+            };
         };
         self.learn_rate(obs, backlog, running);
         let need = self.need(backlog);
@@ -226,16 +237,39 @@ impl Decide for Scaler {
 
         if need > capacity {
             let n = (need - capacity).min(self.policy.max_step_up.max(1));
-            return Decision { desired: need, running, pending, action: Action::Launch(n) };
+            return Decision {
+                desired: need,
+                running,
+                pending,
+                action: Action::Launch(n),
+            };
         }
         // Above the bound (someone launched by hand): shed at once, no window.
         let target = if capacity > max { max } else { window_need };
         if target < capacity {
-            let ids = pick_idle(&obs.members, backlog, (capacity - target).min(self.policy.max_step_down.max(1)));
-            let action = if ids.is_empty() { Action::Hold("no idle worker") } else { Action::Terminate(ids) };
-            return Decision { desired: target, running, pending, action };
+            let ids = pick_idle(
+                &obs.members,
+                backlog,
+                (capacity - target).min(self.policy.max_step_down.max(1)),
+            );
+            let action = if ids.is_empty() {
+                Action::Hold("no idle worker")
+            } else {
+                Action::Terminate(ids)
+            };
+            return Decision {
+                desired: target,
+                running,
+                pending,
+                action,
+            };
         }
-        Decision { desired: capacity, running, pending, action: Action::None }
+        Decision {
+            desired: capacity,
+            running,
+            pending,
+            action: Action::None,
+        }
     }
 }
 
@@ -252,18 +286,33 @@ impl Decide for PerMessages {
         let (running, pending) = counts(&obs.members);
         let capacity = running + pending;
         let Some(backlog) = obs.backlog else {
-            return Decision { desired: capacity, running, pending, action: Action::Hold("no queue depth") };
+            return Decision {
+                desired: capacity,
+                running,
+                pending,
+                action: Action::Hold("no queue depth"),
+            };
         };
-        let desired = (backlog.total().div_ceil(self.per_worker.max(1)) as u32).min(self.max_workers);
+        let desired =
+            (backlog.total().div_ceil(self.per_worker.max(1)) as u32).min(self.max_workers);
         let action = if desired > capacity {
             Action::Launch(desired - capacity)
         } else if desired < capacity {
             let ids = pick_idle(&obs.members, backlog, capacity - desired);
-            if ids.is_empty() { Action::None } else { Action::Terminate(ids) }
+            if ids.is_empty() {
+                Action::None
+            } else {
+                Action::Terminate(ids)
+            }
         } else {
             Action::None
         };
-        Decision { desired, running, pending, action }
+        Decision {
+            desired,
+            running,
+            pending,
+            action,
+        }
     }
 }
 
@@ -272,11 +321,20 @@ mod tests {
     use super::*;
 
     fn member(id: usize, state: MemberState, idle: bool) -> Member {
-        Member { id: format!("w{id}"), state, idle: Some(idle), launched_at: 0.0 }
+        Member {
+            id: format!("w{id}"),
+            state,
+            idle: Some(idle),
+            launched_at: 0.0,
+        }
     }
 
     fn obs(visible: u64, in_flight: u64, members: Vec<Member>) -> Observation {
-        Observation { backlog: Some(Backlog { visible, in_flight }), rate: None, members }
+        Observation {
+            backlog: Some(Backlog { visible, in_flight }),
+            rate: None,
+            members,
+        }
     }
 
     #[test]
@@ -296,22 +354,36 @@ mod tests {
 
     #[test]
     fn never_above_max_and_steps_are_bounded() {
-        let policy = Policy { max_step_up: 4, ..Policy::default() };
+        let policy = Policy {
+            max_step_up: 4,
+            ..Policy::default()
+        };
         let mut s = Scaler::new(policy);
         let d = s.decide(&obs(1_000_000, 0, vec![]), 0.0);
         assert_eq!(d.desired, 15);
         assert_eq!(d.action, Action::Launch(4));
-        let members: Vec<_> = (0..20).map(|i| member(i, MemberState::Running, true)).collect();
+        let members: Vec<_> = (0..20)
+            .map(|i| member(i, MemberState::Running, true))
+            .collect();
         let d = s.decide(&obs(1_000_000, 0, members), 5.0);
         assert_eq!(d.desired, 15);
-        assert_eq!(d.action, Action::Terminate(vec!["w0".into(), "w1".into(), "w2".into(), "w3".into()]));
+        assert_eq!(
+            d.action,
+            Action::Terminate(vec!["w0".into(), "w1".into(), "w2".into(), "w3".into()])
+        );
     }
 
     #[test]
     fn holds_without_queue_depth() {
         let mut s = Scaler::new(Policy::default());
-        let members: Vec<_> = (0..3).map(|i| member(i, MemberState::Running, true)).collect();
-        let o = Observation { backlog: None, rate: None, members };
+        let members: Vec<_> = (0..3)
+            .map(|i| member(i, MemberState::Running, true))
+            .collect();
+        let o = Observation {
+            backlog: None,
+            rate: None,
+            members,
+        };
         let d = s.decide(&o, 100.0);
         assert_eq!(d.action, Action::Hold("no queue depth"));
         assert_eq!(d.desired, 3);
@@ -323,10 +395,17 @@ mod tests {
         let busy = |i| member(i, MemberState::Running, false);
         let two = vec![busy(0), member(1, MemberState::Running, true)];
         // Need was 2 at t=0 (300 messages at 5/s x 30 s per worker).
-        assert_eq!(s.decide(&obs(300, 0, two.clone()), 0.0).action, Action::None);
+        assert_eq!(
+            s.decide(&obs(300, 0, two.clone()), 0.0).action,
+            Action::None
+        );
         // Backlog gone: within the window nothing is terminated.
         for t in [5.0, 30.0, 59.0] {
-            assert_eq!(s.decide(&obs(0, 1, two.clone()), t).action, Action::None, "t={t}");
+            assert_eq!(
+                s.decide(&obs(0, 1, two.clone()), t).action,
+                Action::None,
+                "t={t}"
+            );
         }
         // After it, only the idle worker goes.
         let d = s.decide(&obs(0, 1, two), 61.0);
@@ -339,24 +418,42 @@ mod tests {
     #[test]
     fn learns_the_rate_only_when_saturated() {
         let mut s = Scaler::new(Policy::default());
-        let members: Vec<_> = (0..2).map(|i| member(i, MemberState::Running, false)).collect();
+        let members: Vec<_> = (0..2)
+            .map(|i| member(i, MemberState::Running, false))
+            .collect();
         let mut o = obs(0, 2, members.clone());
         o.rate = Some(1.0);
         s.decide(&o, 0.0);
-        assert_eq!(s.rate_per_worker(), 5.0, "an idle-ish fleet says nothing of capacity");
+        assert_eq!(
+            s.rate_per_worker(),
+            5.0,
+            "an idle-ish fleet says nothing of capacity"
+        );
         let mut o = obs(100, 20, members);
         o.rate = Some(40.0);
         for t in 0..30 {
             s.decide(&o, f64::from(t));
         }
-        assert!((s.rate_per_worker() - 20.0).abs() < 0.1, "{}", s.rate_per_worker());
+        assert!(
+            (s.rate_per_worker() - 20.0).abs() < 0.1,
+            "{}",
+            s.rate_per_worker()
+        );
     }
 
     #[test]
     fn baseline_follows_the_backlog_immediately() {
-        let mut b = PerMessages { per_worker: 10, max_workers: 15 };
+        let mut b = PerMessages {
+            per_worker: 10,
+            max_workers: 15,
+        };
         assert_eq!(b.decide(&obs(25, 0, vec![]), 0.0).action, Action::Launch(3));
-        let members: Vec<_> = (0..3).map(|i| member(i, MemberState::Running, true)).collect();
-        assert_eq!(b.decide(&obs(0, 0, members), 5.0).action.to_string(), "terminate:3");
+        let members: Vec<_> = (0..3)
+            .map(|i| member(i, MemberState::Running, true))
+            .collect();
+        assert_eq!(
+            b.decide(&obs(0, 0, members), 5.0).action.to_string(),
+            "terminate:3"
+        );
     }
 }

@@ -22,9 +22,17 @@ pub const TAG_ROLE: &str = "facerec:role";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchSpec {
     /// A launch template (by name), e.g. the one `facerec infra up` creates.
-    Template { name: String, version: Option<String> },
+    Template {
+        name: String,
+        version: Option<String>,
+    },
     /// An AMI and instance type with user-data (the script that starts `facerec worker`).
-    Image { ami: String, instance_type: String, user_data: Option<String>, instance_profile: Option<String> },
+    Image {
+        ami: String,
+        instance_type: String,
+        user_data: Option<String>,
+        instance_profile: Option<String>,
+    },
 }
 
 /// What to do with workers no longer needed.
@@ -48,7 +56,12 @@ fn err(op: &str, e: impl std::error::Error) -> FleetError {
 
 impl Ec2Fleet {
     pub fn new(client: Client, id: String, launch: LaunchSpec, scale_in: ScaleIn) -> Self {
-        Ec2Fleet { client, id, launch, scale_in }
+        Ec2Fleet {
+            client,
+            id,
+            launch,
+            scale_in,
+        }
     }
 
     /// Every instance of this deployment's worker role, with its raw state.
@@ -59,15 +72,27 @@ impl Ec2Fleet {
             let resp = self
                 .client
                 .describe_instances()
-                .filters(Filter::builder().name(format!("tag:{TAG_ID}")).values(&self.id).build())
-                .filters(Filter::builder().name(format!("tag:{TAG_ROLE}")).values("worker").build())
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{TAG_ID}"))
+                        .values(&self.id)
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name(format!("tag:{TAG_ROLE}"))
+                        .values("worker")
+                        .build(),
+                )
                 .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| err("DescribeInstances", e))?;
             for r in resp.reservations() {
                 for i in r.instances() {
-                    let (Some(id), Some(state)) = (i.instance_id(), i.state().and_then(|s| s.name())) else {
+                    let (Some(id), Some(state)) =
+                        (i.instance_id(), i.state().and_then(|s| s.name()))
+                    else {
                         continue;
                     };
                     let at = i.launch_time().map_or(0.0, |t| t.as_secs_f64());
@@ -86,7 +111,12 @@ impl Ec2Fleet {
             .resource_type(ResourceType::Instance)
             .tags(Tag::builder().key(TAG_ID).value(&self.id).build())
             .tags(Tag::builder().key(TAG_ROLE).value("worker").build())
-            .tags(Tag::builder().key("Name").value(format!("{}-worker", self.id)).build())
+            .tags(
+                Tag::builder()
+                    .key("Name")
+                    .value(format!("{}-worker", self.id))
+                    .build(),
+            )
             .build()
     }
 }
@@ -106,13 +136,20 @@ impl Fleet for Ec2Fleet {
                 let state = match state {
                     InstanceStateName::Pending => MemberState::Pending,
                     InstanceStateName::Running => MemberState::Running,
-                    InstanceStateName::Stopping | InstanceStateName::ShuttingDown => MemberState::Stopping,
+                    InstanceStateName::Stopping | InstanceStateName::ShuttingDown => {
+                        MemberState::Stopping
+                    }
                     InstanceStateName::Stopped => MemberState::Stopped,
                     _ => return None, // terminated
                 };
                 // Per-instance idleness is not visible through EC2; the decision falls back
                 // to the fleet-wide in-flight count.
-                Some(Member { id, state, idle: None, launched_at })
+                Some(Member {
+                    id,
+                    state,
+                    idle: None,
+                    launched_at,
+                })
             })
             .collect())
     }
@@ -162,14 +199,23 @@ impl Fleet for Ec2Fleet {
                     .version(version.clone().unwrap_or_else(|| "$Latest".into()))
                     .build(),
             ),
-            LaunchSpec::Image { ami, instance_type, user_data, instance_profile } => {
-                let mut r = req.image_id(ami).instance_type(InstanceType::from(instance_type.as_str()));
+            LaunchSpec::Image {
+                ami,
+                instance_type,
+                user_data,
+                instance_profile,
+            } => {
+                let mut r = req
+                    .image_id(ami)
+                    .instance_type(InstanceType::from(instance_type.as_str()));
                 if let Some(script) = user_data {
                     r = r.user_data(base64(script.as_bytes()));
                 }
                 if let Some(profile) = instance_profile {
                     r = r.iam_instance_profile(
-                        aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().name(profile).build(),
+                        aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                            .name(profile)
+                            .build(),
                     );
                 }
                 r
@@ -217,7 +263,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -234,7 +284,13 @@ pub fn base64(bytes: &[u8]) -> String {
 mod tests {
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(super::base64(plain.as_bytes()), encoded);
         }
     }

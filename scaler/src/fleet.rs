@@ -31,7 +31,9 @@ pub trait Fleet: Send + Sync {
 
 /// Seconds since the UNIX epoch: the scaler's clock.
 pub fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,7 +54,11 @@ impl LocalWorker for facerec_worker::Worker {
 
 /// Starts one in-process worker: given its name and stop token, returns the worker and the
 /// task running it.
-pub type Spawn = Box<dyn Fn(String, CancellationToken) -> (Arc<dyn LocalWorker>, tokio::task::JoinHandle<()>) + Send + Sync>;
+pub type Spawn = Box<
+    dyn Fn(String, CancellationToken) -> (Arc<dyn LocalWorker>, tokio::task::JoinHandle<()>)
+        + Send
+        + Sync,
+>;
 
 struct Running {
     worker: Arc<dyn LocalWorker>,
@@ -72,7 +78,11 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn new(spawn: Spawn) -> Self {
-        InProcess { spawn, running: Mutex::new(BTreeMap::new()), next: Mutex::new(0) }
+        InProcess {
+            spawn,
+            running: Mutex::new(BTreeMap::new()),
+            next: Mutex::new(0),
+        }
     }
 
     /// Stops every worker and waits for them (used at shutdown of `facerec up`).
@@ -106,7 +116,11 @@ impl Fleet for InProcess {
             .iter()
             .map(|(id, r)| Member {
                 id: id.clone(),
-                state: if r.stopping { MemberState::Stopping } else { MemberState::Running },
+                state: if r.stopping {
+                    MemberState::Stopping
+                } else {
+                    MemberState::Running
+                },
                 idle: Some(r.worker.in_hand() == 0),
                 launched_at: r.launched_at,
             })
@@ -122,7 +136,16 @@ impl Fleet for InProcess {
             };
             let stop = CancellationToken::new();
             let (worker, task) = (self.spawn)(id.clone(), stop.clone());
-            lock(&self.running).insert(id, Running { worker, stop, task, launched_at: now_seconds(), stopping: false });
+            lock(&self.running).insert(
+                id,
+                Running {
+                    worker,
+                    stop,
+                    task,
+                    launched_at: now_seconds(),
+                    stopping: false,
+                },
+            );
         }
         Ok(n)
     }
@@ -154,7 +177,12 @@ pub struct Processes {
 
 impl Processes {
     pub fn new(program: std::path::PathBuf, args: Vec<String>) -> Self {
-        Processes { program, args, children: tokio::sync::Mutex::new(BTreeMap::new()), next: Mutex::new(0) }
+        Processes {
+            program,
+            args,
+            children: tokio::sync::Mutex::new(BTreeMap::new()),
+            next: Mutex::new(0),
+        }
     }
 }
 
@@ -171,7 +199,11 @@ impl Fleet for Processes {
             .iter()
             .map(|(id, (_, at, stopping))| Member {
                 id: id.clone(),
-                state: if *stopping { MemberState::Stopping } else { MemberState::Running },
+                state: if *stopping {
+                    MemberState::Stopping
+                } else {
+                    MemberState::Running
+                },
                 idle: None,
                 launched_at: *at,
             })
@@ -197,7 +229,14 @@ impl Fleet for Processes {
                     children.insert(id, (c, now_seconds(), false));
                 }
                 Err(e) => {
-                    return if i == 0 { Err(FleetError(format!("starting {}: {e}", self.program.display()))) } else { Ok(i) };
+                    return if i == 0 {
+                        Err(FleetError(format!(
+                            "starting {}: {e}",
+                            self.program.display()
+                        )))
+                    } else {
+                        Ok(i)
+                    };
                 }
             }
         }
@@ -207,12 +246,19 @@ impl Fleet for Processes {
     async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
         let mut children = self.children.lock().await;
         for id in ids {
-            let (child, _, stopping) = children.get_mut(id).ok_or_else(|| FleetError(format!("no worker {id}")))?;
+            let (child, _, stopping) = children
+                .get_mut(id)
+                .ok_or_else(|| FleetError(format!("no worker {id}")))?;
             if let Some(pid) = child.id() {
                 // SIGTERM: the worker stops receiving, finishes or releases, and exits.
-                let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let status = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
                 if !status.is_ok_and(|s| s.success()) {
-                    return Err(FleetError(format!("could not signal worker {id} (pid {pid})")));
+                    return Err(FleetError(format!(
+                        "could not signal worker {id} (pid {pid})"
+                    )));
                 }
             }
             *stopping = true;

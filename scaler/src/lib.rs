@@ -12,7 +12,10 @@ pub mod simulate;
 pub mod source;
 
 pub use controller::{Controller, ControllerConfig, Report};
-pub use decide::{Action, Backlog, Decide, Decision, Member, MemberState, Observation, PerMessages, Policy, Scaler};
+pub use decide::{
+    Action, Backlog, Decide, Decision, Member, MemberState, Observation, PerMessages, Policy,
+    Scaler,
+};
 pub use fleet::{Fleet, FleetError, InProcess, Processes};
 pub use metrics::ScalerMetrics;
 pub use source::{Combined, Prometheus, QueueDepth, Sample, Scrape, Source, SourceError};

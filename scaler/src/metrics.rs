@@ -35,20 +35,51 @@ impl ScalerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("facerec_scaler");
-        r.register(names::QUEUE_DEPTH, "Request messages, by state (visible, in_flight)", m.queue_depth.clone());
-        r.register(names::DESIRED_WORKERS, "Workers the scaler wants", m.desired.clone());
+        r.register(
+            names::QUEUE_DEPTH,
+            "Request messages, by state (visible, in_flight)",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            names::DESIRED_WORKERS,
+            "Workers the scaler wants",
+            m.desired.clone(),
+        );
         r.register(names::RUNNING_WORKERS, "Workers running", m.running.clone());
-        r.register(names::PENDING_WORKERS, "Workers launched and not yet running", m.pending.clone());
-        r.register(names::ACTIONS, "Fleet actions, by kind (launch, terminate) and outcome (ok, error, skipped)", m.actions.clone());
-        r.register(names::SOURCE_ERRORS, "Failed observations, by source", m.source_errors.clone());
-        r.register(names::CIRCUIT_OPEN, "1 while fleet actions are paused after consecutive fleet API failures", m.circuit_open.clone());
-        r.register(names::RATE_PER_WORKER, "Messages per second one worker is believed to complete", m.rate_per_worker.clone());
+        r.register(
+            names::PENDING_WORKERS,
+            "Workers launched and not yet running",
+            m.pending.clone(),
+        );
+        r.register(
+            names::ACTIONS,
+            "Fleet actions, by kind (launch, terminate) and outcome (ok, error, skipped)",
+            m.actions.clone(),
+        );
+        r.register(
+            names::SOURCE_ERRORS,
+            "Failed observations, by source",
+            m.source_errors.clone(),
+        );
+        r.register(
+            names::CIRCUIT_OPEN,
+            "1 while fleet actions are paused after consecutive fleet API failures",
+            m.circuit_open.clone(),
+        );
+        r.register(
+            names::RATE_PER_WORKER,
+            "Messages per second one worker is believed to complete",
+            m.rate_per_worker.clone(),
+        );
         m
     }
 
     pub fn action(&self, kind: &str, outcome: &str) {
         self.actions
-            .get_or_create(&vec![("kind", kind.to_string()), ("outcome", outcome.to_string())])
+            .get_or_create(&vec![
+                ("kind", kind.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
             .inc();
     }
 }

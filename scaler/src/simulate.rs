@@ -26,7 +26,10 @@ pub fn parse_trace(text: &str) -> Result<Vec<TraceRow>, String> {
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() < 2 {
-            return Err(format!("line {}: expected t_seconds,visible,in_flight", i + 1));
+            return Err(format!(
+                "line {}: expected t_seconds,visible,in_flight",
+                i + 1
+            ));
         }
         let Ok(t) = fields[0].parse::<f64>() else {
             if rows.is_empty() && i == 0 {
@@ -49,7 +52,10 @@ pub fn parse_trace(text: &str) -> Result<Vec<TraceRow>, String> {
         if rows.last().is_some_and(|r: &TraceRow| r.t > t) {
             return Err(format!("line {}: time goes backwards", i + 1));
         }
-        rows.push(TraceRow { t, backlog: visible.map(|v| v + in_flight) });
+        rows.push(TraceRow {
+            t,
+            backlog: visible.map(|v| v + in_flight),
+        });
     }
     if rows.is_empty() {
         return Err("empty trace".into());
@@ -74,7 +80,13 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { tick: 5.0, boot_delay: 60.0, rate: 5.0, in_hand: 10, tail: 1800.0 }
+        SimConfig {
+            tick: 5.0,
+            boot_delay: 60.0,
+            rate: 5.0,
+            in_hand: 10,
+            tail: 1800.0,
+        }
     }
 }
 
@@ -133,7 +145,11 @@ struct SimWorker {
 }
 
 /// Runs `rule` over `trace` on a simulated fleet; returns every tick and the totals.
-pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (Vec<Tick>, Summary) {
+pub fn simulate(
+    trace: &[TraceRow],
+    cfg: &SimConfig,
+    rule: &mut dyn Decide,
+) -> (Vec<Tick>, Summary) {
     let tick = cfg.tick.max(0.001);
     let start = trace.first().map_or(0.0, |r| r.t);
     let end = trace.last().map_or(0.0, |r| r.t);
@@ -166,7 +182,11 @@ pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (
         if t > start {
             credit += running_now as f64 * cfg.rate * tick;
             processed = (credit.floor() as u64).min(backlog);
-            credit = if backlog > processed { credit - processed as f64 } else { 0.0 };
+            credit = if backlog > processed {
+                credit - processed as f64
+            } else {
+                0.0
+            };
             backlog -= processed;
         }
         // 2. Arrivals recorded up to now.
@@ -174,7 +194,11 @@ pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (
             let row = trace[next_row];
             outage = row.backlog.is_none();
             if let Some(b) = row.backlog {
-                let new = if next_row == 0 { b } else { b.saturating_sub(last_known) };
+                let new = if next_row == 0 {
+                    b
+                } else {
+                    b.saturating_sub(last_known)
+                };
                 if new > 0 {
                     arrivals += new;
                     backlog += new;
@@ -209,7 +233,10 @@ pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (
             idle: Some(true),
             launched_at: w.launched_at,
         }));
-        let observed = (!outage).then_some(Backlog { visible: backlog - in_flight, in_flight });
+        let observed = (!outage).then_some(Backlog {
+            visible: backlog - in_flight,
+            in_flight,
+        });
         let obs = Observation {
             backlog: observed,
             rate: (t > start && running_now > 0).then(|| processed as f64 / tick),
@@ -220,7 +247,11 @@ pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (
         let direction = match &decision.action {
             Action::Launch(n) => {
                 for _ in 0..*n {
-                    workers.push(SimWorker { id: format!("sim-{next_id}"), ready_at: t + cfg.boot_delay, launched_at: t });
+                    workers.push(SimWorker {
+                        id: format!("sim-{next_id}"),
+                        ready_at: t + cfg.boot_delay,
+                        launched_at: t,
+                    });
                     next_id += 1;
                 }
                 1
@@ -262,7 +293,11 @@ pub fn simulate(trace: &[TraceRow], cfg: &SimConfig, rule: &mut dyn Decide) -> (
         arrivals,
         worker_seconds,
         drain_seconds: drained_at.zip(first_arrival).map(|(d, f)| d - f),
-        mean_wait: if arrivals == 0 { 0.0 } else { backlog_seconds / arrivals as f64 },
+        mean_wait: if arrivals == 0 {
+            0.0
+        } else {
+            backlog_seconds / arrivals as f64
+        },
         peak_workers: peak,
         direction_changes,
     };
@@ -280,34 +315,65 @@ mod tests {
 
     #[test]
     fn parses_headers_outages_and_rejects_garbage() {
-        let rows = parse_trace("t_seconds,visible,in_flight\n0,5,1\n5,,\n10,nan,0\n15,2,0\n").expect("ok");
+        let rows =
+            parse_trace("t_seconds,visible,in_flight\n0,5,1\n5,,\n10,nan,0\n15,2,0\n").expect("ok");
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].backlog, Some(6));
         assert_eq!(rows[1].backlog, None);
         assert_eq!(rows[2].backlog, None);
-        assert!(parse_trace("0,1,0\nx,1,0\n").unwrap_err().contains("line 2"));
-        assert!(parse_trace("5,1,0\n0,1,0\n").unwrap_err().contains("backwards"));
+        assert!(
+            parse_trace("0,1,0\nx,1,0\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+        assert!(
+            parse_trace("5,1,0\n0,1,0\n")
+                .unwrap_err()
+                .contains("backwards")
+        );
         assert!(parse_trace("0,-3,0\n").is_err());
         assert!(parse_trace("").is_err());
     }
 
     #[test]
     fn burst_reaches_max_quickly_never_exceeds_it_drains_and_returns_to_zero() {
-        let policy = Policy { default_rate: 1.0, ..Policy::default() };
-        let cfg = SimConfig { rate: 1.0, boot_delay: 30.0, ..SimConfig::default() };
+        let policy = Policy {
+            default_rate: 1.0,
+            ..Policy::default()
+        };
+        let cfg = SimConfig {
+            rate: 1.0,
+            boot_delay: 30.0,
+            ..SimConfig::default()
+        };
         let (ticks, summary) = simulate(&burst(), &cfg, &mut Scaler::new(policy.clone()));
-        let reached = ticks.iter().position(|t| t.running + t.pending == policy.max_workers);
+        let reached = ticks
+            .iter()
+            .position(|t| t.running + t.pending == policy.max_workers);
         // Launches happen at the end of a tick; max_step_up 10 → max counted by the third tick.
-        assert!(reached.is_some_and(|i| i <= 2), "reached max at tick {reached:?}");
-        assert!(ticks.iter().all(|t| t.running + t.pending <= policy.max_workers));
+        assert!(
+            reached.is_some_and(|i| i <= 2),
+            "reached max at tick {reached:?}"
+        );
+        assert!(
+            ticks
+                .iter()
+                .all(|t| t.running + t.pending <= policy.max_workers)
+        );
         assert_eq!(summary.arrivals, 1000);
         let drain = summary.drain_seconds.expect("drains");
         // 1000 messages over 15 workers at 1/s plus boot delay: a little over 97 s.
-        assert!(drain < 30.0 + 1000.0 / 15.0 + 3.0 * cfg.tick, "drain {drain}");
+        assert!(
+            drain < 30.0 + 1000.0 / 15.0 + 3.0 * cfg.tick,
+            "drain {drain}"
+        );
         let last = ticks.last().expect("ticks");
         // The last tick terminates whatever was left (counts are as observed before acting).
         assert_eq!(last.desired, 0, "back to zero");
-        assert!(matches!(&last.action, Action::Terminate(ids) if ids.len() as u32 == last.running + last.pending), "{last:?}");
+        assert!(
+            matches!(&last.action, Action::Terminate(ids) if ids.len() as u32 == last.running + last.pending),
+            "{last:?}"
+        );
         // ...but only a whole stabilization window after the need was last at 15 workers
         // (a backlog over 14 workers x 30 messages), and never while work was left.
         let last_full = ticks
@@ -315,9 +381,20 @@ mod tests {
             .filter(|t| t.visible.unwrap_or(0) + t.in_flight.unwrap_or(0) > 14 * 30)
             .map(|t| t.t)
             .fold(0.0, f64::max);
-        let first_in = ticks.iter().find(|t| matches!(t.action, Action::Terminate(_))).expect("scales in");
-        assert!(first_in.t >= last_full + policy.scale_in_window, "scaled in at {} (need fell at {last_full})", first_in.t);
-        assert!(first_in.t >= drain, "scaled in at {} before the drain at {drain}", first_in.t);
+        let first_in = ticks
+            .iter()
+            .find(|t| matches!(t.action, Action::Terminate(_)))
+            .expect("scales in");
+        assert!(
+            first_in.t >= last_full + policy.scale_in_window,
+            "scaled in at {} (need fell at {last_full})",
+            first_in.t
+        );
+        assert!(
+            first_in.t >= drain,
+            "scaled in at {} before the drain at {drain}",
+            first_in.t
+        );
         assert_eq!(summary.direction_changes, 1);
     }
 
@@ -329,14 +406,36 @@ mod tests {
         for i in 0..720u64 {
             let t = i * 5;
             // Arrivals: 10 per 5 s; the recorded value wobbles as the old fleet drained them.
-            backlog = if i % 3 == 0 { backlog + 12 } else { backlog.saturating_sub(1) + 10 };
+            backlog = if i % 3 == 0 {
+                backlog + 12
+            } else {
+                backlog.saturating_sub(1) + 10
+            };
             text.push_str(&format!("{t},{backlog},0\n"));
         }
         let rows = parse_trace(&text).expect("trace");
-        let cfg = SimConfig { rate: 3.0, boot_delay: 30.0, ..SimConfig::default() };
-        let (ticks, summary) = simulate(&rows, &cfg, &mut Scaler::new(Policy { default_rate: 3.0, ..Policy::default() }));
-        assert!(summary.direction_changes <= 2, "{} direction changes", summary.direction_changes);
-        let launches = ticks.iter().filter(|t| matches!(t.action, Action::Launch(_))).count();
+        let cfg = SimConfig {
+            rate: 3.0,
+            boot_delay: 30.0,
+            ..SimConfig::default()
+        };
+        let (ticks, summary) = simulate(
+            &rows,
+            &cfg,
+            &mut Scaler::new(Policy {
+                default_rate: 3.0,
+                ..Policy::default()
+            }),
+        );
+        assert!(
+            summary.direction_changes <= 2,
+            "{} direction changes",
+            summary.direction_changes
+        );
+        let launches = ticks
+            .iter()
+            .filter(|t| matches!(t.action, Action::Launch(_)))
+            .count();
         assert!(launches <= 3, "{launches} launches");
     }
 
@@ -348,21 +447,58 @@ mod tests {
         }
         text.push_str("905,0,0\n");
         let rows = parse_trace(&text).expect("trace");
-        let cfg = SimConfig { rate: 1.0, boot_delay: 30.0, ..SimConfig::default() };
-        let (ticks, _) = simulate(&rows, &cfg, &mut Scaler::new(Policy { default_rate: 1.0, ..Policy::default() }));
-        let during: Vec<&Tick> = ticks.iter().filter(|t| t.t >= 60.0 && t.t <= 900.0).collect();
+        let cfg = SimConfig {
+            rate: 1.0,
+            boot_delay: 30.0,
+            ..SimConfig::default()
+        };
+        let (ticks, _) = simulate(
+            &rows,
+            &cfg,
+            &mut Scaler::new(Policy {
+                default_rate: 1.0,
+                ..Policy::default()
+            }),
+        );
+        let during: Vec<&Tick> = ticks
+            .iter()
+            .filter(|t| t.t >= 60.0 && t.t <= 900.0)
+            .collect();
         assert!(!during.is_empty());
         for tick in during {
-            assert!(matches!(tick.action, Action::Hold(_)), "t={} {:?}", tick.t, tick.action);
+            assert!(
+                matches!(tick.action, Action::Hold(_)),
+                "t={} {:?}",
+                tick.t,
+                tick.action
+            );
             assert_eq!(tick.running + tick.pending, 15, "t={}", tick.t);
         }
     }
 
     #[test]
     fn baseline_and_policy_see_the_same_work() {
-        let cfg = SimConfig { rate: 1.0, boot_delay: 60.0, ..SimConfig::default() };
-        let (_, ours) = simulate(&burst(), &cfg, &mut Scaler::new(Policy { default_rate: 1.0, ..Policy::default() }));
-        let (_, base) = simulate(&burst(), &cfg, &mut PerMessages { per_worker: 1, max_workers: 15 });
+        let cfg = SimConfig {
+            rate: 1.0,
+            boot_delay: 60.0,
+            ..SimConfig::default()
+        };
+        let (_, ours) = simulate(
+            &burst(),
+            &cfg,
+            &mut Scaler::new(Policy {
+                default_rate: 1.0,
+                ..Policy::default()
+            }),
+        );
+        let (_, base) = simulate(
+            &burst(),
+            &cfg,
+            &mut PerMessages {
+                per_worker: 1,
+                max_workers: 15,
+            },
+        );
         assert!(ours.drain_seconds.is_some() && base.drain_seconds.is_some());
         assert_eq!(ours.arrivals, base.arrivals);
     }

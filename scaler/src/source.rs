@@ -20,7 +20,10 @@ pub struct SourceError {
 
 impl SourceError {
     fn new(source_name: &'static str, message: impl Into<String>) -> Self {
-        SourceError { source_name, message: message.into() }
+        SourceError {
+            source_name,
+            message: message.into(),
+        }
     }
 }
 
@@ -52,8 +55,18 @@ impl Source for QueueDepth {
     }
 
     async fn sample(&self) -> Result<Sample, SourceError> {
-        let d = self.queue.depth().await.map_err(|e| SourceError::new("queue", e.to_string()))?;
-        Ok(Sample { backlog: Some(Backlog { visible: d.visible, in_flight: d.in_flight }), rate: None })
+        let d = self
+            .queue
+            .depth()
+            .await
+            .map_err(|e| SourceError::new("queue", e.to_string()))?;
+        Ok(Sample {
+            backlog: Some(Backlog {
+                visible: d.visible,
+                in_flight: d.in_flight,
+            }),
+            rate: None,
+        })
     }
 }
 
@@ -65,7 +78,9 @@ pub fn sum_metric(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
         if line.starts_with('#') {
             continue;
         }
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let (labels, value) = match rest.as_bytes().first() {
             Some(b'{') => match rest.find('}') {
                 Some(end) => (&rest[1..end], rest[end + 1..].trim()),
@@ -77,7 +92,10 @@ pub fn sum_metric(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
         if label.is_some_and(|l| !labels.split(',').any(|kv| kv == l)) {
             continue;
         }
-        let value = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+        let value = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok());
         if let Some(v) = value.filter(|v| v.is_finite()) {
             *found.get_or_insert(0.0) += v;
         }
@@ -96,7 +114,11 @@ pub struct Scrape {
 
 impl Scrape {
     pub fn new(urls: Vec<String>, timeout: Duration) -> Self {
-        Scrape { urls, timeout, last: Mutex::new(None) }
+        Scrape {
+            urls,
+            timeout,
+            last: Mutex::new(None),
+        }
     }
 }
 
@@ -109,12 +131,22 @@ impl Source for Scrape {
     async fn sample(&self) -> Result<Sample, SourceError> {
         let mut answered = 0.0;
         for url in &self.urls {
-            let text = http_get::get(url, self.timeout).await.map_err(|e| SourceError::new("scrape", format!("{url}: {e}")))?;
-            answered += sum_metric(&text, "facerec_engine_messages_total", Some("result=\"answered\"")).unwrap_or(0.0);
+            let text = http_get::get(url, self.timeout)
+                .await
+                .map_err(|e| SourceError::new("scrape", format!("{url}: {e}")))?;
+            answered += sum_metric(
+                &text,
+                "facerec_engine_messages_total",
+                Some("result=\"answered\""),
+            )
+            .unwrap_or(0.0);
         }
         let now = Instant::now();
         let rate = {
-            let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let rate = last.and_then(|(t, prev)| {
                 let dt = now.duration_since(t).as_secs_f64();
                 (dt > 0.0 && answered >= prev).then(|| (answered - prev) / dt)
@@ -122,7 +154,10 @@ impl Source for Scrape {
             *last = Some((now, answered));
             rate
         };
-        Ok(Sample { backlog: None, rate })
+        Ok(Sample {
+            backlog: None,
+            rate,
+        })
     }
 }
 
@@ -144,16 +179,25 @@ impl Prometheus {
             base_url,
             visible_query: "sum(facerec_scaler_queue_depth{state=\"visible\"})".into(),
             in_flight_query: "sum(facerec_scaler_queue_depth{state=\"in_flight\"})".into(),
-            rate_query: Some("sum(rate(facerec_engine_messages_total{result=\"answered\"}[1m]))".into()),
+            rate_query: Some(
+                "sum(rate(facerec_engine_messages_total{result=\"answered\"}[1m]))".into(),
+            ),
             timeout,
         }
     }
 
     /// Runs one instant query and returns its value (sum of a vector's samples).
     pub async fn query(&self, promql: &str) -> Result<f64, SourceError> {
-        let url = format!("{}/api/v1/query?query={}", self.base_url.trim_end_matches('/'), percent_encode(promql));
-        let text = http_get::get(&url, self.timeout).await.map_err(|e| SourceError::new("prometheus", e.to_string()))?;
-        parse_query_result(&text).map_err(|e| SourceError::new("prometheus", format!("{promql}: {e}")))
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.base_url.trim_end_matches('/'),
+            percent_encode(promql)
+        );
+        let text = http_get::get(&url, self.timeout)
+            .await
+            .map_err(|e| SourceError::new("prometheus", e.to_string()))?;
+        parse_query_result(&text)
+            .map_err(|e| SourceError::new("prometheus", format!("{promql}: {e}")))
     }
 }
 
@@ -171,7 +215,10 @@ impl Source for Prometheus {
             None => None,
         };
         Ok(Sample {
-            backlog: Some(Backlog { visible: visible.max(0.0).round() as u64, in_flight: in_flight.max(0.0).round() as u64 }),
+            backlog: Some(Backlog {
+                visible: visible.max(0.0).round() as u64,
+                in_flight: in_flight.max(0.0).round() as u64,
+            }),
             rate,
         })
     }
@@ -194,9 +241,13 @@ fn percent_encode(s: &str) -> String {
 pub fn parse_query_result(text: &str) -> Result<f64, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     if v["status"] != "success" {
-        return Err(format!("query failed: {}", v["error"].as_str().unwrap_or("unknown error")));
+        return Err(format!(
+            "query failed: {}",
+            v["error"].as_str().unwrap_or("unknown error")
+        ));
     }
-    let number = |pair: &serde_json::Value| -> Option<f64> { pair.get(1)?.as_str()?.parse::<f64>().ok() };
+    let number =
+        |pair: &serde_json::Value| -> Option<f64> { pair.get(1)?.as_str()?.parse::<f64>().ok() };
     let data = &v["data"];
     match data["resultType"].as_str() {
         Some("scalar") => number(&data["result"]).ok_or_else(|| "bad scalar".into()),
@@ -260,10 +311,20 @@ mod tests {
             facerec_engine_in_flight_other 100\n\
             facerec_engine_messages_total{result=\"answered\"} 10\n\
             facerec_engine_messages_total{result=\"duplicate\"} 4\n";
-        assert_eq!(sum_metric(text, "facerec_engine_in_flight", None), Some(3.0));
-        assert_eq!(sum_metric(text, "facerec_engine_messages_total", None), Some(14.0));
         assert_eq!(
-            sum_metric(text, "facerec_engine_messages_total", Some("result=\"answered\"")),
+            sum_metric(text, "facerec_engine_in_flight", None),
+            Some(3.0)
+        );
+        assert_eq!(
+            sum_metric(text, "facerec_engine_messages_total", None),
+            Some(14.0)
+        );
+        assert_eq!(
+            sum_metric(
+                text,
+                "facerec_engine_messages_total",
+                Some("result=\"answered\"")
+            ),
             Some(10.0)
         );
         assert_eq!(sum_metric(text, "facerec_missing", None), None);
@@ -279,8 +340,15 @@ mod tests {
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         assert!(parse_query_result(empty).is_err());
         let error = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(parse_query_result(error).unwrap_err().contains("parse error"));
+        assert!(
+            parse_query_result(error)
+                .unwrap_err()
+                .contains("parse error")
+        );
         assert!(parse_query_result("<html>").is_err());
-        assert_eq!(percent_encode("sum(x{a=\"b\"})"), "sum%28x%7Ba%3D%22b%22%7D%29");
+        assert_eq!(
+            percent_encode("sum(x{a=\"b\"})"),
+            "sum%28x%7Ba%3D%22b%22%7D%29"
+        );
     }
 }

@@ -11,7 +11,11 @@ use facerec_engine::{BackendChoice, Engine, EngineConfig};
 pub fn repo_root() -> PathBuf {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     while !dir.join("Cargo.lock").exists() {
-        assert!(dir.pop(), "no Cargo.lock above {}", env!("CARGO_MANIFEST_DIR"));
+        assert!(
+            dir.pop(),
+            "no Cargo.lock above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
     }
     dir
 }
@@ -63,8 +67,7 @@ pub fn cse546_dir() -> PathBuf {
 
 /// Expected name per CSE546 stem.
 pub fn cse546_expected() -> Vec<(String, String)> {
-    let csv =
-        repo_root().join("../shared/datasets/cse546/expected.csv");
+    let csv = repo_root().join("../shared/datasets/cse546/expected.csv");
     std::fs::read_to_string(csv)
         .expect("expected.csv")
         .lines()

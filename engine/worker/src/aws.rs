@@ -131,7 +131,10 @@ impl SqsQueue {
     }
 }
 
-fn batch_failures(what: &str, failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Result<(), SeamError> {
+fn batch_failures(
+    what: &str,
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+) -> Result<(), SeamError> {
     if failed.is_empty() {
         return Ok(());
     }
@@ -493,7 +496,8 @@ impl Aws {
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or_else(|| SeamError::Permanent("dlq has no ARN".into()))?;
-        let redrive = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
+        let redrive =
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
         let vis = visibility.as_secs().to_string();
         self.create_queue(
             &self.names.req_queue,

@@ -213,16 +213,26 @@ mod tests {
         let r = Request::new("abc-123", "test_000.jpg");
         assert_eq!(Request::parse(&r.to_json()).unwrap(), r);
         assert!(Request::parse("{").unwrap_err().contains("not JSON"));
-        assert!(Request::parse(r#"{"request_id":"a"}"#).unwrap_err().contains("version"));
-        assert!(Request::parse(r#"{"v":2,"request_id":"a","key":"k","filename":"f"}"#)
-            .unwrap_err()
-            .contains("unsupported"));
-        assert!(Request::parse(r#"{"v":1,"request_id":"../x","key":"k","filename":"f"}"#)
-            .unwrap_err()
-            .contains("request_id"));
-        assert!(Request::parse(r#"{"v":1,"request_id":"a","key":"../k","filename":"f"}"#)
-            .unwrap_err()
-            .contains("key"));
+        assert!(
+            Request::parse(r#"{"request_id":"a"}"#)
+                .unwrap_err()
+                .contains("version")
+        );
+        assert!(
+            Request::parse(r#"{"v":2,"request_id":"a","key":"k","filename":"f"}"#)
+                .unwrap_err()
+                .contains("unsupported")
+        );
+        assert!(
+            Request::parse(r#"{"v":1,"request_id":"../x","key":"k","filename":"f"}"#)
+                .unwrap_err()
+                .contains("request_id")
+        );
+        assert!(
+            Request::parse(r#"{"v":1,"request_id":"a","key":"../k","filename":"f"}"#)
+                .unwrap_err()
+                .contains("key")
+        );
         assert_eq!(
             Request::salvage_id(r#"{"request_id":"a1","filename":"x.png"}"#),
             Some(("a1".into(), "x.png".into()))

@@ -45,8 +45,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn ack(&self, receipts: Vec<String>) -> Result<(), SeamError>;
     /// Sets the remaining visibility timeout of delivered messages: a heartbeat for
     /// long work, or zero to hand them back at once.
-    async fn set_visibility(&self, receipts: Vec<String>, timeout: Duration)
-    -> Result<(), SeamError>;
+    async fn set_visibility(
+        &self,
+        receipts: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(), SeamError>;
     async fn depth(&self) -> Result<Depth, SeamError>;
 }
 
@@ -274,10 +277,21 @@ mod tests {
         q.send(vec!["a".into(), "b".into()]).await.unwrap();
         let got = q.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(q.depth().await.unwrap(), Depth { visible: 0, in_flight: 2 });
+        assert_eq!(
+            q.depth().await.unwrap(),
+            Depth {
+                visible: 0,
+                in_flight: 2
+            }
+        );
         q.ack(vec![got[0].receipt.clone()]).await.unwrap();
         // Nothing visible until the second message's timeout passes.
-        assert!(q.receive(10, Duration::from_secs(5)).await.unwrap().is_empty());
+        assert!(
+            q.receive(10, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let again = q.receive(10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].body, "b");

@@ -24,8 +24,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, bucket: Bucket, key: &str, body: Bytes) -> Result<(), SeamError>;
     /// Writes an object only if none exists under `key`; returns false (writing nothing)
     /// when one does. This is what makes results idempotent under redelivery.
-    async fn put_if_absent(&self, bucket: Bucket, key: &str, body: Bytes)
-    -> Result<bool, SeamError>;
+    async fn put_if_absent(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        body: Bytes,
+    ) -> Result<bool, SeamError>;
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), SeamError>;
     /// A token that changes whenever the object changes (ETag, mtime+size); `None` when
@@ -197,14 +201,16 @@ mod tests {
         assert_eq!(s.get(Bucket::In, "uploads/a").await.unwrap(), "x");
         assert!(s.version(Bucket::In, "uploads/a").await.unwrap().is_some());
         assert!(s.version(Bucket::Out, "uploads/a").await.unwrap().is_none());
-        assert!(s
-            .put_if_absent(Bucket::Out, "results/r.json", Bytes::from_static(b"1"))
-            .await
-            .unwrap());
-        assert!(!s
-            .put_if_absent(Bucket::Out, "results/r.json", Bytes::from_static(b"2"))
-            .await
-            .unwrap());
+        assert!(
+            s.put_if_absent(Bucket::Out, "results/r.json", Bytes::from_static(b"1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.put_if_absent(Bucket::Out, "results/r.json", Bytes::from_static(b"2"))
+                .await
+                .unwrap()
+        );
         assert_eq!(s.get(Bucket::Out, "results/r.json").await.unwrap(), "1");
         s.delete(Bucket::In, "uploads/a").await.unwrap();
         s.delete(Bucket::In, "uploads/a").await.unwrap();

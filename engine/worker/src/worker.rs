@@ -191,12 +191,16 @@ impl Worker {
         background.push(tokio::spawn(self.clone().batcher(rx)));
         background.push(tokio::spawn(self.clone().heartbeat(stop.clone())));
         if let Some(every) = self.config.gallery_refresh {
-            background.push(tokio::spawn(self.clone().gallery_refresher(every, stop.clone())));
+            background.push(tokio::spawn(
+                self.clone().gallery_refresher(every, stop.clone()),
+            ));
         }
         if let Err(e) = self.gallery.refresh(self.seams.store.as_ref()).await {
             tracing::warn!(error = %e, "gallery not loaded");
         }
-        self.metrics.gallery_faces.set(self.gallery.get().len() as i64);
+        self.metrics
+            .gallery_faces
+            .set(self.gallery.get().len() as i64);
         tracing::info!(worker = %self.config.name, pollers = self.config.pollers, max_batch = self.config.max_batch, "worker started");
 
         let pollers: Vec<_> = (0..self.config.pollers.max(1))
@@ -215,7 +219,12 @@ impl Worker {
         if !left.is_empty() {
             tracing::warn!(count = left.len(), "releasing unfinished messages");
             Metrics::count(&self.metrics.messages, "result", "released");
-            if let Err(e) = self.seams.requests.set_visibility(left.clone(), Duration::ZERO).await {
+            if let Err(e) = self
+                .seams
+                .requests
+                .set_visibility(left.clone(), Duration::ZERO)
+                .await
+            {
                 tracing::warn!(error = %e, "could not release messages; they reappear after the visibility timeout");
             }
             for receipt in &left {
@@ -603,7 +612,8 @@ impl Worker {
                 let why = format!("gave up after {} attempts: {why}", msg.receive_count);
                 ResultMessage::error_for(&req, ImageError::new(ErrorKind::Io, why))
             });
-            self.dead_letter(msg, "retries_exhausted", why, result).await;
+            self.dead_letter(msg, "retries_exhausted", why, result)
+                .await;
         } else {
             self.back_off(msg, why).await;
         }
@@ -680,7 +690,9 @@ impl Worker {
             }
             match self.gallery.refresh(self.seams.store.as_ref()).await {
                 Ok(true) => {
-                    self.metrics.gallery_faces.set(self.gallery.get().len() as i64);
+                    self.metrics
+                        .gallery_faces
+                        .set(self.gallery.get().len() as i64);
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "gallery refresh failed"),

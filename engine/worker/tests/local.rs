@@ -87,9 +87,7 @@ impl Setup {
 async fn setup(n: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let dlq = Arc::new(LocalQueue::new("dlq", Duration::from_secs(30)));
-    let req = Arc::new(
-        LocalQueue::new("req", Duration::from_secs(3)).with_redrive(dlq.clone(), 4),
-    );
+    let req = Arc::new(LocalQueue::new("req", Duration::from_secs(3)).with_redrive(dlq.clone(), 4));
     let resp = Arc::new(LocalQueue::new("resp", Duration::from_secs(30)));
     let store = Arc::new(FsStore::new(dir.path()).unwrap());
     let engine = engine();
@@ -146,7 +144,11 @@ async fn setup(n: usize) -> Setup {
 }
 
 /// Reads responses until every id in `want` has one (or the deadline passes).
-async fn collect(resp: &LocalQueue, want: usize, deadline: Duration) -> HashMap<String, ResultMessage> {
+async fn collect(
+    resp: &LocalQueue,
+    want: usize,
+    deadline: Duration,
+) -> HashMap<String, ResultMessage> {
     let mut got: HashMap<String, ResultMessage> = HashMap::new();
     let end = tokio::time::Instant::now() + deadline;
     while got.len() < want && tokio::time::Instant::now() < end {
@@ -168,7 +170,9 @@ async fn collect(resp: &LocalQueue, want: usize, deadline: Duration) -> HashMap<
 async fn every_request_answered_once_poison_dead_lettered() {
     let s = setup(60).await;
     // Poison and duplicates.
-    let bad_image = s.upload("bad-image", "notes.jpg", b"hello, not an image".to_vec()).await;
+    let bad_image = s
+        .upload("bad-image", "notes.jpg", b"hello, not an image".to_vec())
+        .await;
     let missing = Request::new("missing-upload", "gone.jpg").to_json();
     // req-0000 is test_000.jpg; req-0001 is sent twice at once.
     let dup = "req-0000".to_string();
@@ -197,17 +201,16 @@ async fn every_request_answered_once_poison_dead_lettered() {
     let want = s.expected.len() + 3; // + bad-image, missing-upload, half (salvaged id)
     let got = collect(&s.resp, want, Duration::from_secs(240)).await;
     // A duplicate of an answered request, sent after the fact, is answered the same.
-    let stored_before = s
-        .store
-        .get(Bucket::Out, &result_key(&dup))
-        .await
-        .unwrap();
+    let stored_before = s.store.get(Bucket::Out, &result_key(&dup)).await.unwrap();
     s.req.send(vec![dup_body.to_json()]).await.unwrap();
     let again = collect(&s.resp, 1, Duration::from_secs(30)).await;
     stop.cancel();
     run.await.unwrap().unwrap();
 
-    assert_eq!(again[&dup], got[&dup], "redelivery must give the same result");
+    assert_eq!(
+        again[&dup], got[&dup],
+        "redelivery must give the same result"
+    );
     assert_eq!(
         s.store.get(Bucket::Out, &result_key(&dup)).await.unwrap(),
         stored_before
@@ -216,13 +219,20 @@ async fn every_request_answered_once_poison_dead_lettered() {
         let r = got.get(id).unwrap_or_else(|| panic!("no result for {id}"));
         assert_eq!(r.name.as_deref(), Some(name.as_str()), "{id}: {r:?}");
         assert_eq!(r.plain(), format!("{}:{name}", r.stem));
-        let stored = ResultMessage::parse(&s.store.get(Bucket::Out, &result_key(id)).await.unwrap())
-            .unwrap();
+        let stored =
+            ResultMessage::parse(&s.store.get(Bucket::Out, &result_key(id)).await.unwrap())
+                .unwrap();
         assert_eq!(&stored, r);
     }
-    assert_eq!(got["bad-image"].error.as_ref().unwrap().kind.as_str(), "not_an_image");
+    assert_eq!(
+        got["bad-image"].error.as_ref().unwrap().kind.as_str(),
+        "not_an_image"
+    );
     assert_eq!(got["bad-image"].plain(), "notes:not_an_image");
-    assert_eq!(got["missing-upload"].error.as_ref().unwrap().kind.as_str(), "io");
+    assert_eq!(
+        got["missing-upload"].error.as_ref().unwrap().kind.as_str(),
+        "io"
+    );
     assert!(got["half"].error.is_some());
 
     let mut reasons: Vec<String> = s
@@ -243,7 +253,10 @@ async fn every_request_answered_once_poison_dead_lettered() {
         .map(|b| serde_json::from_str::<DeadLetter>(b).unwrap())
         .find(|d| d.reason == "missing_object")
         .unwrap();
-    assert_eq!(missing_letter.receive_count, 3, "dead-lettered after MAX_RETRIES deliveries");
+    assert_eq!(
+        missing_letter.receive_count, 3,
+        "dead-lettered after MAX_RETRIES deliveries"
+    );
     assert_eq!(s.req.depth().await.unwrap(), Default::default());
     assert_eq!(s.resp.depth().await.unwrap(), Default::default());
 }
@@ -275,7 +288,11 @@ fn worker_killed_mid_batch_loses_nothing() {
     let b = s.worker();
     let stop = CancellationToken::new();
     let run_b = rt.spawn(b.run(stop.clone()));
-    let rest = rt.block_on(collect(&s.resp, s.expected.len() - first.len(), Duration::from_secs(240)));
+    let rest = rt.block_on(collect(
+        &s.resp,
+        s.expected.len() - first.len(),
+        Duration::from_secs(240),
+    ));
     stop.cancel();
     rt.block_on(run_b).unwrap().unwrap();
 
@@ -286,7 +303,10 @@ fn worker_killed_mid_batch_loses_nothing() {
         }
         all.insert(k, v);
     }
-    assert!(held.in_flight + held.visible > 0, "A was killed while holding work");
+    assert!(
+        held.in_flight + held.visible > 0,
+        "A was killed while holding work"
+    );
     for (id, name) in &s.expected {
         let r = all.get(id).unwrap_or_else(|| panic!("lost {id}"));
         assert_eq!(r.name.as_deref(), Some(name.as_str()));
