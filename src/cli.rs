@@ -148,6 +148,9 @@ pub enum Command {
         #[command(flatten)]
         args: Box<crate::scale::ScalerArgs>,
     },
+    /// The load harness: send images to a running edge, report throughput, latency
+    /// percentiles, errors and correctness.
+    Bench(crate::bench::BenchArgs),
     /// Web tier only, in front of SQS/S3 (or AWS_ENDPOINT_URL).
     Edge {
         #[command(flatten)]

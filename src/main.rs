@@ -1,5 +1,6 @@
 //! `facerec`: one binary, several roles (see `../shared/DESIGN.md` and the README).
 
+mod bench;
 mod cli;
 mod offline;
 mod scale;

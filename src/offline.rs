@@ -97,6 +97,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: None,
             args,
         } => crate::scale::scaler_cmd(&args),
+        Command::Bench(args) => crate::bench::bench_cmd(&args),
         Command::Edge {
             aws,
             edge,

@@ -3,6 +3,9 @@
 //! the SQS queue-depth source, the controller's circuit breaker on fleet failures, and the
 //! `facerec scaler --once` command line.
 
+// Helpers of a test panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

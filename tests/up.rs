@@ -1,7 +1,10 @@
 //! `facerec up` end to end over HTTP: the real binary, real models, real faces.
-//! Mirrors the original workload (enroll the first photo of each person, then POST all
+//! Mirrors the original workload (enroll each distinct photo, then POST all
 //! 1000 CSE546 images to `/` from 100 concurrent clients) and checks every route's
 //! answers and error statuses.
+
+// Helpers of a test panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -301,9 +304,16 @@ fn original_workload_1000_images_100_clients() {
         "facerec_engine_images_total",
         "facerec_engine_batch_size",
         "facerec_engine_stage_duration_seconds",
+        "facerec_scaler_queue_depth",
+        "facerec_scaler_desired_workers",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // 100 clients against one worker: the local autoscaler added in-process workers.
+    assert!(
+        metrics.contains("facerec_scaler_actions_total{kind=\"launch\",outcome=\"ok\"}"),
+        "the local autoscaler never launched a worker:\n{metrics}"
+    );
 }
 
 #[test]
@@ -811,4 +821,77 @@ fn web_page_in_headless_chromium() {
         shot.display()
     );
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// `facerec bench` (the load harness) against a running `facerec up`: its JSON report has
+/// every field, and the answers are checked against the expected names.
+#[test]
+fn load_harness_reports_throughput_latency_and_correctness() {
+    let w = Workload::new();
+    let server = Server::start(&[], &[]);
+    for (name, stem) in w.first_of_each() {
+        let r = post_files(
+            &server.addr,
+            &format!("/v1/identities/{name}/faces"),
+            &[("image", "x.jpg", &w.bytes(&stem))],
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let small = tempfile::tempdir().unwrap();
+    for (stem, _) in w.expected.iter().take(40) {
+        std::fs::write(small.path().join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
+    }
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546/expected.csv");
+    let json = small.path().join("report.json");
+    let md = small.path().join("report.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
+        .args(["bench", "--route", "original", "-c", "8", "--strict"])
+        .arg(format!("--url=http://{}", server.addr))
+        .arg("--images")
+        .arg(small.path())
+        .arg("--expected")
+        .arg(&csv)
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .expect("facerec bench runs");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for field in [
+        "route",
+        "concurrency",
+        "requests",
+        "ok",
+        "statuses",
+        "correct",
+        "wrong",
+        "wall_seconds",
+        "throughput",
+        "ok_throughput",
+        "latency_ms",
+    ] {
+        assert!(report.get(field).is_some(), "{field} missing: {report}");
+    }
+    assert_eq!(report["requests"], 40);
+    assert_eq!(report["correct"], 40, "{report}");
+    assert_eq!(report["statuses"]["200"], 40);
+    for q in ["p50", "p95", "p99", "max", "mean"] {
+        assert!(
+            report["latency_ms"][q].as_f64().is_some_and(|v| v > 0.0),
+            "{q}: {report}"
+        );
+    }
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        table.starts_with("| route |") && table.lines().count() == 3,
+        "{table}"
+    );
 }

@@ -5,6 +5,9 @@
 //! nothing, and an outage between the worker and AWS (a fault-injecting TCP proxy)
 //! opens the circuit, recovers and loses nothing.
 
+// Helpers of a test panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -444,4 +447,78 @@ async fn worker_gives_up_with_nonzero_exit_after_too_many_failed_polls() {
         log.contains("giving up after 3 consecutive failed polls"),
         "{log}"
     );
+}
+
+/// `facerec scaler` with the local-processes fleet on moto's SQS: from zero workers it
+/// starts `facerec worker` processes when requests wait, every request is answered, and
+/// once the queue is empty it stops them again (SIGTERM), back to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaler_starts_worker_processes_from_zero_and_stops_them_after() {
+    let moto = Moto::start();
+    let w = Workload::new();
+    let id = "facerec-t4";
+    let aws = client(&moto.url, id).await;
+    let want = prepare(&aws, id, &moto.url, &w, 20, "s").await;
+    let log = w.dir.path().join("scaler.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+    cmd.args([
+        "--log-json",
+        "scaler",
+        "--fleet",
+        "processes",
+        "--source",
+        "queue",
+    ])
+    .args([
+        "--check-interval",
+        "1",
+        "--worker-rate",
+        "1",
+        "--target-latency",
+        "5",
+    ])
+    .args(["--scale-in-window", "3", "--max-instances", "3"])
+    .env("FACEREC_WORKER_ARGS", "--poll-wait 1 --batch 4")
+    .env("VISIBILITY_TIMEOUT", "6")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    env_for(&mut cmd, id, &moto.url);
+    let mut scaler = cmd.spawn().expect("scaler starts");
+    let pid = scaler.id().to_string();
+    let children = || {
+        let out = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+
+    let got = collect(&aws, want.len(), Duration::from_secs(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("launched"),
+        "the scaler launched workers:\n{text}"
+    );
+    assert_results(&aws, &want, &got).await;
+
+    let start = Instant::now();
+    while children() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "workers still running after the drain:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("terminating worker-"), "{text}");
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    assert!(
+        scaler.wait().unwrap().success(),
+        "the scaler exits cleanly on SIGTERM"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the fleet is left as it is")
+    );
+    assert_drained(&aws).await;
 }

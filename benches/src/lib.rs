@@ -1,1 +1,3 @@
-//! Shared bench helpers live here as the harness grows.
+//! The load harness (`facerec bench`) and helpers shared by the criterion benches.
+
+pub mod harness;

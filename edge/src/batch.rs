@@ -167,16 +167,17 @@ impl Batches {
         let job = Arc::new(Job::new(id.clone()));
         let mut jobs = lock(&self.jobs);
         let mut order = lock(&self.order);
-        if jobs.len() >= MAX_JOBS {
-            // Forget the oldest finished job (unfinished ones stay).
-            if let Some(pos) = order
+        // Past the bound, forget the oldest finished job (unfinished ones stay).
+        let oldest_finished = || {
+            order
                 .iter()
                 .position(|j| jobs.get(j).is_none_or(|j| j.progress().finished()))
-            {
-                if let Some(old) = order.remove(pos) {
-                    jobs.remove(&old);
-                }
-            }
+        };
+        if jobs.len() >= MAX_JOBS
+            && let Some(pos) = oldest_finished()
+            && let Some(old) = order.remove(pos)
+        {
+            jobs.remove(&old);
         }
         jobs.insert(id.clone(), job.clone());
         order.push_back(id);

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests that need real servers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,9 @@
 //! are dead-lettered with reasons and still answered, duplicates give one result, and a
 //! worker killed mid-batch loses nothing.
 
+// Helpers of a test panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../tests/common/mod.rs"]
 mod common;
 

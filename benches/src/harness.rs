@@ -1,0 +1,436 @@
+//! The load harness behind `facerec bench`: sends images to a running edge (`facerec up` or
+//! `facerec edge`) with a fixed number of concurrent clients, one request per connection
+//! (as the original workload generator did), and reports throughput, latency percentiles,
+//! errors by status, and correctness against expected names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Which route the requests go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// `POST /` with multipart `inputFile`; the answer is `<stem>:<name>`.
+    Original,
+    /// `POST /v1/recognize` with one `image`; the answer is JSON.
+    Recognize,
+    /// `GET /health` (no image): the web tier alone.
+    Health,
+}
+
+impl std::str::FromStr for Route {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "original" | "/" => Ok(Route::Original),
+            "recognize" | "/v1/recognize" => Ok(Route::Recognize),
+            "health" | "/health" => Ok(Route::Health),
+            other => Err(format!(
+                "unknown route {other:?} (original, recognize, health)"
+            )),
+        }
+    }
+}
+
+/// One image to send, with the name it should come back with when known.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub filename: String,
+    pub bytes: Bytes,
+    pub expected: Option<String>,
+}
+
+/// Loads the images of a folder (sorted by name) and, from a CSV of `stem,name` lines (a
+/// header line is skipped), their expected names.
+pub fn load_dir(dir: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, String> {
+    let expected: BTreeMap<String, String> = match expected_csv {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut items = Vec::with_capacity(paths.len());
+    for p in paths {
+        let filename = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = p
+            .file_stem()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        items.push(Item {
+            filename,
+            bytes: Bytes::from(bytes),
+            expected: expected.get(&stem).cloned(),
+        });
+    }
+    if items.is_empty() {
+        return Err(format!("no files in {}", dir.display()));
+    }
+    Ok(items)
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` of the edge.
+    pub addr: String,
+    pub route: Route,
+    /// Requests in all (the items are cycled).
+    pub requests: usize,
+    pub concurrency: usize,
+    /// Per request, connect to last byte.
+    pub timeout: Duration,
+    /// Sent as `Authorization: Bearer` when set.
+    pub api_key: Option<String>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub route: Route,
+    pub concurrency: usize,
+    pub requests: usize,
+    /// 2xx answers.
+    pub ok: usize,
+    /// Answers by status (`"200"`, `"503"`, ...) and transport failures (`"io"`, `"timeout"`).
+    pub statuses: BTreeMap<String, usize>,
+    /// 2xx answers checked against an expected name: right and wrong.
+    pub correct: usize,
+    pub wrong: usize,
+    pub wall_seconds: f64,
+    /// Requests per second (all answers) and 2xx answers per second.
+    pub throughput: f64,
+    pub ok_throughput: f64,
+    pub latency_ms: Latency,
+    /// Up to ten wrong answers, `expected → got`.
+    pub wrong_examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `ms` (sorted here).
+    pub fn of(ms: &mut [f64]) -> Self {
+        if ms.is_empty() {
+            return Latency::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at =
+            |q: f64| ms[(((q * ms.len() as f64).ceil() as usize).max(1) - 1).min(ms.len() - 1)];
+        Latency {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: ms[ms.len() - 1],
+            mean: ms.iter().sum::<f64>() / ms.len() as f64,
+        }
+    }
+}
+
+impl Report {
+    /// A markdown table row (see [`Report::MARKDOWN_HEADER`]).
+    pub fn markdown_row(&self) -> String {
+        let errors: Vec<String> = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| !s.starts_with('2'))
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        format!(
+            "| {:?} | {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {}/{} |",
+            self.route,
+            self.concurrency,
+            self.requests,
+            self.throughput,
+            self.ok_throughput,
+            self.latency_ms.p50,
+            self.latency_ms.p95,
+            self.latency_ms.p99,
+            if errors.is_empty() {
+                "none".to_string()
+            } else {
+                errors.join(", ")
+            },
+            self.correct,
+            self.correct + self.wrong,
+        )
+    }
+
+    pub const MARKDOWN_HEADER: &'static str = "| route | clients | requests | req/s | ok/s | p50 ms | p95 ms | p99 ms | errors | correct |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|";
+}
+
+const BOUNDARY: &str = "facerec-bench-5f0c1d";
+
+fn request(cfg: &Config, item: &Item) -> Vec<u8> {
+    let (method, path, field) = match cfg.route {
+        Route::Original => ("POST", "/", "inputFile"),
+        Route::Recognize => ("POST", "/v1/recognize", "image"),
+        Route::Health => ("GET", "/health", ""),
+    };
+    let mut body = Vec::new();
+    if cfg.route != Route::Health {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"{field}\"; filename=\"{}\"\r\ncontent-type: application/octet-stream\r\n\r\n",
+                item.filename.replace('"', "_")
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&item.bytes);
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    }
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        cfg.addr,
+        body.len()
+    );
+    if cfg.route != Route::Health {
+        head.push_str(&format!(
+            "content-type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        ));
+    }
+    if let Some(k) = &cfg.api_key {
+        head.push_str(&format!("authorization: Bearer {k}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// One exchange: the status and body, or a transport error.
+async fn exchange(addr: &str, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    // The server may answer (413, 503) before reading the whole body.
+    let _ = s.write_all(raw).await;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP answer")?;
+    let head = String::from_utf8_lossy(&answer[..split]);
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let mut body = answer[split + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        rest = &rest[end + 2..];
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[(size + 2).min(rest.len())..];
+    }
+    out
+}
+
+/// The name an answer carries: `<stem>:<name>` for `/`, `results[0].name` for recognize.
+fn answered_name(route: Route, body: &[u8]) -> Option<String> {
+    match route {
+        Route::Original => String::from_utf8_lossy(body)
+            .trim()
+            .split_once(':')
+            .map(|(_, n)| n.to_string()),
+        Route::Recognize => {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            v["results"][0]["name"].as_str().map(str::to_string)
+        }
+        Route::Health => None,
+    }
+}
+
+struct Outcome {
+    status: String,
+    ms: f64,
+    verdict: Option<Result<(), String>>,
+}
+
+/// Runs the load; `on_done` is called after every answer (progress bars).
+pub async fn run(
+    cfg: &Config,
+    items: &[Item],
+    on_done: impl Fn() + Send + Sync + 'static,
+) -> Report {
+    let items: Arc<Vec<Item>> = Arc::new(items.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let on_done = Arc::new(on_done);
+    let cfg = Arc::new(cfg.clone());
+    let start = Instant::now();
+    let clients: Vec<_> = (0..cfg.concurrency.max(1))
+        .map(|_| {
+            let (items, next, cfg, on_done) =
+                (items.clone(), next.clone(), cfg.clone(), on_done.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= cfg.requests {
+                        return outcomes;
+                    }
+                    let item = &items[i % items.len()];
+                    let raw = request(&cfg, item);
+                    let t = Instant::now();
+                    let answer = tokio::time::timeout(cfg.timeout, exchange(&cfg.addr, &raw)).await;
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    let outcome = match answer {
+                        Err(_) => Outcome {
+                            status: "timeout".into(),
+                            ms,
+                            verdict: None,
+                        },
+                        Ok(Err(_)) => Outcome {
+                            status: "io".into(),
+                            ms,
+                            verdict: None,
+                        },
+                        Ok(Ok((status, body))) => {
+                            let verdict = match (&item.expected, (200..300).contains(&status)) {
+                                (Some(want), true) if cfg.route != Route::Health => {
+                                    let got = answered_name(cfg.route, &body).unwrap_or_default();
+                                    Some(if &got == want {
+                                        Ok(())
+                                    } else {
+                                        Err(format!("{}: {want} → {got}", item.filename))
+                                    })
+                                }
+                                _ => None,
+                            };
+                            Outcome {
+                                status: status.to_string(),
+                                ms,
+                                verdict,
+                            }
+                        }
+                    };
+                    outcomes.push(outcome);
+                    on_done();
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(cfg.requests);
+    for c in clients {
+        if let Ok(o) = c.await {
+            outcomes.extend(o);
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let mut statuses = BTreeMap::new();
+    let (mut ok, mut correct, mut wrong) = (0, 0, 0);
+    let mut wrong_examples = Vec::new();
+    let mut ok_ms = Vec::new();
+    for o in &outcomes {
+        *statuses.entry(o.status.clone()).or_insert(0) += 1;
+        if o.status.starts_with('2') {
+            ok += 1;
+            ok_ms.push(o.ms);
+        }
+        match &o.verdict {
+            Some(Ok(())) => correct += 1,
+            Some(Err(e)) => {
+                wrong += 1;
+                if wrong_examples.len() < 10 {
+                    wrong_examples.push(e.clone());
+                }
+            }
+            None => {}
+        }
+    }
+    let mut all_ms: Vec<f64> = outcomes.iter().map(|o| o.ms).collect();
+    Report {
+        route: cfg.route,
+        concurrency: cfg.concurrency,
+        requests: outcomes.len(),
+        ok,
+        statuses,
+        correct,
+        wrong,
+        wall_seconds: wall,
+        throughput: outcomes.len() as f64 / wall.max(1e-9),
+        ok_throughput: ok as f64 / wall.max(1e-9),
+        // Latency of successful answers when there are any (503s return at once).
+        latency_ms: if ok_ms.is_empty() {
+            Latency::of(&mut all_ms)
+        } else {
+            Latency::of(&mut ok_ms)
+        },
+        wrong_examples,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let l = Latency::of(&mut v);
+        assert_eq!((l.p50, l.p95, l.p99, l.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(Latency::of(&mut []).p50, 0.0);
+        assert_eq!(Latency::of(&mut [7.0]).p99, 7.0);
+    }
+
+    #[test]
+    fn reads_answers_of_both_routes() {
+        assert_eq!(
+            answered_name(Route::Original, b"test_000:Paul\n").as_deref(),
+            Some("Paul")
+        );
+        let json = br#"{"results":[{"name":"Bob","faces":[]}]}"#;
+        assert_eq!(
+            answered_name(Route::Recognize, json).as_deref(),
+            Some("Bob")
+        );
+        assert_eq!(dechunk(b"5\r\nhello\r\n3\r\n, w\r\n0\r\n\r\n"), b"hello, w");
+    }
+}
