@@ -6,6 +6,8 @@
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -169,23 +171,7 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(shared.join("face_images_1000.zip"))
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let expected = std::fs::read_to_string(shared.join("expected.csv"))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(','))
-            .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-            .collect();
+        let (dir, expected) = common::cse546();
         Self {
             images: dir.path().join("face_images_1000"),
             _dir: dir,
@@ -251,7 +237,11 @@ fn original_workload_1000_images_100_clients() {
             let (jobs, failures, addr, images) =
                 (jobs.clone(), failures.clone(), addr.clone(), images.clone());
             std::thread::spawn(move || {
-                while let Some((stem, name)) = jobs.lock().unwrap().pop() {
+                loop {
+                    // Take the lock in its own statement: a guard in a `while let`
+                    // scrutinee would live through the body and serialise the clients.
+                    let next = jobs.lock().unwrap().pop();
+                    let Some((stem, name)) = next else { break };
                     let bytes = std::fs::read(images.join(format!("{stem}.jpg"))).unwrap();
                     let r = post_files(
                         &addr,

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,4 +53,27 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The CSE546 workload (`../shared/datasets/cse546`) unzipped into a new temporary
+/// directory (images under `face_images_1000/`), and its expected `(stem, name)` pairs.
+pub fn cse546() -> (tempfile::TempDir, Vec<(String, String)>) {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(shared.join("face_images_1000.zip"))
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "unzipping the CSE546 images failed");
+    let expected = std::fs::read_to_string(shared.join("expected.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .collect();
+    (dir, expected)
 }
