@@ -131,6 +131,21 @@ pub trait Decide {
     fn decide(&mut self, obs: &Observation, now: f64) -> Decision;
 }
 
+/// The backlog and the running and pending counts; without a backlog, the decision to
+/// hold the fleet as it is (never scale on missing data).
+fn observed(obs: &Observation) -> Result<(Backlog, u32, u32), Decision> {
+    let (running, pending) = counts(&obs.members);
+    match obs.backlog {
+        Some(b) => Ok((b, running, pending)),
+        None => Err(Decision {
+            desired: running + pending,
+            running,
+            pending,
+            action: Action::Hold("no queue depth"),
+        }),
+    }
+}
+
 fn counts(members: &[Member]) -> (u32, u32) {
     let running = members
         .iter()
@@ -215,16 +230,11 @@ impl Scaler {
 
 impl Decide for Scaler {
     fn decide(&mut self, obs: &Observation, now: f64) -> Decision {
-        let (running, pending) = counts(&obs.members);
-        let capacity = running + pending;
-        let Some(backlog) = obs.backlog else {
-            return Decision {
-                desired: capacity,
-                running,
-                pending,
-                action: Action::Hold("no queue depth"),
-            };
+        let (backlog, running, pending) = match observed(obs) {
+            Ok(v) => v,
+            Err(hold) => return hold,
         };
+        let capacity = running + pending;
         self.learn_rate(obs, backlog, running);
         let need = self.need(backlog);
         let window = self.policy.scale_in_window;
@@ -283,16 +293,11 @@ pub struct PerMessages {
 
 impl Decide for PerMessages {
     fn decide(&mut self, obs: &Observation, _now: f64) -> Decision {
-        let (running, pending) = counts(&obs.members);
-        let capacity = running + pending;
-        let Some(backlog) = obs.backlog else {
-            return Decision {
-                desired: capacity,
-                running,
-                pending,
-                action: Action::Hold("no queue depth"),
-            };
+        let (backlog, running, pending) = match observed(obs) {
+            Ok(v) => v,
+            Err(hold) => return hold,
         };
+        let capacity = running + pending;
         let desired =
             (backlog.total().div_ceil(self.per_worker.max(1)) as u32).min(self.max_workers);
         let action = if desired > capacity {
