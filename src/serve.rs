@@ -143,12 +143,7 @@ pub fn worker(engine_args: &EngineArgs, aws_args: &AwsArgs, args: &WorkerArgs) -
     rt.block_on(async {
         let shutdown = shutdown_signal();
         let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
-        let seams = Seams {
-            requests: Arc::new(aws.queue(&aws.names.req_queue).await?),
-            responses: Arc::new(aws.queue(&aws.names.resp_queue).await?),
-            dead_letters: Arc::new(aws.queue(&aws.names.dlq_queue).await?),
-            store: Arc::new(aws.store()),
-        };
+        let seams = aws.seams().await?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         if let Some(addr) = args.metrics_listen {
@@ -389,12 +384,7 @@ pub fn edge(
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
-        let seams = Seams {
-            requests: Arc::new(aws.queue(&aws.names.req_queue).await?),
-            responses: Arc::new(aws.queue(&aws.names.resp_queue).await?),
-            dead_letters: Arc::new(aws.queue(&aws.names.dlq_queue).await?),
-            store: Arc::new(aws.store()),
-        };
+        let seams = aws.seams().await?;
         let gallery = Arc::new(GalleryHandle::new(model_id));
         if let Err(e) = gallery.refresh(seams.store.as_ref()).await {
             tracing::warn!(error = %e, "gallery not loaded");

@@ -8,12 +8,12 @@ use facerec_engine::{ErrorKind, ImageError};
 use facerec_worker::message::input_key;
 use facerec_worker::{Bucket, Request, ResultMessage};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, BodyStream, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use crate::api::{ApiError, Body, json_response, result_line, validate_image};
+use crate::api::{ApiError, Body, json_response, result_line};
 use crate::batch::{Job, TarEntry, TarError, TarReader};
 use crate::{Edge, multipart};
 
@@ -25,38 +25,43 @@ struct Submitter<'a> {
     edge: &'a Edge,
     job: Arc<Job>,
     next: usize,
-    queued: Vec<(String, String)>,
+    /// Request id, file name and message body of each request not yet sent.
+    queued: Vec<(String, String, String)>,
 }
 
 impl Submitter<'_> {
-    fn fail(&self, request_id: String, filename: &str, error: ImageError) {
-        let line = result_line(&ResultMessage {
+    /// The next item's request id, within the per-batch bound.
+    fn next_id(&mut self) -> Result<String, ApiError> {
+        let max = self.edge.config.max_batch_files;
+        if self.next == max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_files",
+                format!("at most {max} images per batch"),
+            ));
+        }
+        self.next += 1;
+        Ok(format!("{}-{}", self.job.id, self.next - 1))
+    }
+
+    /// The NDJSON line of an item that failed here, before any worker saw it.
+    fn error_line(&self, request_id: &str, filename: &str, error: ImageError) -> String {
+        result_line(&ResultMessage {
             batch: Some(self.job.id.clone()),
-            ..ResultMessage::error(&request_id, filename, error)
-        });
+            ..ResultMessage::error(request_id, filename, error)
+        })
+    }
+
+    fn fail(&self, request_id: String, filename: &str, error: ImageError) {
+        let line = self.error_line(&request_id, filename, error);
         self.edge.batches.add_failed(&self.job, request_id, line);
     }
 
     /// Validates, stores and queues one image; a bad one becomes a failed item at once.
     async fn submit(&mut self, filename: &str, bytes: Bytes) -> Result<(), ApiError> {
-        if self.next == self.edge.config.max_batch_files {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_files",
-                format!(
-                    "at most {} images per batch",
-                    self.edge.config.max_batch_files
-                ),
-            ));
-        }
-        let request_id = format!("{}-{}", self.job.id, self.next);
-        self.next += 1;
-        if let Err(e) = validate_image(&bytes) {
-            self.fail(
-                request_id,
-                filename,
-                ImageError::new(kind_of(&e), e.message),
-            );
+        let request_id = self.next_id()?;
+        if let Err(e) = facerec_engine::decode::sniff(&bytes) {
+            self.fail(request_id, filename, e);
             return Ok(());
         }
         if let Err(e) = self
@@ -76,10 +81,26 @@ impl Submitter<'_> {
         let mut req = Request::new(&request_id, filename);
         req.batch = Some(self.job.id.clone());
         self.edge.batches.add(&self.job, request_id.clone());
-        self.queued.push((request_id, req.to_json()));
+        self.queued
+            .push((request_id, filename.to_string(), req.to_json()));
         if self.queued.len() >= SEND_BATCH {
             self.flush().await;
         }
+        Ok(())
+    }
+
+    /// An entry too large to read: a failed item, its bytes never buffered.
+    fn too_large(&mut self, filename: &str, size: u64) -> Result<(), ApiError> {
+        let request_id = self.next_id()?;
+        let msg = format!(
+            "{size} bytes, more than MAX_FILE_SIZE ({} bytes)",
+            self.edge.config.max_file_size
+        );
+        self.fail(
+            request_id,
+            filename,
+            ImageError::new(ErrorKind::TooLarge, msg),
+        );
         Ok(())
     }
 
@@ -88,33 +109,15 @@ impl Submitter<'_> {
             return;
         }
         let batch = std::mem::take(&mut self.queued);
-        let bodies = batch.iter().map(|(_, b)| b.clone()).collect();
+        let bodies = batch.iter().map(|(_, _, body)| body.clone()).collect();
         if let Err(e) = self.edge.seams.requests.send(bodies).await {
             tracing::warn!(batch = %self.job.id, error = %e, "queueing batch requests failed");
-            for (id, body) in batch {
-                let filename = Request::parse(&body)
-                    .map(|r| r.filename)
-                    .unwrap_or_default();
+            for (id, filename, _) in batch {
                 let error = ImageError::new(ErrorKind::Io, format!("queueing the request: {e}"));
-                let r = ResultMessage {
-                    batch: Some(self.job.id.clone()),
-                    ..ResultMessage::error(&id, &filename, error)
-                };
-                self.edge.batches.deliver(&id, result_line(&r), true);
+                let line = self.error_line(&id, &filename, error);
+                self.edge.batches.deliver(&id, line, true);
             }
         }
-    }
-}
-
-/// The engine's error kind behind an API error from sniffing.
-fn kind_of(e: &ApiError) -> ErrorKind {
-    match e.kind {
-        "empty" => ErrorKind::Empty,
-        "unsupported" => ErrorKind::UnsupportedFormat,
-        "too_large" => ErrorKind::TooLarge,
-        "corrupt" => ErrorKind::Corrupt,
-        "unusable" => ErrorKind::Unusable,
-        _ => ErrorKind::NotAnImage,
     }
 }
 
@@ -180,26 +183,15 @@ impl Edge {
     }
 
     async fn read_tar(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
-        let frames = BodyStream::new(body).filter_map(|f| async move {
-            match f {
-                Ok(frame) => frame.into_data().ok().map(Ok),
-                Err(e) => Some(Err(e)),
-            }
-        });
-        let mut tar = TarReader::new(Box::pin(frames), self.config.max_file_size as u64);
+        let mut tar = TarReader::new(
+            multipart::data_frames(body),
+            self.config.max_file_size as u64,
+        );
         loop {
             match tar.next_entry().await {
                 Ok(None) => return Ok(()),
                 Ok(Some(TarEntry::File { name, bytes })) => sub.submit(&name, bytes).await?,
-                Ok(Some(TarEntry::TooLarge { name, size })) => {
-                    let id = format!("{}-{}", sub.job.id, sub.next);
-                    sub.next += 1;
-                    let msg = format!(
-                        "{size} bytes, more than MAX_FILE_SIZE ({} bytes)",
-                        self.config.max_file_size
-                    );
-                    sub.fail(id, &name, ImageError::new(ErrorKind::TooLarge, msg));
-                }
+                Ok(Some(TarEntry::TooLarge { name, size })) => sub.too_large(&name, size)?,
                 Err(e @ (TarError::Truncated | TarError::Header(_))) => {
                     return Err(ApiError::bad_request(&format!("bad tar body: {e}")));
                 }

@@ -18,7 +18,17 @@ pub struct Part {
     pub bytes: Bytes,
 }
 
-type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
+pub(crate) type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
+
+/// The data frames of a request body as a stream of bytes (trailers dropped).
+pub(crate) fn data_frames(body: Incoming) -> Frames {
+    Box::pin(BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
 
 /// Reads every file part into memory (at most `max_files` of at most `max_file` bytes).
 pub async fn read(
@@ -67,12 +77,7 @@ impl Files {
         {
             return Err(ApiError::too_large(max_file));
         }
-        let stream: Frames = Box::pin(BodyStream::new(body).filter_map(|frame| async move {
-            match frame {
-                Ok(f) => f.into_data().ok().map(Ok),
-                Err(e) => Some(Err(e)),
-            }
-        }));
+        let stream = data_frames(body);
         let constraints = multer::Constraints::new().size_limit(
             multer::SizeLimit::new()
                 .per_field(max_file as u64)

@@ -39,6 +39,10 @@ pub struct Sample {
 pub trait Source: Send + Sync {
     /// A short name for logs and the `source` label.
     fn name(&self) -> &'static str;
+    /// Whether its samples carry the backlog (a failure then means the depth is unknown).
+    fn reports_backlog(&self) -> bool {
+        true
+    }
     async fn sample(&self) -> Result<Sample, SourceError>;
 }
 
@@ -126,6 +130,10 @@ impl Scrape {
 impl Source for Scrape {
     fn name(&self) -> &'static str {
         "scrape"
+    }
+
+    fn reports_backlog(&self) -> bool {
+        false
     }
 
     async fn sample(&self) -> Result<Sample, SourceError> {
@@ -288,7 +296,7 @@ impl Combined {
                 Err(e) => {
                     // A failed depth source must not be replaced by a later one silently
                     // reporting a smaller backlog: hold instead.
-                    depth_failed |= merged.backlog.is_none() && s.name() != "scrape";
+                    depth_failed |= merged.backlog.is_none() && s.reports_backlog();
                     errors.push(e);
                 }
             }

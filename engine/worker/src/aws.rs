@@ -453,6 +453,16 @@ impl Aws {
         SqsQueue::open(self.sqs.clone(), name).await
     }
 
+    /// The seams of a worker or an edge: the three queues of `ID` and its buckets.
+    pub async fn seams(&self) -> Result<crate::Seams, SeamError> {
+        Ok(crate::Seams {
+            requests: std::sync::Arc::new(self.queue(&self.names.req_queue).await?),
+            responses: std::sync::Arc::new(self.queue(&self.names.resp_queue).await?),
+            dead_letters: std::sync::Arc::new(self.queue(&self.names.dlq_queue).await?),
+            store: std::sync::Arc::new(self.store()),
+        })
+    }
+
     /// Creates the buckets and queues of `ID` if they do not exist (idempotent): the
     /// request queue with `VISIBILITY_TIMEOUT` and a redrive policy to the DLQ after
     /// `max_receive` deliveries.
