@@ -1,5 +1,6 @@
-//! Embedding throughput of the recognition ResNet on the CPU backend (Burn flex), batch
-//! 1/16/64, on real aligned face chips (`models/parity/recognition_input_*.png`).
+//! Embedding throughput of the recognition ResNet on the CPU backend (Burn flex) or, with
+//! `FACEREC_BACKEND=wgpu`, Burn's wgpu backend; batch 1/16/64 (`EMBED_BATCHES=1,16,64,256`
+//! to choose), on real aligned face chips (`models/parity/recognition_input_*.png`).
 //! Each iteration reads the descriptors back, so lazy work is inside the timer.
 //! The onnxruntime peer on the same ONNX file: `benches/ort_embed.py` (run together by
 //! `benches/embed_vs_ort.sh`, which writes the table in RESULTS.md).
@@ -34,7 +35,16 @@ fn embed(c: &mut Criterion) {
     let chips = chips();
     let mut group = c.benchmark_group(format!("embed_{backend}"));
     group.sample_size(10);
-    for batch in [1usize, 16, 64] {
+    let batches: Vec<usize> = std::env::var("EMBED_BATCHES")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .map(|b| {
+            b.trim()
+                .parse()
+                .expect("EMBED_BATCHES: comma-separated sizes")
+        })
+        .collect();
+    for batch in batches {
         let data: Vec<f32> = (0..batch)
             .flat_map(|i| chips[i % chips.len()].clone())
             .collect();

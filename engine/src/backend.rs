@@ -93,7 +93,7 @@ fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
     use burn::tensor::wgpu::wgpu;
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapters = pollster_block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapters = crate::gpu::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let (mut discrete, mut integrated, mut virt) = (0, 0, 0);
     let mut out = Vec::new();
     for adapter in adapters {
@@ -119,18 +119,4 @@ fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
         ));
     }
     out
-}
-
-/// `enumerate_adapters` returns a future; on native platforms it completes
-/// immediately on native platforms.
-fn pollster_block_on<F: std::future::IntoFuture>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Waker};
-    let mut fut = std::pin::pin!(f.into_future());
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
 }

@@ -128,6 +128,18 @@ impl Gallery {
         removed
     }
 
+    /// The enrolled matrix (row-major, `len() x DIM`) and each row's squared norm, e.g.
+    /// to upload to a device (`gpu::GpuGallery`).
+    pub fn rows(&self) -> (&[f32], &[f32]) {
+        (&self.matrix, &self.norms)
+    }
+
+    /// The identity a row of `rows()` belongs to.
+    pub fn row_name(&self, row: usize) -> Option<&str> {
+        let owner = *self.owner.get(row)? as usize;
+        self.names.get(owner).map(String::as_str)
+    }
+
     /// The nearest enrolled face for each query (`None` for an empty gallery).
     pub fn nearest(&self, queries: &[&[f32]]) -> Vec<Option<Match>> {
         if self.is_empty() {

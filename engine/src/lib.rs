@@ -11,6 +11,7 @@ pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod gallery;
+pub mod gpu;
 pub mod models;
 pub mod prep;
 pub mod report;
