@@ -107,12 +107,12 @@ pub enum Command {
         #[command(flatten)]
         worker: crate::serve::WorkerArgs,
     },
-    /// Create, remove or inspect the AWS resources of `ID`.
+    /// Create, remove or inspect the AWS resources of `ID`; print their IAM policies.
     Infra {
         #[command(flatten)]
         aws: crate::serve::AwsArgs,
         #[command(subcommand)]
-        action: crate::serve::InfraAction,
+        action: crate::infra::InfraAction,
     },
     /// The embedded default: web tier + recognition workers in one process, local queue,
     /// filesystem store under --data. No cloud account needed.

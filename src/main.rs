@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod infra;
 mod offline;
 mod scale;
 mod serve;

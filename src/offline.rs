@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             aws,
             worker,
         } => crate::serve::worker(&engine, &aws, &worker),
-        Command::Infra { aws, action } => crate::serve::infra(&aws, &action),
+        Command::Infra { aws, action } => crate::infra::run(&aws, &action),
         Command::Up {
             engine,
             edge,

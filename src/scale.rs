@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use facerec_scaler::ec2::{Ec2Fleet, LaunchSpec, ScaleIn};
+use facerec_scaler::ec2::{Ec2Fleet, LaunchSpec, ScaleIn, worker_template_name};
 use facerec_scaler::simulate::{SimConfig, Summary, Tick, parse_trace, simulate};
 use facerec_scaler::{
     Combined, Controller, ControllerConfig, Decide, Fleet, PerMessages, Policy, Processes,
@@ -179,10 +179,11 @@ pub struct ScalerArgs {
     pub scrape: Vec<String>,
     #[arg(long, env = "FACEREC_FLEET", value_enum, default_value = "ec2")]
     pub fleet: FleetChoice,
-    /// Launch template name for the EC2 fleet (what `facerec infra up` creates).
+    /// Launch template name for the EC2 fleet [default, unless --ami is given: ${ID}-worker,
+    /// what `facerec infra up --ami` creates].
     #[arg(long, env = "FACEREC_LAUNCH_TEMPLATE")]
     pub launch_template: Option<String>,
-    /// AMI for the EC2 fleet when no launch template is given.
+    /// AMI for the EC2 fleet instead of a launch template (with --user-data to start a worker).
     #[arg(long, env = "FACEREC_AMI")]
     pub ami: Option<String>,
     #[arg(long, env = "FACEREC_INSTANCE_TYPE", default_value = "g4dn.xlarge")]
@@ -334,7 +335,14 @@ pub fn scaler_cmd(args: &ScalerArgs) -> Result<ExitCode> {
                         name: name.clone(),
                         version: None,
                     },
-                    (None, Some(ami)) => LaunchSpec::Image {
+                    (None, Some(ami)) => {
+                        if args.user_data.is_none() {
+                            tracing::warn!(
+                                "--ami without --user-data: launched instances will not start a worker \
+                                 (the launch template of `facerec infra up` does)"
+                            );
+                        }
+                        LaunchSpec::Image {
                         ami: ami.clone(),
                         instance_type: args.instance_type.clone(),
                         user_data: match &args.user_data {
@@ -345,8 +353,13 @@ pub fn scaler_cmd(args: &ScalerArgs) -> Result<ExitCode> {
                             None => None,
                         },
                         instance_profile: args.instance_profile.clone(),
+                        }
+                    }
+                    // What `facerec infra up --ami` creates.
+                    (None, None) => LaunchSpec::Template {
+                        name: worker_template_name(&id()?),
+                        version: None,
                     },
-                    (None, None) => bail!("the EC2 fleet needs --launch-template or --ami"),
                 };
                 let scale_in = if args.stop_on_scale_in {
                     ScaleIn::Stop

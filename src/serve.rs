@@ -1,4 +1,4 @@
-//! The service roles: `facerec worker` (SQS/S3) and `facerec infra up|down|status`.
+//! The service roles: `facerec worker` (SQS/S3), `facerec edge` and `facerec up`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Args;
 use facerec_worker::aws::{Aws, AwsSettings};
-use facerec_worker::{GalleryHandle, Metrics, Queue, Seams, Worker, WorkerConfig};
+use facerec_worker::{GalleryHandle, Metrics, Seams, Worker, WorkerConfig};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -91,20 +91,6 @@ impl WorkerArgs {
     }
 }
 
-#[derive(Debug, Subcommand)]
-pub enum InfraAction {
-    /// Create the buckets and queues (idempotent).
-    Up {
-        /// Request visibility timeout, seconds.
-        #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = 300)]
-        visibility_timeout: u64,
-    },
-    /// Delete the buckets (with their objects) and queues.
-    Down,
-    /// Show queue depths.
-    Status,
-}
-
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,41 +146,6 @@ pub fn worker(engine_args: &EngineArgs, aws_args: &AwsArgs, args: &WorkerArgs) -
         let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
         let worker = Worker::new(engine, gallery, seams, config, metrics);
         worker.run(shutdown).await?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-pub fn infra(aws_args: &AwsArgs, action: &InfraAction) -> Result<ExitCode> {
-    runtime()?.block_on(async {
-        let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
-        match action {
-            InfraAction::Up { visibility_timeout } => {
-                aws.ensure(
-                    &aws_args.region,
-                    Duration::from_secs(*visibility_timeout),
-                    aws_args.max_retries.max(1) + 1,
-                )
-                .await?;
-                println!("ready: {:?}", aws.names);
-            }
-            InfraAction::Down => {
-                aws.destroy().await?;
-                println!("removed resources of {}", aws_args.id);
-            }
-            InfraAction::Status => {
-                for q in [
-                    &aws.names.req_queue,
-                    &aws.names.resp_queue,
-                    &aws.names.dlq_queue,
-                ] {
-                    let depth = aws.queue(q).await?.depth().await?;
-                    println!(
-                        "{q}: {} waiting, {} in flight",
-                        depth.visible, depth.in_flight
-                    );
-                }
-            }
-        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -18,6 +18,12 @@ pub const TAG_ID: &str = "facerec:id";
 /// Tag holding the role (`worker`).
 pub const TAG_ROLE: &str = "facerec:role";
 
+/// The name of the workers' launch template: what `facerec infra up` creates and what
+/// `facerec scaler` launches from by default.
+pub fn worker_template_name(id: &str) -> String {
+    format!("{id}-worker")
+}
+
 /// How worker instances are launched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LaunchSpec {

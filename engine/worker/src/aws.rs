@@ -1,6 +1,7 @@
 //! The AWS implementations of the seams (SQS queues, S3 buckets) and the resource layout
 //! of DESIGN.md: `${ID}-in-bucket`, `${ID}-out-bucket`, `${ID}-req-queue`,
-//! `${ID}-resp-queue`, `${ID}-dlq-queue`.
+//! `${ID}-resp-queue`, `${ID}-dlq-queue` (created, checked and removed by
+//! [`crate::provision`]).
 //!
 //! Clients use the SDK's standard retry mode with `MAX_RETRIES` retries, explicit
 //! connect/attempt/operation timeouts, honour `AWS_ENDPOINT_URL` (or an explicit endpoint)
@@ -82,13 +83,13 @@ pub async fn sdk_config(s: &AwsSettings) -> aws_config::SdkConfig {
 /// The raw HTTP response type of both SDKs.
 type HttpResponse = aws_sdk_sqs::config::http::HttpResponse;
 
-fn status<E>(e: &aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> Option<u16> {
+pub(crate) fn status<E>(e: &aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
 /// Maps an SDK error: 4xx answers (except throttling and timeouts) are permanent, all
 /// else (5xx, network, timeouts) transient.
-fn classify<E>(what: &str, e: aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> SeamError
+pub(crate) fn classify<E>(what: &str, e: aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> SeamError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -461,134 +462,5 @@ impl Aws {
             dead_letters: std::sync::Arc::new(self.queue(&self.names.dlq_queue).await?),
             store: std::sync::Arc::new(self.store()),
         })
-    }
-
-    /// Creates the buckets and queues of `ID` if they do not exist (idempotent): the
-    /// request queue with `VISIBILITY_TIMEOUT` and a redrive policy to the DLQ after
-    /// `max_receive` deliveries.
-    pub async fn ensure(
-        &self,
-        region: &str,
-        visibility: Duration,
-        max_receive: u32,
-    ) -> Result<(), SeamError> {
-        for b in [&self.names.in_bucket, &self.names.out_bucket] {
-            let mut req = self.s3.create_bucket().bucket(b);
-            if region != "us-east-1" {
-                req = req.create_bucket_configuration(
-                    aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                        .location_constraint(region.into())
-                        .build(),
-                );
-            }
-            if let Err(e) = req.send().await {
-                let code = e.as_service_error().and_then(|s| {
-                    use aws_sdk_s3::error::ProvideErrorMetadata;
-                    s.code().map(str::to_string)
-                });
-                if !matches!(
-                    code.as_deref(),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) {
-                    return Err(classify(&format!("create bucket {b}"), e));
-                }
-            }
-        }
-        let dlq = self.create_queue(&self.names.dlq_queue, &[]).await?;
-        let arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&dlq)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| classify("dlq arn", e))?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .ok_or_else(|| SeamError::Permanent("dlq has no ARN".into()))?;
-        let redrive =
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive}"}}"#);
-        let vis = visibility.as_secs().to_string();
-        self.create_queue(
-            &self.names.req_queue,
-            &[
-                (QueueAttributeName::VisibilityTimeout, vis.as_str()),
-                (QueueAttributeName::RedrivePolicy, redrive.as_str()),
-            ],
-        )
-        .await?;
-        self.create_queue(&self.names.resp_queue, &[]).await?;
-        Ok(())
-    }
-
-    async fn create_queue(
-        &self,
-        name: &str,
-        attrs: &[(QueueAttributeName, &str)],
-    ) -> Result<String, SeamError> {
-        let mut req = self.sqs.create_queue().queue_name(name);
-        for (k, v) in attrs {
-            req = req.attributes(k.clone(), *v);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| classify(&format!("create queue {name}"), e))?;
-        out.queue_url()
-            .map(str::to_string)
-            .ok_or_else(|| SeamError::Permanent(format!("queue {name}: no URL")))
-    }
-
-    /// Deletes the buckets (with their objects) and queues of `ID`.
-    pub async fn destroy(&self) -> Result<(), SeamError> {
-        for b in [&self.names.in_bucket, &self.names.out_bucket] {
-            let mut pages = self.s3.list_objects_v2().bucket(b).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) => match classify(&format!("list {b}"), e) {
-                        SeamError::NotFound(_) => break,
-                        other => return Err(other),
-                    },
-                };
-                for o in page.contents() {
-                    if let Some(k) = o.key() {
-                        self.s3
-                            .delete_object()
-                            .bucket(b)
-                            .key(k)
-                            .send()
-                            .await
-                            .map_err(|e| classify(&format!("delete {k}"), e))?;
-                    }
-                }
-            }
-            match self.s3.delete_bucket().bucket(b).send().await {
-                Ok(_) => {}
-                Err(e) => match classify(&format!("delete bucket {b}"), e) {
-                    SeamError::NotFound(_) => {}
-                    other => return Err(other),
-                },
-            }
-        }
-        for q in [
-            &self.names.req_queue,
-            &self.names.resp_queue,
-            &self.names.dlq_queue,
-        ] {
-            match self.queue(q).await {
-                Ok(queue) => {
-                    self.sqs
-                        .delete_queue()
-                        .queue_url(queue.url())
-                        .send()
-                        .await
-                        .map_err(|e| classify(&format!("delete queue {q}"), e))?;
-                }
-                Err(SeamError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }

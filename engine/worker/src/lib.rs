@@ -11,6 +11,7 @@ pub mod gallery;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod provision;
 pub mod queue;
 pub mod store;
 pub mod worker;
