@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use facerec_engine::{BackendChoice, Detector};
+use facerec_engine::{BackendChoice, Detector, Recognizer};
 
 #[derive(Debug, Parser)]
 #[command(name = "facerec", version, about = "Face recognition at volume")]
@@ -27,6 +27,10 @@ pub struct EngineArgs {
     /// Face detector: ssd (accurate) or tiny (fast).
     #[arg(long, env = "FACEREC_DETECTOR", default_value = "ssd")]
     pub detector: Detector,
+    /// Recognition weights: faceapi (face-api's quantised port of dlib's ResNet) or dlib
+    /// (dlib's own float model). A gallery only matches the weights that enrolled it.
+    #[arg(long, env = "FACEREC_RECOGNIZER", default_value = "faceapi")]
+    pub recognizer: Recognizer,
     /// Same-person threshold: euclidean distance between descriptors (models/face_recognition.md).
     #[arg(long, env = "FACEREC_THRESHOLD", default_value_t = facerec_engine::DEFAULT_THRESHOLD)]
     pub threshold: f32,
@@ -160,6 +164,9 @@ pub enum Command {
         /// Directory holding the ONNX models (for the recognition model's id).
         #[arg(long, env = "FACEREC_MODELS")]
         models: Option<PathBuf>,
+        /// The workers' recognition weights (faceapi or dlib), for the gallery's model id.
+        #[arg(long, env = "FACEREC_RECOGNIZER", default_value = "faceapi")]
+        recognizer: Recognizer,
         #[arg(long, env = "FACEREC_THRESHOLD", default_value_t = facerec_engine::DEFAULT_THRESHOLD)]
         threshold: f32,
     },

@@ -102,8 +102,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             aws,
             edge,
             models,
+            recognizer,
             threshold,
-        } => crate::serve::edge(&aws, &edge, &models, threshold),
+        } => crate::serve::edge(&aws, &edge, &models, recognizer, threshold),
     }
 }
 
@@ -123,6 +124,7 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     let mut config = EngineConfig::new(models_dir(&args.models));
     config.backend = args.backend;
     config.detector = args.detector;
+    config.recognizer = args.recognizer;
     config.min_score = args.min_score;
     config.max_batch = args.batch.max(1);
     config.limits = DecodeLimits {

@@ -329,9 +329,10 @@ pub fn edge(
     aws_args: &AwsArgs,
     edge_args: &EdgeArgs,
     models: &Option<std::path::PathBuf>,
+    recognizer: facerec_engine::Recognizer,
     threshold: f32,
 ) -> Result<ExitCode> {
-    let model_id = recognition_model_id(&crate::offline::models_dir(models))?;
+    let model_id = recognition_model_id(&crate::offline::models_dir(models), recognizer)?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
@@ -356,9 +357,12 @@ pub fn edge(
 
 /// The recognition model's id (sha256 of its ONNX file), as the engine computes it, so
 /// an edge without the models loaded creates galleries workers accept.
-fn recognition_model_id(dir: &std::path::Path) -> Result<String> {
+fn recognition_model_id(
+    dir: &std::path::Path,
+    recognizer: facerec_engine::Recognizer,
+) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let path = dir.join("face_recognition.onnx");
+    let path = dir.join(format!("{}.onnx", recognizer.file_stem()));
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Sha256::digest(&bytes)
         .iter()

@@ -12,7 +12,7 @@ use crate::backend::{self, BackendChoice};
 use crate::decode::{self, DecodeLimits};
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::{EngineError, ErrorKind, ImageError};
-use crate::models::{self, Models};
+use crate::models::{self, Models, Recognizer};
 use crate::prep;
 
 /// Which face detector runs.
@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub models_dir: PathBuf,
     pub backend: BackendChoice,
     pub detector: Detector,
+    /// Recognition weights (face-api's quantised port or dlib's float model).
+    pub recognizer: Recognizer,
     /// Minimum detector confidence.
     pub min_score: f32,
     /// Largest batch handed to a network in one forward pass.
@@ -55,6 +57,7 @@ impl EngineConfig {
             models_dir: models_dir.into(),
             backend: BackendChoice::Auto,
             detector: Detector::Ssd,
+            recognizer: Recognizer::FaceApi,
             min_score: 0.5,
             max_batch: 32,
             limits: DecodeLimits::default(),
@@ -109,7 +112,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend::resolve(config.backend)?;
         tracing::info!(backend = backend.name, adapter = %backend.adapter, "compute backend");
-        let models = Models::load(&config.models_dir, backend)?;
+        let models = Models::load_with(&config.models_dir, backend, config.recognizer)?;
         Ok(Self { config, models })
     }
 

@@ -38,6 +38,47 @@ pub const RECOGNITION_SIZE: u32 = 150;
 /// Anchors of the SSD head.
 pub const SSD_ANCHORS: usize = 5118;
 
+/// Which weights the recognition network runs with: the same dlib ResNet architecture,
+/// either face-api's uint8-quantised port (`face_recognition.onnx`) or dlib's own float
+/// model (`face_recognition_dlib.onnx`). Their descriptors differ by about 0.04, so a
+/// gallery only matches the model that enrolled it (see `Models::recognition_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recognizer {
+    #[default]
+    FaceApi,
+    Dlib,
+}
+
+impl Recognizer {
+    /// The ONNX file stem in the models directory.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Recognizer::FaceApi => "face_recognition",
+            Recognizer::Dlib => "face_recognition_dlib",
+        }
+    }
+}
+
+impl std::str::FromStr for Recognizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "faceapi" | "face-api" => Ok(Self::FaceApi),
+            "dlib" => Ok(Self::Dlib),
+            other => Err(format!("unknown recognizer {other:?} (faceapi or dlib)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Recognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Recognizer::FaceApi => "faceapi",
+            Recognizer::Dlib => "dlib",
+        })
+    }
+}
+
 /// A loaded model together with the sha256 of the ONNX file its weights came from.
 struct Loaded<M> {
     model: M,
@@ -54,8 +95,18 @@ pub struct Models {
 }
 
 impl Models {
-    /// Loads every model from `dir` onto the backend's device.
+    /// Loads every model from `dir` onto the backend's device, with face-api's
+    /// recognition weights.
     pub fn load(dir: &Path, backend: ResolvedBackend) -> Result<Self, EngineError> {
+        Self::load_with(dir, backend, Recognizer::FaceApi)
+    }
+
+    /// Loads every model from `dir`, with the chosen recognition weights.
+    pub fn load_with(
+        dir: &Path,
+        backend: ResolvedBackend,
+        recognizer: Recognizer,
+    ) -> Result<Self, EngineError> {
         let device = backend.device.clone();
         Ok(Self {
             ssd: load(
@@ -78,7 +129,7 @@ impl Models {
             )?,
             recognition: load(
                 dir,
-                "face_recognition",
+                recognizer.file_stem(),
                 &device,
                 generated::face_recognition::Model::new,
             )?,
@@ -148,7 +199,8 @@ fn read(data: TensorData) -> Result<Vec<f32>, EngineError> {
         .map_err(|e| EngineError::Inference(format!("reading model output: {e:?}")))
 }
 
-/// Loads one model: converts `<dir>/<name>.onnx` to burnpack (cached), then loads it.
+/// Loads one model: converts `<dir>/<name>.onnx` to burnpack (cached), then loads it into
+/// the compiled network (files with the same graph share one network).
 fn load<M: ModuleSnapshot>(
     dir: &Path,
     name: &str,

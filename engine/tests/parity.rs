@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use facerec_engine::backend::{self, BackendChoice};
-use facerec_engine::models::Models;
+use facerec_engine::models::{Models, Recognizer};
 use facerec_engine::prep;
 use serde_json::Value;
 
@@ -132,4 +132,43 @@ fn a_missing_models_directory_is_a_clear_error() {
         .expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/models/"), "{msg}");
+}
+
+/// dlib's float weights through the same compiled network reproduce dlib's own
+/// `compute_face_descriptor` (recorded by `models/scripts/dlib_reference.py`).
+#[test]
+fn dlib_weights_match_dlib_itself() {
+    let text = std::fs::read_to_string(models_dir().join("parity_dlib/reference.json"))
+        .expect("parity_dlib/reference.json");
+    let reference: Value = serde_json::from_str(&text).expect("valid JSON");
+    let models = Models::load_with(
+        &models_dir(),
+        backend::resolve(BackendChoice::Cpu).expect("the CPU backend always resolves"),
+        Recognizer::Dlib,
+    )
+    .expect("dlib weights load into the recognition network");
+    // Galleries made with one set of weights must not match the other's descriptors.
+    assert_ne!(
+        models.recognition_id(),
+        manifest()["models"]["face_recognition"]["model_sha256"]
+            .as_str()
+            .expect("sha"),
+    );
+    let inputs = reference["inputs"].as_array().expect("inputs");
+    let mut x = Vec::new();
+    for i in inputs {
+        let path = models_dir().join(i["file"].as_str().expect("file"));
+        x.extend(prep::to_planar(
+            &image::open(&path).expect("chip").to_rgb8(),
+        ));
+    }
+    let got = models.embed(x, inputs.len()).expect("recognition runs");
+    let want: Vec<f32> = reference["descriptors"]
+        .as_array()
+        .expect("descriptors")
+        .iter()
+        .flat_map(|d| d.as_array().expect("descriptor").iter())
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect();
+    assert_close("dlib descriptors", &got, &want, 1e-4);
 }
