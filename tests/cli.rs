@@ -263,3 +263,48 @@ fn strangers_are_unknown_and_a_missing_gallery_is_a_clear_error() {
     );
     assert_eq!(stdout(&out), "test_002:unknown\ntest_100:Paul\n");
 }
+
+/// dlib's float weights (`--recognizer dlib`) work end to end, and a gallery enrolled with
+/// one set of weights is refused by the other rather than matched wrongly.
+#[test]
+fn the_dlib_recognizer_identifies_and_galleries_stay_apart() {
+    let w = Workload::new();
+    let gallery = w.path().join("dlib.bin");
+    let g = gallery.to_str().expect("utf-8");
+    let out = facerec(
+        &[
+            "enroll",
+            "--recognizer",
+            "dlib",
+            "--gallery",
+            g,
+            "--dir",
+            "people",
+        ],
+        w.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let batch: Vec<&(String, String)> = w.expected[10..30].iter().collect();
+    let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
+    let mut args = vec!["identify", "--recognizer", "dlib", "--gallery", g];
+    args.extend(images.iter().map(String::as_str));
+    let out = facerec(&args, w.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+
+    // The default (face-api) weights refuse the dlib gallery.
+    let out = facerec(&["identify", "--gallery", g, &images[0]], w.path());
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model"), "{err}");
+}
