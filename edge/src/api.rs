@@ -164,16 +164,7 @@ impl Edge {
         };
         let status = response.status().as_u16();
         self.metrics
-            .requests
-            .get_or_create(&vec![
-                ("route", route.to_string()),
-                ("status", status.to_string()),
-            ])
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&vec![("route", route.to_string())])
-            .observe(start.elapsed().as_secs_f64());
+            .request(route, status, start.elapsed().as_secs_f64());
         tracing::info!(request_id, %method, path, status, ms = start.elapsed().as_millis() as u64, "http");
         response
     }

@@ -10,6 +10,7 @@
 mod api;
 pub mod batch;
 mod batch_api;
+pub mod metrics;
 mod multipart;
 mod page;
 
@@ -20,10 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use facerec_worker::message::{input_key, result_key};
 use facerec_worker::{Bucket, GalleryHandle, Request, ResultMessage, Seams};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
@@ -31,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use api::ApiError;
+pub use metrics::EdgeMetrics;
 
 /// Edge settings; defaults are the original design's (`REQUEST_TIMEOUT` 60 s,
 /// `MAX_FILE_SIZE` 10485760 bytes).
@@ -69,54 +67,6 @@ impl Default for EdgeConfig {
             response_wait: Duration::from_secs(20),
             max_batch_files: 10_000,
         }
-    }
-}
-
-type Labels = Vec<(&'static str, String)>;
-
-/// `facerec_edge_*` metrics.
-#[derive(Clone)]
-pub struct EdgeMetrics {
-    requests: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram, fn() -> Histogram>,
-    in_flight: Gauge,
-    uploads: Counter,
-}
-
-fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
-}
-
-impl EdgeMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
-            in_flight: Gauge::default(),
-            uploads: Counter::default(),
-        };
-        let r = registry.sub_registry_with_prefix("facerec_edge");
-        r.register(
-            "requests",
-            "HTTP requests by route and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "request_duration_seconds",
-            "HTTP request duration by route",
-            m.duration.clone(),
-        );
-        r.register(
-            "in_flight",
-            "HTTP requests in progress",
-            m.in_flight.clone(),
-        );
-        r.register(
-            "uploads",
-            "Images accepted for recognition",
-            m.uploads.clone(),
-        );
-        m
     }
 }
 

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use facerec_worker::Queue;
+use facerec_worker::metrics::names as engine;
 
 use crate::decide::Backlog;
 use crate::http_get;
+use crate::metrics::names;
 
 /// A failed observation.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -142,12 +144,8 @@ impl Source for Scrape {
             let text = http_get::get(url, self.timeout)
                 .await
                 .map_err(|e| SourceError::new("scrape", format!("{url}: {e}")))?;
-            answered += sum_metric(
-                &text,
-                "facerec_engine_messages_total",
-                Some("result=\"answered\""),
-            )
-            .unwrap_or(0.0);
+            answered += sum_metric(&text, engine::MESSAGES_TOTAL, Some("result=\"answered\""))
+                .unwrap_or(0.0);
         }
         let now = Instant::now();
         let rate = {
@@ -185,11 +183,12 @@ impl Prometheus {
     pub fn with_defaults(base_url: String, timeout: Duration) -> Self {
         Prometheus {
             base_url,
-            visible_query: "sum(facerec_scaler_queue_depth{state=\"visible\"})".into(),
-            in_flight_query: "sum(facerec_scaler_queue_depth{state=\"in_flight\"})".into(),
-            rate_query: Some(
-                "sum(rate(facerec_engine_messages_total{result=\"answered\"}[1m]))".into(),
-            ),
+            visible_query: format!("sum({}{{state=\"visible\"}})", names::QUEUE_DEPTH),
+            in_flight_query: format!("sum({}{{state=\"in_flight\"}})", names::QUEUE_DEPTH),
+            rate_query: Some(format!(
+                "sum(rate({}{{result=\"answered\"}}[1m]))",
+                engine::MESSAGES_TOTAL
+            )),
             timeout,
         }
     }

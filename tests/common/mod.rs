@@ -77,3 +77,125 @@ pub fn cse546() -> (tempfile::TempDir, Vec<(String, String)>) {
         .collect();
     (dir, expected)
 }
+
+/// An HTTP answer.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`connection: close`); the body is read to
+/// the end, so only for answers that are not chunked.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
+    let status = String::from_utf8_lossy(&raw[..split])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    Reply {
+        status,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// POSTs `(field, filename, bytes)` parts as `multipart/form-data`.
+pub fn post_files(addr: &str, path: &str, files: &[(&str, &str, &[u8])]) -> Reply {
+    const BOUNDARY: &str = "facerec-test-boundary";
+    let mut body = Vec::new();
+    for (field, filename, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    http(addr, "POST", path, &[("content-type", &ct)], &body)
+}
+
+/// `facerec up` on a free port with the repo's models and a temporary data directory,
+/// killed on drop.
+pub struct Up {
+    child: Child,
+    pub addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Up {
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_facerec"))
+            .args(["up", "--listen", "127.0.0.1:0", "--backend", "cpu"])
+            .arg("--data")
+            .arg(data.path())
+            .args(args)
+            .env(
+                "FACEREC_MODELS",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("facerec up starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("facerec listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("facerec up reports its address");
+        Self {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,11 +3,78 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+
+/// The exported names, exactly as they appear on `/metrics` and in the dashboard and
+/// alert rules under `ops/` (`tests/ops.rs` checks that they agree).
+pub mod names {
+    pub const PREFIX: &str = "facerec_engine_";
+    pub const IMAGES_TOTAL: &str = "facerec_engine_images_total";
+    pub const FACES_TOTAL: &str = "facerec_engine_faces_total";
+    pub const BATCH_SIZE: &str = "facerec_engine_batch_size";
+    pub const STAGE_DURATION_SECONDS: &str = "facerec_engine_stage_duration_seconds";
+    pub const DLQ_TOTAL: &str = "facerec_engine_dlq_total";
+    pub const MESSAGES_TOTAL: &str = "facerec_engine_messages_total";
+    pub const IN_FLIGHT: &str = "facerec_engine_in_flight";
+    pub const CIRCUIT_OPEN: &str = "facerec_engine_circuit_open";
+    pub const SEAM_ERRORS_TOTAL: &str = "facerec_engine_seam_errors_total";
+    pub const GALLERY_FACES: &str = "facerec_engine_gallery_faces";
+
+    /// Every exported name above.
+    pub const ALL: &[&str] = &[
+        IMAGES_TOTAL,
+        FACES_TOTAL,
+        BATCH_SIZE,
+        STAGE_DURATION_SECONDS,
+        DLQ_TOTAL,
+        MESSAGES_TOTAL,
+        IN_FLIGHT,
+        CIRCUIT_OPEN,
+        SEAM_ERRORS_TOTAL,
+        GALLERY_FACES,
+    ];
+}
+
+/// Registers `metric` so that it is exported as `name`, its full Prometheus name.
+/// `prometheus-client` appends `_total` to counters itself, so a counter's name is
+/// registered without it (and must end in it: the convention of every tier).
+pub fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    let name = match metric.metric_type() {
+        MetricType::Counter => {
+            debug_assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+            name.strip_suffix("_total").unwrap_or(name)
+        }
+        _ => name,
+    };
+    registry.register(name, help, metric);
+}
+
+/// The reasons a worker dead-letters a request for (the `reason` label of
+/// [`names::DLQ_TOTAL`]). Their series exist from the start at 0, so that
+/// `increase()` in an alert sees the first dead letter too.
+pub const DLQ_REASONS: &[&str] = &[
+    dlq_reason::MALFORMED,
+    dlq_reason::MISSING_OBJECT,
+    dlq_reason::RETRIES_EXHAUSTED,
+];
+
+/// Values of the `reason` label of [`names::DLQ_TOTAL`].
+pub mod dlq_reason {
+    /// A message the edge did not write.
+    pub const MALFORMED: &str = "malformed";
+    /// The upload it names is not in the input bucket.
+    pub const MISSING_OBJECT: &str = "missing_object";
+    /// It failed on every delivery up to `MAX_RETRIES`.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+}
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -49,56 +116,73 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under `facerec_engine_`.
+    /// Creates the metrics and registers them under their [`names`].
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        let r = registry.sub_registry_with_prefix("facerec_engine");
-        r.register(
-            "images",
+        register(
+            registry,
+            names::IMAGES_TOTAL,
             "Images processed, by outcome (ok or an error kind)",
             m.images.clone(),
         );
-        r.register("faces", "Faces detected", m.faces.clone());
-        r.register(
-            "batch_size",
+        register(
+            registry,
+            names::FACES_TOTAL,
+            "Faces detected",
+            m.faces.clone(),
+        );
+        register(
+            registry,
+            names::BATCH_SIZE,
             "Images per engine batch",
             m.batch_size.clone(),
         );
-        r.register(
-            "stage_duration_seconds",
+        register(
+            registry,
+            names::STAGE_DURATION_SECONDS,
             "Time per pipeline stage and batch (decode, detect, align, embed, match, io)",
             m.stage_seconds.clone(),
         );
-        r.register(
-            "dlq",
+        register(
+            registry,
+            names::DLQ_TOTAL,
             "Messages sent to the dead-letter queue, by reason",
             m.dlq.clone(),
         );
-        r.register(
-            "messages",
+        register(
+            registry,
+            names::MESSAGES_TOTAL,
             "Request messages handled, by result (answered, duplicate, retried, dead_lettered, released)",
             m.messages.clone(),
         );
-        r.register(
-            "in_flight",
+        register(
+            registry,
+            names::IN_FLIGHT,
             "Request messages held by this worker",
             m.in_flight.clone(),
         );
-        r.register(
-            "circuit_open",
+        register(
+            registry,
+            names::CIRCUIT_OPEN,
             "1 while polling is paused after consecutive queue/store failures",
             m.circuit_open.clone(),
         );
-        r.register(
-            "seam_errors",
+        register(
+            registry,
+            names::SEAM_ERRORS_TOTAL,
             "Queue and store errors, by operation",
             m.seam_errors.clone(),
         );
-        r.register(
-            "gallery_faces",
+        register(
+            registry,
+            names::GALLERY_FACES,
             "Faces in the gallery in use",
             m.gallery_faces.clone(),
         );
+        for reason in DLQ_REASONS {
+            // Creating the series is the point; the guard is released at once.
+            drop(m.dlq.get_or_create(&vec![("reason", reason.to_string())]));
+        }
         m
     }
 
@@ -119,4 +203,39 @@ pub fn render(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut out, registry)
         .expect("writing to a String cannot fail");
     out
+}
+
+/// The metric names a rendered registry exports, from its `# TYPE` lines (a counter's
+/// family is declared without the `_total` its samples carry).
+pub fn exported_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| match kind.trim() {
+            "counter" => format!("{name}_total"),
+            _ => name.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_exactly_the_named_metrics() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        // A family is exported once it has a series.
+        Metrics::count(&m.images, "outcome", "ok");
+        Metrics::count(&m.messages, "result", "answered");
+        Metrics::count(&m.seam_errors, "op", "receive");
+        m.stage("decode", Duration::from_millis(3));
+        let mut exported = exported_names(&render(&registry));
+        exported.sort();
+        let mut want: Vec<String> = names::ALL.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(exported, want);
+        assert!(names::ALL.iter().all(|n| n.starts_with(names::PREFIX)));
+    }
 }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::SeamError;
 use crate::gallery::GalleryHandle;
 use crate::message::{DeadLetter, Request, ResultMessage, VERSION, result_key};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, dlq_reason};
 use crate::queue::{MAX_BATCH, Queue, Received};
 use crate::store::{BlobStore, Bucket};
 
@@ -304,7 +304,8 @@ impl Worker {
                         ImageError::new(ErrorKind::Io, format!("malformed request: {reason}")),
                     )
                 });
-                self.dead_letter(&msg, "malformed", &reason, result).await;
+                self.dead_letter(&msg, dlq_reason::MALFORMED, &reason, result)
+                    .await;
                 return;
             }
         };
@@ -358,7 +359,7 @@ impl Worker {
                         format!("the upload {} does not exist", req.key),
                     );
                     let result = ResultMessage::error_for(&req, err);
-                    self.dead_letter(&msg, "missing_object", &e, Some(result))
+                    self.dead_letter(&msg, dlq_reason::MISSING_OBJECT, &e, Some(result))
                         .await;
                 } else {
                     self.retry_later(&msg, &e).await;
@@ -612,7 +613,7 @@ impl Worker {
                 let why = format!("gave up after {} attempts: {why}", msg.receive_count);
                 ResultMessage::error_for(&req, ImageError::new(ErrorKind::Io, why))
             });
-            self.dead_letter(msg, "retries_exhausted", why, result)
+            self.dead_letter(msg, dlq_reason::RETRIES_EXHAUSTED, why, result)
                 .await;
         } else {
             self.back_off(msg, why).await;
