@@ -148,7 +148,7 @@ impl Gpu {
         for (_, r) in rx.iter() {
             r.map_err(|e| GpuError::Readback(e.to_string()))?;
         }
-        let out = staging
+        staging
             .iter()
             .map(|s| {
                 let bytes = s
@@ -158,8 +158,7 @@ impl Gpu {
                 s.unmap();
                 Ok(bytes)
             })
-            .collect();
-        out
+            .collect()
     }
 }
 

@@ -129,7 +129,7 @@ impl GpuGallery {
     /// The `k` nearest rows (closest first) for each of the `queries.len() / 128` queries;
     /// fewer when the gallery has fewer rows.
     pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, GpuError> {
-        if queries.len() % DIM != 0 {
+        if !queries.len().is_multiple_of(DIM) {
             return Err(GpuError::Invalid(format!(
                 "queries have {} values, not a multiple of {DIM}",
                 queries.len()
