@@ -5,6 +5,7 @@ mod cli;
 mod offline;
 mod scale;
 mod serve;
+mod sweep;
 
 use std::process::ExitCode;
 
