@@ -1,12 +1,20 @@
-//! `facerec bench`: the load harness (code in `benches/src/harness.rs`).
+//! `facerec bench`: the load harness (code in `benches/src/harness.rs`); `facerec bench
+//! sweep` is in `sweep.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use facerec_benches::harness::{self, Config, Report, Route};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Start a fresh `facerec up` per engine batch size x worker count, run the harness at
+    /// each concurrency; write sweep.json, sweep.md and sweep.svg (throughput vs p95).
+    Sweep(crate::sweep::SweepArgs),
+}
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -17,10 +25,12 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8000"
     )]
     pub url: String,
-    /// original (`POST /`), recognize (`POST /v1/recognize`) or health (`GET /health`).
+    /// original (`POST /`), recognize (`POST /v1/recognize`), health (`GET /health`) or
+    /// batch (`POST /v1/batches`, results streamed from `/v1/batches/{id}/results`).
     #[arg(long, default_value = "original")]
     pub route: Route,
-    /// Folder of images (e.g. the unzipped CSE546 `face_images_1000/`).
+    /// Folder of images (e.g. the unzipped CSE546 `face_images_1000/`), or a .zip of them
+    /// (e.g. `face_images_1000.zip`; extracted with `python3 -m zipfile`).
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// CSV of `stem,name` (header skipped) to check the answers against.
@@ -29,10 +39,14 @@ pub struct BenchArgs {
     /// Requests in all (images are cycled) [default: one per image].
     #[arg(short = 'n', long)]
     pub requests: Option<usize>,
-    /// Concurrent clients.
+    /// Concurrent clients (batch route: batches in flight at once).
     #[arg(short = 'c', long, default_value_t = 100)]
     pub concurrency: usize,
-    /// Seconds before a request counts as timed out.
+    /// Batch route: images per uploaded batch [default: the requests split evenly over the
+    /// clients]. At most the edge's bound (10,000).
+    #[arg(long)]
+    pub batch_files: Option<usize>,
+    /// Seconds before a request (batch route: a whole batch) counts as timed out.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
     #[arg(long, env = "FACEREC_API_KEY", hide_env_values = true)]
@@ -57,7 +71,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(!addr.contains('/'), "--url is http://host:port");
     let items = match (&args.images, args.route) {
         (Some(dir), _) => {
-            harness::load_dir(dir, args.expected.as_deref()).map_err(anyhow::Error::msg)?
+            harness::load(dir, args.expected.as_deref()).map_err(anyhow::Error::msg)?
         }
         (None, Route::Health) => vec![harness::Item {
             filename: String::new(),
@@ -74,6 +88,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         timeout: Duration::from_secs(args.timeout.max(1)),
         api_key: args.api_key.clone(),
+        batch_files: args.batch_files,
     };
     let bar = indicatif::ProgressBar::new(requests as u64);
     bar.set_style(

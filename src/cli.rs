@@ -153,8 +153,14 @@ pub enum Command {
         args: Box<crate::scale::ScalerArgs>,
     },
     /// The load harness: send images to a running edge, report throughput, latency
-    /// percentiles, errors and correctness.
-    Bench(crate::bench::BenchArgs),
+    /// percentiles, errors and correctness; `bench sweep` tunes batch x workers x clients.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Bench {
+        #[command(subcommand)]
+        command: Option<crate::bench::BenchCommand>,
+        #[command(flatten)]
+        args: Box<crate::bench::BenchArgs>,
+    },
     /// Web tier only, in front of SQS/S3 (or AWS_ENDPOINT_URL).
     Edge {
         #[command(flatten)]

@@ -6,6 +6,7 @@ mod infra;
 mod offline;
 mod scale;
 mod serve;
+mod sweep;
 
 use std::process::ExitCode;
 

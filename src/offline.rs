@@ -97,7 +97,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: None,
             args,
         } => crate::scale::scaler_cmd(&args),
-        Command::Bench(args) => crate::bench::bench_cmd(&args),
+        Command::Bench {
+            command: Some(crate::bench::BenchCommand::Sweep(sweep)),
+            ..
+        } => crate::sweep::sweep_cmd(&sweep),
+        Command::Bench {
+            command: None,
+            args,
+        } => crate::bench::bench_cmd(&args),
         Command::Edge {
             aws,
             edge,

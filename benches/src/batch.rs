@@ -1,0 +1,285 @@
+//! The harness's bulk route: the images go up as `POST /v1/batches` multipart bodies, and
+//! each batch's results are read from `GET /v1/batches/{id}/results` as they stream in
+//! (NDJSON, one line per image). An image's latency runs from the start of its batch's
+//! upload to the arrival of its result line at the client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{self, Config, Item, OnDone, Outcome, Route};
+
+/// Images per uploaded batch: `--batch-files`, else the requests split evenly over the
+/// clients.
+pub fn files_per_batch(cfg: &Config) -> usize {
+    cfg.batch_files
+        .unwrap_or_else(|| cfg.requests.div_ceil(cfg.concurrency.max(1)))
+        .max(1)
+}
+
+/// Sends `cfg.requests` images (cycling `items`) as batches, `cfg.concurrency` batches in
+/// flight at once; one outcome per image.
+pub(crate) async fn run(cfg: &Config, items: &[Item], on_done: OnDone) -> Vec<Outcome> {
+    let all: Vec<Item> = (0..cfg.requests)
+        .map(|i| items[i % items.len()].clone())
+        .collect();
+    let batches: Arc<Vec<Vec<Item>>> = Arc::new(
+        all.chunks(files_per_batch(cfg))
+            .map(<[Item]>::to_vec)
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let cfg = Arc::new(cfg.clone());
+    let clients: Vec<_> = (0..cfg.concurrency.clamp(1, batches.len().max(1)))
+        .map(|_| {
+            let (batches, next, cfg, on_done) =
+                (batches.clone(), next.clone(), cfg.clone(), on_done.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else {
+                        return outcomes;
+                    };
+                    outcomes.extend(one_batch(&cfg, batch, &on_done).await);
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(cfg.requests);
+    for c in clients {
+        if let Ok(o) = c.await {
+            outcomes.extend(o);
+        }
+    }
+    outcomes
+}
+
+/// Uploads one batch and reads its results; images without a result line get the reason
+/// (`timeout`, `io`, or the upload's refusal status).
+async fn one_batch(cfg: &Config, batch: &[Item], on_done: &OnDone) -> Vec<Outcome> {
+    let start = Instant::now();
+    let mut slots: Vec<Option<Outcome>> = vec![None; batch.len()];
+    let run = upload_and_stream(cfg, batch, start, &mut slots, on_done);
+    let missing = match tokio::time::timeout(cfg.timeout, run).await {
+        Err(_) => "timeout".to_string(),
+        Ok(Err(reason)) => reason,
+        // The stream ended without some lines.
+        Ok(Ok(())) => "io".to_string(),
+    };
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                on_done();
+                Outcome::failed(missing.clone(), ms)
+            })
+        })
+        .collect()
+}
+
+async fn upload_and_stream(
+    cfg: &Config,
+    batch: &[Item],
+    start: Instant,
+    slots: &mut [Option<Outcome>],
+    on_done: &OnDone,
+) -> Result<(), String> {
+    let key = cfg.api_key.as_deref();
+    let parts: Vec<(&str, &str, &[u8])> = batch
+        .iter()
+        .map(|it| ("images", it.filename.as_str(), &it.bytes[..]))
+        .collect();
+    let raw = harness::http_request(&cfg.addr, "POST", "/v1/batches", key, &parts);
+    let (status, body) = harness::exchange(&cfg.addr, &raw)
+        .await
+        .map_err(|_| "io".to_string())?;
+    if !(200..300).contains(&status) {
+        return Err(status.to_string());
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+        .ok_or("io")?;
+    let path = format!("/v1/batches/{id}/results");
+    let raw = harness::http_request(&cfg.addr, "GET", &path, key, &[]);
+    let io = |_: std::io::Error| "io".to_string();
+    let mut s = TcpStream::connect(&cfg.addr).await.map_err(io)?;
+    s.write_all(&raw).await.map_err(io)?;
+    let mut lines = LineStream::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = batch.len();
+    while left > 0 {
+        let n = s.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        for line in lines.push(&buf[..n])? {
+            let Some(i) = slot_of(&line, &id, batch, slots) else {
+                continue;
+            };
+            slots[i] = Some(outcome(&batch[i], &line, ms));
+            left -= 1;
+            on_done();
+        }
+    }
+    Ok(())
+}
+
+/// The image a result line answers: its request id is `<batch id>-<index>`, in upload order;
+/// else the first unanswered image of that file name.
+fn slot_of(line: &str, id: &str, batch: &[Item], slots: &[Option<Outcome>]) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let by_id = v["request_id"]
+        .as_str()
+        .and_then(|r| r.strip_prefix(id))
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&i| i < batch.len() && slots[i].is_none());
+    by_id.or_else(|| {
+        let filename = v["filename"].as_str()?;
+        (0..batch.len()).find(|&i| slots[i].is_none() && batch[i].filename == filename)
+    })
+}
+
+/// A result line: `200` with its name checked, or its error kind.
+fn outcome(item: &Item, line: &str, ms: f64) -> Outcome {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    if v.get("error").is_some_and(|e| !e.is_null()) {
+        let kind = v["error"]["kind"].as_str().unwrap_or("error");
+        return Outcome::failed(kind, ms);
+    }
+    Outcome::answered(Route::Batch, item, 200, line.as_bytes(), ms)
+}
+
+/// An HTTP answer read as it arrives: the head, then (chunked or not) the body's complete
+/// lines as soon as each is in.
+#[derive(Debug, Default)]
+struct LineStream {
+    /// Bytes not yet decoded (the head, or a chunk not wholly in).
+    raw: Vec<u8>,
+    head_read: bool,
+    chunked: bool,
+    /// Decoded body not yet ending in a newline.
+    body: Vec<u8>,
+}
+
+impl LineStream {
+    /// Takes more bytes; returns the lines they complete. A non-200 answer is an error
+    /// carrying its status.
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
+        self.raw.extend_from_slice(bytes);
+        if !self.head_read {
+            let Some(split) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return Ok(Vec::new());
+            };
+            let (status, chunked) = harness::parse_head(&self.raw[..split])?;
+            if status != 200 {
+                return Err(status.to_string());
+            }
+            self.head_read = true;
+            self.chunked = chunked;
+            self.raw.drain(..split + 4);
+        }
+        if self.chunked {
+            while let Some(end) = self.raw.windows(2).position(|w| w == b"\r\n") {
+                let size = std::str::from_utf8(&self.raw[..end])
+                    .ok()
+                    .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+                    .ok_or("io")?;
+                if size == 0 {
+                    self.raw.clear();
+                    break;
+                }
+                if self.raw.len() < end + 2 + size + 2 {
+                    break;
+                }
+                self.body
+                    .extend_from_slice(&self.raw[end + 2..end + 2 + size]);
+                self.raw.drain(..end + 2 + size + 2);
+            }
+        } else {
+            self.body.append(&mut self.raw);
+        }
+        let mut lines = Vec::new();
+        while let Some(p) = self.body.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.body.drain(..=p).collect();
+            let line = String::from_utf8_lossy(&line).trim().to_string();
+            if !line.is_empty() {
+                lines.push(line);
+            }
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_out_as_their_chunks_arrive() {
+        let mut s = LineStream::default();
+        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert!(s.push(&head[..10]).unwrap().is_empty());
+        assert!(s.push(&head[10..]).unwrap().is_empty());
+        // A chunk is used once its closing CRLF is in.
+        assert!(s.push(b"5\r\n{\"a\":").unwrap().is_empty());
+        assert_eq!(s.push(b"\r\n3\r\n1}\n\r\n").unwrap(), vec![r#"{"a":1}"#]);
+        assert_eq!(
+            s.push(b"c\r\n{\"b\":2}\n{\"c\"\r\n4\r\n:3}\n\r\n0\r\n\r\n")
+                .unwrap(),
+            vec![r#"{"b":2}"#, r#"{"c":3}"#]
+        );
+        let mut plain = LineStream::default();
+        assert_eq!(
+            plain.push(b"HTTP/1.1 200 OK\r\n\r\nx\ny").unwrap(),
+            vec!["x"]
+        );
+        assert_eq!(plain.push(b"\n").unwrap(), vec!["y"]);
+        let mut refused = LineStream::default();
+        assert_eq!(
+            refused.push(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err(),
+            "404"
+        );
+    }
+
+    #[test]
+    fn result_lines_find_their_image() {
+        let item = |f: &str, e: &str| Item {
+            filename: f.into(),
+            bytes: Default::default(),
+            expected: Some(e.into()),
+        };
+        let batch = [
+            item("a.jpg", "Paul"),
+            item("a.jpg", "Paul"),
+            item("b.jpg", "Bob"),
+        ];
+        let mut slots = vec![None, None, None];
+        let line = r#"{"request_id":"job-7-1","filename":"a.jpg","stem":"a","name":"Paul"}"#;
+        assert_eq!(slot_of(line, "job-7", &batch, &slots), Some(1));
+        slots[1] = Some(outcome(&batch[1], line, 5.0));
+        assert_eq!(slots[1].as_ref().unwrap().verdict, Some(Ok(())));
+        // Without a usable request id: the first unanswered image of that name.
+        let line = r#"{"filename":"a.jpg","name":"Bob"}"#;
+        assert_eq!(slot_of(line, "job-7", &batch, &slots), Some(0));
+        let wrong = outcome(&batch[0], line, 5.0);
+        assert_eq!(wrong.status, "200");
+        assert!(wrong.verdict.unwrap().is_err());
+        let failed = outcome(
+            &batch[2],
+            r#"{"request_id":"job-7-2","filename":"b.jpg","error":{"kind":"not_an_image","message":"x"}}"#,
+            5.0,
+        );
+        assert_eq!(
+            (failed.status.as_str(), failed.verdict),
+            ("not_an_image", None)
+        );
+    }
+}
