@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use facerec_edge::metrics::names as edge;
@@ -432,86 +432,17 @@ fn dashboard_and_alerts_use_only_metrics_that_up_exports() {
 }
 
 /// A Prometheus server with no targets, to parse queries; killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus runs: install Debian's `prometheus` package (.ci/run does)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err()
-            || common::http(&addr, "GET", "/-/ready", &[], b"").status != 200
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "prometheus did not start"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The API's answer to an instant query.
-    fn query(&self, promql: &str) -> serde_json::Value {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let r = common::http(
-            &self.addr,
-            "GET",
-            &format!("/api/v1/query?query={encoded}"),
-            &[],
-            b"",
-        );
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn prometheus_parses_every_dashboard_query() {
-    let prometheus = Prometheus::start();
+    let prometheus = common::Prometheus::start(&[]);
     for (place, expr) in dashboard_exprs() {
         // What Grafana substitutes before sending the query.
         let promql = expr
             .replace("$__rate_interval", "1m")
             .replace("$route", ".*");
         assert!(!promql.contains('$'), "{place}: unknown variable in {expr}");
-        let answer = prometheus.query(&promql);
+        let answer = prometheus.query_json(&promql);
         assert_eq!(answer["status"], "success", "{place}: {expr}\n{answer}");
     }
 }

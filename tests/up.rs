@@ -9,74 +9,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    addr: String,
-    _data: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
-        cmd.args([
-            "--log-json",
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "cpu",
-        ])
-        .arg("--data")
-        .arg(data.path())
-        .args(args)
-        .env(
-            "FACEREC_MODELS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        )
-        .env("FACEREC_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("facerec up starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("facerec listening on http://")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("facerec up reports its address");
-        Self {
-            child,
-            addr,
-            _data: data,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// `facerec up` on a free port, killed on drop.
+use common::Up as Server;
 
 struct Reply {
     status: u16,
@@ -204,7 +145,7 @@ impl Workload {
 #[test]
 fn original_workload_1000_images_100_clients() {
     let w = Workload::new();
-    let server = Server::start(&[], &[("REQUEST_TIMEOUT", "600")]);
+    let server = Server::start_with_env(&[], &[("REQUEST_TIMEOUT", "600")]);
     let addr = server.addr.clone();
 
     for (name, stem) in w.first_of_each() {
@@ -309,7 +250,7 @@ fn original_workload_1000_images_100_clients() {
 #[test]
 fn routes_and_error_statuses() {
     let w = Workload::new();
-    let server = Server::start(
+    let server = Server::start_with_env(
         &[],
         &[("MAX_FILE_SIZE", "100000"), ("FACEREC_API_KEY", "s3cret")],
     );
@@ -434,7 +375,7 @@ fn routes_and_error_statuses() {
 #[test]
 fn no_workers_means_timeouts_and_backpressure() {
     let w = Workload::new();
-    let server = Server::start(
+    let server = Server::start_with_env(
         &["--workers", "0", "--max-workers", "0"],
         &[("REQUEST_TIMEOUT", "3"), ("FACEREC_MAX_IN_FLIGHT", "1")],
     );
@@ -458,89 +399,12 @@ fn no_workers_means_timeouts_and_backpressure() {
 
 /// A Prometheus server (Debian package `prometheus`, installed by `.ci/run`) scraping
 /// `targets` every second; killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: facerec\n    static_configs:\n      - targets: [{list}]\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus runs: install Debian's `prometheus` package (.ci/run does)");
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query, once it has one.
-    fn query(&self, promql: &str) -> Option<f64> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let stream = TcpStream::connect(&self.addr).ok()?;
-        drop(stream);
-        let r = http(
-            &self.addr,
-            "GET",
-            &format!("/api/v1/query?query={encoded}"),
-            &[],
-            b"",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn prometheus_source_reads_the_backlog_of_a_running_up() {
     let w = Workload::new();
     // No workers: uploads wait in the queue, and the local scaler exports its depth.
-    let server = Server::start(
+    let server = Server::start_with_env(
         &[
             "--workers",
             "0",
@@ -552,7 +416,7 @@ fn prometheus_source_reads_the_backlog_of_a_running_up() {
         &[("REQUEST_TIMEOUT", "120")],
     );
     let addr = server.addr.clone();
-    let prometheus = Prometheus::start(&[&addr]);
+    let prometheus = common::Prometheus::start(&[&addr]);
     for stem in ["test_000", "test_001", "test_002"] {
         let (a, bytes) = (addr.clone(), w.bytes(stem));
         // Left waiting; they end when the server is dropped.
@@ -560,7 +424,7 @@ fn prometheus_source_reads_the_backlog_of_a_running_up() {
     }
     let visible = "sum(facerec_scaler_queue_depth{state=\"visible\"})";
     let start = std::time::Instant::now();
-    while prometheus.query(visible) != Some(3.0) {
+    while prometheus.query_value(visible) != Some(3.0) {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "Prometheus never saw 3 waiting requests"
@@ -645,7 +509,7 @@ fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String,
 #[test]
 fn bulk_batches_from_multipart_and_tar() {
     let w = Workload::new();
-    let server = Server::start(
+    let server = Server::start_with_env(
         &[],
         &[("FACEREC_API_KEY", "k"), ("MAX_FILE_SIZE", "200000")],
     );
@@ -773,7 +637,7 @@ fn bulk_batches_from_multipart_and_tar() {
 #[test]
 fn web_page_in_headless_chromium() {
     let w = Workload::new();
-    let server = Server::start(&[], &[]);
+    let server = Server::start_with_env(&[], &[]);
     let page_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page");
     assert!(
         page_dir.join("node_modules/playwright-core").exists(),
@@ -818,7 +682,7 @@ fn web_page_in_headless_chromium() {
 #[test]
 fn load_harness_reports_throughput_latency_and_correctness() {
     let w = Workload::new();
-    let server = Server::start(&[], &[]);
+    let server = Server::start_with_env(&[], &[]);
     for (name, stem) in w.first_of_each() {
         let r = post_files(
             &server.addr,
@@ -1038,7 +902,7 @@ fn load_harness_sweep_writes_json_table_and_plot() {
 #[test]
 fn load_harness_batch_route_from_a_zip() {
     let w = Workload::new();
-    let server = Server::start(&[], &[("FACEREC_API_KEY", "k")]);
+    let server = Server::start_with_env(&[], &[("FACEREC_API_KEY", "k")]);
     let auth = [("authorization", "Bearer k")];
     for (name, stem) in w.first_of_each() {
         let r = post_files(

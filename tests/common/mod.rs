@@ -151,22 +151,38 @@ pub struct Up {
 }
 
 impl Up {
+    /// Starts `facerec up` with extra flags and environment, logging JSON at `info` on a
+    /// stderr this helper reads for the listening address.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_facerec"))
-            .args(["up", "--listen", "127.0.0.1:0", "--backend", "cpu"])
-            .arg("--data")
-            .arg(data.path())
-            .args(args)
-            .env(
-                "FACEREC_MODELS",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("facerec up starts");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+        cmd.args([
+            "--log-json",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "cpu",
+        ])
+        .arg("--data")
+        .arg(data.path())
+        .args(args)
+        .env(
+            "FACEREC_MODELS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        )
+        .env("FACEREC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("facerec up starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -194,6 +210,108 @@ impl Up {
 }
 
 impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Prometheus server (Debian's `prometheus`) on a free port, scraping `targets`
+/// every second; killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
+        if !targets.is_empty() {
+            let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            config.push_str(&format!(
+                "scrape_configs:\n  - job_name: facerec\n    static_configs:\n      - targets: [{}]\n",
+                list.join(", ")
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs: install Debian's `prometheus` package (.ci/run does)");
+        let start = Instant::now();
+        while !Self::ready(&addr) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "prometheus did not become ready on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// `/-/ready` answers 200; any connection or protocol failure is "not yet".
+    fn ready(addr: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let req = format!("GET /-/ready HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let mut answer = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    /// The API's JSON answer to an instant query.
+    pub fn query_json(&self, promql: &str) -> serde_json::Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let r = http(
+            &self.addr,
+            "GET",
+            &format!("/api/v1/query?query={encoded}"),
+            &[],
+            b"",
+        );
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.body)))
+    }
+
+    /// The first sample's value of an instant query, once it has one.
+    pub fn query_value(&self, promql: &str) -> Option<f64> {
+        self.query_json(promql)["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
