@@ -290,18 +290,19 @@ fn drive_traffic(addr: &str) {
             .join(format!("{stem}.jpg")),
     )
     .unwrap();
-    let r = common::post_files(addr, "/", &[("inputFile", "a.jpg", &photo)]);
+    let r = common::post_files(addr, "/", &[("inputFile", "a.jpg", &photo)], &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let mut corrupt = photo[..photo.len() / 3].to_vec();
     corrupt.extend_from_slice(&[0u8; 64]);
-    let r = common::post_files(addr, "/", &[("inputFile", "broken.jpg", &corrupt)]);
+    let r = common::post_files(addr, "/", &[("inputFile", "broken.jpg", &corrupt)], &[]);
     assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
-    let r = common::post_files(addr, "/", &[("inputFile", "notes.txt", b"hello")]);
+    let r = common::post_files(addr, "/", &[("inputFile", "notes.txt", b"hello")], &[]);
     assert_eq!(r.status, 415, "{}", r.text());
     let r = common::post_files(
         addr,
         "/v1/batches",
         &[("images", "b.jpg", &photo), ("images", "c.txt", b"hi")],
+        &[],
     );
     assert_eq!(r.status, 202, "{}", r.text());
     let job: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

@@ -78,15 +78,20 @@ pub fn cse546() -> (tempfile::TempDir, Vec<(String, String)>) {
     (dir, expected)
 }
 
-/// An HTTP answer.
+/// An HTTP answer; header names lower-cased.
 pub struct Reply {
     pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -95,7 +100,7 @@ impl Reply {
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -105,6 +110,7 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before reading the whole body.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
@@ -112,20 +118,28 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
-    let status = String::from_utf8_lossy(&raw[..split])
-        .split(' ')
-        .nth(1)
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Reply {
         status,
+        headers,
         body: raw[split + 4..].to_vec(),
     }
 }
 
-/// POSTs `(field, filename, bytes)` parts as `multipart/form-data`.
-pub fn post_files(addr: &str, path: &str, files: &[(&str, &str, &[u8])]) -> Reply {
-    const BOUNDARY: &str = "facerec-test-boundary";
+pub const BOUNDARY: &str = "facerec-test-boundary";
+
+/// A `multipart/form-data` body of `(field, filename, bytes)` parts.
+pub fn multipart(files: &[(&str, &str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (field, filename, bytes) in files {
         body.extend_from_slice(
@@ -138,8 +152,20 @@ pub fn post_files(addr: &str, path: &str, files: &[(&str, &str, &[u8])]) -> Repl
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// POSTs the parts as `multipart/form-data`, with extra headers.
+pub fn post_files(
+    addr: &str,
+    path: &str,
+    files: &[(&str, &str, &[u8])],
+    extra: &[(&str, &str)],
+) -> Reply {
     let ct = format!("multipart/form-data; boundary={BOUNDARY}");
-    http(addr, "POST", path, &[("content-type", &ct)], &body)
+    let mut headers = vec![("content-type", ct.as_str())];
+    headers.extend_from_slice(extra);
+    http(addr, "POST", path, &headers, &multipart(files))
 }
 
 /// `facerec up` on a free port with the repo's models and a temporary data directory,
