@@ -54,6 +54,21 @@ impl Workload {
         }
         out
     }
+
+    /// Enrolls every distinct photo under its name through the API (`headers`: e.g. the
+    /// API key), one face each.
+    fn enroll(&self, addr: &str, headers: &[(&str, &str)]) {
+        for (name, stem) in self.first_of_each() {
+            let r = post_files(
+                addr,
+                &format!("/v1/identities/{name}/faces"),
+                &[("image", "x.jpg", &self.bytes(&stem))],
+                headers,
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["added"], 1);
+        }
+    }
 }
 
 #[test]
@@ -62,17 +77,7 @@ fn original_workload_1000_images_100_clients() {
     let server = Server::start_with_env(&[], &[("REQUEST_TIMEOUT", "600")]);
     let addr = server.addr.clone();
 
-    for (name, stem) in w.first_of_each() {
-        let bytes = w.bytes(&stem);
-        let r = post_files(
-            &addr,
-            &format!("/v1/identities/{name}/faces"),
-            &[("image", "x.jpg", &bytes)],
-            &[],
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["added"], 1);
-    }
+    w.enroll(&addr, &[]);
     assert_eq!(w.first_of_each().len(), 10, "ten distinct photos");
     let ids = http(&addr, "GET", "/v1/identities", &[], b"").json();
     let ids = ids["identities"].as_array().unwrap();
@@ -429,15 +434,7 @@ fn bulk_batches_from_multipart_and_tar() {
     );
     let addr = server.addr.as_str();
     let auth = [("authorization", "Bearer k")];
-    for (name, stem) in w.first_of_each() {
-        let r = post_files(
-            addr,
-            &format!("/v1/identities/{name}/faces"),
-            &[("image", "x.jpg", &w.bytes(&stem))],
-            &auth,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    w.enroll(addr, &auth);
 
     // Many files in one multipart body, one of them not an image.
     let picks: Vec<(String, String)> = w.expected.iter().step_by(33).take(30).cloned().collect();
@@ -597,15 +594,7 @@ fn web_page_in_headless_chromium() {
 fn load_harness_reports_throughput_latency_and_correctness() {
     let w = Workload::new();
     let server = Server::start_with_env(&[], &[]);
-    for (name, stem) in w.first_of_each() {
-        let r = post_files(
-            &server.addr,
-            &format!("/v1/identities/{name}/faces"),
-            &[("image", "x.jpg", &w.bytes(&stem))],
-            &[],
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    w.enroll(&server.addr, &[]);
     let small = tempfile::tempdir().unwrap();
     for (stem, _) in w.expected.iter().take(40) {
         std::fs::write(small.path().join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
@@ -818,15 +807,7 @@ fn load_harness_batch_route_from_a_zip() {
     let w = Workload::new();
     let server = Server::start_with_env(&[], &[("FACEREC_API_KEY", "k")]);
     let auth = [("authorization", "Bearer k")];
-    for (name, stem) in w.first_of_each() {
-        let r = post_files(
-            &server.addr,
-            &format!("/v1/identities/{name}/faces"),
-            &[("image", "x.jpg", &w.bytes(&stem))],
-            &auth,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    w.enroll(&server.addr, &auth);
     // A zip of a folder: the entries sit under `imgs/`.
     let work = tempfile::tempdir().unwrap();
     let imgs = work.path().join("imgs");

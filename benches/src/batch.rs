@@ -4,7 +4,6 @@
 //! upload to the arrival of its result line at the client.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,31 +30,13 @@ pub(crate) async fn run(cfg: &Config, items: &[Item], on_done: OnDone) -> Vec<Ou
             .map(<[Item]>::to_vec)
             .collect(),
     );
-    let next = Arc::new(AtomicUsize::new(0));
     let cfg = Arc::new(cfg.clone());
-    let clients: Vec<_> = (0..cfg.concurrency.clamp(1, batches.len().max(1)))
-        .map(|_| {
-            let (batches, next, cfg, on_done) =
-                (batches.clone(), next.clone(), cfg.clone(), on_done.clone());
-            tokio::spawn(async move {
-                let mut outcomes = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(batch) = batches.get(i) else {
-                        return outcomes;
-                    };
-                    outcomes.extend(one_batch(&cfg, batch, &on_done).await);
-                }
-            })
-        })
-        .collect();
-    let mut outcomes = Vec::with_capacity(cfg.requests);
-    for c in clients {
-        if let Ok(o) = c.await {
-            outcomes.extend(o);
-        }
-    }
-    outcomes
+    let (clients, jobs) = (cfg.concurrency, batches.len());
+    harness::pool(clients, jobs, move |i| {
+        let (batches, cfg, on_done) = (batches.clone(), cfg.clone(), on_done.clone());
+        async move { one_batch(&cfg, &batches[i], &on_done).await }
+    })
+    .await
 }
 
 /// Uploads one batch and reads its results; images without a result line get the reason

@@ -483,39 +483,54 @@ pub async fn run(
 /// One request per image, `cfg.concurrency` clients.
 async fn per_request(cfg: &Config, items: &[Item], on_done: OnDone) -> Vec<Outcome> {
     let items: Arc<Vec<Item>> = Arc::new(items.to_vec());
-    let next = Arc::new(AtomicUsize::new(0));
     let cfg = Arc::new(cfg.clone());
-    let clients: Vec<_> = (0..cfg.concurrency.max(1))
+    let (clients, jobs) = (cfg.concurrency, cfg.requests);
+    pool(clients, jobs, move |i| {
+        let (items, cfg, on_done) = (items.clone(), cfg.clone(), on_done.clone());
+        async move {
+            let item = &items[i % items.len()];
+            let raw = request(&cfg, item);
+            let t = Instant::now();
+            let answer = tokio::time::timeout(cfg.timeout, exchange(&cfg.addr, &raw)).await;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let outcome = match answer {
+                Err(_) => Outcome::failed("timeout", ms),
+                Ok(Err(_)) => Outcome::failed("io", ms),
+                Ok(Ok((status, body))) => Outcome::answered(cfg.route, item, status, &body, ms),
+            };
+            on_done();
+            vec![outcome]
+        }
+    })
+    .await
+}
+
+/// Runs jobs `0..jobs` on `clients` concurrent tasks (at least one, at most one per job),
+/// each taking the next job as it finishes one; the outcomes of every job.
+pub(crate) async fn pool<F, Fut>(clients: usize, jobs: usize, work: F) -> Vec<Outcome>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Outcome>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients.clamp(1, jobs.max(1)))
         .map(|_| {
-            let (items, next, cfg, on_done) =
-                (items.clone(), next.clone(), cfg.clone(), on_done.clone());
+            let (next, work) = (next.clone(), work.clone());
             tokio::spawn(async move {
                 let mut outcomes = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= cfg.requests {
+                    if i >= jobs {
                         return outcomes;
                     }
-                    let item = &items[i % items.len()];
-                    let raw = request(&cfg, item);
-                    let t = Instant::now();
-                    let answer = tokio::time::timeout(cfg.timeout, exchange(&cfg.addr, &raw)).await;
-                    let ms = t.elapsed().as_secs_f64() * 1e3;
-                    outcomes.push(match answer {
-                        Err(_) => Outcome::failed("timeout", ms),
-                        Ok(Err(_)) => Outcome::failed("io", ms),
-                        Ok(Ok((status, body))) => {
-                            Outcome::answered(cfg.route, item, status, &body, ms)
-                        }
-                    });
-                    on_done();
+                    outcomes.extend(work(i).await);
                 }
             })
         })
         .collect();
-    let mut outcomes = Vec::with_capacity(cfg.requests);
-    for c in clients {
-        if let Ok(o) = c.await {
+    let mut outcomes = Vec::with_capacity(jobs);
+    for t in tasks {
+        if let Ok(o) = t.await {
             outcomes.extend(o);
         }
     }

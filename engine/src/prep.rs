@@ -161,6 +161,21 @@ pub fn warp(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbI
 }
 
 fn warp_bilinear(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbImage {
+    let mut out = RgbImage::new(out_w, out_h);
+    for (u, v, p) in out.enumerate_pixels_mut() {
+        // Pixel centres: output (u+0.5, v+0.5) maps to source coordinates.
+        let (sx, sy) = out_to_img.apply(u as f32 + 0.5, v as f32 + 0.5);
+        let value = bilinear(img, sx, sy);
+        for k in 0..3 {
+            p[k] = value[k].round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+/// The bilinear sample of `img` at source coordinates `(sx, sy)`, where source pixel
+/// `(i, j)` has its centre at `(i+0.5, j+0.5)`; black outside the image.
+pub fn bilinear(img: &RgbImage, sx: f32, sy: f32) -> [f32; 3] {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let raw = img.as_raw();
     let px = |x: i64, y: i64| -> [f32; 3] {
@@ -170,27 +185,20 @@ fn warp_bilinear(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) ->
         let i = ((y * w + x) * 3) as usize;
         [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
     };
-    let mut out = RgbImage::new(out_w, out_h);
-    for (u, v, p) in out.enumerate_pixels_mut() {
-        // Pixel centres: output (u+0.5, v+0.5) maps to source coordinates; the source
-        // pixel (i, j) has its centre at (i+0.5, j+0.5).
-        let (sx, sy) = out_to_img.apply(u as f32 + 0.5, v as f32 + 0.5);
-        let (fx, fy) = (sx - 0.5, sy - 0.5);
-        let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
-        let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-        let (p00, p10, p01, p11) = (
-            px(x0, y0),
-            px(x0 + 1, y0),
-            px(x0, y0 + 1),
-            px(x0 + 1, y0 + 1),
-        );
-        for k in 0..3 {
-            let top = p00[k] + (p10[k] - p00[k]) * ax;
-            let bottom = p01[k] + (p11[k] - p01[k]) * ax;
-            p[k] = (top + (bottom - top) * ay).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    out
+    let (fx, fy) = (sx - 0.5, sy - 0.5);
+    let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
+    let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
+    let (p00, p10, p01, p11) = (
+        px(x0, y0),
+        px(x0 + 1, y0),
+        px(x0, y0 + 1),
+        px(x0 + 1, y0 + 1),
+    );
+    std::array::from_fn(|k| {
+        let top = p00[k] + (p10[k] - p00[k]) * ax;
+        let bottom = p01[k] + (p11[k] - p01[k]) * ax;
+        top + (bottom - top) * ay
+    })
 }
 
 /// The map from a `size` x `size` output to the axis-aligned square of side `side`

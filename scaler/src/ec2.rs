@@ -115,14 +115,7 @@ impl Ec2Fleet {
     fn tags(&self) -> TagSpecification {
         TagSpecification::builder()
             .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key(TAG_ID).value(&self.id).build())
-            .tags(Tag::builder().key(TAG_ROLE).value("worker").build())
-            .tags(
-                Tag::builder()
-                    .key("Name")
-                    .value(format!("{}-worker", self.id))
-                    .build(),
-            )
+            .set_tags(Some(worker_tags(&self.id)))
             .build()
     }
 }
@@ -262,6 +255,19 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The tags every worker instance of deployment `id` carries (the fleet finds its
+/// instances by them, and the IAM policies condition on them).
+pub fn worker_tags(id: &str) -> Vec<Tag> {
+    vec![
+        Tag::builder().key(TAG_ID).value(id).build(),
+        Tag::builder().key(TAG_ROLE).value("worker").build(),
+        Tag::builder()
+            .key("Name")
+            .value(format!("{id}-worker"))
+            .build(),
+    ]
 }
 
 /// Standard base64 with padding (EC2 wants user-data encoded).

@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{
     LaunchTemplateTagSpecificationRequest, LaunchTemplateVersion, RequestLaunchTemplateData,
     ResourceType, ResponseLaunchTemplateData, Tag, TagSpecification,
 };
-use facerec_scaler::ec2::{TAG_ID, TAG_ROLE, base64, worker_template_name};
+use facerec_scaler::ec2::{TAG_ID, base64, worker_tags, worker_template_name};
 use facerec_worker::provision::{Change, Health, ResourceState, Step};
 
 /// The boot script, with [`ENV_PLACEHOLDER`] where the settings go.
@@ -66,14 +66,7 @@ impl WorkerTemplate {
     fn tags(&self, resource: ResourceType) -> LaunchTemplateTagSpecificationRequest {
         LaunchTemplateTagSpecificationRequest::builder()
             .resource_type(resource)
-            .tags(Tag::builder().key(TAG_ID).value(&self.id).build())
-            .tags(Tag::builder().key(TAG_ROLE).value("worker").build())
-            .tags(
-                Tag::builder()
-                    .key("Name")
-                    .value(format!("{}-worker", self.id))
-                    .build(),
-            )
+            .set_tags(Some(worker_tags(&self.id)))
             .build()
     }
 

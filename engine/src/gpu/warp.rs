@@ -9,7 +9,7 @@ use burn::tensor::wgpu::wgpu;
 use image::RgbImage;
 
 use super::{Gpu, GpuError};
-use crate::prep::Affine;
+use crate::prep::{self, Affine};
 
 const SHADER: &str = include_str!("../../../shaders/warp.wgsl");
 /// Most samples per axis for an anti-aliased shrink.
@@ -144,7 +144,8 @@ pub(super) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry
     }
 }
 
-/// Plain-Rust reference of `shaders/warp.wgsl`: the same sampling, in the same order.
+/// Plain-Rust reference of `shaders/warp.wgsl`: the same supersampling around
+/// `prep::bilinear`, the CPU pipeline's own sampler.
 pub fn reference(
     sources: &[&RgbImage],
     jobs: &[WarpJob],
@@ -156,16 +157,6 @@ pub fn reference(
     let mut out = vec![0f32; jobs.len() * 3 * plane];
     for (j, job) in jobs.iter().enumerate() {
         let src = sources[job.source];
-        let (w, h) = (src.width() as i64, src.height() as i64);
-        let raw = src.as_raw();
-        let texel = |x: i64, y: i64| -> [f32; 3] {
-            if x < 0 || y < 0 || x >= w || y >= h {
-                return [0.0; 3];
-            }
-            let i = ((y * w + x) * 3) as usize;
-            [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
-        };
-        let m = job.out_to_src;
         let n = job.taps();
         let step = 1.0 / n as f32;
         for y in 0..out_h {
@@ -175,17 +166,10 @@ pub fn reference(
                     for tx in 0..n {
                         let u = x as f32 + (tx as f32 + 0.5) * step;
                         let v = y as f32 + (ty as f32 + 0.5) * step;
-                        let (sx, sy) = (m.a * u + m.b * v + m.tx, m.c * u + m.d * v + m.ty);
-                        let (fx, fy) = (sx - 0.5, sy - 0.5);
-                        let (x0, y0) = (fx.floor(), fy.floor());
-                        let (ax, ay) = (fx - x0, fy - y0);
-                        let (ix, iy) = (x0 as i64, y0 as i64);
-                        let (p00, p10) = (texel(ix, iy), texel(ix + 1, iy));
-                        let (p01, p11) = (texel(ix, iy + 1), texel(ix + 1, iy + 1));
+                        let (sx, sy) = job.out_to_src.apply(u, v);
+                        let sample = prep::bilinear(src, sx, sy);
                         for c in 0..3 {
-                            let top = p00[c] + (p10[c] - p00[c]) * ax;
-                            let bottom = p01[c] + (p11[c] - p01[c]) * ax;
-                            acc[c] += top + (bottom - top) * ay;
+                            acc[c] += sample[c];
                         }
                     }
                 }
