@@ -12,7 +12,8 @@ normalises inside.
             iteration; --json PATH writes the figures (format: benches/gpu/report.py).
 
 usage: python3 benches/torch/peer.py --check [--device cpu]
-       python3 benches/torch/peer.py --bench --batches 1,16,64,256 [--fp16] --json out.json
+       python3 benches/torch/peer.py --bench --batches 1,16,64,256 --json torch-fp32.json
+       python3 benches/torch/peer.py --bench --batches 1,16,64,256 --fp16 --json torch-fp16.json
 """
 import argparse
 import datetime
@@ -291,6 +292,14 @@ SPECS = {
 }
 
 
+def has_dlib():
+    """face_recognition_dlib.onnx is optional: benches/gpu/pack.sh does not carry it."""
+    present = os.path.exists(os.path.join(MODELS, SPECS["recognition_dlib"][0]))
+    if not present:
+        print("recognition_dlib: models/face_recognition_dlib.onnx absent, not checked")
+    return present
+
+
 def build(net):
     """The torch module of `net` with the ONNX file's weights; fails if a weight went unused."""
     file, cls, _, _ = SPECS[net]
@@ -374,42 +383,60 @@ def timed(module, x, seconds, min_iters, max_iters):
     while len(times) < min_iters or (time.perf_counter() - start < seconds and len(times) < max_iters):
         t = time.perf_counter()
         out = module(x)
-        host = [o.cpu() for o in out]
+        for o in out:
+            o.cpu()  # read back, as facerec's bench does
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-        del host
     return times
 
 
+def write_json(args, device, results, accuracy):
+    """The figures so far (rewritten after each one, so a run cut short keeps what it did)."""
+    doc = {"tool": "pytorch-eager", "torch": torch.__version__, "device": device_name(device),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "settings": {"tf32": args.tf32, "cudnn_benchmark": not args.no_cudnn_benchmark,
+                        "timed": "forward + outputs copied to the host; inputs already on the device",
+                        "seconds": args.seconds},
+           "results": results}
+    if args.fp16:
+        doc["fp16_vs_fp32_rel_diff"] = accuracy
+    with open(args.json + ".part", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(args.json + ".part", args.json)
+
+
 def bench(args, device):
-    """items/s per (net, dtype, batch); also the fp16 outputs' difference from fp32."""
+    """items/s per (net, batch) in fp32, or with --fp16 in half precision (module.half(), half
+    inputs; then also the fp16 outputs' relative difference from fp32 on the real inputs)."""
     results, accuracy = [], {}
-    dtypes = [torch.float32] + ([torch.float16] if args.fp16 else [])
+    dtype = torch.float16 if args.fp16 else torch.float32
     for net in args.nets:
         real = inputs(net)
-        base = build(net).to(device)
-        for dtype in dtypes:
-            module = base if dtype == torch.float32 else build(net).to(device).half()
-            if dtype == torch.float16:
-                ref = run_torch(base, real, device)
-                got = run_torch(module, real, device, dtype)
-                accuracy[net] = max(float(np.abs(r - g).max() / max(np.abs(r).max(), 1e-12))
-                                    for r, g in zip(ref, got))
-                print(f"fp16 {net}: max |fp16 - fp32| / max |fp32| = {accuracy[net]:.2e}", flush=True)
-            for batch in args.batches:
-                x = torch.from_numpy(real[np.arange(batch) % len(real)]).to(device, dtype)
-                with torch.inference_mode():
-                    timed(module, x, 0.0, args.warmup, args.warmup)  # cudnn autotunes here
-                    times = timed(module, x, args.seconds, 3, args.max_iters)
-                med = statistics.median(times)
-                row = {"net": net, "dtype": "f16" if dtype == torch.float16 else "f32", "batch": batch,
-                       "items_per_s": batch / med, "median_ms": med * 1e3, "iters": len(times)}
-                results.append(row)
-                print(json.dumps(row), flush=True)
-                del x
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        module = build(net).to(device)
+        if args.fp16:
+            ref = run_torch(module, real, device)
+            module = module.half()
+            got = run_torch(module, real, device, dtype)
+            accuracy[net] = max(float(np.abs(r - g).max() / max(np.abs(r).max(), 1e-12))
+                                for r, g in zip(ref, got))
+            print(f"fp16 {net}: max |fp16 - fp32| / max |fp32| = {accuracy[net]:.2e}", flush=True)
+        for batch in args.batches:
+            x = torch.from_numpy(real[np.arange(batch) % len(real)]).to(device, dtype)
+            with torch.inference_mode():
+                timed(module, x, 0.0, args.warmup, args.warmup)  # cudnn autotunes here
+                times = timed(module, x, args.seconds, 3, args.max_iters)
+            med = statistics.median(times)
+            row = {"net": net, "dtype": "f16" if args.fp16 else "f32", "batch": batch,
+                   "items_per_s": batch / med, "median_ms": med * 1e3, "iters": len(times)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                write_json(args, device, results, accuracy)
+            del x
+        del module
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return results, accuracy
 
 
@@ -425,7 +452,7 @@ def parse_args(argv):
     ap.add_argument("--bench", action="store_true", help="measure items/s")
     ap.add_argument("--nets", default=",".join(NETS), help="comma list of nets (default: all four)")
     ap.add_argument("--batches", default="1,16,64,256", help="comma list of batch sizes")
-    ap.add_argument("--fp16", action="store_true", help="also bench module.half() with half inputs")
+    ap.add_argument("--fp16", action="store_true", help="bench module.half() with half inputs, not fp32")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per net/dtype/batch")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
@@ -452,20 +479,12 @@ def main(argv=None):
     print(f"torch {torch.__version__} on {device_name(device)}", flush=True)
     status = 0
     if args.check:
-        worst = check(args.nets + (["recognition_dlib"] if "recognition" in args.nets else []), device)
+        worst = check(args.nets + (["recognition_dlib"] if "recognition" in args.nets and has_dlib() else []),
+                      device)
         print(f"check: worst difference {worst:.2e} of the tolerance (relative {RTOL_F32:g})")
         status = 0 if worst <= 1.0 else 1
     if args.bench:
-        results, accuracy = bench(args, device)
-        if args.json:
-            doc = {"tool": "pytorch-eager", "torch": torch.__version__, "device": device_name(device),
-                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                   "settings": {"tf32": args.tf32, "cudnn_benchmark": not args.no_cudnn_benchmark,
-                                "timed": "forward + outputs to host; inputs already on the device",
-                                "seconds": args.seconds},
-                   "fp16_vs_fp32_rel_diff": accuracy, "results": results}
-            with open(args.json, "w") as f:
-                json.dump(doc, f, indent=1)
+        bench(args, device)
     return status
 
 

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Prepares a GPU device run of benches/gpu/run.sh; run it HERE, in the repo root whose tree
+# the device tool sends (the session's own checkout), before the `run` call.
+#
+#   .carry/facerec.xz     the facerec binary, stripped and xz-compressed (~22 MB)
+#   .carry/models.tar.xz  the four face-api ONNX files, xz-compressed (~9 MB: their weights
+#                         are dequantised uint8, so they compress ~5x)
+#   .gl/*.deb             the Vulkan/GL loader packages (device README's recipe)
+#
+# The tracked tree is ~68 MiB, mostly models/*.onnx (5 x ~22 MB), over the tool's 64 MiB, so
+# pack.sh also moves models/*.onnx out of the working tree (to $STASH) for the call; they go
+# to the device inside .carry/models.tar.xz. Put them back after the call:
+#
+#   bash benches/gpu/pack.sh --restore
+#
+# Binary: $FACEREC_BIN, default $CARGO_TARGET_DIR/debug/facerec
+# (CARGO_TARGET_DIR default $HOME/.cache/facerec-target). Nothing is built here.
+# usage: bash benches/gpu/pack.sh [--restore]
+set -euo pipefail
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+root="$(pwd)"
+LIMIT=$((64 * 1024 * 1024))
+STASH="${STASH:-$HOME/.cache/facerec-gpu-stash/$(printf %s "$root" | sha256sum | cut -c1-12)}"
+BIN="${FACEREC_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/facerec-target}/debug/facerec}"
+NETS=(face_recognition ssd_mobilenetv1 tiny_face_detector face_landmark_68)
+
+restore() {
+    shopt -s nullglob
+    local moved=("$STASH"/*.onnx)
+    if ((${#moved[@]} == 0)); then
+        echo "pack: nothing stashed in $STASH"
+    else
+        for f in "${moved[@]}"; do
+            local dest="models/$(basename "$f")"
+            if [[ -f $dest ]] && cmp -s "$f" "$dest"; then rm "$f"; else mv -n "$f" "$dest"; fi
+        done
+        rmdir "$STASH" 2>/dev/null || true
+    fi
+    git diff --quiet -- models/ && echo "pack: models/*.onnx restored, identical to git"
+}
+
+# Bytes the device tool would send: tracked files present on disk, untracked files not
+# ignored, and the carried folders.
+travel_bytes() {
+    {
+        git ls-files -z --cached --others --exclude-standard
+        find .carry .gl -type f -print0 2>/dev/null
+    } | { xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}'
+}
+
+if [[ "${1:-}" == "--restore" ]]; then
+    restore
+    exit 0
+fi
+
+for d in .carry .gl; do
+    git check-ignore -q "$d/x" || { echo "pack: $d/ must be git-ignored" >&2; exit 1; }
+done
+mkdir -p .carry .gl
+
+# 1. facerec, stripped and compressed (skipped when the packed copy is newer than the binary).
+if [[ ! -x "$BIN" ]]; then
+    echo "pack: no facerec binary at $BIN (set FACEREC_BIN or build it first)" >&2
+    exit 1
+fi
+if [[ ! .carry/facerec.xz -nt "$BIN" ]]; then
+    tmp="$(mktemp)"
+    strip -o "$tmp" "$BIN"
+    xz -9 -T0 -c "$tmp" > .carry/facerec.xz.part && mv .carry/facerec.xz.part .carry/facerec.xz
+    rm -f "$tmp"
+fi
+file "$BIN" | grep -q x86-64 || echo "pack: WARNING: $BIN is not x86-64; the device is" >&2
+
+# 2. the four face-api models (from git's copy, so a stashed working tree still packs).
+tmpd="$(mktemp -d)"
+for n in "${NETS[@]}"; do git show "HEAD:models/$n.onnx" > "$tmpd/$n.onnx"; done
+tar -C "$tmpd" -cf - "${NETS[@]/%/.onnx}" | xz -9 -T0 > .carry/models.tar.xz
+rm -rf "$tmpd"
+
+# The commit the figures belong to (run.sh logs it and report.py prints it).
+echo "$(git rev-parse --short HEAD) $(git log -1 --format=%cs)$(git diff --quiet HEAD -- ':!models/*.onnx' || echo ' +local changes')" > .carry/revision.txt
+
+# 3. Vulkan/GL loaders, per .library/device/README.md (Debian/Ubuntu amd64 packages).
+if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+    lists=/tmp/facerec-apt-amd64
+    mkdir -p "$lists/partial"
+    o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists"
+       -oAPT::Sandbox::User=root)
+    apt-get "${o[@]}" update >/dev/null
+    (cd .gl && apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+fi
+
+# 4. Keep the tree under the limit: models/*.onnx travel compressed in .carry instead.
+if (($(travel_bytes) > LIMIT)); then
+    mkdir -p "$STASH"
+    for f in models/*.onnx; do mv -n "$f" "$STASH/"; done
+    echo "pack: moved models/*.onnx to $STASH; after the call: bash benches/gpu/pack.sh --restore"
+fi
+total="$(travel_bytes)"
+ls -l .carry .gl | sed 's/^/pack: /'
+awk -v t="$total" -v l="$LIMIT" 'BEGIN {printf "pack: would travel %.1f MiB of %d MiB\n", t / 1048576, l / 1048576}'
+if ((total > LIMIT)); then
+    echo "pack: over the limit; ignore or remove more before the call" >&2
+    exit 1
+fi
+cat <<'EOF'
+pack: the device call (tool `run`):
+  command:   bash benches/gpu/run.sh
+  carry:     [".carry", ".gl"]
+  timeout_s: 600
+pack: then: python3 benches/gpu/report.py <files_at>   and   bash benches/gpu/pack.sh --restore
+EOF

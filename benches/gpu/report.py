@@ -1,0 +1,132 @@
+"""Markdown tables from one device run of benches/gpu/run.sh, for benches/RESULTS.md.
+
+Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models), torch-fp32.json
+and torch-fp16.json (benches/torch/peer.py), env.json (GPU, driver, date; run.sh). Prints per
+net and batch facerec's items/s, PyTorch eager's, and the ratio facerec / PyTorch.
+
+usage: python3 benches/gpu/report.py DIR
+"""
+import argparse
+import json
+import os
+import sys
+
+NET_ORDER = ["recognition", "ssd", "tiny", "landmarks", "pipeline", "search"]
+FILES = {"facerec": "facerec-wgpu.json", "torch_f32": "torch-fp32.json", "torch_f16": "torch-fp16.json"}
+GOAL_BATCH = 64  # issue 6: facerec at or above PyTorch eager at batch >= 64
+
+
+def load(path):
+    """The parsed JSON at `path`, or None when the file is missing."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def index(doc, dtype=None):
+    """{(net, batch): items_per_s} of a result file's rows (of one dtype if given)."""
+    if not doc:
+        return {}
+    return {(r["net"], int(r["batch"])): float(r["items_per_s"]) for r in doc.get("results", [])
+            if dtype is None or r.get("dtype", "f32") == dtype}
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "—"
+
+
+def net_key(net):
+    return (NET_ORDER.index(net) if net in NET_ORDER else len(NET_ORDER), net)
+
+
+def header(docs, env):
+    """The lines naming the machine, the tools and the run."""
+    lines = []
+    fr, tf = docs["facerec"], docs["torch_f32"] or docs["torch_f16"]
+    if env:
+        lines.append(f"GPU: {env.get('gpu')}, driver {env.get('driver')}; run {env.get('date')}"
+                     + (f"; facerec @ {env['revision']}" if env.get("revision") else ""))
+    if fr:
+        lines.append(f"facerec: backend {fr.get('backend')}, adapter {fr.get('adapter')}")
+    if tf:
+        s = tf.get("settings", {})
+        lines.append(f"PyTorch eager: torch {tf.get('torch')} on {tf.get('device')}; TF32 "
+                     f"{'on' if s.get('tf32') else 'off'}, cudnn.benchmark "
+                     f"{'on' if s.get('cudnn_benchmark') else 'off'}; timed: {s.get('timed')}")
+    return lines
+
+
+def table(docs):
+    """Rows per (net, batch): facerec f32, PyTorch f32, ratio; f16 columns where measured."""
+    fr32, fr16 = index(docs["facerec"], "f32"), index(docs["facerec"], "f16")
+    t32, t16 = index(docs["torch_f32"], "f32"), index(docs["torch_f16"], "f16")
+    cols = [("facerec wgpu f32 (items/s)", lambda k: fmt(fr32.get(k))),
+            ("PyTorch eager f32 (items/s)", lambda k: fmt(t32.get(k))),
+            ("facerec / PyTorch f32", lambda k: ratio(fr32.get(k), t32.get(k)))]
+    if fr16:
+        cols.append(("facerec wgpu f16 (items/s)", lambda k: fmt(fr16.get(k))))
+    if t16:
+        cols.append(("PyTorch eager f16 (items/s)", lambda k: fmt(t16.get(k))))
+    if fr16 and t16:
+        cols.append(("facerec / PyTorch f16", lambda k: ratio(fr16.get(k), t16.get(k))))
+    keys = sorted(set(fr32) | set(fr16) | set(t32) | set(t16), key=lambda k: (net_key(k[0]), k[1]))
+    out = ["| net | batch | " + " | ".join(c for c, _ in cols) + " |",
+           "| --- | ---: |" + " ---: |" * len(cols)]
+    out += [f"| {k[0]} | {k[1]} | " + " | ".join(f(k) for _, f in cols) + " |" for k in keys]
+    return out
+
+
+def goal(docs):
+    """Issue 6's goal, f32 at batch >= 64, over the (net, batch) pairs both sides measured."""
+    fr, t = index(docs["facerec"], "f32"), index(docs["torch_f32"], "f32")
+    pairs = sorted((k for k in fr if k in t and k[1] >= GOAL_BATCH), key=lambda k: (net_key(k[0]), k[1]))
+    if not pairs:
+        return ["Goal (facerec >= PyTorch eager f32 at batch >= 64): not measured."]
+    behind = [f"{n}@{b} {fr[(n, b)] / t[(n, b)]:.2f}x" for n, b in pairs if fr[(n, b)] < t[(n, b)]]
+    met = len(pairs) - len(behind)
+    line = f"Goal (facerec >= PyTorch eager f32 at batch >= 64): met for {met} of {len(pairs)} net/batch pairs"
+    return [line + (f"; behind: {', '.join(behind)}." if behind else ".")]
+
+
+def fp16_accuracy(docs):
+    acc = (docs["torch_f16"] or {}).get("fp16_vs_fp32_rel_diff")
+    if not acc:
+        return []
+    parts = ", ".join(f"{n} {v:.1e}" for n, v in sorted(acc.items(), key=lambda kv: net_key(kv[0])))
+    return [f"PyTorch fp16 vs fp32 on the real inputs (max abs diff / max |output|): {parts}."]
+
+
+def report(folder):
+    """The markdown text for the run in `folder`."""
+    docs = {k: load(os.path.join(folder, f)) for k, f in FILES.items()}
+    env = load(os.path.join(folder, "env.json"))
+    missing = [f for k, f in FILES.items() if docs[k] is None]
+    lines = header(docs, env)
+    if missing:
+        lines.append(f"Missing from this run: {', '.join(missing)}.")
+    lines.append("")
+    lines += table(docs)
+    lines.append("")
+    lines += goal(docs) + fp16_accuracy(docs)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir", help="the folder of a device run's JSON files ($OUT of run.sh)")
+    args = ap.parse_args(argv)
+    if not os.path.isdir(args.dir):
+        ap.error(f"not a folder: {args.dir}")
+    sys.stdout.write(report(args.dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Issue 6's GPU figures in one device call: facerec (Burn wgpu) and the eager PyTorch peer
+# (benches/torch/peer.py) on the same GPU, same weights, batches 1/16/64/256.
+#
+# Runs on the device machine, from the repo root, after `bash benches/gpu/pack.sh` here:
+#   run tool: command "bash benches/gpu/run.sh", carry [".carry", ".gl"], timeout_s 600
+# Writes under $OUT (default ./gpu-out): run.log (everything), env.json, torch-fp32.json,
+# torch-fp16.json, facerec-wgpu.json, report.md (benches/gpu/report.py's tables).
+# Each step's failure is logged and the next steps still run; the exit status is 1 if any
+# step failed. Steps share a budget of $BUDGET seconds (default 540; the tool stops at 600).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/gpu-out}"
+BUDGET="${BUDGET:-540}"
+BATCHES="${BATCHES:-1,16,64,256}"
+FACEREC=/tmp/facerec
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run.log") 2>&1
+export PYTHONUNBUFFERED=1
+failed=()
+
+# step NAME CAP_SECONDS CMD...: run CMD with at most CAP seconds (less if the budget is short).
+step() {
+    local name=$1 cap=$2 left=$((BUDGET - SECONDS))
+    shift 2
+    if ((left < 10)); then
+        echo "== $name: skipped, ${left}s of the budget left"
+        failed+=("$name (skipped)")
+        return
+    fi
+    ((cap > left)) && cap=$left
+    echo "== $name [$(date -u +%T), ${SECONDS}s in, up to ${cap}s]: $*"
+    local rc
+    if [[ "$(type -t "$1")" == function ]]; then
+        "$@"  # short set-up steps run in this shell, untimed
+    else
+        timeout -k 5 "$cap" "$@"
+    fi
+    rc=$?
+    if ((rc != 0)); then
+        echo "== $name: FAILED (exit $rc$( ((rc == 124)) && echo ', timed out'))"
+        failed+=("$name (exit $rc)")
+    fi
+}
+
+setup() {
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    date -u
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+                "cudnn", torch.backends.cudnn.version(), "gpu", torch.cuda.is_available())'
+    cat .carry/revision.txt 2>/dev/null
+    # Vulkan loader (device README): unpack the carried Debian packages if none is installed.
+    if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    ldconfig -p | grep libvulkan
+    # facerec and the ONNX files (pack.sh keeps models/*.onnx out of the sent tree).
+    xz -dc .carry/facerec.xz > "$FACEREC" && chmod +x "$FACEREC"
+    if [[ ! -f models/face_recognition.onnx ]]; then
+        tar -C models -xJf .carry/models.tar.xz
+    fi
+    ls -l models/*.onnx "$FACEREC"
+}
+
+# The driver's Vulkan ICD where the loader finds none in the standard places (device README).
+vulkan_env() {
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    if [[ -z "${VK_DRIVER_FILES:-}" && -f $icd ]] &&
+        ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+        export VK_DRIVER_FILES=$icd
+        export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+        echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"
+    fi
+}
+
+env_json() {
+    python3 - "$OUT/env.json" <<'PY'
+import datetime, json, subprocess, sys
+import torch
+try:
+    q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                       capture_output=True, text=True).stdout.strip().split(", ")
+except OSError:
+    q = []
+try:
+    revision = open(".carry/revision.txt").read().strip()
+except OSError:
+    revision = None
+json.dump({"gpu": q[0] if q else None, "driver": q[1] if len(q) > 1 else None,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
+           "revision": revision}, open(sys.argv[1], "w"), indent=1)
+PY
+}
+
+step setup 90 setup
+vulkan_env
+step env 30 env_json
+step "torch parity (cuda)" 90 python3 benches/torch/peer.py --check
+step "torch fp32" 150 python3 benches/torch/peer.py --bench --batches "$BATCHES" --seconds 1 \
+    --json "$OUT/torch-fp32.json"
+step "facerec wgpu" 240 "$FACEREC" bench models --backend wgpu --batches "$BATCHES" \
+    --nets recognition,ssd,tiny,landmarks,pipeline,search --gallery-faces 1000000 \
+    --json "$OUT/facerec-wgpu.json"
+step "torch fp16" 120 python3 benches/torch/peer.py --bench --fp16 --batches "$BATCHES" --seconds 1 \
+    --json "$OUT/torch-fp16.json"
+step "torch peer tests (cpu)" 60 python3 benches/torch/test_peer.py
+step report 20 sh -c "python3 benches/gpu/report.py '$OUT' > '$OUT/report.md'"
+cat "$OUT/report.md" 2>/dev/null
+echo "== done in ${SECONDS}s; failed: ${failed[*]:-none}"
+((${#failed[@]} == 0))
