@@ -56,10 +56,16 @@ setup() {
     fi
     ldconfig -p | grep libvulkan
     # facerec and the ONNX files (pack.sh keeps models/*.onnx out of the sent tree).
-    xz -dc .carry/facerec.xz > "$FACEREC" && chmod +x "$FACEREC"
-    if [[ ! -f models/face_recognition.onnx ]]; then
-        tar -C models -xJf .carry/models.tar.xz
-    fi
+    # (Python's lzma/tarfile: no dependence on the image having xz.)
+    python3 - "$FACEREC" <<'PY'
+import lzma, os, shutil, sys, tarfile
+with lzma.open(".carry/facerec.xz") as src, open(sys.argv[1], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(sys.argv[1], 0o755)
+if not os.path.exists("models/face_recognition.onnx"):
+    with tarfile.open(".carry/models.tar.xz") as t:
+        t.extractall("models", filter="data")
+PY
     ls -l models/*.onnx "$FACEREC"
 }
 
