@@ -1,8 +1,9 @@
 """Markdown tables from one device run of benches/gpu/run.sh, for benches/RESULTS.md.
 
-Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models), torch-fp32.json
-and torch-fp16.json (benches/torch/peer.py), env.json (GPU, driver, date; run.sh). Prints per
-net and batch facerec's items/s, PyTorch eager's, and the ratio facerec / PyTorch.
+Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models), torch-fp32.json,
+torch-fp32-upload.json (inputs copied to the GPU inside the timer) and torch-fp16.json
+(benches/torch/peer.py), env.json (GPU, driver, date; run.sh). Prints per net and batch
+facerec's items/s, PyTorch eager's, and the ratio facerec / PyTorch.
 
 usage: python3 benches/gpu/report.py DIR
 """
@@ -12,7 +13,8 @@ import os
 import sys
 
 NET_ORDER = ["recognition", "ssd", "tiny", "landmarks", "pipeline", "search"]
-FILES = {"facerec": "facerec-wgpu.json", "torch_f32": "torch-fp32.json", "torch_f16": "torch-fp16.json"}
+FILES = {"facerec": "facerec-wgpu.json", "torch_f32": "torch-fp32.json",
+         "torch_f32_upload": "torch-fp32-upload.json", "torch_f16": "torch-fp16.json"}
 GOAL_BATCH = 64  # issue 6: facerec at or above PyTorch eager at batch >= 64
 
 
@@ -67,16 +69,20 @@ def table(docs):
     """Rows per (net, batch): facerec f32, PyTorch f32, ratio; f16 columns where measured."""
     fr32, fr16 = index(docs["facerec"], "f32"), index(docs["facerec"], "f16")
     t32, t16 = index(docs["torch_f32"], "f32"), index(docs["torch_f16"], "f16")
+    t32u = index(docs["torch_f32_upload"], "f32")
     cols = [("facerec wgpu f32 (items/s)", lambda k: fmt(fr32.get(k))),
             ("PyTorch eager f32 (items/s)", lambda k: fmt(t32.get(k))),
             ("facerec / PyTorch f32", lambda k: ratio(fr32.get(k), t32.get(k)))]
+    if t32u:
+        cols += [("PyTorch f32 incl. input upload (items/s)", lambda k: fmt(t32u.get(k))),
+                 ("facerec / PyTorch f32 incl. upload", lambda k: ratio(fr32.get(k), t32u.get(k)))]
     if fr16:
         cols.append(("facerec wgpu f16 (items/s)", lambda k: fmt(fr16.get(k))))
     if t16:
         cols.append(("PyTorch eager f16 (items/s)", lambda k: fmt(t16.get(k))))
     if fr16 and t16:
         cols.append(("facerec / PyTorch f16", lambda k: ratio(fr16.get(k), t16.get(k))))
-    keys = sorted(set(fr32) | set(fr16) | set(t32) | set(t16), key=lambda k: (net_key(k[0]), k[1]))
+    keys = sorted(set(fr32) | set(fr16) | set(t32) | set(t32u) | set(t16), key=lambda k: (net_key(k[0]), k[1]))
     out = ["| net | batch | " + " | ".join(c for c, _ in cols) + " |",
            "| --- | ---: |" + " ---: |" * len(cols)]
     out += [f"| {k[0]} | {k[1]} | " + " | ".join(f(k) for _, f in cols) + " |" for k in keys]

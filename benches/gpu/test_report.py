@@ -28,6 +28,10 @@ TORCH_F16 = {"tool": "pytorch-eager", "torch": "2.11.0", "device": "Example GPU"
              "fp16_vs_fp32_rel_diff": {"recognition": 0.0012, "ssd": 0.0009},
              "results": [{"net": "recognition", "dtype": "f16", "batch": 64, "items_per_s": 5000.0,
                           "median_ms": 12.8, "iters": 40}]}
+TORCH_F32_UPLOAD = {"tool": "pytorch-eager", "torch": "2.11.0", "device": "Example GPU",
+                    "settings": {"input_upload": True}, "results": [
+                        {"net": "recognition", "dtype": "f32", "batch": 64, "items_per_s": 1500.0,
+                         "median_ms": 42.7, "iters": 20}]}
 ENV = {"gpu": "Example GPU", "driver": "1.2.3", "date": "2026-01-01T00:00:00+00:00", "revision": "abc1234"}
 
 
@@ -64,14 +68,24 @@ def test_full_run():
     assert "TF32 off, cudnn.benchmark on" in text
     assert "met for 1 of 2 net/batch pairs; behind: ssd@64 0.50x." in text
     assert "recognition 1.2e-03, ssd 9.0e-04" in text
-    assert "Missing" not in text
+    assert "Missing from this run: torch-fp32-upload.json." in text
+
+
+def test_upload_columns():
+    with tempfile.TemporaryDirectory() as d:
+        write(d, {"facerec-wgpu.json": FACEREC, "torch-fp32.json": TORCH_F32,
+                  "torch-fp32-upload.json": TORCH_F32_UPLOAD})
+        text = report.report(d)
+    assert "PyTorch f32 incl. input upload (items/s)" in text
+    assert rows(text)[("recognition", 64)] == ["3,000", "2,000", "1.50x", "1,500", "2.00x"]
+    assert rows(text)[("ssd", 64)][3:] == ["—", "—"]
 
 
 def test_missing_files():
     with tempfile.TemporaryDirectory() as d:
         write(d, {"torch-fp32.json": TORCH_F32})
         text = report.report(d)
-    assert "Missing from this run: facerec-wgpu.json, torch-fp16.json." in text
+    assert "Missing from this run: facerec-wgpu.json, torch-fp32-upload.json, torch-fp16.json." in text
     assert rows(text)[("recognition", 64)] == ["—", "2,000", "—"]
     assert "not measured" in text
 

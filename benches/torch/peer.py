@@ -374,15 +374,16 @@ def check(nets, device):
     return worst
 
 
-def timed(module, x, seconds, min_iters, max_iters):
-    """Per-iteration seconds: forward, outputs copied to the host, device synchronised; at
-    least `min_iters`, then more until `seconds` have passed or `max_iters` are done."""
-    cuda = x.device.type == "cuda"
+def timed(module, x, device, seconds, min_iters, max_iters):
+    """Per-iteration seconds: (`x` still on the host: its copy to `device`), forward, outputs
+    copied to the host, device synchronised; at least `min_iters`, then more until `seconds`
+    have passed or `max_iters` are done."""
+    cuda = device.type == "cuda"
     times = []
     start = time.perf_counter()
     while len(times) < min_iters or (time.perf_counter() - start < seconds and len(times) < max_iters):
         t = time.perf_counter()
-        out = module(x)
+        out = module(x.to(device))
         for o in out:
             o.cpu()  # read back, as facerec's bench does
         if cuda:
@@ -396,7 +397,9 @@ def write_json(args, device, results, accuracy):
     doc = {"tool": "pytorch-eager", "torch": torch.__version__, "device": device_name(device),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "settings": {"tf32": args.tf32, "cudnn_benchmark": not args.no_cudnn_benchmark,
-                        "timed": "forward + outputs copied to the host; inputs already on the device",
+                        "input_upload": args.upload,
+                        "timed": ("input copied to the device + " if args.upload else "")
+                        + "forward + outputs copied to the host",
                         "seconds": args.seconds},
            "results": results}
     if args.fp16:
@@ -422,10 +425,12 @@ def bench(args, device):
                                 for r, g in zip(ref, got))
             print(f"fp16 {net}: max |fp16 - fp32| / max |fp32| = {accuracy[net]:.2e}", flush=True)
         for batch in args.batches:
-            x = torch.from_numpy(real[np.arange(batch) % len(real)]).to(device, dtype)
+            x = torch.from_numpy(real[np.arange(batch) % len(real)]).to(dtype=dtype)
+            if not args.upload:
+                x = x.to(device)
             with torch.inference_mode():
-                timed(module, x, 0.0, args.warmup, args.warmup)  # cudnn autotunes here
-                times = timed(module, x, args.seconds, 3, args.max_iters)
+                timed(module, x, device, 0.0, args.warmup, args.warmup)  # cudnn autotunes here
+                times = timed(module, x, device, args.seconds, 3, args.max_iters)
             med = statistics.median(times)
             row = {"net": net, "dtype": "f16" if args.fp16 else "f32", "batch": batch,
                    "items_per_s": batch / med, "median_ms": med * 1e3, "iters": len(times)}
@@ -457,6 +462,8 @@ def parse_args(argv):
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per net/dtype/batch")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     ap.add_argument("--max-iters", type=int, default=200, help="timed iterations at most")
+    ap.add_argument("--upload", action="store_true",
+                    help="time the input's copy host -> device too (default: input already there)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 convs/matmuls use TF32 (off: IEEE fp32)")
     ap.add_argument("--no-cudnn-benchmark", action="store_true", help="skip cudnn's algorithm search")
     ap.add_argument("--json", help="write the bench figures here")
