@@ -3,7 +3,8 @@
 The four face-api networks in models/ written as torch.nn.Module classes (the conv/pool/add
 structure of each ONNX graph, described in the model cards), weights loaded from the ONNX
 initializers. Every module takes raw RGB 0..255 in NCHW, as the ONNX graphs do, and
-normalises inside.
+normalises inside. Also `search`: exact nearest neighbour of 128-d queries among
+--gallery-faces rows (a matmul and a min), the peer of facerec's gallery search.
 
   --check   compare each module with onnxruntime on the same ONNX file and real inputs
             (models/parity/*.png; with FACEAPI_DIR set, also the package's demo photos);
@@ -36,7 +37,8 @@ from torch import nn
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MODELS = os.path.join(ROOT, "models")
 PARITY = os.path.join(MODELS, "parity")
-NETS = ("recognition", "ssd", "tiny", "landmarks")
+NETS = ("recognition", "ssd", "tiny", "landmarks")  # the ONNX nets
+BENCH_NETS = NETS + ("search",)
 # Relative tolerance: max |torch - onnxruntime| / max |onnxruntime|, per output.
 RTOL_F32 = 1e-3
 
@@ -89,6 +91,15 @@ class Conv(nn.Conv2d):
             left, right = same_pads(x.shape[3], k, s)
             x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)
+
+
+def identity(x):
+    return x
+
+
+def leaky(x):
+    """face-api's leaky ReLU, relu(x - 0.1x) + 0.1x == LeakyRelu(alpha=0.1)."""
+    return F.leaky_relu(x, 0.1)
 
 
 def max_pool_same(x, kernel, stride):
@@ -232,12 +243,11 @@ class Tiny(nn.Module):
         super().__init__()
         self.norm = Normalise(w)
         self.conv0 = Conv(w, "conv0", same=False)
-        leaky = lambda x: F.leaky_relu(x, 0.1)  # noqa: E731
         self.layers = nn.ModuleList(Separable(w, f"conv{i}", act=leaky, dw_act=False) for i in range(1, 6))
         self.head = Conv(w, "conv8")
 
     def forward(self, x):
-        x = max_pool_same(F.leaky_relu(self.conv0(self.norm(x)), 0.1), 2, 2)
+        x = max_pool_same(leaky(self.conv0(self.norm(x))), 2, 2)
         for i, layer in enumerate(self.layers):
             x = max_pool_same(layer(x), 2, 1 if i == 4 else 2)
         return (self.head(x),)
@@ -253,9 +263,8 @@ class Dense(nn.Module):
         if first:
             self.conv0 = Conv(w, f"{name}_conv0", stride=2)
         else:
-            self.conv0 = Separable(w, f"{name}_conv0", stride=2, act=lambda x: x, dw_act=False)
-        ident = lambda x: x  # noqa: E731
-        self.convs = nn.ModuleList(Separable(w, f"{name}_conv{i}", act=ident, dw_act=False) for i in (1, 2, 3))
+            self.conv0 = Separable(w, f"{name}_conv0", stride=2, act=identity, dw_act=False)
+        self.convs = nn.ModuleList(Separable(w, f"{name}_conv{i}", act=identity, dw_act=False) for i in (1, 2, 3))
 
     def forward(self, x):
         out1 = F.relu(self.conv0(x))
@@ -279,6 +288,36 @@ class Landmarks(nn.Module):
 
     def forward(self, x):
         return (self.fc(self.blocks(self.norm(x)).mean(dim=(2, 3))),)
+
+
+# --- gallery search: no ONNX file; facerec's `search` (exact nearest of each query) -----------
+
+class Search(nn.Module):
+    """Exact nearest gallery row of each query by euclidean distance (face-api's comparison):
+    [B,128] -> (row index [B], distance [B])."""
+
+    def __init__(self, gallery):
+        super().__init__()
+        self.register_buffer("gallery", gallery)
+        self.register_buffer("norms", (gallery * gallery).sum(1))
+
+    def forward(self, q):
+        d2 = torch.addmm(self.norms, q, self.gallery.T, alpha=-2.0)  # |g|^2 - 2 q.g, [B, rows]
+        best, idx = d2.min(1)
+        return idx, (best + (q * q).sum(1)).clamp_min(0).sqrt()
+
+
+def descriptors():
+    """The three real descriptors of models/parity (onnxruntime's), [3,128] float32."""
+    return np.fromfile(os.path.join(PARITY, "descriptors.f32"), "<f4").reshape(3, 128)
+
+
+def gallery(rows, device, seed=0):
+    """`rows` enrolled faces: the real descriptors, each row perturbed (deterministic noise)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    real = torch.from_numpy(descriptors()).to(device)
+    noise = torch.randn(rows, 128, generator=gen, device=device) * 0.05
+    return real[torch.arange(rows, device=device) % len(real)] + noise
 
 
 # name -> (ONNX file, module class, input side, parity input PNGs)
@@ -400,7 +439,7 @@ def write_json(args, device, results, accuracy):
                         "input_upload": args.upload,
                         "timed": ("input copied to the device + " if args.upload else "")
                         + "forward + outputs copied to the host",
-                        "seconds": args.seconds},
+                        "seconds": args.seconds, "gallery_faces": args.gallery_faces},
            "results": results}
     if args.fp16:
         doc["fp16_vs_fp32_rel_diff"] = accuracy
@@ -415,8 +454,13 @@ def bench(args, device):
     results, accuracy = [], {}
     dtype = torch.float16 if args.fp16 else torch.float32
     for net in args.nets:
-        real = inputs(net)
-        module = build(net).to(device)
+        if net == "search":
+            if args.fp16:
+                print("search: fp32 only, skipped", flush=True)
+                continue
+            real, module = descriptors(), Search(gallery(args.gallery_faces, device))
+        else:
+            real, module = inputs(net), build(net).to(device)
         if args.fp16:
             ref = run_torch(module, real, device)
             module = module.half()
@@ -455,7 +499,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with onnxruntime, exit 1 over tolerance")
     ap.add_argument("--bench", action="store_true", help="measure items/s")
-    ap.add_argument("--nets", default=",".join(NETS), help="comma list of nets (default: all four)")
+    ap.add_argument("--nets", default=",".join(BENCH_NETS),
+                    help=f"comma list (default {','.join(BENCH_NETS)}; --check skips search)")
+    ap.add_argument("--gallery-faces", type=int, default=1_000_000, help="rows searched by `search`")
     ap.add_argument("--batches", default="1,16,64,256", help="comma list of batch sizes")
     ap.add_argument("--fp16", action="store_true", help="bench module.half() with half inputs, not fp32")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -472,9 +518,9 @@ def parse_args(argv):
     args.batches = [int(b) for b in args.batches.split(",") if b]
     if not (args.check or args.bench):
         ap.error("give --check and/or --bench")
-    unknown = [n for n in args.nets if n not in SPECS]
+    unknown = [n for n in args.nets if n not in SPECS and n != "search"]
     if unknown:
-        ap.error(f"unknown nets {unknown}; known: {list(SPECS)}")
+        ap.error(f"unknown nets {unknown}; known: {list(SPECS) + ['search']}")
     return args
 
 
@@ -486,8 +532,8 @@ def main(argv=None):
     print(f"torch {torch.__version__} on {device_name(device)}", flush=True)
     status = 0
     if args.check:
-        worst = check(args.nets + (["recognition_dlib"] if "recognition" in args.nets and has_dlib() else []),
-                      device)
+        nets = [n for n in args.nets if n in SPECS]
+        worst = check(nets + (["recognition_dlib"] if "recognition" in nets and has_dlib() else []), device)
         print(f"check: worst difference {worst:.2e} of the tolerance (relative {RTOL_F32:g})")
         status = 0 if worst <= 1.0 else 1
     if args.bench:

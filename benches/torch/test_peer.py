@@ -71,12 +71,22 @@ def test_check_detects_a_wrong_padding():
     assert rel > peer.RTOL_F32
 
 
+def test_search_finds_the_nearest_row():
+    """Search's index and distance equal a float64 numpy scan of the same gallery."""
+    g = peer.gallery(5000, CPU)
+    q = torch.from_numpy(peer.descriptors()[[0, 1, 2, 0]]) + 0.01
+    idx, dist = peer.run_torch(peer.Search(g), q.numpy(), CPU)
+    d = np.sqrt(((q.double().numpy()[:, None, :] - g.double().numpy()[None]) ** 2).sum(-1))
+    assert (idx == d.argmin(1)).all(), (idx, d.argmin(1))
+    assert np.abs(dist - d.min(1)).max() < 1e-5
+
+
 def test_bench_json_shape():
     """--bench writes the JSON report.py reads: net names, dtype, batch, items/s."""
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"peer-test-{os.getpid()}.json")
     try:
-        status = peer.main(["--bench", "--device", "cpu", "--nets", "landmarks", "--batches", "1,2",
-                            "--seconds", "0", "--warmup", "1", "--json", path])
+        status = peer.main(["--bench", "--device", "cpu", "--nets", "landmarks,search", "--batches", "1,2",
+                            "--seconds", "0", "--warmup", "1", "--gallery-faces", "1000", "--json", path])
         assert status == 0
         with open(path) as f:
             doc = json.load(f)
@@ -85,7 +95,8 @@ def test_bench_json_shape():
             os.remove(path)
     assert doc["tool"] == "pytorch-eager" and doc["torch"] == torch.__version__
     rows = doc["results"]
-    assert [(r["net"], r["dtype"], r["batch"]) for r in rows] == [("landmarks", "f32", 1), ("landmarks", "f32", 2)]
+    assert [(r["net"], r["dtype"], r["batch"]) for r in rows] == [
+        ("landmarks", "f32", 1), ("landmarks", "f32", 2), ("search", "f32", 1), ("search", "f32", 2)]
     for r in rows:
         assert r["items_per_s"] > 0 and r["median_ms"] > 0 and r["iters"] >= 3
         assert abs(r["items_per_s"] - r["batch"] / (r["median_ms"] / 1e3)) < 1e-6 * r["items_per_s"]
