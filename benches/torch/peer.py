@@ -364,7 +364,7 @@ def inputs(net):
     imgs = [Image.open(os.path.join(PARITY, p)).convert("RGB") for p in pngs]
     faceapi = os.environ.get("FACEAPI_DIR")
     if faceapi and net in ("ssd", "tiny"):
-        for path in sorted(glob.glob(os.path.join(faceapi, "demo", "*.jpg")))[:4]:
+        for path in sorted(glob.glob(os.path.join(faceapi, "demo", "*.jpg"))):
             imgs.append(square(Image.open(path).convert("RGB"), side))
     return np.stack([np.asarray(i, np.float32).transpose(2, 0, 1) for i in imgs])
 
