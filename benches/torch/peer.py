@@ -55,9 +55,13 @@ class Weights:
         self.taken.add(name)
         return torch.from_numpy(self.arrays[name])
 
+    def scalar(self, name):
+        return float(self.take(name).reshape(()))
+
     def untaken(self):
-        """Weight tensors (not the graph's small shape/scalar constants) no module used."""
-        return sorted(n for n, a in self.arrays.items() if n not in self.taken and a.size > 8)
+        """Float tensors (not scalars, not the integer shapes/pads) that no module used."""
+        return sorted(n for n, a in self.arrays.items()
+                      if n not in self.taken and a.dtype.kind == "f" and a.size > 1)
 
 
 def same_pads(size, kernel, stride):
@@ -117,7 +121,7 @@ class Normalise(nn.Module):
     def __init__(self, w):
         super().__init__()
         self.register_buffer("mean", w.take("mean_rgb").reshape(1, 3, 1, 1))
-        self.div = float(w.take("div").reshape(()))
+        self.div = w.scalar("div")
 
     def forward(self, x):
         return (x - self.mean) / self.div
@@ -206,7 +210,11 @@ class Ssd(nn.Module):
 
     def __init__(self, w):
         super().__init__()
-        self.div = float(w.take("div").reshape(()))
+        # the graph's constants: x / 127.5 - 1; ReLU6 = Clip(0, 6); box decoding /10, /5, /2
+        self.div, self.one = w.scalar("div"), w.scalar("one")
+        self.ten, self.five, self.two = w.scalar("ten"), w.scalar("five"), w.scalar("two")
+        if (w.scalar("clip_min"), w.scalar("clip_max")) != (0.0, 6.0):
+            raise ValueError("ssd: Clip is not ReLU6")
         self.conv0 = Conv(w, "conv0", stride=2)
         self.body = nn.ModuleList(Separable(w, f"conv{i + 1}", s) for i, s in enumerate(self.STRIDES))
         self.extra = nn.ModuleList(Conv(w, f"pred{i}", stride=2 if i % 2 else 1) for i in range(8))
@@ -216,7 +224,7 @@ class Ssd(nn.Module):
         self.register_buffer("anchor_sizes", w.take("anchor_sizes"))
 
     def forward(self, x):
-        x = F.relu6(self.conv0(x / self.div - 1.0))
+        x = F.relu6(self.conv0(x / self.div - self.one))
         maps = []
         for i, layer in enumerate(self.body):
             x = layer(x)
@@ -229,8 +237,8 @@ class Ssd(nn.Module):
         n = x.shape[0]
         enc = torch.cat([b(m).permute(0, 2, 3, 1).reshape(n, -1, 4) for b, m in zip(self.box, maps)], 1)
         cls = torch.cat([c(m).permute(0, 2, 3, 1).reshape(n, -1, 3) for c, m in zip(self.cls, maps)], 1)
-        centre = enc[..., :2] / 10.0 * self.anchor_sizes + self.anchor_centers
-        half = torch.exp(enc[..., 2:] / 5.0) * self.anchor_sizes / 2.0
+        centre = enc[..., :2] / self.ten * self.anchor_sizes + self.anchor_centers
+        half = torch.exp(enc[..., 2:] / self.five) * self.anchor_sizes / self.two
         return torch.cat([centre - half, centre + half], 2), torch.sigmoid(cls[..., 1])
 
 
