@@ -36,7 +36,12 @@ restore() {
         done
         rmdir "$STASH" 2>/dev/null || true
     fi
-    git diff --quiet -- models/ && echo "pack: models/*.onnx restored, identical to git"
+    if git diff --quiet -- models/; then
+        echo "pack: models/*.onnx restored, identical to git"
+    else
+        echo "pack: models/ differs from git after the restore; see git status" >&2
+        return 1
+    fi
 }
 
 # Bytes the device tool would send: tracked files present on disk, untracked files not
