@@ -16,6 +16,8 @@ FACEREC = {"tool": "facerec", "backend": "wgpu", "adapter": "Example GPU (Vulkan
     {"net": "recognition", "dtype": "f32", "batch": 64, "items_per_s": 3000.0, "median_ms": 21.3, "iters": 10},
     {"net": "ssd", "dtype": "f32", "batch": 64, "items_per_s": 400.0, "median_ms": 160.0, "iters": 5},
     {"net": "pipeline", "dtype": "f32", "batch": 16, "items_per_s": 120.0, "median_ms": 133.3, "iters": 5},
+    {"net": "search_gpu", "dtype": "f32", "batch": 64, "items_per_s": 6400.0, "median_ms": 10.0, "iters": 50},
+    {"net": "search_cpu", "dtype": "f32", "batch": 64, "items_per_s": 64.0, "median_ms": 1000.0, "iters": 3},
 ]}
 TORCH_F32 = {"tool": "pytorch-eager", "torch": "2.11.0", "device": "Example GPU",
              "settings": {"tf32": False, "cudnn_benchmark": True, "timed": "forward + outputs to host"},
@@ -23,6 +25,7 @@ TORCH_F32 = {"tool": "pytorch-eager", "torch": "2.11.0", "device": "Example GPU"
                  {"net": "recognition", "dtype": "f32", "batch": 1, "items_per_s": 100.0, "median_ms": 10.0, "iters": 50},
                  {"net": "recognition", "dtype": "f32", "batch": 64, "items_per_s": 2000.0, "median_ms": 32.0, "iters": 30},
                  {"net": "ssd", "dtype": "f32", "batch": 64, "items_per_s": 800.0, "median_ms": 80.0, "iters": 12},
+                 {"net": "search", "dtype": "f32", "batch": 64, "items_per_s": 3200.0, "median_ms": 20.0, "iters": 50},
              ]}
 TORCH_F16 = {"tool": "pytorch-eager", "torch": "2.11.0", "device": "Example GPU",
              "fp16_vs_fp32_rel_diff": {"recognition": 0.0012, "ssd": 0.0009},
@@ -62,11 +65,14 @@ def test_full_run():
     assert r[("recognition", 64)] == ["3,000", "2,000", "1.50x", "5,000"], r[("recognition", 64)]
     assert r[("ssd", 64)][:3] == ["400", "800", "0.50x"]
     assert r[("pipeline", 16)][:3] == ["120", "—", "—"]  # no PyTorch pipeline peer
+    assert r[("search_gpu", 64)][:3] == ["6,400", "3,200", "2.00x"]  # vs the peer's `search`
+    assert r[("search_cpu", 64)][:3] == ["64.0", "—", "—"]
     order = [k for k in r]
-    assert order == [("recognition", 1), ("recognition", 64), ("ssd", 64), ("pipeline", 16)], order
+    assert order == [("recognition", 1), ("recognition", 64), ("ssd", 64), ("pipeline", 16),
+                     ("search_gpu", 64), ("search_cpu", 64)], order
     assert "GPU: Example GPU, driver 1.2.3" in text and "facerec @ abc1234" in text
     assert "TF32 off, cudnn.benchmark on" in text
-    assert "met for 1 of 2 net/batch pairs; behind: ssd@64 0.50x." in text
+    assert "Goal (facerec >= PyTorch eager f32 at batch >= 64): met for 2 of 3 net/batch pairs; behind: ssd@64 0.50x." in text
     assert "recognition 1.2e-03, ssd 9.0e-04" in text
     assert "Missing from this run: torch-fp32-upload.json." in text
 
@@ -79,6 +85,7 @@ def test_upload_columns():
     assert "PyTorch f32 incl. input upload (items/s)" in text
     assert rows(text)[("recognition", 64)] == ["3,000", "2,000", "1.50x", "1,500", "2.00x"]
     assert rows(text)[("ssd", 64)][3:] == ["—", "—"]
+    assert "Goal (facerec >= PyTorch eager f32 incl. upload at batch >= 64): met for 1 of 1" in text
 
 
 def test_missing_files():

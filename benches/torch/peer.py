@@ -320,12 +320,17 @@ def descriptors():
     return np.fromfile(os.path.join(PARITY, "descriptors.f32"), "<f4").reshape(3, 128)
 
 
-def gallery(rows, device, seed=0):
-    """`rows` enrolled faces: the real descriptors, each row perturbed (deterministic noise)."""
+def perturbed(rows, device, seed):
+    """`rows` faces: the real descriptors cycled, each perturbed uniformly in +-0.1 per
+    dimension (deterministic; the same kind of rows as facerec's `synthetic::perturbed_rows`)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     real = torch.from_numpy(descriptors()).to(device)
-    noise = torch.randn(rows, 128, generator=gen, device=device) * 0.05
+    noise = (torch.rand(rows, 128, generator=gen, device=device) - 0.5) * 0.2
     return real[torch.arange(rows, device=device) % len(real)] + noise
+
+
+def gallery(rows, device):
+    return perturbed(rows, device, seed=0)
 
 
 # name -> (ONNX file, module class, input side, parity input PNGs)
@@ -466,7 +471,8 @@ def bench(args, device):
             if args.fp16:
                 print("search: fp32 only, skipped", flush=True)
                 continue
-            real, module = descriptors(), Search(gallery(args.gallery_faces, device))
+            real = perturbed(max(args.batches), torch.device("cpu"), seed=1).numpy()
+            module = Search(gallery(args.gallery_faces, device))
         else:
             real, module = inputs(net), build(net).to(device)
         if args.fp16:
