@@ -11,6 +11,8 @@
 // bilinearly, black outside the source. `taps` > 1 averages a shrinking map's footprint
 // so a strong downscale does not alias.
 //
+// Launched on Burn's own wgpu device (Burn's `template` API), so the output buffer is
+// the networks' input tensor. Every binding is a storage buffer (Burn's allocations are).
 // Plain-Rust reference and agreement test: engine/src/gpu/warp.rs.
 
 struct Params {
@@ -37,9 +39,12 @@ struct Job {
     _pad1: f32,
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> jobs: array<Job>;
-@group(0) @binding(2) var<storage, read> src: array<u32>;
+// Declared read_write although only `dst` is written: Burn sub-allocates small tensors
+// from shared buffers, and wgpu refuses one buffer bound both read-only and read-write in
+// a dispatch.
+@group(0) @binding(0) var<storage, read_write> params: Params;
+@group(0) @binding(1) var<storage, read_write> jobs: array<Job>;
+@group(0) @binding(2) var<storage, read_write> src: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
 fn byte_at(i: u32) -> f32 {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use facerec_engine::{BackendChoice, Detector, Recognizer};
+use facerec_engine::{BackendChoice, Detector, Precision, Recognizer};
 
 #[derive(Debug, Parser)]
 #[command(name = "facerec", version, about = "Face recognition at volume")]
@@ -40,6 +40,14 @@ pub struct EngineArgs {
     /// Largest batch per forward pass.
     #[arg(long, env = "FACEREC_BATCH", default_value_t = 32)]
     pub batch: usize,
+    /// Float precision of the recognition network: f32, or f16 (half the memory traffic;
+    /// descriptors move by about 1e-3; needs a device with f16 support).
+    #[arg(long, env = "FACEREC_PRECISION", default_value = "f32")]
+    pub precision: Precision,
+    /// On the wgpu backend, pre-process on the GPU (WGSL warp: images go up once, the
+    /// networks' inputs never come back); false pre-processes on the CPU.
+    #[arg(long, env = "FACEREC_DEVICE_PREP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub device_prep: bool,
     /// Largest accepted image, in pixels (width x height); larger ones are rejected unread.
     #[arg(long, env = "FACEREC_MAX_PIXELS", default_value_t = 64 * 1024 * 1024)]
     pub max_pixels: u64,

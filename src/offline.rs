@@ -134,6 +134,8 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     config.recognizer = args.recognizer;
     config.min_score = args.min_score;
     config.max_batch = args.batch.max(1);
+    config.device_prep = args.device_prep;
+    config.precision = args.precision;
     config.limits = DecodeLimits {
         max_pixels: args.max_pixels,
         ..DecodeLimits::default()

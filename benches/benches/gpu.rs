@@ -2,7 +2,7 @@
 //! - gallery search (`GpuGallery::search`, k = 1) vs `Gallery::nearest` (SIMD-friendly
 //!   exact scan on every core), 16 and 256 queries against `GALLERY_FACES` (default
 //!   100 000) rows; the GPU side includes uploading the queries and reading back the top-k;
-//! - fused pre-processing (`WarpKernel::run`: 64 aligned 150x150 chips from one photo,
+//! - fused pre-processing (`DeviceImages::upload` + `warp`: 64 aligned 150x150 chips from one photo,
 //!   normalised, planar) vs the CPU path (`prep::warp` + `prep::to_planar` on rayon).
 //!
 //! Runs on whatever adapter `Gpu::open` finds: a real GPU, or lavapipe (software Vulkan)
@@ -11,8 +11,9 @@
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use facerec_engine::backend::{self, BackendChoice};
 use facerec_engine::gallery::{DIM, Gallery};
-use facerec_engine::gpu::{Gpu, GpuGallery, Normalize, WarpJob, WarpKernel};
+use facerec_engine::gpu::{DeviceImages, Gpu, GpuGallery, Normalize, WarpJob};
 use facerec_engine::prep::{self, Affine};
 use rayon::prelude::*;
 
@@ -59,7 +60,6 @@ fn search(c: &mut Criterion) {
 }
 
 fn warp(c: &mut Criterion) {
-    let gpu = Gpu::open().expect("a wgpu adapter");
     let photo = image::open(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/recognition_input_0.png"),
     )
@@ -84,13 +84,19 @@ fn warp(c: &mut Criterion) {
             }
         })
         .collect();
-    let kernel = WarpKernel::new(gpu);
+    let device = backend::resolve(BackendChoice::Wgpu)
+        .expect("wgpu backend")
+        .device;
     let norm = Normalize::RAW;
     let mut group = c.benchmark_group("warp_64_chips");
     group.sample_size(10);
     group.throughput(Throughput::Elements(jobs.len() as u64));
     group.bench_function("wgsl", |b| {
-        b.iter(|| kernel.run(&[&photo], &jobs, 150, 150, norm).expect("warp"))
+        b.iter(|| {
+            DeviceImages::upload(&device, &[&photo])
+                .and_then(|d| d.warp_to_host(&jobs, 150, 150, norm))
+                .expect("warp")
+        })
     });
     group.bench_function("cpu_prep", |b| {
         b.iter(|| {

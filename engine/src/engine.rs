@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use burn::tensor::Tensor;
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -12,8 +13,9 @@ use crate::backend::{self, BackendChoice};
 use crate::decode::{self, DecodeLimits};
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::{EngineError, ErrorKind, ImageError};
-use crate::models::{self, Models, Recognizer};
-use crate::prep;
+use crate::gpu::{DeviceImages, Normalize, WarpJob};
+use crate::models::{self, Models, Precision, Recognizer};
+use crate::prep::{self, Affine};
 
 /// Which face detector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,11 +46,17 @@ pub struct EngineConfig {
     pub detector: Detector,
     /// Recognition weights (face-api's quantised port or dlib's float model).
     pub recognizer: Recognizer,
+    /// The recognition network's float precision.
+    pub precision: Precision,
     /// Minimum detector confidence.
     pub min_score: f32,
     /// Largest batch handed to a network in one forward pass.
     pub max_batch: usize,
     pub limits: DecodeLimits,
+    /// On the wgpu backend, pre-process on the device (`shaders/warp.wgsl`): decoded
+    /// images go up once per batch and the networks' inputs never leave the device.
+    /// Off, or on the CPU backend, pre-processing runs on rayon.
+    pub device_prep: bool,
 }
 
 impl EngineConfig {
@@ -58,9 +66,11 @@ impl EngineConfig {
             backend: BackendChoice::Auto,
             detector: Detector::Ssd,
             recognizer: Recognizer::FaceApi,
+            precision: Precision::F32,
             min_score: 0.5,
             max_batch: 32,
             limits: DecodeLimits::default(),
+            device_prep: true,
         }
     }
 }
@@ -101,19 +111,38 @@ pub struct Analysis {
 pub struct Engine {
     config: EngineConfig,
     models: Models,
+    /// Whether pre-processing runs on the wgpu device.
+    device_prep: bool,
 }
 
 /// A face-less image at most this large on its longer side, and roughly square, is
 /// taken to be a pre-cropped face.
 const CROP_MAX_SIDE: u32 = 200;
 const CROP_MAX_ASPECT: f32 = 1.5;
+/// Most image bytes uploaded in one group: what every wgpu adapter allows in one storage
+/// binding (WebGPU's default `max_storage_buffer_binding_size`).
+const DEVICE_UPLOAD_BYTES: usize = 128 << 20;
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend::resolve(config.backend)?;
         tracing::info!(backend = backend.name, adapter = %backend.adapter, "compute backend");
-        let models = Models::load_with(&config.models_dir, backend, config.recognizer)?;
-        Ok(Self { config, models })
+        let device_prep = config.device_prep && backend.name == "wgpu";
+        tracing::info!(
+            on = if device_prep { "device" } else { "cpu" },
+            "pre-processing"
+        );
+        let models = Models::load_with_precision(
+            &config.models_dir,
+            backend,
+            config.recognizer,
+            config.precision,
+        )?;
+        Ok(Self {
+            config,
+            models,
+            device_prep,
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -122,6 +151,12 @@ impl Engine {
 
     pub fn models(&self) -> &Models {
         &self.models
+    }
+
+    /// Whether pre-processing runs on the wgpu device (`EngineConfig::device_prep` on the
+    /// wgpu backend).
+    pub fn prep_on_device(&self) -> bool {
+        self.device_prep
     }
 
     /// Analyses a batch of encoded images. Each result is independent: a bad image gets
@@ -162,8 +197,49 @@ impl Engine {
         images: &[&RgbImage],
         times: &mut StageTimes,
     ) -> Result<Vec<Analysis>, EngineError> {
+        if !self.device_prep {
+            return self.analyze_group(images, None, times);
+        }
+        // Upload as few groups as fit one storage binding; an image too large for one
+        // binding on its own is pre-processed on the CPU.
+        let mut out = Vec::with_capacity(images.len());
+        let mut start = 0;
+        while start < images.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < images.len() {
+                let next = images[end].as_raw().len();
+                if end > start && bytes + next > DEVICE_UPLOAD_BYTES {
+                    break;
+                }
+                bytes += next;
+                end += 1;
+            }
+            let group = &images[start..end];
+            if bytes > DEVICE_UPLOAD_BYTES {
+                out.extend(self.analyze_group(group, None, times)?);
+            } else {
+                let t = Instant::now();
+                let on_device = DeviceImages::upload(&self.models.backend().device, group)
+                    .map_err(|e| EngineError::Inference(format!("uploading images: {e}")))?;
+                times.decode += t.elapsed();
+                out.extend(self.analyze_group(group, Some(&on_device), times)?);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// The pipeline on one group of images, pre-processed from `on_device` (the same
+    /// images, already uploaded) or on the CPU.
+    fn analyze_group(
+        &self,
+        images: &[&RgbImage],
+        on_device: Option<&DeviceImages>,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Analysis>, EngineError> {
         let t = Instant::now();
-        let boxes = self.detect(images)?;
+        let boxes = self.detect(images, on_device)?;
         times.detect += t.elapsed();
 
         // Every face of every image, in one list, so the next networks see full batches.
@@ -187,16 +263,32 @@ impl Engine {
         }
 
         let t = Instant::now();
-        let landmarks = self.landmarks(images, &owners)?;
-        let chips: Vec<Vec<f32>> = owners
-            .par_iter()
+        let landmarks = self.landmarks(images, &owners, on_device)?;
+        let jobs: Vec<WarpJob> = owners
+            .iter()
             .zip(&landmarks)
-            .map(|(&(i, _, _), lm)| prep::to_planar(&align::chip(images[i], lm)))
+            .map(|(&(i, _, _), lm)| WarpJob {
+                source: i,
+                out_to_src: align::chip_to_image(lm),
+            })
             .collect();
+        let size = align::CHIP_SIZE;
+        let chips = jobs
+            .chunks(self.config.max_batch.max(1))
+            .map(|chunk| {
+                self.input(images, on_device, chunk, size, |j| {
+                    prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         times.align += t.elapsed();
 
         let t = Instant::now();
-        let embeddings = self.embed_planar(chips)?;
+        let mut embeddings = Vec::with_capacity(jobs.len());
+        for input in chips {
+            let flat = self.models.embed_input(input)?;
+            embeddings.extend(flat.chunks_exact(128).map(<[f32]>::to_vec));
+        }
         times.embed += t.elapsed();
 
         let mut out: Vec<Analysis> = images
@@ -225,7 +317,11 @@ impl Engine {
     }
 
     /// Face boxes per image, in original pixels, clipped to the image.
-    fn detect(&self, images: &[&RgbImage]) -> Result<Vec<Vec<FaceBox>>, EngineError> {
+    fn detect(
+        &self,
+        images: &[&RgbImage],
+        on_device: Option<&DeviceImages>,
+    ) -> Result<Vec<Vec<FaceBox>>, EngineError> {
         let params = DetectParams {
             min_score: self.config.min_score,
             iou_threshold: match self.config.detector {
@@ -239,17 +335,29 @@ impl Engine {
             Detector::Tiny => models::TINY_SIZE,
         };
         let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(self.config.max_batch.max(1)) {
-            let prepared: Vec<(Vec<f32>, f32)> = chunk
-                .par_iter()
-                .map(|img| prep::letterbox(img, size))
+        let step = self.config.max_batch.max(1);
+        for (c, chunk) in images.chunks(step).enumerate() {
+            let scales: Vec<f32> = chunk
+                .iter()
+                .map(|img| prep::letterbox_scale(img.width(), img.height(), size))
                 .collect();
-            let scales: Vec<f32> = prepared.iter().map(|p| p.1).collect();
-            let batch: Vec<f32> = prepared.into_iter().flat_map(|p| p.0).collect();
+            // Letterboxing is the map input pixel -> source pixel / scale, black beyond
+            // the image.
+            let jobs: Vec<WarpJob> = scales
+                .iter()
+                .enumerate()
+                .map(|(k, &scale)| WarpJob {
+                    source: c * step + k,
+                    out_to_src: Affine::scale_translate(1.0 / scale, 0.0, 0.0),
+                })
+                .collect();
+            let input = self.input(images, on_device, &jobs, size, |j| {
+                prep::letterbox(images[j.source], size).0
+            })?;
             let n = chunk.len();
             let decoded: Vec<Vec<FaceBox>> = match self.config.detector {
                 Detector::Ssd => {
-                    let (boxes, scores) = self.models.ssd(batch, n)?;
+                    let (boxes, scores) = self.models.ssd_input(input)?;
                     let a = models::SSD_ANCHORS;
                     (0..n)
                         .map(|k| {
@@ -264,7 +372,7 @@ impl Engine {
                         .collect()
                 }
                 Detector::Tiny => {
-                    let raw = self.models.tiny(batch, n)?;
+                    let raw = self.models.tiny_input(input)?;
                     let per = 25 * models::TINY_GRID * models::TINY_GRID;
                     (0..n)
                         .map(|k| {
@@ -295,6 +403,7 @@ impl Engine {
         &self,
         images: &[&RgbImage],
         faces: &[(usize, FaceBox, bool)],
+        on_device: Option<&DeviceImages>,
     ) -> Result<Vec<Landmarks>, EngineError> {
         let size = models::LANDMARK_SIZE;
         let squares: Vec<(f32, f32, f32)> = faces
@@ -306,15 +415,18 @@ impl Engine {
             .chunks(self.config.max_batch.max(1))
             .zip(squares.chunks(self.config.max_batch.max(1)))
         {
-            let batch: Vec<f32> = chunk
-                .par_iter()
+            let jobs: Vec<WarpJob> = chunk
+                .iter()
                 .zip(sq)
-                .flat_map_iter(|(&(i, _, _), &(cx, cy, side))| {
-                    let map = prep::square_crop_map(cx, cy, side, size);
-                    prep::to_planar(&prep::warp(images[i], &map, size, size))
+                .map(|(&(i, _, _), &(cx, cy, side))| WarpJob {
+                    source: i,
+                    out_to_src: prep::square_crop_map(cx, cy, side, size),
                 })
                 .collect();
-            let raw = self.models.landmarks(batch, chunk.len())?;
+            let input = self.input(images, on_device, &jobs, size, |j| {
+                prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
+            })?;
+            let raw = self.models.landmarks_input(input)?;
             for (k, &(cx, cy, side)) in sq.iter().enumerate() {
                 let mut lm = [(0f32, 0f32); 68];
                 for (p, point) in lm.iter_mut().enumerate() {
@@ -325,6 +437,29 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// A network's `[jobs, 3, side, side]` input: warped on the device from `on_device`
+    /// (raw 0..255 values; the graphs normalise inside), or built on the CPU by `on_cpu`
+    /// per job, on rayon.
+    fn input(
+        &self,
+        images: &[&RgbImage],
+        on_device: Option<&DeviceImages>,
+        jobs: &[WarpJob],
+        side: u32,
+        on_cpu: impl Fn(&WarpJob) -> Vec<f32> + Sync + Send,
+    ) -> Result<Tensor<4>, EngineError> {
+        debug_assert!(jobs.iter().all(|j| j.source < images.len()));
+        match on_device {
+            Some(d) => d
+                .warp(jobs, side, side, Normalize::RAW)
+                .map_err(|e| EngineError::Inference(format!("pre-processing on the device: {e}"))),
+            None => {
+                let data: Vec<f32> = jobs.par_iter().flat_map_iter(on_cpu).collect();
+                Ok(self.models.input(data, jobs.len(), side))
+            }
+        }
     }
 
     /// Embeds aligned 150x150 planar chips in batches of at most `max_batch`.

@@ -21,5 +21,5 @@ pub use decode::DecodeLimits;
 pub use engine::{Analysis, Detector, Engine, EngineConfig, Face, StageTimes};
 pub use error::{EngineError, ErrorKind, ImageError};
 pub use gallery::{Gallery, IdentitySummary, Match};
-pub use models::Recognizer;
+pub use models::{Precision, Recognizer};
 pub use report::{DEFAULT_THRESHOLD, FaceReport, ImageReport};

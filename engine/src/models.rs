@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
-use burn_store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn_store::{BurnpackStore, FloatCastAdapter, ModuleSnapshot};
 use sha2::{Digest, Sha256};
 
 use crate::backend::ResolvedBackend;
@@ -79,6 +79,38 @@ impl std::fmt::Display for Recognizer {
     }
 }
 
+/// Float precision of the recognition network (the detectors and the landmark net always
+/// run in f32: their box and point regressions are the sensitive part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Weights and activations in half precision: half the memory traffic, and tensor
+    /// cores where the GPU has them. Descriptors move by about 1e-3 (see
+    /// `models/face_recognition.md`).
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Self::F32),
+            "f16" | "fp16" => Ok(Self::F16),
+            other => Err(format!("unknown precision {other:?} (f32 or f16)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
 /// A loaded model together with the sha256 of the ONNX file its weights came from.
 struct Loaded<M> {
     model: M,
@@ -92,6 +124,7 @@ pub struct Models {
     tiny: Loaded<generated::tiny_face_detector::Model>,
     landmarks: Loaded<generated::face_landmark_68::Model>,
     recognition: Loaded<generated::face_recognition::Model>,
+    precision: Precision,
 }
 
 impl Models {
@@ -107,38 +140,69 @@ impl Models {
         backend: ResolvedBackend,
         recognizer: Recognizer,
     ) -> Result<Self, EngineError> {
+        Self::load_with_precision(dir, backend, recognizer, Precision::F32)
+    }
+
+    /// Loads every model from `dir`, with the chosen recognition weights run at
+    /// `precision`. F16 fails here, not at the first batch, where the device lacks it.
+    pub fn load_with_precision(
+        dir: &Path,
+        backend: ResolvedBackend,
+        recognizer: Recognizer,
+        precision: Precision,
+    ) -> Result<Self, EngineError> {
         let device = backend.device.clone();
+        let cast = match precision {
+            Precision::F32 => None,
+            Precision::F16 if device.supports_dtype(DType::F16) => Some(DType::F16),
+            Precision::F16 => {
+                return Err(EngineError::Inference(format!(
+                    "the {} device has no f16 support",
+                    backend.name
+                )));
+            }
+        };
         Ok(Self {
             ssd: load(
                 dir,
                 "ssd_mobilenetv1",
                 &device,
+                None,
                 generated::ssd_mobilenetv1::Model::new,
             )?,
             tiny: load(
                 dir,
                 "tiny_face_detector",
                 &device,
+                None,
                 generated::tiny_face_detector::Model::new,
             )?,
             landmarks: load(
                 dir,
                 "face_landmark_68",
                 &device,
+                None,
                 generated::face_landmark_68::Model::new,
             )?,
             recognition: load(
                 dir,
                 recognizer.file_stem(),
                 &device,
+                cast,
                 generated::face_recognition::Model::new,
             )?,
             backend,
+            precision,
         })
     }
 
     pub fn backend(&self) -> &ResolvedBackend {
         &self.backend
+    }
+
+    /// The recognition network's precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Identifies the recognition model (sha256 of its ONNX file): embeddings are only
@@ -147,7 +211,8 @@ impl Models {
         &self.recognition.sha256
     }
 
-    fn input(&self, data: Vec<f32>, n: usize, side: u32) -> Tensor<4> {
+    /// A `[n, 3, side, side]` input tensor on the models' device from planar host data.
+    pub fn input(&self, data: Vec<f32>, n: usize, side: u32) -> Tensor<4> {
         let side = side as usize;
         Tensor::from_data(
             TensorData::new(data, [n, 3, side, side]),
@@ -158,39 +223,50 @@ impl Models {
     /// SSD MobileNetV1 on `n` letterboxed 512x512 planar images: per image, 5118 boxes
     /// `[ymin, xmin, ymax, xmax]` (0..1) and 5118 face scores.
     pub fn ssd(&self, data: Vec<f32>, n: usize) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
-        let (boxes, scores) = self.ssd.model.forward(self.input(data, n, SSD_SIZE));
+        self.ssd_input(self.input(data, n, SSD_SIZE))
+    }
+
+    /// As `ssd`, on an input tensor already on the device.
+    pub fn ssd_input(&self, input: Tensor<4>) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
+        let (boxes, scores) = self.ssd.model.forward(input);
         Ok((read(boxes.into_data())?, read(scores.into_data())?))
     }
 
     /// Tiny Face Detector on `n` letterboxed 416x416 planar images: raw `[25, 13, 13]`.
     pub fn tiny(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(
-            self.tiny
-                .model
-                .forward(self.input(data, n, TINY_SIZE))
-                .into_data(),
-        )
+        self.tiny_input(self.input(data, n, TINY_SIZE))
+    }
+
+    /// As `tiny`, on an input tensor already on the device.
+    pub fn tiny_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
+        read(self.tiny.model.forward(input).into_data())
     }
 
     /// 68-point landmarks on `n` 112x112 planar face crops: 136 values per face
     /// (x0, y0, x1, y1, ...), relative to the crop (0..1).
     pub fn landmarks(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(
-            self.landmarks
-                .model
-                .forward(self.input(data, n, LANDMARK_SIZE))
-                .into_data(),
-        )
+        self.landmarks_input(self.input(data, n, LANDMARK_SIZE))
+    }
+
+    /// As `landmarks`, on an input tensor already on the device.
+    pub fn landmarks_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
+        read(self.landmarks.model.forward(input).into_data())
     }
 
     /// 128-d descriptors of `n` aligned 150x150 planar face chips.
     pub fn embed(&self, data: Vec<f32>, n: usize) -> Result<Vec<f32>, EngineError> {
-        read(
-            self.recognition
-                .model
-                .forward(self.input(data, n, RECOGNITION_SIZE))
-                .into_data(),
-        )
+        self.embed_input(self.input(data, n, RECOGNITION_SIZE))
+    }
+
+    /// As `embed`, on an input tensor already on the device.
+    pub fn embed_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
+        match self.precision {
+            Precision::F32 => read(self.recognition.model.forward(input).into_data()),
+            Precision::F16 => {
+                let out = self.recognition.model.forward(input.cast(FloatDType::F16));
+                read(out.cast(FloatDType::F32).into_data())
+            }
+        }
     }
 }
 
@@ -205,6 +281,7 @@ fn load<M: ModuleSnapshot>(
     dir: &Path,
     name: &str,
     device: &Device,
+    cast: Option<DType>,
     new: impl FnOnce(&Device) -> M,
 ) -> Result<Loaded<M>, EngineError> {
     let onnx = dir.join(format!("{name}.onnx"));
@@ -217,6 +294,9 @@ fn load<M: ModuleSnapshot>(
     let bpk = burnpack_for(&onnx, name, &sha256).map_err(model_err)?;
     let mut model = new(device);
     let mut store = BurnpackStore::from_file(&bpk);
+    if let Some(dtype) = cast {
+        store = store.with_from_adapter(FloatCastAdapter::to(dtype));
+    }
     model.load_from(&mut store).map_err(|e| {
         model_err(format!(
             "weights do not fit the compiled {name} network: {e}"

@@ -82,7 +82,7 @@ pub const MAX_UPSCALE: f32 = 2.0;
 /// original pixels to input pixels.
 pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
     let (w, h) = img.dimensions();
-    let scale = (size as f32 / w.max(h) as f32).min(MAX_UPSCALE);
+    let scale = letterbox_scale(w, h, size);
     let rw = ((w as f32 * scale).round() as u32).clamp(1, size);
     let rh = ((h as f32 * scale).round() as u32).clamp(1, size);
     let small = resize(img, rw, rh);
@@ -95,6 +95,12 @@ pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
         out[2 * plane + i] = p[2] as f32;
     }
     (out, scale)
+}
+
+/// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most
+/// `MAX_UPSCALE`.
+pub fn letterbox_scale(w: u32, h: u32, size: u32) -> f32 {
+    (size as f32 / w.max(h) as f32).min(MAX_UPSCALE)
 }
 
 /// Packs an RGB image into planar `[3, H, W]` floats, values 0..255.

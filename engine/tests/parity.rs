@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use facerec_engine::backend::{self, BackendChoice};
-use facerec_engine::models::{Models, Recognizer};
+use facerec_engine::models::{Models, Precision, Recognizer};
 use facerec_engine::prep;
 use serde_json::Value;
 
@@ -112,6 +112,39 @@ fn every_model_matches_onnxruntime_on_the_cpu_backend() {
         tol(&s),
     );
 }
+
+/// The optional f16 recognition network against onnxruntime's f32 descriptors: the
+/// accuracy cost of half precision, per descriptor, far below the 0.5 same-person
+/// threshold.
+#[test]
+fn f16_recognition_stays_near_onnxruntime_f32() {
+    let cpu = backend::resolve(BackendChoice::Cpu).expect("the CPU backend always resolves");
+    let models =
+        Models::load_with_precision(&models_dir(), cpu, Recognizer::FaceApi, Precision::F16)
+            .expect("f16 recognition loads on the CPU backend");
+    assert_eq!(models.precision(), Precision::F16);
+    let s = manifest()["models"]["face_recognition"].clone();
+    let (x, n) = input(&s["inputs"]["input"]);
+    let got = models.embed(x, n).expect("f16 recognition runs");
+    let want = expected(&s, "descriptor");
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got
+        .chunks_exact(128)
+        .zip(want.chunks_exact(128))
+        .enumerate()
+    {
+        let distance = facerec_engine::report::distance(g, w);
+        eprintln!("chip {i}: f16 vs f32 descriptor distance {distance:.2e}");
+        assert!(distance <= F16_MAX_DISTANCE, "chip {i}: {distance}");
+    }
+    assert_close("f16 descriptors", &got, &want, F16_MAX_ABS);
+}
+
+/// Half precision keeps 11 significant bits: on the parity chips the descriptors moved by
+/// at most 3.6e-4 per component and 1.4e-3 in distance (Burn flex, 2026-11-23). The bounds
+/// leave about 3x headroom.
+const F16_MAX_ABS: f32 = 1e-3;
+const F16_MAX_DISTANCE: f32 = 5e-3;
 
 #[test]
 fn model_ids_are_the_onnx_sha256_recorded_by_the_reference() {

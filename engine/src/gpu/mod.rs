@@ -1,9 +1,9 @@
-//! Hand-written WGSL kernels (`shaders/` at the repository root) run through raw `wgpu`,
-//! next to Burn's own kernels: fused pre-processing of a batch of images, and exact
-//! gallery search with top-k on the device.
+//! Hand-written WGSL kernels (`shaders/` at the repository root): fused pre-processing of
+//! a batch of images, launched on Burn's own wgpu device so its output is the networks'
+//! input tensor; and exact gallery search with top-k, run through raw `wgpu`.
 //!
 //! Each kernel has a plain-Rust reference in its module (`warp::reference`,
-//! `search::reference`); the agreement tests (`engine/tests/shaders.rs`) run on whatever
+//! `search::reference`); the agreement tests (`engine/tests/wgpu.rs`) run on whatever
 //! adapter exists, Mesa's software Vulkan (lavapipe) on CI.
 
 pub mod search;
@@ -12,7 +12,7 @@ pub mod warp;
 use std::sync::Arc;
 
 pub use search::{GpuGallery, Neighbour};
-pub use warp::{Normalize, WarpJob, WarpKernel};
+pub use warp::{DeviceImages, Normalize, WarpJob};
 
 use burn::tensor::wgpu::wgpu;
 
@@ -159,6 +159,13 @@ impl Gpu {
                 Ok(bytes)
             })
             .collect()
+    }
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
     }
 }
 

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use burn::tensor::wgpu::wgpu;
 
-use super::warp::entry;
-use super::{Gpu, GpuError};
+use super::{Gpu, GpuError, entry};
 use crate::gallery::DIM;
 
 const SHADER: &str = include_str!("../../../shaders/search.wgsl");
