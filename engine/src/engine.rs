@@ -12,6 +12,7 @@ use crate::backend::{self, BackendChoice};
 use crate::decode::{self, DecodeLimits};
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::{EngineError, ErrorKind, ImageError};
+use crate::matcher::{Matcher, SearchChoice};
 use crate::models::{self, Models, Recognizer};
 use crate::prep;
 
@@ -49,6 +50,8 @@ pub struct EngineConfig {
     /// Largest batch handed to a network in one forward pass.
     pub max_batch: usize,
     pub limits: DecodeLimits,
+    /// Where gallery search runs (`Engine::matcher`).
+    pub gallery_search: SearchChoice,
 }
 
 impl EngineConfig {
@@ -61,6 +64,7 @@ impl EngineConfig {
             min_score: 0.5,
             max_batch: 32,
             limits: DecodeLimits::default(),
+            gallery_search: SearchChoice::Auto,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct Analysis {
 pub struct Engine {
     config: EngineConfig,
     models: Models,
+    matcher: Matcher,
 }
 
 /// A face-less image at most this large on its longer side, and roughly square, is
@@ -112,8 +117,15 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend::resolve(config.backend)?;
         tracing::info!(backend = backend.name, adapter = %backend.adapter, "compute backend");
+        let matcher = Matcher::resolve(config.gallery_search, &backend).map_err(|e| {
+            EngineError::Device(format!("gallery search {}: {e}", config.gallery_search))
+        })?;
         let models = Models::load_with(&config.models_dir, backend, config.recognizer)?;
-        Ok(Self { config, models })
+        Ok(Self {
+            config,
+            models,
+            matcher,
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -122,6 +134,11 @@ impl Engine {
 
     pub fn models(&self) -> &Models {
         &self.models
+    }
+
+    /// Gallery search for this engine's faces (CPU or GPU, per `gallery_search`).
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
     }
 
     /// Analyses a batch of encoded images. Each result is independent: a bad image gets
