@@ -326,7 +326,11 @@ fn gallery_search_on_the_gpu_answers_as_on_the_cpu() {
     // Everyone but Bob: his photos must come back unknown.
     std::fs::remove_dir_all(w.path().join("people/Bob")).expect("Bob's folder");
     let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let batch = &w.expected[10..40];
     let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();

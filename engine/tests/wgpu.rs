@@ -12,9 +12,7 @@ use facerec_engine::gpu::{self, Gpu, GpuGallery, Neighbour, Normalize, WarpJob, 
 use facerec_engine::matcher::{Matcher, SearchChoice};
 use facerec_engine::prep::Affine;
 use facerec_engine::report::{self, DEFAULT_THRESHOLD};
-use facerec_engine::{
-    Analysis, BackendChoice, Engine, EngineConfig, Gallery, ImageError, Match,
-};
+use facerec_engine::{Analysis, BackendChoice, Engine, EngineConfig, Gallery, ImageError, Match};
 use image::RgbImage;
 
 fn gpu() -> Arc<Gpu> {
