@@ -11,8 +11,8 @@
 //! `SHORTLIST` rows lie within float rounding of the best one, where a row at the same
 //! distance (to ~1e-6) may be named instead.
 //!
-//! A GPU failure at search time (e.g. out of device memory for a huge gallery) is logged
-//! and that batch is answered on the CPU: matching never fails.
+//! An upload or search that returns an error is logged and that batch is answered on the
+//! CPU, so matching never fails; a version whose upload failed stays on the CPU.
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +31,8 @@ use crate::gpu::{Gpu, GpuError, GpuGallery};
 pub const AUTO_MIN_ROWS: usize = 4096;
 /// Candidates per query the GPU returns for the host to re-score.
 const SHORTLIST: usize = 4;
+/// `GpuSearch::failed` when no upload failed (no gallery reaches this generation).
+const NOT_FAILED: u64 = u64::MAX;
 
 /// Where gallery search runs (`--gallery-search`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +84,9 @@ struct GpuSearch {
     min_rows: usize,
     mirror: Mutex<Option<Arc<Mirror>>>,
     uploads: AtomicU64,
+    /// The last generation whose upload failed (e.g. too large for the device): searched
+    /// on the CPU rather than retried on every batch; a new version tries again.
+    failed: AtomicU64,
 }
 
 /// The enrolled matrix of one gallery generation, on the device.
@@ -116,6 +121,7 @@ impl Matcher {
                 min_rows,
                 mirror: Mutex::new(None),
                 uploads: AtomicU64::new(0),
+                failed: AtomicU64::new(NOT_FAILED),
             }),
         }
     }
@@ -198,7 +204,9 @@ impl Matcher {
 
 impl GpuSearch {
     fn wanted(&self, gallery: &Gallery) -> bool {
-        !gallery.is_empty() && gallery.len() >= self.min_rows
+        !gallery.is_empty()
+            && gallery.len() >= self.min_rows
+            && self.failed.load(Ordering::Relaxed) != gallery.generation()
     }
 
     /// `None` when `gallery` is older than the mirror: answered on the CPU rather than
@@ -233,7 +241,9 @@ impl GpuSearch {
         }
         let t = std::time::Instant::now();
         let (matrix, norms) = gallery.rows();
-        let rows = GpuGallery::upload(self.gpu.clone(), matrix, norms)?;
+        let rows = GpuGallery::upload(self.gpu.clone(), matrix, norms).inspect_err(|_| {
+            self.failed.store(gallery.generation(), Ordering::Relaxed);
+        })?;
         tracing::info!(
             rows = gallery.len(),
             segments = rows.segments(),
