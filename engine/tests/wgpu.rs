@@ -274,12 +274,15 @@ fn engine_on_wgpu_agrees_with_the_cpu_backend() {
 // exactly as `Gallery::nearest` on real face embeddings, across gallery changes.
 // ---------------------------------------------------------------------------------------
 
+/// Analysed images with a name (the person, or the photo).
+type Named = Vec<(String, Analysis)>;
+
 /// Real faces analysed once on the CPU backend: the CSE546 workload's first 40 images
 /// (its ten distinct photos, four times) and the six face-api demo photos (22 faces).
-fn real_faces() -> &'static (Vec<(String, Analysis)>, Vec<(String, Analysis)>) {
-    static FACES: OnceLock<(Vec<(String, Analysis)>, Vec<(String, Analysis)>)> = OnceLock::new();
+fn real_faces() -> &'static (Named, Named) {
+    static FACES: OnceLock<(Named, Named)> = OnceLock::new();
     FACES.get_or_init(|| {
-        let analyse = |named: Vec<(String, Vec<u8>)>| -> Vec<(String, Analysis)> {
+        let analyse = |named: Vec<(String, Vec<u8>)>| -> Named {
             let refs: Vec<&[u8]> = named.iter().map(|(_, b)| b.as_slice()).collect();
             let (results, _) = common::engine().analyze(&refs);
             named
