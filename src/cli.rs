@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use facerec_engine::{BackendChoice, Detector, Precision, Recognizer};
+use facerec_engine::{BackendChoice, Detector, Precision, Recognizer, SearchChoice};
 
 #[derive(Debug, Parser)]
 #[command(name = "facerec", version, about = "Face recognition at volume")]
@@ -51,6 +51,11 @@ pub struct EngineArgs {
     /// Largest accepted image, in pixels (width x height); larger ones are rejected unread.
     #[arg(long, env = "FACEREC_MAX_PIXELS", default_value_t = 64 * 1024 * 1024)]
     pub max_pixels: u64,
+    /// Where gallery search runs: auto (the GPU when the backend resolved to wgpu on a
+    /// hardware adapter and the gallery has at least 4096 faces, else the CPU), gpu (always,
+    /// a software adapter too; an error at start when none opens) or cpu.
+    #[arg(long, env = "FACEREC_GALLERY_SEARCH", default_value = "auto")]
+    pub gallery_search: SearchChoice,
 }
 
 #[derive(Debug, Subcommand)]

@@ -140,6 +140,7 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
         max_pixels: args.max_pixels,
         ..DecodeLimits::default()
     };
+    config.gallery_search = args.gallery_search;
     if args.threshold.is_nan() || args.threshold <= 0.0 {
         bail!("--threshold must be positive (got {})", args.threshold);
     }
@@ -166,6 +167,21 @@ fn analyze_paths(
     paths: &[PathBuf],
     mut each: impl FnMut(&Path, Result<&Analysis, &ImageError>) -> Result<()>,
 ) -> Result<()> {
+    analyze_batches(engine, paths, |batch, results| {
+        batch
+            .iter()
+            .zip(results)
+            .try_for_each(|(path, r)| each(path, *r))
+    })
+}
+
+/// Reads and analyses `paths` in engine-sized batches, calling `each` once per batch with
+/// its paths and their results, in input order.
+fn analyze_batches(
+    engine: &Engine,
+    paths: &[PathBuf],
+    mut each: impl FnMut(&[PathBuf], &[Result<&Analysis, &ImageError>]) -> Result<()>,
+) -> Result<()> {
     let bar = progress(paths.len());
     let batch = engine.config().max_batch;
     for chunk in paths.chunks(batch) {
@@ -180,14 +196,17 @@ fn analyze_paths(
         let ok: Vec<&[u8]> = read.iter().filter_map(|r| r.as_deref().ok()).collect();
         let (mut analysed, _) = engine.analyze(&ok);
         analysed.reverse();
-        for (path, r) in chunk.iter().zip(&read) {
-            let result = match r {
-                Ok(_) => analysed.pop().context("one result per image")?,
-                Err(e) => Err(e.clone()),
-            };
-            each(path, result.as_ref())?;
-            bar.inc(1);
-        }
+        let results = read
+            .iter()
+            .map(|r| match r {
+                Ok(_) => analysed.pop().context("one result per image"),
+                Err(e) => Ok(Err(e.clone())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<Result<&Analysis, &ImageError>> =
+            results.iter().map(Result::as_ref).collect();
+        each(chunk, &refs)?;
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     Ok(())
@@ -338,21 +357,25 @@ fn print_reports(
 ) -> Result<ExitCode> {
     let mut failed = 0usize;
     let mut out = BufWriter::new(std::io::stdout().lock());
-    analyze_paths(engine, images, |path, result| {
-        let r = report::report(
-            &path.display().to_string(),
-            result,
-            gallery,
-            threshold,
-            embeddings,
-        );
-        if r.error.is_some() {
-            failed += 1;
-        }
-        if json {
-            writeln!(out, "{}", serde_json::to_string(&r)?)?;
-        } else {
-            write_plain(&mut out, path, &r, embeddings)?;
+    analyze_batches(engine, images, |paths, results| {
+        // Every face of the batch in one search.
+        let matches = report::match_faces(engine.matcher(), gallery, results);
+        for ((path, result), found) in paths.iter().zip(results).zip(matches) {
+            let r = report::report(
+                &path.display().to_string(),
+                *result,
+                found,
+                threshold,
+                embeddings,
+            );
+            if r.error.is_some() {
+                failed += 1;
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            } else {
+                write_plain(&mut out, path, &r, embeddings)?;
+            }
         }
         Ok(())
     })?;

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn facerec(args: &[&str], cwd: &Path) -> Output {
+    facerec_env(args, cwd, &[])
+}
+
+/// `facerec` with extra environment variables.
+fn facerec_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_facerec"))
         .args(["--log-json"])
         .args(args)
@@ -14,6 +19,7 @@ fn facerec(args: &[&str], cwd: &Path) -> Output {
             "FACEREC_MODELS",
             Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
         )
+        .envs(env.iter().copied())
         .output()
         .expect("facerec runs")
 }
@@ -307,4 +313,65 @@ fn the_dlib_recognizer_identifies_and_galleries_stay_apart() {
     assert!(!out.status.success(), "{}", stdout(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model"), "{err}");
+}
+
+/// `--gallery-search gpu` (here Mesa's software Vulkan, with Burn on the CPU) answers
+/// exactly as the CPU search: the same JSON lines for known faces and strangers, every
+/// face of a batch in one search, the gallery uploaded once.
+#[test]
+fn gallery_search_on_the_gpu_answers_as_on_the_cpu() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    // Everyone but Bob: his photos must come back unknown.
+    std::fs::remove_dir_all(w.path().join("people/Bob")).expect("Bob's folder");
+    let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let batch = &w.expected[10..40];
+    let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
+    let mut args = vec!["identify", "--gallery", g, "--json", "--batch", "8"];
+    args.extend(images.iter().map(String::as_str));
+    let run = |search: &str| {
+        let out = facerec_env(
+            &args,
+            w.path(),
+            &[("FACEREC_GALLERY_SEARCH", search), ("FACEREC_LOG", "info")],
+        );
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{search}: {log}");
+        (stdout(&out), log)
+    };
+    let (on_gpu, gpu_log) = run("gpu");
+    let (on_cpu, cpu_log) = run("cpu");
+    assert!(gpu_log.contains(r#""matcher":"gpu""#), "{gpu_log}");
+    assert_eq!(
+        gpu_log.matches("gallery uploaded to the GPU").count(),
+        1,
+        "one upload for four batches: {gpu_log}"
+    );
+    assert!(cpu_log.contains(r#""matcher":"cpu""#), "{cpu_log}");
+    assert_eq!(on_gpu, on_cpu);
+
+    let lines: Vec<serde_json::Value> = on_gpu
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), batch.len());
+    let mut strangers = 0;
+    for (line, (stem, name)) in lines.iter().zip(batch) {
+        let face = &line["faces"][0];
+        if name == "Bob" {
+            strangers += 1;
+            assert!(face["identity"].is_null(), "{stem}: {line}");
+            assert_ne!(face["nearest"], "Bob");
+        } else {
+            assert_eq!(face["identity"], name.as_str(), "{stem}: {line}");
+        }
+    }
+    assert!(strangers >= 3, "{strangers} photos of Bob");
 }

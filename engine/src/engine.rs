@@ -14,6 +14,7 @@ use crate::decode::{self, DecodeLimits};
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::{EngineError, ErrorKind, ImageError};
 use crate::gpu::{DeviceImages, Normalize, WarpJob};
+use crate::matcher::{Matcher, SearchChoice};
 use crate::models::{self, Models, Precision, Recognizer};
 use crate::prep::{self, Affine};
 
@@ -57,6 +58,8 @@ pub struct EngineConfig {
     /// images go up once per batch and the networks' inputs never leave the device.
     /// Off, or on the CPU backend, pre-processing runs on rayon.
     pub device_prep: bool,
+    /// Where gallery search runs (`Engine::matcher`).
+    pub gallery_search: SearchChoice,
 }
 
 impl EngineConfig {
@@ -71,6 +74,7 @@ impl EngineConfig {
             max_batch: 32,
             limits: DecodeLimits::default(),
             device_prep: true,
+            gallery_search: SearchChoice::Auto,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct Engine {
     models: Models,
     /// Whether pre-processing runs on the wgpu device.
     device_prep: bool,
+    matcher: Matcher,
 }
 
 /// A face-less image at most this large on its longer side, and roughly square, is
@@ -132,6 +137,9 @@ impl Engine {
             on = if device_prep { "device" } else { "cpu" },
             "pre-processing"
         );
+        let matcher = Matcher::resolve(config.gallery_search, &backend).map_err(|e| {
+            EngineError::Device(format!("gallery search {}: {e}", config.gallery_search))
+        })?;
         let models = Models::load_with_precision(
             &config.models_dir,
             backend,
@@ -142,6 +150,7 @@ impl Engine {
             config,
             models,
             device_prep,
+            matcher,
         })
     }
 
@@ -157,6 +166,11 @@ impl Engine {
     /// wgpu backend).
     pub fn prep_on_device(&self) -> bool {
         self.device_prep
+    }
+
+    /// Gallery search for this engine's faces (CPU or GPU, per `gallery_search`).
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
     }
 
     /// Analyses a batch of encoded images. Each result is independent: a bad image gets

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,8 @@ const VERSION: u32 = 1;
 const PAR_ROWS: usize = 16_384;
 /// Queries scored together against each row.
 const QUERY_BLOCK: usize = 4;
+/// Source of `Gallery::generation` values; 0 is left to empty default galleries.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// The nearest enrolled face to a query.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,8 @@ pub struct Gallery {
     owner: Vec<u32>,
     matrix: Vec<f32>,
     norms: Vec<f32>,
+    /// Names this content: a fresh process-wide value on every change (see `generation`).
+    generation: u64,
 }
 
 impl Gallery {
@@ -65,6 +70,18 @@ impl Gallery {
 
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// Identifies the enrolled rows: unique in the process to each change (`add`, `remove`,
+    /// `from_bytes`) and kept by `clone`, so two galleries with the same generation have
+    /// the same rows (0: an empty gallery never changed). Device mirrors of the matrix
+    /// (`matcher::Matcher`) are keyed by it; later changes have larger values.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Number of enrolled faces.
@@ -104,6 +121,7 @@ impl Gallery {
         self.owner.push(idx as u32);
         self.matrix.extend_from_slice(embedding);
         self.norms.push(dot(embedding, embedding));
+        self.changed();
     }
 
     /// Removes an identity and all its faces; returns how many faces went.
@@ -125,6 +143,7 @@ impl Gallery {
         }
         self.names.remove(idx as usize);
         (self.owner, self.matrix, self.norms) = (owner, matrix, norms);
+        self.changed();
         removed
     }
 
@@ -140,7 +159,8 @@ impl Gallery {
         self.names.get(owner).map(String::as_str)
     }
 
-    /// The nearest enrolled face for each query (`None` for an empty gallery).
+    /// The nearest enrolled face for each query (`None` for an empty gallery). Among
+    /// rows at the same distance the first enrolled wins.
     pub fn nearest(&self, queries: &[&[f32]]) -> Vec<Option<Match>> {
         if self.is_empty() {
             return vec![None; queries.len()];
@@ -151,14 +171,41 @@ impl Gallery {
             .collect();
         best.into_iter()
             .zip(queries)
-            .map(|((d2, row), q)| {
-                let d2 = (d2 + dot(q, q)).max(0.0);
-                Some(Match {
-                    name: self.names[self.owner[row] as usize].clone(),
-                    distance: d2.sqrt(),
-                })
-            })
+            .map(|((s, row), q)| Some(self.found(q, s, row)))
             .collect()
+    }
+
+    /// The nearest to `query` of the given rows (a shortlist from another search, e.g.
+    /// the GPU's top-k), scored with exactly `nearest`'s arithmetic and tie rule: when
+    /// the shortlist holds `nearest`'s row, the answer is identical, distance included.
+    /// `None` when no row is valid.
+    pub fn nearest_of(
+        &self,
+        query: &[f32],
+        rows: impl IntoIterator<Item = usize>,
+    ) -> Option<Match> {
+        rows.into_iter()
+            .filter(|&r| r < self.len())
+            .map(|r| (self.score(query, r), r))
+            // `nearest`'s order: by score as `<` sees it, then the lower row.
+            .min_by(|a, b| {
+                a.0.partial_cmp(&b.0)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.1.cmp(&b.1))
+            })
+            .map(|(s, row)| self.found(query, s, row))
+    }
+
+    fn score(&self, q: &[f32], r: usize) -> f32 {
+        score(self.norms[r], &self.matrix[r * DIM..(r + 1) * DIM], q)
+    }
+
+    fn found(&self, q: &[f32], score: f32, row: usize) -> Match {
+        let d2 = (score + dot(q, q)).max(0.0);
+        Match {
+            name: self.names[self.owner[row] as usize].clone(),
+            distance: d2.sqrt(),
+        }
     }
 
     /// For up to `QUERY_BLOCK` queries: (min over rows of |e|² - 2 q·e, argmin row).
@@ -169,7 +216,7 @@ impl Gallery {
             for r in start..end {
                 let e = &self.matrix[r * DIM..(r + 1) * DIM];
                 for (b, q) in best.iter_mut().zip(block) {
-                    let s = self.norms[r] - 2.0 * dot(q, e);
+                    let s = score(self.norms[r], e, q);
                     if s < b.0 {
                         *b = (s, r);
                     }
@@ -270,6 +317,7 @@ impl Gallery {
             owner,
             matrix,
             norms,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -302,6 +350,13 @@ impl Gallery {
         fs::rename(&tmp, path)?;
         Ok(())
     }
+}
+
+/// `|e|² - 2 q·e`: a row's squared distance to `q` less `|q|²`. The one formula behind
+/// every CPU score, so `nearest` and `nearest_of` agree bit for bit.
+#[inline]
+fn score(norm: f32, e: &[f32], q: &[f32]) -> f32 {
+    norm - 2.0 * dot(q, e)
 }
 
 #[inline]
@@ -413,6 +468,43 @@ mod tests {
                 assert!((got.distance - d).abs() < 1e-3, "{} vs {d}", got.distance);
             }
         }
+    }
+
+    #[test]
+    fn nearest_of_a_shortlist_with_the_best_row_equals_nearest() {
+        let mut g = Gallery::new("m");
+        for i in 0..50u64 {
+            g.add(&format!("p{}", i % 7), &vector(i));
+        }
+        // Row 40 again under another name: equal distances go to the first enrolled.
+        let dup = vector(40);
+        g.add("twin", &dup);
+        for q in [vector(3), vector(999), dup.clone()] {
+            let want = g.nearest(&[&q]).remove(0).expect("non-empty");
+            let got = g.nearest_of(&q, (0..g.len()).rev()).expect("rows");
+            assert_eq!(got, want);
+        }
+        assert_eq!(g.nearest_of(&dup, [50, 40]).expect("rows").name, "p5");
+        assert_eq!(g.nearest_of(&dup, [g.len()]), None);
+    }
+
+    #[test]
+    fn generation_changes_with_the_rows_and_survives_clones() {
+        let mut g = Gallery::new("m");
+        assert_eq!(g.generation(), 0);
+        g.add("a", &vector(1));
+        let first = g.generation();
+        assert_ne!(first, 0);
+        assert_eq!(g.clone().generation(), first);
+        g.add("b", &vector(2));
+        let second = g.generation();
+        assert!(second > first);
+        g.remove("nobody");
+        assert_eq!(g.generation(), second);
+        g.remove("a");
+        assert!(g.generation() > second);
+        let loaded = Gallery::from_bytes(&g.to_bytes()).expect("round trip");
+        assert!(loaded.generation() > g.generation());
     }
 
     #[test]

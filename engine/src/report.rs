@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Analysis, Face};
 use crate::error::ImageError;
-use crate::gallery::Gallery;
+use crate::gallery::{Gallery, Match};
+use crate::matcher::Matcher;
 
 /// Same-person distance: two descriptors at most this far apart are the same person.
 /// dlib's conventional 0.6 gave 10 false matches in 74 different-person pairs on the
@@ -67,11 +68,36 @@ pub fn similarity(distance: f32, threshold: f32) -> f32 {
     (1.0 - distance / (2.0 * threshold)).clamp(0.0, 1.0)
 }
 
-/// Builds the report of one analysed image, matching each face against `gallery`.
+/// The nearest enrolled face to every face of a batch of images, found in one search
+/// (`matcher`, CPU or GPU): per image, one entry per face, largest first; none for an
+/// image that failed, all `None` without a gallery.
+pub fn match_faces(
+    matcher: &Matcher,
+    gallery: Option<&Gallery>,
+    results: &[Result<&Analysis, &ImageError>],
+) -> Vec<Vec<Option<Match>>> {
+    let faces = |r: &Result<&Analysis, &ImageError>| r.as_ref().map_or(0, |a| a.faces.len());
+    let queries: Vec<&[f32]> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|a| a.faces.iter().map(|f| f.embedding.as_slice()))
+        .collect();
+    let mut found = match gallery {
+        Some(g) => matcher.nearest(g, &queries),
+        None => vec![None; queries.len()],
+    }
+    .into_iter();
+    results
+        .iter()
+        .map(|r| found.by_ref().take(faces(r)).collect())
+        .collect()
+}
+
+/// Builds the report of one analysed image from its faces' matches (`match_faces`).
 pub fn report(
     image: &str,
     result: Result<&Analysis, &ImageError>,
-    gallery: Option<&Gallery>,
+    matches: Vec<Option<Match>>,
     threshold: f32,
     with_embeddings: bool,
 ) -> ImageReport {
@@ -85,19 +111,11 @@ pub fn report(
             };
         }
     };
-    let queries: Vec<&[f32]> = analysis
-        .faces
-        .iter()
-        .map(|f| f.embedding.as_slice())
-        .collect();
-    let matches = match gallery {
-        Some(g) => g.nearest(&queries),
-        None => vec![None; queries.len()],
-    };
+    debug_assert_eq!(matches.len(), analysis.faces.len(), "one match per face");
     let faces = analysis
         .faces
         .iter()
-        .zip(matches)
+        .zip(matches.into_iter().chain(std::iter::repeat(None)))
         .map(|(face, m)| face_report(face, m, threshold, with_embeddings))
         .collect();
     ImageReport {
@@ -109,7 +127,7 @@ pub fn report(
 
 fn face_report(
     face: &Face,
-    nearest: Option<crate::gallery::Match>,
+    nearest: Option<Match>,
     threshold: f32,
     with_embedding: bool,
 ) -> FaceReport {

@@ -7,7 +7,7 @@ mod common;
 use std::io::Cursor;
 
 use facerec_engine::report::{self, DEFAULT_THRESHOLD};
-use facerec_engine::{Analysis, ErrorKind, Gallery};
+use facerec_engine::{Analysis, ErrorKind, Gallery, Matcher};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
 fn analyze(bytes: &[&[u8]]) -> Vec<Analysis> {
@@ -93,7 +93,8 @@ fn identifies_people_across_flips_rescales_and_recompression() {
     for (label, bytes, flipped) in &variants {
         let a = &analyze(&[bytes])[0];
         assert_eq!(a.faces.len(), 3, "{label}");
-        let r = report::report(label, Ok(a), Some(&gallery), DEFAULT_THRESHOLD, false);
+        let matches = report::match_faces(&Matcher::cpu(), Some(&gallery), &[Ok(a)]).remove(0);
+        let r = report::report(label, Ok(a), matches, DEFAULT_THRESHOLD, false);
         for (face, rep) in a.faces.iter().zip(r.faces.as_ref().expect("faces")) {
             // Which original face is this? The one whose centre matches (mirrored in x).
             let scale = photo.width() as f32 / a.width as f32;
@@ -161,13 +162,9 @@ fn cse546_workload_is_identified_from_its_distinct_photos() {
             .iter()
             .position(|d| *d == bytes.as_slice())
             .expect("distinct");
-        let r = report::report(
-            stem,
-            Ok(&analyses[k]),
-            Some(&gallery),
-            DEFAULT_THRESHOLD,
-            false,
-        );
+        let a = &analyses[k];
+        let matches = report::match_faces(&Matcher::cpu(), Some(&gallery), &[Ok(a)]).remove(0);
+        let r = report::report(stem, Ok(a), matches, DEFAULT_THRESHOLD, false);
         assert_eq!(r.best_name(), Some(name.as_str()), "{stem}: {:?}", r.faces);
     }
 }

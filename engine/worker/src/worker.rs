@@ -198,6 +198,7 @@ impl Worker {
         if let Err(e) = self.gallery.refresh(self.seams.store.as_ref()).await {
             tracing::warn!(error = %e, "gallery not loaded");
         }
+        self.prepare_gallery().await;
         self.metrics
             .gallery_faces
             .set(self.gallery.get().len() as i64);
@@ -420,18 +421,22 @@ impl Worker {
         m.stage("embed", times.embed);
         let t = std::time::Instant::now();
         let gallery = self.gallery.get();
-        let out = analyses
-            .iter()
+        let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
+        // Every face of every image in one search.
+        let matches = report::match_faces(self.engine.matcher(), Some(&gallery), &results);
+        let out = results
+            .into_iter()
+            .zip(matches)
             .zip(reqs)
-            .map(|(a, req)| {
+            .map(|((a, found), req)| {
                 let rep = report::report(
                     &req.filename,
-                    a.as_ref(),
-                    Some(&gallery),
+                    a,
+                    found,
                     self.config.threshold,
                     req.embeddings,
                 );
-                let size = a.as_ref().ok().map(|a| (a.width, a.height));
+                let size = a.ok().map(|a| (a.width, a.height));
                 ResultMessage::from_report(req, rep, size)
             })
             .collect();
@@ -694,11 +699,19 @@ impl Worker {
                     self.metrics
                         .gallery_faces
                         .set(self.gallery.get().len() as i64);
+                    self.prepare_gallery().await;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "gallery refresh failed"),
             }
         }
+    }
+
+    /// Puts the current gallery on the matcher's device (when it searches there) before
+    /// the next batch needs it; otherwise the first batch of a new version uploads it.
+    async fn prepare_gallery(&self) {
+        let (engine, gallery) = (self.engine.clone(), self.gallery.get());
+        let _ = tokio::task::spawn_blocking(move || engine.matcher().prepare(&gallery)).await;
     }
 
     fn hold(&self, receipt: &str) {
