@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod models;
 pub mod prep;
 pub mod report;
+pub mod tune;
 
 pub use backend::BackendChoice;
 pub use decode::DecodeLimits;
