@@ -246,7 +246,9 @@ pub fn models_cmd(args: &ModelsArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    print!("{}", markdown(&rows));
+    if !rows.is_empty() {
+        print!("{}", markdown(&rows));
+    }
     if let Some(t) = &autotune {
         print!("{}", autotune_markdown(t));
     }
