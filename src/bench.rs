@@ -1,5 +1,5 @@
 //! `facerec bench`: the load harness (code in `benches/src/harness.rs`); `facerec bench
-//! sweep` is in `sweep.rs`.
+//! sweep` is in `sweep.rs`, `facerec bench models` in `bench_models.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,10 @@ pub enum BenchCommand {
     /// Start a fresh `facerec up` per engine batch size x worker count, run the harness at
     /// each concurrency; write sweep.json, sweep.md and sweep.svg (throughput vs p95).
     Sweep(crate::sweep::SweepArgs),
+    /// Items/s per batch size of each network, of the whole pipeline and of gallery search
+    /// (GPU kernel and CPU) on this machine's backend; a markdown table on stdout, `--json`
+    /// for the report script; `--autotune` shows what `--batch auto` would choose.
+    Models(crate::bench_models::ModelsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `facerec`: one binary, several roles (see `../shared/DESIGN.md` and the README).
 
 mod bench;
+mod bench_models;
 mod cli;
 mod infra;
 mod offline;

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use facerec_engine::report::{self, ImageReport};
+use facerec_engine::tune::{self, TuneOptions};
 use facerec_engine::{
     Analysis, DecodeLimits, Engine, EngineConfig, ErrorKind, Gallery, ImageError,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Cli, Command, EngineArgs};
+use crate::cli::{BatchSize, Cli, Command, EngineArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -102,6 +103,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => crate::sweep::sweep_cmd(&sweep),
         Command::Bench {
+            command: Some(crate::bench::BenchCommand::Models(models)),
+            ..
+        } => crate::bench_models::models_cmd(&models),
+        Command::Bench {
             command: None,
             args,
         } => crate::bench::bench_cmd(&args),
@@ -133,7 +138,10 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     config.detector = args.detector;
     config.recognizer = args.recognizer;
     config.min_score = args.min_score;
-    config.max_batch = args.batch.max(1);
+    config.max_batch = match args.batch {
+        BatchSize::Fixed(n) => n.max(1),
+        BatchSize::Auto => 1,
+    };
     config.device_prep = args.device_prep;
     config.precision = args.precision;
     config.limits = DecodeLimits {
@@ -144,7 +152,20 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     if args.threshold.is_nan() || args.threshold <= 0.0 {
         bail!("--threshold must be positive (got {})", args.threshold);
     }
-    Engine::new(config).context("loading the models")
+    let mut engine = Engine::new(config).context("loading the models")?;
+    if args.batch == BatchSize::Auto {
+        let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
+            .context("timing the networks for --batch auto")?;
+        tracing::info!(
+            batch = report.chosen,
+            detector = report.detector,
+            stop = %report.stop,
+            points = report.points.len(),
+            "batch autotune chose a batch size"
+        );
+        engine.set_max_batch(report.chosen);
+    }
+    Ok(engine)
 }
 
 fn progress(total: usize) -> ProgressBar {

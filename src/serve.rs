@@ -68,7 +68,14 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    pub fn config(&self, engine: &EngineArgs, max_retries: u32) -> Result<WorkerConfig> {
+    /// The worker's settings; `max_batch` is the loaded engine's (`--batch`, or the
+    /// autotune's choice with `--batch auto`).
+    pub fn config(
+        &self,
+        engine: &EngineArgs,
+        max_batch: usize,
+        max_retries: u32,
+    ) -> Result<WorkerConfig> {
         anyhow::ensure!(
             self.retry_delay.is_finite() && self.retry_delay >= 0.0,
             "RETRY_DELAY must be a non-negative number of seconds"
@@ -78,9 +85,9 @@ impl WorkerArgs {
                 .unwrap_or_else(|_| format!("worker-{}", std::process::id())),
             pollers: self.pollers.max(1),
             wait: Duration::from_secs(self.poll_wait.min(20)),
-            max_batch: engine.batch.max(1),
+            max_batch: max_batch.max(1),
             batch_wait: Duration::from_millis(self.batch_wait_ms),
-            max_in_hand: (engine.batch.max(1) * 3).max(20),
+            max_in_hand: (max_batch.max(1) * 3).max(20),
             visibility: Duration::from_secs(self.visibility_timeout.max(1)),
             max_retries: max_retries.max(1),
             retry_delay: Duration::from_secs_f64(self.retry_delay),
@@ -123,8 +130,8 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
 }
 
 pub fn worker(engine_args: &EngineArgs, aws_args: &AwsArgs, args: &WorkerArgs) -> Result<ExitCode> {
-    let config = args.config(engine_args, aws_args.max_retries)?;
     let engine = Arc::new(crate::offline::build_engine(engine_args)?);
+    let config = args.config(engine_args, engine.config().max_batch, aws_args.max_retries)?;
     let rt = runtime()?;
     rt.block_on(async {
         let shutdown = shutdown_signal();
@@ -232,8 +239,8 @@ pub fn up(
         "CHECK_INTERVAL must be a positive number of seconds"
     );
     let max_retries = up.max_retries;
-    let config = worker_args.config(engine_args, max_retries)?;
     let engine = Arc::new(crate::offline::build_engine(engine_args)?);
+    let config = worker_args.config(engine_args, engine.config().max_batch, max_retries)?;
     let data = &up.data;
     let store =
         Arc::new(FsStore::new(data).with_context(|| format!("data directory {}", data.display()))?);

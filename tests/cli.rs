@@ -375,3 +375,150 @@ fn gallery_search_on_the_gpu_answers_as_on_the_cpu() {
     }
     assert!(strangers >= 3, "{strangers} photos of Bob");
 }
+
+/// `facerec bench models` times every requested (net, batch) point and writes the report
+/// shape the peer scripts read; search runs on the CPU and, where a wgpu adapter exists
+/// (lavapipe on CI), on the WGSL kernel too.
+#[test]
+fn bench_models_reports_every_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("models.json");
+    let out = facerec(
+        &[
+            "bench",
+            "models",
+            "--backend",
+            "cpu",
+            "--nets",
+            "recognition,tiny,search,pipeline",
+            "--batches",
+            "1,2",
+            "--seconds",
+            "0.2",
+            "--gallery-faces",
+            "5000",
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+    assert_eq!(report["tool"], "facerec");
+    assert_eq!(report["backend"], "cpu");
+    assert!(report["adapter"].is_string() && report["date"].is_string());
+    let rows = report["results"].as_array().expect("results");
+    let mut nets = vec!["recognition", "tiny", "pipeline", "search_cpu"];
+    if facerec_engine::gpu::Gpu::open().is_ok() {
+        nets.push("search_gpu");
+    }
+    for net in &nets {
+        for batch in [1u64, 2] {
+            let row = rows
+                .iter()
+                .find(|r| r["net"] == *net && r["batch"] == batch)
+                .unwrap_or_else(|| panic!("no {net} batch {batch} in {rows:?}"));
+            assert_eq!(row["dtype"], "f32");
+            assert!(
+                row["items_per_s"].as_f64().expect("items_per_s") > 0.0,
+                "{row}"
+            );
+            assert!(
+                row["median_ms"].as_f64().expect("median_ms") >= 0.0,
+                "{row}"
+            );
+            assert!(row["iters"].as_u64().expect("iters") >= 1, "{row}");
+            assert!(row["warmup_s"].as_f64().expect("warmup_s") >= 0.0, "{row}");
+        }
+    }
+    assert_eq!(rows.len(), nets.len() * 2, "{rows:?}");
+    // The parity photos hold faces: the pipeline reports them.
+    let pipeline = rows
+        .iter()
+        .find(|r| r["net"] == "pipeline")
+        .expect("pipeline");
+    assert!(pipeline["faces_per_s"].as_f64().expect("faces_per_s") > 0.0);
+    // One progress line per point on stderr, the table on stdout.
+    assert_eq!(stderr.matches(" items/s").count(), rows.len(), "{stderr}");
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("| net | dtype | batch | items/s"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2 + rows.len(), "{table}");
+}
+
+/// `--batch auto` times the networks after loading, logs its choice, and the answers are
+/// those of a fixed batch.
+#[test]
+fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let batch: Vec<&(String, String)> = w.expected[10..22].iter().collect();
+    let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
+    let mut args = vec!["identify", "--batch", "auto", "--gallery", g];
+    args.extend(images.iter().map(String::as_str));
+    let out = facerec_env(&args, w.path(), &[("FACEREC_LOG", "info")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+
+    let chosen = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "batch autotune chose a batch size")
+        .unwrap_or_else(|| panic!("no autotune log line in {stderr}"));
+    let b = chosen["fields"]["batch"].as_u64().expect("batch field");
+    assert!((1..=256).contains(&b), "{chosen}");
+    assert_eq!(chosen["fields"]["detector"], "ssd");
+
+    // The same through the environment variable.
+    let out = facerec_env(
+        &["identify", "--gallery", g, &images[0]],
+        w.path(),
+        &[("FACEREC_BATCH", "auto")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), want[0]);
+}
+
+#[test]
+fn bad_batch_values_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, says) in [
+        (&["embed", "--batch", "0", "x.jpg"][..], "at least 1"),
+        (
+            &["embed", "--batch", "foo", "x.jpg"][..],
+            "not a batch size",
+        ),
+        (
+            &["bench", "models", "--batches", ""][..],
+            "at least one batch size",
+        ),
+        (
+            &["bench", "models", "--batches", "1,0"][..],
+            "not a batch size",
+        ),
+        (&["bench", "models", "--nets", "resnet"][..], "unknown net"),
+    ] {
+        let out = facerec(args, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -7,36 +7,13 @@
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use facerec_engine::gallery::{DIM, Gallery};
-
-fn descriptors() -> Vec<Vec<f32>> {
-    let bytes = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/descriptors.f32"),
-    )
-    .expect("parity descriptors");
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    v.chunks_exact(DIM).map(<[f32]>::to_vec).collect()
-}
+use facerec_benches::synthetic;
+use facerec_engine::gallery::Gallery;
 
 fn rows(n: usize) -> Vec<Vec<f32>> {
-    let base = descriptors();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|i| {
-            base[i % base.len()]
-                .iter()
-                .map(|&x| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    x + ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-                })
-                .collect()
-        })
-        .collect()
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let base = synthetic::parity_descriptors(&models).expect("parity descriptors");
+    synthetic::perturbed_rows(&base, n, 0).collect()
 }
 
 fn naive(rows: &[Vec<f32>], q: &[f32]) -> (usize, f32) {

@@ -173,6 +173,12 @@ impl Engine {
         &self.matcher
     }
 
+    /// Sets the largest batch per forward pass (at least 1), e.g. to the choice of
+    /// `tune::autotune` once the models are loaded.
+    pub fn set_max_batch(&mut self, max_batch: usize) {
+        self.config.max_batch = max_batch.max(1);
+    }
+
     /// Analyses a batch of encoded images. Each result is independent: a bad image gets
     /// its error and the others are still processed.
     pub fn analyze(&self, inputs: &[&[u8]]) -> (Vec<Result<Analysis, ImageError>>, StageTimes) {

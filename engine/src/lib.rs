@@ -16,6 +16,7 @@ pub mod matcher;
 pub mod models;
 pub mod prep;
 pub mod report;
+pub mod tune;
 
 pub use backend::BackendChoice;
 pub use decode::DecodeLimits;
