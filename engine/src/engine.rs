@@ -56,7 +56,8 @@ pub struct EngineConfig {
     pub limits: DecodeLimits,
     /// On the wgpu backend, pre-process on the device (`shaders/warp.wgsl`): decoded
     /// images go up once per batch and the networks' inputs never leave the device.
-    /// Off, or on the CPU backend, pre-processing runs on rayon.
+    /// Off (the default until its accuracy matches the CPU pipeline's), or on the CPU
+    /// backend, pre-processing runs on rayon.
     pub device_prep: bool,
     /// Where gallery search runs (`Engine::matcher`).
     pub gallery_search: SearchChoice,
@@ -73,7 +74,7 @@ impl EngineConfig {
             min_score: 0.5,
             max_batch: 32,
             limits: DecodeLimits::default(),
-            device_prep: true,
+            device_prep: false,
             gallery_search: SearchChoice::Auto,
         }
     }
