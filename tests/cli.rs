@@ -24,6 +24,15 @@ fn facerec_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
         .expect("facerec runs")
 }
 
+/// Fails the test with the command's stderr unless it exited 0.
+fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -85,11 +94,7 @@ fn enroll_identify_verify_embed() {
     let g = gallery.to_str().expect("utf-8");
 
     let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(
         stdout(&out).contains("enrolled 10 face(s), 0 failed"),
         "{}",
@@ -107,11 +112,7 @@ fn enroll_identify_verify_embed() {
     let mut args = vec!["identify", "--gallery", g];
     args.extend(images.iter().map(String::as_str));
     let out = facerec(&args, w.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
 
@@ -159,11 +160,7 @@ fn enroll_identify_verify_embed() {
         &["verify", "--pairs", pairs.to_str().expect("utf-8")],
         w.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let verdicts: Vec<String> = stdout(&out)
         .lines()
         .map(|l| l.split(',').nth(2).expect("verdict").to_string())
@@ -252,11 +249,7 @@ fn strangers_are_unknown_and_a_missing_gallery_is_a_clear_error() {
         &["enroll", "--gallery", g, "Paul", &w.image("test_000")],
         w.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let out = facerec(
         &[
             "identify",
@@ -289,22 +282,14 @@ fn the_dlib_recognizer_identifies_and_galleries_stay_apart() {
         ],
         w.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let batch: Vec<&(String, String)> = w.expected[10..30].iter().collect();
     let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
     let mut args = vec!["identify", "--recognizer", "dlib", "--gallery", g];
     args.extend(images.iter().map(String::as_str));
     let out = facerec(&args, w.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
 
@@ -326,11 +311,7 @@ fn gallery_search_on_the_gpu_answers_as_on_the_cpu() {
     // Everyone but Bob: his photos must come back unknown.
     std::fs::remove_dir_all(w.path().join("people/Bob")).expect("Bob's folder");
     let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let batch = &w.expected[10..40];
     let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
@@ -458,11 +439,7 @@ fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
     let gallery = w.path().join("gallery.bin");
     let g = gallery.to_str().expect("utf-8");
     let out = facerec(&["enroll", "--gallery", g, "--dir", "people"], w.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let batch: Vec<&(String, String)> = w.expected[10..22].iter().collect();
     let images: Vec<String> = batch.iter().map(|(s, _)| w.image(s)).collect();
@@ -489,11 +466,7 @@ fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
         w.path(),
         &[("FACEREC_BATCH", "auto")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(stdout(&out).trim(), want[0]);
 }
 
