@@ -297,7 +297,7 @@ impl Engine {
         let chips = jobs
             .chunks(self.config.max_batch.max(1))
             .map(|chunk| {
-                self.input(images, on_device, chunk, size, |j| {
+                self.input(on_device, chunk, size, |j| {
                     prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
                 })
             })
@@ -372,7 +372,7 @@ impl Engine {
                     out_to_src: Affine::scale_translate(1.0 / scale, 0.0, 0.0),
                 })
                 .collect();
-            let input = self.input(images, on_device, &jobs, size, |j| {
+            let input = self.input(on_device, &jobs, size, |j| {
                 prep::letterbox(images[j.source], size).0
             })?;
             let n = chunk.len();
@@ -444,7 +444,7 @@ impl Engine {
                     out_to_src: prep::square_crop_map(cx, cy, side, size),
                 })
                 .collect();
-            let input = self.input(images, on_device, &jobs, size, |j| {
+            let input = self.input(on_device, &jobs, size, |j| {
                 prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
             })?;
             let raw = self.models.landmarks_input(input)?;
@@ -465,13 +465,11 @@ impl Engine {
     /// per job, on rayon.
     fn input(
         &self,
-        images: &[&RgbImage],
         on_device: Option<&DeviceImages>,
         jobs: &[WarpJob],
         side: u32,
         on_cpu: impl Fn(&WarpJob) -> Vec<f32> + Sync + Send,
     ) -> Result<Tensor<4>, EngineError> {
-        debug_assert!(jobs.iter().all(|j| j.source < images.len()));
         match on_device {
             Some(d) => d
                 .warp(jobs, side, side, Normalize::RAW)
