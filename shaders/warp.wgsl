@@ -5,11 +5,14 @@
 // bytes per word, images back to back); one `Job` per output image. Output: f32
 // `[jobs, 3, out_h, out_w]`, value = (sample - mean[c]) * scale[c].
 //
-// Output pixel (x, y) covers the square [x, x+1) x [y, y+1); it is sampled `taps` x `taps`
-// times at evenly spaced points of that square, each sample mapped through the job's
-// affine map (output coordinates -> source coordinates, pixel centres at +0.5) and read
-// bilinearly, black outside the source. `taps` > 1 averages a shrinking map's footprint
-// so a strong downscale does not alias.
+// Output pixel (x, y) has its centre at (x + 0.5, y + 0.5); the job's affine map takes it
+// to source coordinates (source pixel centres at +0.5 too). Its value is a tent filter of
+// `radius` source pixels over the source pixels there (radius 1 is bilinear
+// interpolation; a shrink by s uses radius s, so a strong downscale does not alias),
+// normalised by the weights, rounded to a whole grey level as an 8-bit image is. Source
+// pixels outside the image count as black, or with `clamp` are left out (the edge
+// repeats, as in a resize). Output pixels at or beyond (extent_w, extent_h) are black
+// (a letterbox's padding). The definition is `prep::Sampler` in engine/src/prep.rs.
 //
 // Launched on Burn's own wgpu device (Burn's `template` API), so the output buffer is
 // the networks' input tensor. Every binding is a storage buffer (Burn's allocations are).
@@ -28,15 +31,19 @@ struct Job {
     src_offset: u32, // byte offset of the source image in `src`
     src_w: u32,
     src_h: u32,
-    taps: u32,
+    clamp: u32,      // 1: leave out-of-image pixels out; 0: they are black
     a: f32,
     b: f32,
     c: f32,
     d: f32,
     tx: f32,
     ty: f32,
-    _pad0: f32,
-    _pad1: f32,
+    radius: f32,
+    extent_w: u32,
+    extent_h: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Declared read_write although only `dst` is written: Burn sub-allocates small tensors
@@ -47,33 +54,11 @@ struct Job {
 @group(0) @binding(2) var<storage, read_write> src: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
+// Source coordinates at least this far from the origin are outside any image.
+const FAR: f32 = 1e6;
+
 fn byte_at(i: u32) -> f32 {
     return f32((src[i >> 2u] >> ((i & 3u) * 8u)) & 255u);
-}
-
-fn texel(job: Job, x: i32, y: i32) -> vec3<f32> {
-    if (x < 0 || y < 0 || x >= i32(job.src_w) || y >= i32(job.src_h)) {
-        return vec3<f32>(0.0);
-    }
-    let i = job.src_offset + (u32(y) * job.src_w + u32(x)) * 3u;
-    return vec3<f32>(byte_at(i), byte_at(i + 1u), byte_at(i + 2u));
-}
-
-fn bilinear(job: Job, sx: f32, sy: f32) -> vec3<f32> {
-    let fx = sx - 0.5;
-    let fy = sy - 0.5;
-    let x0 = floor(fx);
-    let y0 = floor(fy);
-    let ax = fx - x0;
-    let ay = fy - y0;
-    let ix = i32(x0);
-    let iy = i32(y0);
-    let p00 = texel(job, ix, iy);
-    let p01 = texel(job, ix, iy + 1);
-    // Written as the reference writes it (not `mix`), so both round alike.
-    let top = p00 + (texel(job, ix + 1, iy) - p00) * ax;
-    let bottom = p01 + (texel(job, ix + 1, iy + 1) - p01) * ax;
-    return top + (bottom - top) * ay;
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -85,19 +70,46 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let job = jobs[j];
-    let n = max(job.taps, 1u);
-    let step = 1.0 / f32(n);
-    var acc = vec3<f32>(0.0);
-    for (var ty = 0u; ty < n; ty++) {
-        for (var tx = 0u; tx < n; tx++) {
-            let u = f32(x) + (f32(tx) + 0.5) * step;
-            let v = f32(y) + (f32(ty) + 0.5) * step;
-            let sx = job.a * u + job.b * v + job.tx;
-            let sy = job.c * u + job.d * v + job.ty;
-            acc += bilinear(job, sx, sy);
+    var value = vec3<f32>(0.0);
+    let u = f32(x) + 0.5;
+    let v = f32(y) + 0.5;
+    // Continuous pixel indices: source pixel i sits at i.
+    let fx = job.a * u + job.b * v + job.tx - 0.5;
+    let fy = job.c * u + job.d * v + job.ty - 0.5;
+    // Far outside any image (or not a number): black.
+    let near = abs(fx) < FAR && abs(fy) < FAR;
+    if (x < job.extent_w && y < job.extent_h && near) {
+        let r = job.radius;
+        var acc = vec3<f32>(0.0);
+        var total = 0.0;
+        let x0 = i32(ceil(fx - r));
+        let x1 = i32(floor(fx + r));
+        for (var iy = i32(ceil(fy - r)); iy <= i32(floor(fy + r)); iy++) {
+            let wy = 1.0 - abs(f32(iy) - fy) / r;
+            if (wy <= 0.0) {
+                continue;
+            }
+            let row_in = iy >= 0 && iy < i32(job.src_h);
+            for (var ix = x0; ix <= x1; ix++) {
+                let wx = 1.0 - abs(f32(ix) - fx) / r;
+                if (wx <= 0.0) {
+                    continue;
+                }
+                let weight = wx * wy;
+                if (row_in && ix >= 0 && ix < i32(job.src_w)) {
+                    let i = job.src_offset + (u32(iy) * job.src_w + u32(ix)) * 3u;
+                    acc += weight * vec3<f32>(byte_at(i), byte_at(i + 1u), byte_at(i + 2u));
+                    total += weight;
+                } else if (job.clamp == 0u) {
+                    total += weight;
+                }
+            }
+        }
+        if (total > 0.0) {
+            value = floor(acc / total + 0.5);
         }
     }
-    let value = (acc / f32(n * n) - params.mean.xyz) * params.scale.xyz;
+    value = (value - params.mean.xyz) * params.scale.xyz;
     let plane = params.out_w * params.out_h;
     let base = j * 3u * plane + y * params.out_w + x;
     dst[base] = value.x;

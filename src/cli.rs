@@ -47,9 +47,9 @@ pub struct EngineArgs {
     #[arg(long, env = "FACEREC_PRECISION", default_value = "f32")]
     pub precision: Precision,
     /// On the wgpu backend, pre-process on the GPU (WGSL warp: images go up once, the
-    /// networks' inputs never come back). Experimental: off by default until its
-    /// descriptors match the CPU pre-processing's.
-    #[arg(long, env = "FACEREC_DEVICE_PREP", default_value_t = false, action = clap::ArgAction::Set)]
+    /// networks' inputs never come back); false pre-processes on the CPU (rayon), with
+    /// the same resampling.
+    #[arg(long, env = "FACEREC_DEVICE_PREP", default_value_t = true, action = clap::ArgAction::Set)]
     pub device_prep: bool,
     /// Largest accepted image, in pixels (width x height); larger ones are rejected unread.
     #[arg(long, env = "FACEREC_MAX_PIXELS", default_value_t = 64 * 1024 * 1024)]

@@ -71,9 +71,9 @@ fn warp(c: &mut Criterion) {
         .map(|i| {
             let (sin, cos) = ((i as f32 - 32.0) * 0.5f32).to_radians().sin_cos();
             let s = 1.0 + (i % 8) as f32 * 0.4;
-            WarpJob {
-                source: 0,
-                out_to_src: Affine {
+            WarpJob::warp(
+                0,
+                Affine {
                     a: s * cos,
                     b: -s * sin,
                     c: s * sin,
@@ -81,7 +81,7 @@ fn warp(c: &mut Criterion) {
                     tx: 100.0 + (i % 5) as f32 * 20.0,
                     ty: 80.0,
                 },
-            }
+            )
         })
         .collect();
     let device = backend::resolve(BackendChoice::Wgpu)
@@ -101,7 +101,7 @@ fn warp(c: &mut Criterion) {
     group.bench_function("cpu_prep", |b| {
         b.iter(|| {
             jobs.par_iter()
-                .map(|j| prep::to_planar(&prep::warp(&photo, &j.out_to_src, 150, 150)))
+                .map(|j| prep::to_planar(&prep::resample(&photo, &j.sampler, 150, 150)))
                 .collect::<Vec<_>>()
         })
     });

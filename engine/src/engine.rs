@@ -16,7 +16,7 @@ use crate::error::{EngineError, ErrorKind, ImageError};
 use crate::gpu::{DeviceImages, Normalize, WarpJob};
 use crate::matcher::{Matcher, SearchChoice};
 use crate::models::{self, Models, Precision, Recognizer};
-use crate::prep::{self, Affine};
+use crate::prep;
 
 /// Which face detector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,10 +54,10 @@ pub struct EngineConfig {
     /// Largest batch handed to a network in one forward pass.
     pub max_batch: usize,
     pub limits: DecodeLimits,
-    /// On the wgpu backend, pre-process on the device (`shaders/warp.wgsl`): decoded
-    /// images go up once per batch and the networks' inputs never leave the device.
-    /// Off (the default until its accuracy matches the CPU pipeline's), or on the CPU
-    /// backend, pre-processing runs on rayon.
+    /// On the wgpu backend, pre-process on the device (`shaders/warp.wgsl`, the default):
+    /// decoded images go up once per batch and the networks' inputs never leave the
+    /// device. Both paths resample as `prep::Sampler` defines it, so the networks see the
+    /// same input either way. Off, or on the CPU backend, pre-processing runs on rayon.
     pub device_prep: bool,
     /// Where gallery search runs (`Engine::matcher`).
     pub gallery_search: SearchChoice,
@@ -74,7 +74,7 @@ impl EngineConfig {
             min_score: 0.5,
             max_batch: 32,
             limits: DecodeLimits::default(),
-            device_prep: false,
+            device_prep: true,
             gallery_search: SearchChoice::Auto,
         }
     }
@@ -288,17 +288,14 @@ impl Engine {
         let jobs: Vec<WarpJob> = owners
             .iter()
             .zip(&landmarks)
-            .map(|(&(i, _, _), lm)| WarpJob {
-                source: i,
-                out_to_src: align::chip_to_image(lm),
-            })
+            .map(|(&(i, _, _), lm)| WarpJob::warp(i, align::chip_to_image(lm)))
             .collect();
         let size = align::CHIP_SIZE;
         let chips = jobs
             .chunks(self.config.max_batch.max(1))
             .map(|chunk| {
                 self.input(on_device, chunk, size, |j| {
-                    prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
+                    prep::to_planar(&prep::resample(images[j.source], &j.sampler, size, size))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -362,15 +359,10 @@ impl Engine {
                 .iter()
                 .map(|img| prep::letterbox_scale(img.width(), img.height(), size))
                 .collect();
-            // Letterboxing is the map input pixel -> source pixel / scale, black beyond
-            // the image.
-            let jobs: Vec<WarpJob> = scales
+            let jobs: Vec<WarpJob> = chunk
                 .iter()
                 .enumerate()
-                .map(|(k, &scale)| WarpJob {
-                    source: c * step + k,
-                    out_to_src: Affine::scale_translate(1.0 / scale, 0.0, 0.0),
-                })
+                .map(|(k, img)| WarpJob::letterbox(c * step + k, img.width(), img.height(), size))
                 .collect();
             let input = self.input(on_device, &jobs, size, |j| {
                 prep::letterbox(images[j.source], size).0
@@ -439,13 +431,12 @@ impl Engine {
             let jobs: Vec<WarpJob> = chunk
                 .iter()
                 .zip(sq)
-                .map(|(&(i, _, _), &(cx, cy, side))| WarpJob {
-                    source: i,
-                    out_to_src: prep::square_crop_map(cx, cy, side, size),
+                .map(|(&(i, _, _), &(cx, cy, side))| {
+                    WarpJob::warp(i, prep::square_crop_map(cx, cy, side, size))
                 })
                 .collect();
             let input = self.input(on_device, &jobs, size, |j| {
-                prep::to_planar(&prep::warp(images[j.source], &j.out_to_src, size, size))
+                prep::to_planar(&prep::resample(images[j.source], &j.sampler, size, size))
             })?;
             let raw = self.models.landmarks_input(input)?;
             for (k, &(cx, cy, side)) in sq.iter().enumerate() {

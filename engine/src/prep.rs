@@ -1,9 +1,9 @@
-//! CPU image pre-processing: resizing with `fast_image_resize`, letterboxing for the
-//! detectors, affine warps (square crops, aligned face chips), and packing into the
-//! planar `[3, H, W]` float layout the models take (raw RGB values 0..255; each model
-//! normalises inside its graph).
+//! CPU image pre-processing: letterboxing for the detectors, affine warps (square crops,
+//! aligned face chips), and packing into the planar `[3, H, W]` float layout the models
+//! take (raw RGB values 0..255; each model normalises inside its graph). Every resampling
+//! follows one definition, [`Sampler`], which the device kernel (`shaders/warp.wgsl`)
+//! follows too, so both paths give the networks the same input.
 
-use fast_image_resize::{self as fir, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
 /// A 2-D affine map `p' = [a b; c d] p + [tx ty]`.
@@ -55,22 +55,6 @@ impl Affine {
     }
 }
 
-/// Resizes `img` to exactly `w` x `h` with an anti-aliasing bilinear filter.
-pub fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    if img.dimensions() == (w, h) {
-        return img.clone();
-    }
-    let mut dst = fir::images::Image::new(w, h, PixelType::U8x3);
-    let src = fir::images::ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-        .expect("an RgbImage buffer is always width*height*3 bytes");
-    let options =
-        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fir::FilterType::Bilinear));
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .expect("both images are U8x3, so the resizer cannot reject them");
-    RgbImage::from_raw(w, h, dst.into_vec()).expect("resizer output has w*h*3 bytes")
-}
-
 /// Largest upscaling `letterbox` applies. Small images (e.g. 64x64 face crops) blown up
 /// to fill the detector's input become blurry giants the detectors miss; at most 2x they
 /// stay in the range of face sizes the detectors were trained on.
@@ -83,9 +67,8 @@ pub const MAX_UPSCALE: f32 = 2.0;
 pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
     let (w, h) = img.dimensions();
     let scale = letterbox_scale(w, h, size);
-    let rw = ((w as f32 * scale).round() as u32).clamp(1, size);
-    let rh = ((h as f32 * scale).round() as u32).clamp(1, size);
-    let small = resize(img, rw, rh);
+    let (rw, rh) = letterbox_extent(w, h, size);
+    let small = resample(img, &Sampler::letterbox(w, h, size), rw, rh);
     let plane = (size * size) as usize;
     let mut out = vec![0f32; 3 * plane];
     for (x, y, p) in small.enumerate_pixels() {
@@ -103,6 +86,13 @@ pub fn letterbox_scale(w: u32, h: u32, size: u32) -> f32 {
     (size as f32 / w.max(h) as f32).min(MAX_UPSCALE)
 }
 
+/// The size of the resized image inside `letterbox`'s square.
+pub fn letterbox_extent(w: u32, h: u32, size: u32) -> (u32, u32) {
+    let scale = letterbox_scale(w, h, size);
+    let side = |n: u32| ((n as f32 * scale).round() as u32).clamp(1, size);
+    (side(w), side(h))
+}
+
 /// Packs an RGB image into planar `[3, H, W]` floats, values 0..255.
 pub fn to_planar(img: &RgbImage) -> Vec<f32> {
     let plane = (img.width() * img.height()) as usize;
@@ -115,96 +105,221 @@ pub fn to_planar(img: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// Samples an `out_w` x `out_h` image whose pixel `(u, v)` comes from `img` at
-/// `out_to_img(u, v)` (bilinear; black outside the image). When the map shrinks the
-/// source by more than 1.5x, the source region is first downscaled with an
-/// anti-aliasing filter so the result does not alias.
-pub fn warp(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbImage {
-    let shrink = out_to_img.scale();
-    if shrink > 1.5 {
-        // Bounding box of the output's footprint in the source, clipped to the image.
-        let corners = [
-            out_to_img.apply(0.0, 0.0),
-            out_to_img.apply(out_w as f32, 0.0),
-            out_to_img.apply(0.0, out_h as f32),
-            out_to_img.apply(out_w as f32, out_h as f32),
-        ];
-        let (lo, hi) = corners.iter().fold(
-            ((f32::MAX, f32::MAX), (f32::MIN, f32::MIN)),
-            |(lo, hi), &(x, y)| ((lo.0.min(x), lo.1.min(y)), (hi.0.max(x), hi.1.max(y))),
-        );
-        let (x0, y0) = (lo.0.floor().max(0.0), lo.1.floor().max(0.0));
-        let x1 = hi.0.ceil().min(img.width() as f32);
-        let y1 = hi.1.ceil().min(img.height() as f32);
-        if x1 - x0 >= 2.0 && y1 - y0 >= 2.0 {
-            let crop = image::imageops::crop_imm(
-                img,
-                x0 as u32,
-                y0 as u32,
-                (x1 - x0) as u32,
-                (y1 - y0) as u32,
-            )
-            .to_image();
-            let factor = 1.0 / shrink;
-            let sw = ((crop.width() as f32 * factor).round() as u32).max(2);
-            let sh = ((crop.height() as f32 * factor).round() as u32).max(2);
-            let small = resize(&crop, sw, sh);
-            // small pixel = (img pixel - origin) * (sw / crop_w)
-            let fx = sw as f32 / crop.width() as f32;
-            let fy = sh as f32 / crop.height() as f32;
-            let img_to_small = Affine {
-                a: fx,
-                b: 0.0,
-                c: 0.0,
-                d: fy,
-                tx: -x0 * fx,
-                ty: -y0 * fy,
-            };
-            return warp_bilinear(&small, &img_to_small.then_after(out_to_img), out_w, out_h);
-        }
-    }
-    warp_bilinear(img, out_to_img, out_w, out_h)
+/// Largest filter radius `Sampler` uses, in source pixels: a shrink by more than this
+/// (a face over 4800 px wide cut to a 150 px chip) is filtered as a shrink by this.
+pub const MAX_RADIUS: f32 = 32.0;
+
+/// Source coordinates at least this far from the origin are outside any image.
+const FAR: f32 = 1e6;
+
+/// Whether a source coordinate may touch an image (false for NaN too).
+fn near(v: f32) -> bool {
+    v.abs() < FAR
 }
 
-fn warp_bilinear(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbImage {
+/// One resampling of a source image, the definition both pre-processing paths follow:
+/// `resample` here on the CPU and `shaders/warp.wgsl` on the device.
+///
+/// Output pixel `(x, y)` has its centre at `(x + 0.5, y + 0.5)`; `map` takes it to source
+/// coordinates, where source pixel `(i, j)` has its centre at `(i + 0.5, j + 0.5)`. The
+/// value there is a tent filter of `radius` source pixels over the source pixels (radius
+/// 1 is exactly bilinear interpolation; a shrink by `s` uses `s`, the anti-aliasing
+/// filter of a bilinear resize), normalised by its weights, rounded to a whole grey
+/// level as an 8-bit image is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Output pixel coordinates -> source pixel coordinates.
+    pub map: Affine,
+    /// Tent radius in source pixels, 1 ..= `MAX_RADIUS`.
+    pub radius: f32,
+    /// Whether source pixels outside the image are left out of the filter (repeating the
+    /// edge, as a resize does) instead of counting as black (as a crop beyond the image
+    /// does).
+    pub clamp: bool,
+    /// Output pixels at or beyond this width and height are black (a letterbox's padding).
+    pub extent: (u32, u32),
+}
+
+impl Sampler {
+    /// A crop, chip or any affine view: black beyond the image, anti-aliased by the map's
+    /// own shrink.
+    pub fn warp(map: Affine) -> Self {
+        Self {
+            map,
+            radius: map.scale().clamp(1.0, MAX_RADIUS),
+            clamp: false,
+            extent: (u32::MAX, u32::MAX),
+        }
+    }
+
+    /// `letterbox`'s resize of a `w` x `h` image into a `size` square: each axis scaled
+    /// to its rounded extent, edges repeated, black beyond.
+    pub fn letterbox(w: u32, h: u32, size: u32) -> Self {
+        let (rw, rh) = letterbox_extent(w, h, size);
+        let (sx, sy) = (w as f32 / rw as f32, h as f32 / rh as f32);
+        Self {
+            map: Affine {
+                a: sx,
+                b: 0.0,
+                c: 0.0,
+                d: sy,
+                tx: 0.0,
+                ty: 0.0,
+            },
+            radius: sx.max(sy).clamp(1.0, MAX_RADIUS),
+            clamp: true,
+            extent: (rw, rh),
+        }
+    }
+
+    /// Output pixel `(x, y)` of `img` (the reference the WGSL kernel is tested against).
+    pub fn sample(&self, img: &RgbImage, x: u32, y: u32) -> [f32; 3] {
+        if x >= self.extent.0 || y >= self.extent.1 {
+            return [0.0; 3];
+        }
+        let (sx, sy) = self.map.apply(x as f32 + 0.5, y as f32 + 0.5);
+        // Continuous pixel indices: pixel i sits at i.
+        let (fx, fy) = (sx - 0.5, sy - 0.5);
+        let r = self.radius;
+        // Far outside any image (or not a number): black, as the kernel decides it.
+        if !(near(fx) && near(fy)) {
+            return [0.0; 3];
+        }
+        let (w, h) = (img.width() as i64, img.height() as i64);
+        let raw = img.as_raw();
+        let mut acc = [0f32; 3];
+        let mut total = 0f32;
+        for iy in (fy - r).ceil() as i64..=(fy + r).floor() as i64 {
+            let wy = 1.0 - (iy as f32 - fy).abs() / r;
+            if wy <= 0.0 {
+                continue;
+            }
+            for ix in (fx - r).ceil() as i64..=(fx + r).floor() as i64 {
+                let wx = 1.0 - (ix as f32 - fx).abs() / r;
+                if wx <= 0.0 {
+                    continue;
+                }
+                let weight = wx * wy;
+                if (0..w).contains(&ix) && (0..h).contains(&iy) {
+                    let i = ((iy * w + ix) * 3) as usize;
+                    for (a, &v) in acc.iter_mut().zip(&raw[i..i + 3]) {
+                        *a += weight * v as f32;
+                    }
+                    total += weight;
+                } else if !self.clamp {
+                    total += weight;
+                }
+            }
+        }
+        if total <= 0.0 {
+            return [0.0; 3];
+        }
+        acc.map(|a| (a / total + 0.5).floor())
+    }
+}
+
+/// An `out_w` x `out_h` image resampled from `img` by `sampler`.
+pub fn resample(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32) -> RgbImage {
+    if sampler.map.b == 0.0 && sampler.map.c == 0.0 {
+        return resample_separable(img, sampler, out_w, out_h);
+    }
     let mut out = RgbImage::new(out_w, out_h);
-    for (u, v, p) in out.enumerate_pixels_mut() {
-        // Pixel centres: output (u+0.5, v+0.5) maps to source coordinates.
-        let (sx, sy) = out_to_img.apply(u as f32 + 0.5, v as f32 + 0.5);
-        let value = bilinear(img, sx, sy);
-        for k in 0..3 {
-            p[k] = value[k].round().clamp(0.0, 255.0) as u8;
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        *p = image::Rgb(sampler.sample(img, x, y).map(|c| c as u8));
+    }
+    out
+}
+
+/// The tent taps of one output coordinate along one axis: in-image source indices with
+/// their weights, and the weights' total (out-of-image taps count unless `clamp`). None
+/// when the coordinate is far outside any image.
+fn axis_taps(f: f32, r: f32, n: u32, clamp: bool) -> Option<(Vec<(usize, f32)>, f32)> {
+    if !near(f) {
+        return None;
+    }
+    let mut taps = Vec::new();
+    let mut total = 0f32;
+    for i in (f - r).ceil() as i64..=(f + r).floor() as i64 {
+        let w = 1.0 - (i as f32 - f).abs() / r;
+        if w <= 0.0 {
+            continue;
+        }
+        if (0..n as i64).contains(&i) {
+            taps.push((i as usize, w));
+            total += w;
+        } else if !clamp {
+            total += w;
+        }
+    }
+    Some((taps, total))
+}
+
+/// `resample` for a map without rotation (letterbox, square crops), in two 1-D passes:
+/// the tent's weights are a product of per-axis weights, so this is the same sum as
+/// `Sampler::sample` in a different order, at (2r+1) instead of (2r+1)^2 reads a pixel.
+fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32) -> RgbImage {
+    let Sampler {
+        map, radius, clamp, ..
+    } = *sampler;
+    let (w, h) = img.dimensions();
+    let (ew, eh) = (out_w.min(sampler.extent.0), out_h.min(sampler.extent.1));
+    let cols: Vec<_> = (0..ew)
+        .map(|x| axis_taps(map.a * (x as f32 + 0.5) + map.tx - 0.5, radius, w, clamp))
+        .collect();
+    let rows: Vec<_> = (0..eh)
+        .map(|y| axis_taps(map.d * (y as f32 + 0.5) + map.ty - 0.5, radius, h, clamp))
+        .collect();
+    // Horizontal pass over the source rows the vertical taps read.
+    let (lo, hi) = rows
+        .iter()
+        .flatten()
+        .flat_map(|(t, _)| t.iter().map(|&(i, _)| i))
+        .fold((usize::MAX, 0), |(lo, hi), i| (lo.min(i), hi.max(i + 1)));
+    let stride = ew as usize * 3;
+    let raw = img.as_raw();
+    let mut tmp = vec![0f32; hi.saturating_sub(lo) * stride];
+    for (sy, row) in tmp.chunks_exact_mut(stride).enumerate() {
+        let src = &raw[(lo + sy) * w as usize * 3..(lo + sy + 1) * w as usize * 3];
+        for (x, col) in cols.iter().enumerate() {
+            if let Some((taps, _)) = col {
+                let mut acc = [0f32; 3];
+                for &(ix, wx) in taps {
+                    for (a, &v) in acc.iter_mut().zip(&src[ix * 3..ix * 3 + 3]) {
+                        *a += wx * v as f32;
+                    }
+                }
+                row[x * 3..x * 3 + 3].copy_from_slice(&acc);
+            }
+        }
+    }
+    let mut out = RgbImage::new(out_w, out_h);
+    for (y, row) in rows.iter().enumerate() {
+        let Some((ytaps, ty)) = row else { continue };
+        for (x, col) in cols.iter().enumerate() {
+            let Some((_, tx)) = col else { continue };
+            let total = tx * ty;
+            if total <= 0.0 {
+                continue;
+            }
+            let mut acc = [0f32; 3];
+            for &(iy, wy) in ytaps {
+                let t = &tmp[(iy - lo) * stride + x * 3..][..3];
+                for (a, &v) in acc.iter_mut().zip(t) {
+                    *a += wy * v;
+                }
+            }
+            let p = acc.map(|a| (a / total + 0.5).floor() as u8);
+            out.put_pixel(x as u32, y as u32, image::Rgb(p));
         }
     }
     out
 }
 
-/// The bilinear sample of `img` at source coordinates `(sx, sy)`, where source pixel
-/// `(i, j)` has its centre at `(i+0.5, j+0.5)`; black outside the image.
-pub fn bilinear(img: &RgbImage, sx: f32, sy: f32) -> [f32; 3] {
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let raw = img.as_raw();
-    let px = |x: i64, y: i64| -> [f32; 3] {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            return [0.0; 3];
-        }
-        let i = ((y * w + x) * 3) as usize;
-        [raw[i] as f32, raw[i + 1] as f32, raw[i + 2] as f32]
-    };
-    let (fx, fy) = (sx - 0.5, sy - 0.5);
-    let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
-    let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-    let (p00, p10, p01, p11) = (
-        px(x0, y0),
-        px(x0 + 1, y0),
-        px(x0, y0 + 1),
-        px(x0 + 1, y0 + 1),
-    );
-    std::array::from_fn(|k| {
-        let top = p00[k] + (p10[k] - p00[k]) * ax;
-        let bottom = p01[k] + (p11[k] - p01[k]) * ax;
-        top + (bottom - top) * ay
-    })
+/// Samples an `out_w` x `out_h` image whose pixel `(u, v)` comes from `img` at
+/// `out_to_img(u, v)`: bilinear, anti-aliased when the map shrinks, black outside the
+/// image (`Sampler::warp`).
+pub fn warp(img: &RgbImage, out_to_img: &Affine, out_w: u32, out_h: u32) -> RgbImage {
+    resample(img, &Sampler::warp(*out_to_img), out_w, out_h)
 }
 
 /// The map from a `size` x `size` output to the axis-aligned square of side `side`
@@ -271,6 +386,103 @@ mod tests {
         let second = Affine::scale_translate(1.0, 0.0, 10.0);
         let both = second.then_after(&first);
         assert_eq!(both.apply(3.0, 4.0), (7.0, 18.0));
+    }
+
+    /// Plain bilinear interpolation, black outside the image, written out.
+    fn bilinear(img: &RgbImage, sx: f32, sy: f32) -> [f32; 3] {
+        let px = |x: i64, y: i64| -> [f32; 3] {
+            if x < 0 || y < 0 || x >= img.width() as i64 || y >= img.height() as i64 {
+                return [0.0; 3];
+            }
+            img.get_pixel(x as u32, y as u32).0.map(f32::from)
+        };
+        let (fx, fy) = (sx - 0.5, sy - 0.5);
+        let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
+        let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
+        std::array::from_fn(|k| {
+            let top = px(x0, y0)[k] * (1.0 - ax) + px(x0 + 1, y0)[k] * ax;
+            let bottom = px(x0, y0 + 1)[k] * (1.0 - ax) + px(x0 + 1, y0 + 1)[k] * ax;
+            top * (1.0 - ay) + bottom * ay
+        })
+    }
+
+    #[test]
+    fn radius_one_is_bilinear_interpolation() {
+        let img = checker(40, 30);
+        let map = Affine {
+            a: 0.83,
+            b: -0.2,
+            c: 0.2,
+            d: 0.83,
+            tx: -3.3,
+            ty: 4.1,
+        };
+        let sampler = Sampler::warp(map);
+        assert_eq!(sampler.radius, 1.0);
+        for (x, y) in [(0, 0), (7, 3), (20, 20), (44, 2), (39, 29)] {
+            let (sx, sy) = map.apply(x as f32 + 0.5, y as f32 + 0.5);
+            let want = bilinear(&img, sx, sy);
+            let got = sampler.sample(&img, x, y);
+            for c in 0..3 {
+                assert!(
+                    (got[c] - want[c]).abs() <= 0.5 + 1e-3,
+                    "({x}, {y}): {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn separable_passes_are_the_sampler() {
+        // Upscale (a 64x64 face crop), mild and strong downscale, odd sizes, an off-centre
+        // square crop past the edge: the two-pass resample is `Sampler::sample`, to a grey
+        // level where a sum lands on a half level and the order of summing decides.
+        let image = |w: u32, h: u32| {
+            RgbImage::from_fn(w, h, |x, y| {
+                Rgb([
+                    (x * 7 % 256) as u8,
+                    ((x + y) * 3 % 256) as u8,
+                    (y * 11 % 256) as u8,
+                ])
+            })
+        };
+        let mut cases: Vec<(RgbImage, Sampler, u32)> = [
+            (64, 64, 512),
+            (61, 45, 416),
+            (700, 500, 512),
+            (1999, 1203, 416),
+        ]
+        .into_iter()
+        .map(|(w, h, size)| (image(w, h), Sampler::letterbox(w, h, size), size))
+        .collect();
+        cases.push((
+            image(90, 70),
+            Sampler::warp(square_crop_map(80.0, 20.0, 50.0, 112)),
+            112,
+        ));
+        cases.push((
+            image(300, 300),
+            Sampler::warp(square_crop_map(150.0, 150.0, 290.0, 112)),
+            112,
+        ));
+        for (img, sampler, size) in cases {
+            let fast = resample(&img, &sampler, size, size);
+            let (mut worst, mut off) = (0f32, 0);
+            for (x, y, p) in fast.enumerate_pixels() {
+                let want = sampler.sample(&img, x, y);
+                for c in 0..3 {
+                    let d = (p[c] as f32 - want[c]).abs();
+                    worst = worst.max(d);
+                    off += (d > 0.0) as usize;
+                }
+            }
+            let (w, h) = img.dimensions();
+            assert!(worst <= 1.0, "{w}x{h} into {size}: off by {worst}");
+            assert!(
+                off * 1000 <= (size * size * 3) as usize,
+                "{w}x{h}: {off} values off"
+            );
+        }
     }
 
     #[test]

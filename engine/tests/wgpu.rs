@@ -11,7 +11,7 @@ use burn::tensor::{Device, DeviceKind};
 use facerec_engine::gallery::DIM;
 use facerec_engine::gpu::{self, DeviceImages, Gpu, GpuGallery, Neighbour, Normalize, WarpJob};
 use facerec_engine::matcher::{Matcher, SearchChoice};
-use facerec_engine::prep::Affine;
+use facerec_engine::prep::{self, Affine};
 use facerec_engine::report::{self, DEFAULT_THRESHOLD};
 use facerec_engine::{Analysis, BackendChoice, Engine, EngineConfig, Gallery, ImageError, Match};
 use image::RgbImage;
@@ -79,51 +79,53 @@ fn warp_kernel_agrees_with_its_reference() {
         }
     };
     let jobs = [
-        // identity crop, upscale 2x (letterbox-style, black beyond the image), rotated chip
-        WarpJob {
-            source: 0,
-            out_to_src: Affine::scale_translate(1.0, 0.0, 0.0),
-        },
-        WarpJob {
-            source: 0,
-            out_to_src: Affine::scale_translate(0.5, 0.0, 0.0),
-        },
-        WarpJob {
-            source: 1,
-            out_to_src: rot(17.0, 1.3, 200.0, 120.0),
-        },
-        // strong shrink (anti-aliased, 5 taps per axis) and the shrink at the tap limit
-        WarpJob {
-            source: 1,
-            out_to_src: Affine::scale_translate(640.0 / 150.0 * 1.1, -3.0, 0.0),
-        },
-        WarpJob {
-            source: 1,
-            out_to_src: Affine::scale_translate(9.5, 0.0, 0.0),
-        },
+        // identity crop, upscale 2x (black beyond the image), rotated chip
+        WarpJob::warp(0, Affine::scale_translate(1.0, 0.0, 0.0)),
+        WarpJob::warp(0, Affine::scale_translate(0.5, 0.0, 0.0)),
+        WarpJob::warp(1, rot(17.0, 1.3, 200.0, 120.0)),
+        // strong shrink (a tent of 4.7 px) and a shrink past the radius limit
+        WarpJob::warp(1, Affine::scale_translate(640.0 / 150.0 * 1.1, -3.0, 0.0)),
+        WarpJob::warp(1, Affine::scale_translate(40.0, 0.0, 0.0)),
+        // letterboxes: an upscale of a small image, a downscale (edges repeat, padding)
+        WarpJob::letterbox(0, 97, 61, 150),
+        WarpJob::letterbox(1, 640, 480, 150),
     ];
-    assert_eq!(jobs[3].taps(), 5);
-    assert_eq!(jobs[4].taps(), gpu::warp::MAX_TAPS);
+    assert_eq!(jobs[4].sampler.radius, prep::MAX_RADIUS);
     let on_device = DeviceImages::upload(&wgpu_device(), &sources).expect("upload");
     let recognition = Normalize {
         mean: [122.782, 117.001, 104.298],
         scale: [1.0 / 255.0; 3],
     };
-    // Source coordinates near 640 carry f32 rounding of ~1e-4 px, which steep noise turns
-    // into up to ~0.02 grey levels; FMA on the device rounds differently from the CPU.
-    for (norm, tol) in [(Normalize::RAW, 2e-2), (recognition, 1e-4)] {
+    // The kernel rounds to whole grey levels as the reference does; FMA on the device
+    // rounds the filter sums differently, so a value at a half level may round the other
+    // way: one level at most, on few pixels.
+    for (norm, level) in [(Normalize::RAW, 1.0), (recognition, 1.0 / 255.0)] {
         let got = on_device
             .warp_to_host(&jobs, 150, 150, norm)
             .expect("warp runs");
         let want = gpu::warp::reference(&sources, &jobs, 150, 150, norm);
-        assert_eq!(got.len(), 5 * 3 * 150 * 150);
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| (g - w).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= tol, "max abs diff {worst} over {tol} ({norm:?})");
+        assert_eq!(got.len(), jobs.len() * 3 * 150 * 150);
+        let diffs: Vec<f32> = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).collect();
+        let worst = diffs.iter().copied().fold(0f32, f32::max);
+        let off = diffs.iter().filter(|&&d| d > level * 1e-3).count();
+        assert!(worst <= level * 1.001, "max abs diff {worst} ({norm:?})");
+        assert!(
+            off * 1000 <= diffs.len(),
+            "{off} of {} values off by a level ({norm:?})",
+            diffs.len()
+        );
     }
+    // A letterbox is the CPU pipeline's letterbox (its two-pass resample) to a grey level.
+    let boxed = on_device
+        .warp_to_host(&jobs[6..], 150, 150, Normalize::RAW)
+        .expect("warp runs");
+    let (cpu, _) = prep::letterbox(&b, 150);
+    let worst = boxed
+        .iter()
+        .zip(&cpu)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1.0, "letterbox off by {worst}");
     // The padding is black, the interior is not.
     let raw = on_device
         .warp_to_host(&jobs[1..2], 150, 150, Normalize::RAW)
@@ -145,10 +147,7 @@ fn warp_kernel_agrees_with_its_reference() {
 #[test]
 fn warp_kernel_rejects_unknown_sources() {
     let a = photo(8, 8, 3);
-    let job = WarpJob {
-        source: 1,
-        out_to_src: Affine::scale_translate(1.0, 0.0, 0.0),
-    };
+    let job = WarpJob::warp(1, Affine::scale_translate(1.0, 0.0, 0.0));
     let on_device = DeviceImages::upload(&wgpu_device(), &[&a]).expect("upload");
     assert!(on_device.warp(&[job], 4, 4, Normalize::RAW).is_err());
     assert!(on_device.warp(&[], 4, 4, Normalize::RAW).is_err());
@@ -164,36 +163,32 @@ fn norms(matrix: &[f32]) -> Vec<f32> {
 }
 
 /// The kernel's neighbours match the reference: same distances, and each returned row
-/// really is at that distance (rows may swap only between near-equal distances).
+/// really is at that distance (rows may swap only between near-equal distances). The
+/// kernel computes |q|^2 + |r|^2 - 2 q.r in f32, so a squared distance carries an error
+/// of about 1e-6 of |q|^2 + |r|^2 (its square root is 3e-3 for an exact match of a norm-6
+/// row): the bound is 1e-5 of that sum on squared distances.
 fn assert_agrees(got: &[Vec<Neighbour>], want: &[Vec<Neighbour>], matrix: &[f32], queries: &[f32]) {
+    let sq = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
     assert_eq!(got.len(), want.len());
     for (qi, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len(), "query {qi}: {g:?} vs {w:?}");
         let q = &queries[qi * DIM..(qi + 1) * DIM];
         for (gn, wn) in g.iter().zip(w) {
-            let tol = 1e-3 * wn.distance.max(1.0);
+            let row = &matrix[gn.row as usize * DIM..(gn.row as usize + 1) * DIM];
+            let want_row = &matrix[wn.row as usize * DIM..(wn.row as usize + 1) * DIM];
+            let tol = 1e-5 * (2.0 * sq(q) + sq(row) + sq(want_row)).max(1.0);
+            let close = |a: f32, b: f32| (a * a - b * b).abs() <= tol;
             assert!(
-                (gn.distance - wn.distance).abs() <= tol,
+                close(gn.distance, wn.distance),
                 "query {qi}: {g:?} vs {w:?}"
             );
-            let row = &matrix[gn.row as usize * DIM..(gn.row as usize + 1) * DIM];
             let exact = q
                 .iter()
                 .zip(row)
                 .map(|(a, b)| (a - b) * (a - b))
                 .sum::<f32>()
                 .sqrt();
-            assert!(
-                (gn.distance - exact).abs() <= tol,
-                "query {qi} row {}",
-                gn.row
-            );
-            if gn.row != wn.row {
-                assert!(
-                    (gn.distance - wn.distance).abs() <= tol,
-                    "query {qi}: rows differ"
-                );
-            }
+            assert!(close(gn.distance, exact), "query {qi} row {}", gn.row);
         }
     }
 }
@@ -244,6 +239,50 @@ fn search_kernel_small_galleries_and_bad_arguments() {
     assert!(GpuGallery::upload(gpu(), &matrix[..DIM], &norms).is_err());
     let empty = GpuGallery::upload(gpu(), &[], &[]).expect("empty upload");
     assert_eq!(empty.search(&q, 1).expect("search"), vec![Vec::new()]);
+}
+
+/// On a device whose buffers are capped at 1 MiB (a small GPU's limits, on any adapter):
+/// a gallery and a query batch each larger than that are split to fit and answer as the
+/// reference does; a segment the device refuses is an error of the call (wgpu's error
+/// scopes), and the device still serves the next call.
+#[test]
+fn search_fits_a_small_device_and_reports_what_it_refuses() {
+    const MIB: usize = 1 << 20;
+    let small = Gpu::open_capped(MIB as u64).expect("a capped device");
+    let rows = 5000; // 2.4 MiB of rows
+    let matrix = noise(11, rows * DIM);
+    let norms = norms(&matrix);
+    let g = GpuGallery::upload(small.clone(), &matrix, &norms).expect("upload in segments");
+    assert_eq!(g.segments(), rows.div_ceil(MIB / (DIM * 4)));
+    // 2100 queries: 1.03 MiB of queries, more than one binding holds.
+    let mut queries = noise(12, 2096 * DIM);
+    for r in [0, 2047, 2048, rows - 1] {
+        queries.extend_from_slice(&matrix[r * DIM..(r + 1) * DIM]);
+    }
+    let got = g.search(&queries, 3).expect("search in slices");
+    assert_agrees(
+        &got,
+        &gpu::search::reference(&matrix, &norms, &queries, 3),
+        &matrix,
+        &queries,
+    );
+    for (i, r) in [0u32, 2047, 2048, rows as u32 - 1].into_iter().enumerate() {
+        assert_eq!(
+            got[2096 + i][0].row,
+            r,
+            "an enrolled row finds itself first"
+        );
+    }
+    // One 2.4 MiB segment is over the device's limit: refused, with wgpu's reason.
+    let refused = GpuGallery::upload_segmented(small.clone(), &matrix, &norms, rows)
+        .err()
+        .expect("a segment over the buffer limit is refused");
+    let message = refused.to_string();
+    assert!(message.contains("uploading the gallery"), "{message}");
+    let again = g
+        .search(&queries[..DIM], 1)
+        .expect("the device still serves");
+    assert_eq!(again.len(), 1);
 }
 
 fn wgpu_engine(device_prep: bool) -> Engine {
@@ -304,10 +343,10 @@ fn assert_same_faces(
 }
 
 /// The full pipeline (detector, landmarks, alignment, recognition) on Burn's wgpu backend
-/// agrees with the CPU backend on real faces: with the same (CPU) pre-processing only the
-/// networks' numerics differ, so the same faces, boxes within 1 px, embeddings within 2e-3.
-/// (Pre-processing on the device is opt-in and not held to this yet: on a 64x64 CSE546
-/// crop its descriptor ended 0.24 from the CPU pipeline's; see the README's GPU path.)
+/// agrees with the CPU backend on real faces. With the CPU's pre-processing only the
+/// networks' numerics differ: the same faces, boxes within 1 px, embeddings within 2e-3.
+/// Pre-processing on the device (the warp kernel) resamples as the CPU does, to a grey
+/// level on a few pixels, and is held to the same bounds.
 #[test]
 fn engine_on_wgpu_agrees_with_the_cpu_backend() {
     let inputs = real_inputs();
@@ -315,6 +354,8 @@ fn engine_on_wgpu_agrees_with_the_cpu_backend() {
     let (cpu_results, _) = common::engine().analyze(&refs);
     let (host_prep, _) = wgpu_engine(false).analyze(&refs);
     assert_same_faces(&host_prep, &cpu_results, 1.0, 2e-3, 0.01);
+    let (device_prep, _) = wgpu_engine(true).analyze(&refs);
+    assert_same_faces(&device_prep, &cpu_results, 1.0, 2e-3, 0.01);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ pub enum GpuError {
     Invalid(String),
     #[error("reading results back failed: {0}")]
     Readback(String),
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
 }
 
 /// One wgpu device and queue shared by the kernels.
@@ -43,6 +45,12 @@ impl Gpu {
     /// Opens the highest-performance adapter (a software one when nothing else exists),
     /// with the adapter's own limits so large galleries fit in few bindings.
     pub fn open() -> Result<Arc<Self>, GpuError> {
+        Self::open_capped(u64::MAX)
+    }
+
+    /// As `open`, with buffers and storage bindings capped at `max_buffer` bytes: a small
+    /// device's limits on any adapter (tests of segmenting and of allocation failures).
+    pub fn open_capped(max_buffer: u64) -> Result<Arc<Self>, GpuError> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
@@ -51,9 +59,13 @@ impl Gpu {
         }))
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        limits.max_buffer_size = limits.max_buffer_size.min(max_buffer);
+        limits.max_storage_buffer_binding_size =
+            limits.max_storage_buffer_binding_size.min(max_buffer);
         let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("facerec kernels"),
-            required_limits: adapter.limits(),
+            required_limits: limits,
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
@@ -63,6 +75,23 @@ impl Gpu {
             adapter: format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
             software: info.device_type == wgpu::DeviceType::Cpu,
         }))
+    }
+
+    /// Runs `work` (buffer creation, dispatches) with wgpu's errors captured: running out
+    /// of device memory or breaking a device limit becomes an error of the call, instead
+    /// of wgpu's default (a panic in its uncaptured-error handler).
+    fn scoped<T>(&self, what: &str, work: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = work();
+        let invalid = block_on(validation.pop());
+        if let Some(e) = block_on(memory.pop()) {
+            return Err(GpuError::OutOfMemory(format!("{what}: {e}")));
+        }
+        match invalid {
+            Some(e) => Err(GpuError::Invalid(format!("{what}: {e}"))),
+            None => Ok(out),
+        }
     }
 
     fn pipeline(&self, source: &str, label: &str, entry: &str) -> wgpu::ComputePipeline {
@@ -84,15 +113,18 @@ impl Gpu {
     }
 
     fn storage(&self, label: &str, bytes: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        // Bindings must not be empty; a 4-byte placeholder stands in for no data.
+        // Bindings must not be empty; a 4-byte placeholder stands in for no data. Created
+        // unmapped and written through the queue, so a buffer the device refuses is an
+        // error `scoped` reports, not a mapping of nothing.
         let contents: &[u8] = if bytes.is_empty() { &[0; 4] } else { bytes };
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE | extra,
-            })
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: contents.len() as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, contents);
+        buffer
     }
 
     fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {

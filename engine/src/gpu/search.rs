@@ -80,28 +80,31 @@ impl GpuGallery {
             s if s > chunk => s / chunk * chunk,
             s => s,
         };
-        let scan = gpu.pipeline(SHADER, "gallery scan", "scan");
-        let merge = gpu.pipeline(SHADER, "gallery merge", "merge");
-        let mut segments = Vec::new();
-        let mut chunk_base = 0;
-        for row_base in (0..rows).step_by(segment_rows) {
-            let n = segment_rows.min(rows - row_base);
-            let chunks = n.div_ceil(chunk) as u32;
-            let m = &matrix[row_base * DIM..(row_base + n) * DIM];
-            segments.push(Segment {
-                rows: n as u32,
-                row_base: row_base as u32,
-                chunk_base,
-                chunks,
-                matrix: gpu.storage("gallery rows", f32_bytes(m), wgpu::BufferUsages::empty()),
-                norms: gpu.storage(
-                    "gallery norms",
-                    f32_bytes(&norms[row_base..row_base + n]),
-                    wgpu::BufferUsages::empty(),
-                ),
-            });
-            chunk_base += chunks;
-        }
+        let (scan, merge, segments, chunk_base) = gpu.scoped("uploading the gallery", || {
+            let scan = gpu.pipeline(SHADER, "gallery scan", "scan");
+            let merge = gpu.pipeline(SHADER, "gallery merge", "merge");
+            let mut segments = Vec::new();
+            let mut chunk_base = 0;
+            for row_base in (0..rows).step_by(segment_rows) {
+                let n = segment_rows.min(rows - row_base);
+                let chunks = n.div_ceil(chunk) as u32;
+                let m = &matrix[row_base * DIM..(row_base + n) * DIM];
+                segments.push(Segment {
+                    rows: n as u32,
+                    row_base: row_base as u32,
+                    chunk_base,
+                    chunks,
+                    matrix: gpu.storage("gallery rows", f32_bytes(m), wgpu::BufferUsages::empty()),
+                    norms: gpu.storage(
+                        "gallery norms",
+                        f32_bytes(&norms[row_base..row_base + n]),
+                        wgpu::BufferUsages::empty(),
+                    ),
+                });
+                chunk_base += chunks;
+            }
+            (scan, merge, segments, chunk_base)
+        })?;
         Ok(Self {
             gpu,
             scan,
@@ -141,6 +144,23 @@ impl GpuGallery {
         if nq == 0 || self.is_empty() {
             return Ok(vec![Vec::new(); nq]);
         }
+        // As many queries per dispatch as their buffers and candidates fit one binding.
+        let binding = self.gpu.device.limits().max_storage_buffer_binding_size as usize;
+        let per_query = (DIM * 4).max(self.chunks as usize * k * 4);
+        let step = (binding / per_query).clamp(1, u32::MAX as usize / MAX_K);
+        let mut out = Vec::with_capacity(nq);
+        for slice in queries.chunks(step * DIM) {
+            out.extend(
+                self.gpu
+                    .scoped("searching the gallery", || self.search_slice(slice, k))??,
+            );
+        }
+        Ok(out)
+    }
+
+    /// `search` for queries that fit one dispatch.
+    fn search_slice(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, GpuError> {
+        let nq = queries.len() / DIM;
         let gpu = &self.gpu;
         let q = gpu.storage("queries", f32_bytes(queries), wgpu::BufferUsages::empty());
         let cand = nq as u64 * self.chunks as u64 * k as u64 * 4;

@@ -1,7 +1,9 @@
 //! Fused pre-processing (`shaders/warp.wgsl`): a batch of decoded RGB images in, the
 //! models' planar `[N, 3, H, W]` float input out, in one dispatch. Each output image is an
-//! affine view of one source image, so the same kernel letterboxes a photo for the
-//! detector, crops a square for the landmark net and aligns a face chip for recognition.
+//! affine view of one source image, resampled as `prep::Sampler` defines it (the CPU
+//! pipeline's own sampler), so the same kernel letterboxes a photo for the detector,
+//! crops a square for the landmark net and aligns a face chip for recognition, and its
+//! output matches the CPU pipeline's to a grey level.
 //!
 //! The kernel runs on Burn's own wgpu device through Burn's `template` API: the decoded
 //! images go up once ([`DeviceImages::upload`]) and every warp of them returns a Burn
@@ -21,28 +23,37 @@ use cubecl::{CubeCount, CubeDim};
 use image::RgbImage;
 
 use super::GpuError;
-use crate::prep::{self, Affine};
+use crate::prep::{Affine, Sampler};
 
 const SHADER: &str = include_str!("../../../shaders/warp.wgsl");
-/// Most samples per axis for an anti-aliased shrink.
-pub const MAX_TAPS: u32 = 8;
 /// The shader's workgroup is 16 x 16 output pixels of one job.
 const TILE: u32 = 16;
 /// Bytes in one `Job` of the shader.
-const JOB_BYTES: usize = 48;
+const JOB_BYTES: usize = 64;
 
-/// One output image: which source, and the map from output pixel coordinates to source
-/// pixel coordinates (as `prep::warp` takes it).
+/// One output image: which source, and how it is resampled.
 #[derive(Debug, Clone, Copy)]
 pub struct WarpJob {
     pub source: usize,
-    pub out_to_src: Affine,
+    pub sampler: Sampler,
 }
 
 impl WarpJob {
-    /// Samples per axis: enough that a shrinking map averages its whole footprint.
-    pub fn taps(&self) -> u32 {
-        (self.out_to_src.scale().ceil() as u32).clamp(1, MAX_TAPS)
+    /// A crop or chip of `source`: output pixel coordinates -> source pixel coordinates
+    /// by `out_to_src` (`Sampler::warp`).
+    pub fn warp(source: usize, out_to_src: Affine) -> Self {
+        Self {
+            source,
+            sampler: Sampler::warp(out_to_src),
+        }
+    }
+
+    /// `prep::letterbox` of `source`, a `w` x `h` image, into a `size` square.
+    pub fn letterbox(source: usize, w: u32, h: u32, size: u32) -> Self {
+        Self {
+            source,
+            sampler: Sampler::letterbox(w, h, size),
+        }
     }
 }
 
@@ -164,11 +175,19 @@ impl DeviceImages {
                     self.images.len()
                 ))
             })?;
-            let m = job.out_to_src;
-            for v in [offset, w, h, job.taps()] {
+            let Sampler {
+                map: m,
+                radius,
+                clamp,
+                extent,
+            } = job.sampler;
+            for v in [offset, w, h, clamp as u32] {
                 job_bytes.extend_from_slice(&v.to_le_bytes());
             }
-            for v in [m.a, m.b, m.c, m.d, m.tx, m.ty, 0.0, 0.0] {
+            for v in [m.a, m.b, m.c, m.d, m.tx, m.ty, radius] {
+                job_bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [extent.0, extent.1, 0, 0, 0] {
                 job_bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -233,8 +252,8 @@ impl DeviceImages {
     }
 }
 
-/// Plain-Rust reference of `shaders/warp.wgsl`: the same supersampling around
-/// `prep::bilinear`, the CPU pipeline's own sampler.
+/// Plain-Rust reference of `shaders/warp.wgsl`: `Sampler::sample`, the CPU pipeline's
+/// sampler, normalised and laid out as the kernel writes it.
 pub fn reference(
     sources: &[&RgbImage],
     jobs: &[WarpJob],
@@ -246,26 +265,12 @@ pub fn reference(
     let mut out = vec![0f32; jobs.len() * 3 * plane];
     for (j, job) in jobs.iter().enumerate() {
         let src = sources[job.source];
-        let n = job.taps();
-        let step = 1.0 / n as f32;
         for y in 0..out_h {
             for x in 0..out_w {
-                let mut acc = [0f32; 3];
-                for ty in 0..n {
-                    for tx in 0..n {
-                        let u = x as f32 + (tx as f32 + 0.5) * step;
-                        let v = y as f32 + (ty as f32 + 0.5) * step;
-                        let (sx, sy) = job.out_to_src.apply(u, v);
-                        let sample = prep::bilinear(src, sx, sy);
-                        for c in 0..3 {
-                            acc[c] += sample[c];
-                        }
-                    }
-                }
+                let value = job.sampler.sample(src, x, y);
                 let i = y as usize * out_w as usize + x as usize;
                 for c in 0..3 {
-                    out[(j * 3 + c) * plane + i] =
-                        (acc[c] / (n * n) as f32 - norm.mean[c]) * norm.scale[c];
+                    out[(j * 3 + c) * plane + i] = (value[c] - norm.mean[c]) * norm.scale[c];
                 }
             }
         }
