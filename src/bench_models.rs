@@ -54,6 +54,10 @@ pub struct ModelsArgs {
     /// deterministic perturbation (±0.1 per dimension).
     #[arg(long, default_value_t = 1_000_000)]
     pub gallery_faces: usize,
+    /// On wgpu, pre-process the `pipeline` on the GPU (the engine's default) or, with false,
+    /// on the CPU: that row is then named `pipeline_host_prep`.
+    #[arg(long, env = "FACEREC_DEVICE_PREP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub device_prep: bool,
     /// Photos for `pipeline`: a folder or a .zip (extracted with `python3 -m zipfile`)
     /// [default: the PNGs in <models>/parity/].
     #[arg(long)]
@@ -215,6 +219,7 @@ pub fn models_cmd(args: &ModelsArgs) -> Result<ExitCode> {
     config.backend = args.backend;
     config.detector = args.detector;
     config.recognizer = args.recognizer;
+    config.device_prep = args.device_prep;
     // The pipeline hands each network up to the largest batch measured.
     config.max_batch = batches.iter().copied().max().unwrap_or(1);
     let engine = Engine::new(config).context("loading the models")?;
@@ -399,7 +404,13 @@ fn time_pipeline(
     if let Some(e) = failed {
         eprintln!("pipeline: some images failed and count as images without faces: {e}");
     }
-    let mut row = Row::new("pipeline", sample);
+    let host_prep = engine.models().backend().name == "wgpu" && !engine.prep_on_device();
+    let name = if host_prep {
+        "pipeline_host_prep"
+    } else {
+        "pipeline"
+    };
+    let mut row = Row::new(name, sample);
     row.faces_per_s = Some(sample.items_per_s * faces as f64 / batch as f64);
     Ok(row)
 }

@@ -37,7 +37,8 @@ fn fir_letterbox(img: &RgbImage, size: u32) -> Vec<f32> {
 }
 
 fn letterbox(c: &mut Criterion) {
-    let chip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/recognition_input_0.png");
+    let chip =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/recognition_input_0.png");
     let crop = image::open(chip).expect("parity chip").to_rgb8();
     let crop = image::imageops::resize(&crop, 64, 64, image::imageops::FilterType::Triangle);
     let photo = image::imageops::resize(&crop, 1280, 960, image::imageops::FilterType::Triangle);
@@ -48,9 +49,11 @@ fn letterbox(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("sampler", name), img, |b, img| {
             b.iter(|| prep::letterbox(img, SSD_SIZE))
         });
-        group.bench_with_input(BenchmarkId::new("fast_image_resize", name), img, |b, img| {
-            b.iter(|| fir_letterbox(img, SSD_SIZE))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("fast_image_resize", name),
+            img,
+            |b, img| b.iter(|| fir_letterbox(img, SSD_SIZE)),
+        );
     }
     group.finish();
 }

@@ -1,6 +1,7 @@
 """Markdown tables from one device run of benches/gpu/run.sh, for benches/RESULTS.md.
 
-Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models), torch-fp32.json,
+Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models; its rows and
+those of facerec-wgpu-host-prep.json, the pipeline pre-processed on the CPU), torch-fp32.json,
 torch-fp32-upload.json (inputs copied to the GPU inside the timer) and torch-fp16.json
 (benches/torch/peer.py), env.json (GPU, driver, date; run.sh). Prints per net and batch
 facerec's items/s, PyTorch eager's, and the ratio facerec / PyTorch.
@@ -12,11 +13,13 @@ import json
 import os
 import sys
 
-NET_ORDER = ["recognition", "ssd", "tiny", "landmarks", "pipeline", "search", "search_gpu", "search_cpu"]
+NET_ORDER = ["recognition", "ssd", "tiny", "landmarks", "pipeline", "pipeline_host_prep", "search", "search_gpu", "search_cpu"]
 # facerec's name of a row -> the PyTorch peer's name for the same work
 PEER_NAME = {"search_gpu": "search"}
 FILES = {"facerec": "facerec-wgpu.json", "torch_f32": "torch-fp32.json",
          "torch_f32_upload": "torch-fp32-upload.json", "torch_f16": "torch-fp16.json"}
+# Optional facerec rows merged into facerec-wgpu.json's (not reported missing when absent).
+EXTRA_FACEREC = "facerec-wgpu-host-prep.json"
 GOAL_BATCH = 64  # issue 6: facerec at or above PyTorch eager at batch >= 64
 
 
@@ -132,6 +135,10 @@ def report(folder):
     """The markdown text for the run in `folder`."""
     docs = {k: load(os.path.join(folder, f)) for k, f in FILES.items()}
     env = load(os.path.join(folder, "env.json"))
+    extra = load(os.path.join(folder, EXTRA_FACEREC))
+    if extra:
+        docs["facerec"] = docs["facerec"] or {k: v for k, v in extra.items() if k != "results"}
+        docs["facerec"]["results"] = docs["facerec"].get("results", []) + extra.get("results", [])
     missing = [f for k, f in FILES.items() if docs[k] is None]
     lines = header(docs, env)
     if missing:

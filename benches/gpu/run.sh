@@ -5,7 +5,8 @@
 # Runs on the device machine, from the repo root, after `bash benches/gpu/pack.sh` here:
 #   run tool: command "bash benches/gpu/run.sh", carry [".carry", ".gl"], timeout_s 600
 # Writes under $OUT (default ./gpu-out): run.log (everything), env.json, torch-fp32.json,
-# torch-fp32-upload.json, torch-fp16.json, facerec-wgpu.json, report.md (report.py's tables).
+# torch-fp32-upload.json, torch-fp16.json, facerec-wgpu.json, facerec-wgpu-host-prep.json,
+# report.md (report.py's tables).
 # Each step's failure is logged and the next steps still run; the exit status is 1 if any
 # step failed. Steps share a budget of $BUDGET seconds (default 540; the tool stops at 600).
 set -uo pipefail
@@ -115,6 +116,9 @@ seconds=()
 step "facerec wgpu" 300 "$FACEREC" bench models --backend wgpu --batches "$BATCHES" \
     --nets recognition,ssd,tiny,landmarks,pipeline,search --gallery-faces 1000000 \
     "${seconds[@]}" --json "$OUT/facerec-wgpu.json"
+step "facerec wgpu pipeline, CPU pre-processing" 60 "$FACEREC" bench models --backend wgpu \
+    --batches "$BATCHES" --nets pipeline --device-prep false "${seconds[@]}" \
+    --json "$OUT/facerec-wgpu-host-prep.json"
 step "torch fp16" 120 python3 benches/torch/peer.py --bench --fp16 --batches "$BATCHES" --seconds 1 \
     --json "$OUT/torch-fp16.json"
 step "torch peer tests (cpu)" 60 python3 benches/torch/test_peer.py

@@ -88,6 +88,20 @@ def test_upload_columns():
     assert "Goal (facerec >= PyTorch eager f32 incl. upload at batch >= 64): met for 1 of 1" in text
 
 
+def test_host_prep_pipeline_rows_join_the_table():
+    host = {"tool": "facerec", "backend": "wgpu", "adapter": "Example GPU (Vulkan)", "results": [
+        {"net": "pipeline_host_prep", "dtype": "f32", "batch": 16, "items_per_s": 90.0,
+         "median_ms": 177.8, "iters": 5}]}
+    with tempfile.TemporaryDirectory() as d:
+        write(d, {"facerec-wgpu.json": FACEREC, "facerec-wgpu-host-prep.json": host})
+        text = report.report(d)
+    r = rows(text)
+    assert r[("pipeline_host_prep", 16)][:3] == ["90.0", "—", "—"], r
+    order = [k for k in r]
+    assert order.index(("pipeline_host_prep", 16)) == order.index(("pipeline", 16)) + 1, order
+    assert "facerec-wgpu-host-prep.json" not in text  # optional: never listed as missing
+
+
 def test_missing_files():
     with tempfile.TemporaryDirectory() as d:
         write(d, {"torch-fp32.json": TORCH_F32})
