@@ -3,7 +3,7 @@
 //!   exact scan on every core), 16 and 256 queries against `GALLERY_FACES` (default
 //!   100 000) rows; the GPU side includes uploading the queries and reading back the top-k;
 //! - fused pre-processing (`DeviceImages::upload` + `warp`: 64 aligned 150x150 chips from one photo,
-//!   normalised, planar) vs the CPU path (`prep::warp` + `prep::to_planar` on rayon).
+//!   normalised, planar) vs the CPU path (`prep::resample` + `prep::to_planar` on rayon).
 //!
 //! Runs on whatever adapter `Gpu::open` finds: a real GPU, or lavapipe (software Vulkan)
 //! where there is none, which says nothing about GPU speed. The report names the adapter.

@@ -66,9 +66,9 @@ pub const MAX_UPSCALE: f32 = 2.0;
 /// original pixels to input pixels.
 pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
     let (w, h) = img.dimensions();
-    let scale = letterbox_scale(w, h, size);
-    let (rw, rh) = letterbox_extent(w, h, size);
-    let small = resample(img, &Sampler::letterbox(w, h, size), rw, rh);
+    let sampler = Sampler::letterbox(w, h, size);
+    let (rw, rh) = sampler.extent;
+    let small = resample(img, &sampler, rw, rh);
     let plane = (size * size) as usize;
     let mut out = vec![0f32; 3 * plane];
     for (x, y, p) in small.enumerate_pixels() {
@@ -77,7 +77,7 @@ pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
         out[plane + i] = p[1] as f32;
         out[2 * plane + i] = p[2] as f32;
     }
-    (out, scale)
+    (out, letterbox_scale(w, h, size))
 }
 
 /// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most
@@ -115,6 +115,12 @@ const FAR: f32 = 1e6;
 /// Whether a source coordinate may touch an image (false for NaN too).
 fn near(v: f32) -> bool {
     v.abs() < FAR
+}
+
+/// The tent filter's weight of the source pixel at index `i` for a sample at continuous
+/// index `f` (pixel `i` sits at `i`), radius `r`.
+fn tent(i: i64, f: f32, r: f32) -> f32 {
+    1.0 - (i as f32 - f).abs() / r
 }
 
 /// One resampling of a source image, the definition both pre-processing paths follow:
@@ -190,12 +196,12 @@ impl Sampler {
         let mut acc = [0f32; 3];
         let mut total = 0f32;
         for iy in (fy - r).ceil() as i64..=(fy + r).floor() as i64 {
-            let wy = 1.0 - (iy as f32 - fy).abs() / r;
+            let wy = tent(iy, fy, r);
             if wy <= 0.0 {
                 continue;
             }
             for ix in (fx - r).ceil() as i64..=(fx + r).floor() as i64 {
-                let wx = 1.0 - (ix as f32 - fx).abs() / r;
+                let wx = tent(ix, fx, r);
                 if wx <= 0.0 {
                     continue;
                 }
@@ -240,7 +246,7 @@ fn axis_taps(f: f32, r: f32, n: u32, clamp: bool) -> Option<(Vec<(usize, f32)>, 
     let mut taps = Vec::new();
     let mut total = 0f32;
     for i in (f - r).ceil() as i64..=(f + r).floor() as i64 {
-        let w = 1.0 - (i as f32 - f).abs() / r;
+        let w = tent(i, f, r);
         if w <= 0.0 {
             continue;
         }
