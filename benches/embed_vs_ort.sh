@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/facerec-target}"
 # The dev profile builds dependencies (Burn, its kernels) at opt-level 3, as release does.
 cargo bench --profile dev --workspace --bench embed -- --noplot >&2
-ort_json="$(python3 benches/ort_embed.py --threads 1,"$(nproc)")"
+ort_json="$(python3 benches/ort_nets.py --nets recognition --threads 1,"$(nproc)")"
 python3 - "$CARGO_TARGET_DIR" "$ort_json" <<'PY'
 import json, os, sys
 target, ort_lines = sys.argv[1], sys.argv[2]
@@ -18,7 +18,7 @@ print("| ---: | ---: | ---: | ---: | ---: | ---: |")
 for b in (1, 16, 64):
     est = json.load(open(os.path.join(target, "criterion", "embed_cpu", str(b), "new", "estimates.json")))
     burn = b / (est["median"]["point_estimate"] / 1e9)
-    o1 = next(o["images_per_s"] for o in ort if o["batch"] == b and o["threads"] == 1)
-    on = next(o["images_per_s"] for o in ort if o["batch"] == b and o["threads"] == ncpu)
+    o1 = next(o["items_per_s"] for o in ort if o["batch"] == b and o["threads"] == 1)
+    on = next(o["items_per_s"] for o in ort if o["batch"] == b and o["threads"] == ncpu)
     print(f"| {b} | {burn:.1f} | {o1:.1f} | {on:.1f} | {burn/o1:.2f}x | {burn/on:.2f}x |")
 PY

@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
-# Load figures for the web tier, with the harness (`facerec bench`) against `facerec up` on
-# this machine, and the offline engine (`facerec identify`) on the same images as the peer.
-#   bash benches/load.sh            (uses $CARGO_TARGET_DIR/debug/facerec; BIN= to override)
-# Prints markdown tables; the server's peak memory (VmHWM) is read from /proc.
+# CPU throughput of the embedded default, with its peer, in one run:
+#   1. `facerec up` (defaults: --backend auto) under the original workload — 1000 CSE546
+#      crops, 100 concurrent clients, gallery of the ten distinct photos — through the load
+#      harness (`facerec bench`): images/s, latency percentiles, answers and their
+#      correctness, and the server's CPU use (utime + stime over the run's wall time);
+#   2. the peer, ageitgey's `face_recognition` (dlib), on the same 1000 images with the same
+#      gallery, in as many processes as there are cores (benches/peers/face_recognition.py);
+#   3. real photos (the face-api demo photos, 1920x1280, 3-5 faces each, N copies) through
+#      `facerec identify`, faces found against the counts checked by eye;
+#   4. each network through facerec (`facerec bench models`, backend ort and flex) and through
+#      Python's onnxruntime with the same thread count (benches/ort_nets.py).
+# usage: bash benches/load.sh    (BIN= the binary, default the release build; WORK= a folder
+#        to keep, default a temporary one; PHOTO_COPIES=10)
+# Needs: python3 with onnxruntime (models/scripts/requirements.txt) and the peer's packages
+# (see benches/peers/face_recognition.py). Prints markdown tables; raw JSON stays in WORK.
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 cd "$(dirname "$0")/.."
-BIN="${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/facerec-target}/debug/facerec}"
-SHARED=../shared/datasets/cse546
-WORK="$(mktemp -d)"
-trap 'kill "${UP_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-python3 -m zipfile -e "$SHARED/face_images_1000.zip" "$WORK"
+BIN="${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/facerec-target}/release/facerec}"
+DATA=tests/data/cse546
+WORK="${WORK:-$(mktemp -d)}"
+mkdir -p "$WORK"
+PHOTO_COPIES="${PHOTO_COPIES:-10}"
+FACEAPI_DIR="${FACEAPI_DIR:-$(scripts/fetch-test-data.sh)}"
+UP_PID=""
+trap '[ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null; true' EXIT
+python3 -m zipfile -e "$DATA/face_images_1000.zip" "$WORK"
 IMAGES="$WORK/face_images_1000"
+cores=$(nproc)
+echo "== $(date -u +%FT%TZ) on $cores cores; binary $BIN" >&2
 
 # The gallery: every distinct photo under its name (ten crops of eight people).
-python3 - "$IMAGES" "$SHARED/expected.csv" "$WORK/people" <<'PY'
+rm -rf "$WORK/people"
+python3 - "$IMAGES" "$DATA/expected.csv" "$WORK/people" <<'PY'
 import csv, hashlib, os, shutil, sys
 images, expected, people = sys.argv[1:]
 seen = set()
@@ -26,40 +44,108 @@ for stem, name in list(csv.reader(open(expected)))[1:]:
     os.makedirs(f"{people}/{name}", exist_ok=True)
     shutil.copy(f"{images}/{stem}.jpg", f"{people}/{name}/{stem}.jpg")
 PY
+rm -f "$WORK/gallery.frg"
+"$BIN" enroll --gallery "$WORK/gallery.frg" --dir "$WORK/people" >/dev/null
 
-echo "== peer: offline engine, same binary, same 1000 images"
-"$BIN" enroll --backend cpu --gallery "$WORK/gallery.frg" --dir "$WORK/people" >/dev/null
-t0=$(date +%s.%N)
-"$BIN" identify --backend cpu --gallery "$WORK/gallery.frg" "$IMAGES"/*.jpg > "$WORK/offline.txt"
-t1=$(date +%s.%N)
-python3 -c "import sys; n=1000; s=float(sys.argv[2])-float(sys.argv[1]); print(f'offline identify: {n} images in {s:.1f} s = {n/s:.1f} img/s')" "$t0" "$t1"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-start_up() {
-  # The gallery enrolled above, where `facerec up` keeps it.
-  mkdir -p "$WORK/data-$1/out/gallery"
-  cp "$WORK/gallery.frg" "$WORK/data-$1/out/gallery/gallery.frg"
-  FACEREC_MAX_IN_FLIGHT="$1" REQUEST_TIMEOUT=600 "$BIN" up --backend cpu --listen 127.0.0.1:0 \
-    --data "$WORK/data-$1" --workers 1 --max-workers 2 2> "$WORK/up-$1.log" &
-  UP_PID=$!
-  for _ in $(seq 600); do
-    ADDR=$(sed -n 's/^facerec listening on http:\/\///p' "$WORK/up-$1.log")
-    [ -n "$ADDR" ] && break
-    sleep 0.2
-  done
-}
-hwm() { awk '/VmHWM/ {printf "%.0f MiB\n", $2/1024}' "/proc/$UP_PID/status"; }
-stop_up() { kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true; }
+echo "== 1. facerec up, original workload: 1000 images, 100 clients" >&2
+rm -rf "$WORK/data" && mkdir -p "$WORK/data/out/gallery"
+cp "$WORK/gallery.frg" "$WORK/data/out/gallery/gallery.frg"
+FACEREC_LOG=info "$BIN" --log-json up --listen 127.0.0.1:0 --data "$WORK/data" 2> "$WORK/up.log" &
+UP_PID=$!
+ADDR=""
+for _ in $(seq 600); do
+  ADDR=$(sed -n 's/^facerec listening on http:\/\///p' "$WORK/up.log")
+  [ -n "$ADDR" ] && break
+  sleep 0.2
+done
+[ -n "$ADDR" ] || { cat "$WORK/up.log" >&2; exit 1; }
+# Warm-up (not measured): one pass of the ten distinct photos.
+"$BIN" bench --url "http://$ADDR" --images "$WORK/people" -c 10 -n 10 >/dev/null 2>&1 || true
+t0=$(ticks "$UP_PID"); w0=$(date +%s.%N)
+"$BIN" bench --url "http://$ADDR" --images "$IMAGES" --expected "$DATA/expected.csv" -c 100 \
+  --json "$WORK/up.json" >&2
+t1=$(ticks "$UP_PID"); w1=$(date +%s.%N)
+python3 -c "import sys, os; t=(int(sys.argv[2])-int(sys.argv[1]))/os.sysconf('SC_CLK_TCK'); print(round(t/(float(sys.argv[4])-float(sys.argv[3])), 2))" \
+  "$t0" "$t1" "$w0" "$w1" > "$WORK/up.cpu"
+python3 -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
+  "http://$ADDR/metrics" > "$WORK/up.metrics"
+backend=$(python3 -c "import json, sys
+for l in open(sys.argv[1]):
+    if l.startswith('{') and json.loads(l).get('fields', {}).get('message') == 'compute backend':
+        f = json.loads(l)['fields']; print(f['backend'], '-', f['adapter']); break" "$WORK/up.log")
+kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true; UP_PID=""
 
-start_up 512
-echo "== /health, 64 clients (the web tier alone)"
-"$BIN" bench --url "http://$ADDR" --route health -n 20000 -c 64
-echo "== / (original workload): 1000 images, 100 clients"
-"$BIN" bench --url "http://$ADDR" --images "$IMAGES" --expected "$SHARED/expected.csv" -c 100
-echo "peak server memory: $(hwm)"
-stop_up
+echo "== 2. peer: face_recognition (dlib), $cores processes, same images and gallery" >&2
+python3 benches/peers/face_recognition.py --gallery "$WORK/people" --expected "$DATA/expected.csv" \
+  --procs "$cores" "$IMAGES"/*.jpg > "$WORK/peer.json"
+cat "$WORK/peer.json" >&2
 
-start_up 100
-echo "== overload: 1000 clients against FACEREC_MAX_IN_FLIGHT=100 (10x), 3000 requests"
-"$BIN" bench --url "http://$ADDR" --images "$IMAGES" --expected "$SHARED/expected.csv" -c 1000 -n 3000 --timeout 600
-echo "peak server memory: $(hwm)"
-stop_up
+echo "== 3. real photos: face-api demo photos x $PHOTO_COPIES through facerec identify" >&2
+rm -rf "$WORK/photos" && mkdir -p "$WORK/photos"
+for c in $(seq "$PHOTO_COPIES"); do
+  for i in 1 2 3 4 5 6; do cp "$FACEAPI_DIR/demo/sample$i.jpg" "$WORK/photos/s${i}_$c.jpg"; done
+done
+"$BIN" identify --gallery "$WORK/gallery.frg" --json "$WORK/photos/s1_1.jpg" >/dev/null  # warm-up
+p0=$(date +%s.%N)
+"$BIN" identify --gallery "$WORK/gallery.frg" --json "$WORK/photos"/*.jpg > "$WORK/photos.ndjson"
+p1=$(date +%s.%N)
+echo "$p0 $p1" > "$WORK/photos.time"
+
+echo "== 4. each network: facerec (ort, flex) and Python onnxruntime, $cores threads" >&2
+"$BIN" bench models --backend ort --nets ssd,tiny,landmarks,recognition --batches 1,16 \
+  --seconds 2 --json "$WORK/nets-ort.json" >/dev/null
+"$BIN" bench models --backend cpu --nets ssd,tiny,landmarks,recognition --batches 1,16 \
+  --seconds 2 --json "$WORK/nets-flex.json" >/dev/null
+python3 benches/ort_nets.py --threads "$cores" --batches 1,16 --seconds 2 > "$WORK/nets-py.json"
+
+python3 - "$WORK" "$backend" <<'PY'
+import json, sys
+work, backend = sys.argv[1], sys.argv[2]
+up = json.load(open(f"{work}/up.json"))
+cpu = float(open(f"{work}/up.cpu").read())
+peer = json.loads(open(f"{work}/peer.json").read())
+lat = up["latency_ms"]
+print(f"backend of `facerec up`: {backend}\n")
+print("| figure | facerec | peer / reference | ratio |")
+print("| --- | ---: | ---: | ---: |")
+errs = ", ".join(f"{k}: {v}" for k, v in up["statuses"].items() if k != "200") or "none"
+print(f"| original workload through `facerec up` (1000 crops, c=100) | {up['ok_throughput']:.1f} img/s, "
+      f"{up['correct']}/{up['requests']} correct, errors {errs} | | |")
+print(f"| the same images: facerec `up` vs `face_recognition` ({peer['procs']} processes) | "
+      f"{up['ok_throughput']:.1f} img/s | {peer['images_per_s']:.1f} img/s, {peer['correct']}/{peer['images']} correct, "
+      f"{peer['whole_frame']} whole-frame | {up['ok_throughput'] / peer['images_per_s']:.2f}x |")
+t0, t1 = map(float, open(f"{work}/photos.time").read().split())
+lines = [json.loads(l) for l in open(f"{work}/photos.ndjson") if l.strip()]
+want = {"s1": 3, "s2": 3, "s3": 3, "s4": 4, "s5": 5, "s6": 4}
+found = sum(len(l.get("faces", [])) for l in lines)
+right = sum(len(l.get("faces", [])) == want[l["image"].rsplit("/", 1)[1].split("_")[0]] for l in lines)
+print(f"| real photos (1920x1280, 3-5 faces) through `facerec identify` | {len(lines) / (t1 - t0):.1f} img/s, "
+      f"{found} faces, {right}/{len(lines)} photos with every face | 22 faces per 6 photos (by eye) | |")
+print(f"| CPU use of the busy `facerec up` | {cpu:.2f} cores | | |")
+print(f"| fairness under 100 clients: p99 / p50 | {lat['p99'] / lat['p50']:.2f} (p50 {lat['p50']:.0f} ms, "
+      f"p99 {lat['p99']:.0f} ms) | | |")
+print()
+# Where the engine's time went (the worker's per-stage histograms, whole run incl. warm-up).
+stages = {}
+for line in open(f"{work}/up.metrics"):
+    if line.startswith("facerec_engine_stage_duration_seconds_sum{"):
+        stage = line.split('stage="', 1)[1].split('"', 1)[0]
+        stages[stage] = float(line.rsplit(" ", 1)[1])
+total = sum(stages.values())
+print("| stage (in `facerec up`) | seconds | share |")
+print("| --- | ---: | ---: |")
+for stage, sec in sorted(stages.items(), key=lambda kv: -kv[1]):
+    print(f"| {stage} | {sec:.2f} | {100 * sec / total:.0f}% |")
+print()
+rows = lambda f: {(r["net"], r["batch"]): r["items_per_s"] for r in json.load(open(f))["results"]}  # noqa: E731
+ort, flex = rows(f"{work}/nets-ort.json"), rows(f"{work}/nets-flex.json")
+py = {(r["net"], r["batch"]): r["items_per_s"] for r in map(json.loads, open(f"{work}/nets-py.json")) if r}
+print("| net | batch | facerec ort (items/s) | facerec flex (items/s) | Python onnxruntime (items/s) | ort / Python | flex / Python |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for key in sorted(py):
+    if key in ort and key in flex:
+        print(f"| {key[0]} | {key[1]} | {ort[key]:.1f} | {flex[key]:.1f} | {py[key]:.1f} | "
+              f"{ort[key] / py[key]:.2f}x | {flex[key] / py[key]:.2f}x |")
+PY

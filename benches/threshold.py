@@ -25,7 +25,7 @@ from PIL import Image
 
 
 def embed(facerec, paths):
-    out = subprocess.run([facerec, "embed", "--json", "--backend", "cpu", *paths],
+    out = subprocess.run([facerec, "embed", "--json", *paths],
                          check=False, capture_output=True, text=True).stdout
     return [json.loads(l) for l in out.splitlines()]
 
@@ -34,7 +34,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--facerec", required=True)
     ap.add_argument("--faceapi", required=True, help="unpacked @vladmandic/face-api package")
-    ap.add_argument("--cse546", required=True, help="shared/datasets/cse546")
+    ap.add_argument("--cse546", required=True, help="tests/data/cse546 (the CSE546 workload)")
     a = ap.parse_args()
     same, diff = [], []
     tmp = tempfile.mkdtemp()

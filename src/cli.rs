@@ -18,14 +18,19 @@ pub struct Cli {
 /// Flags shared by every command that runs the models.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Compute backend: auto (a GPU adapter if present, else CPU), wgpu or cpu.
+    /// Compute backend: auto (a hardware GPU adapter if present, else onnxruntime when
+    /// its library loads, else Burn's pure-Rust CPU backend), wgpu, ort (onnxruntime on the
+    /// CPU; library from FACEREC_ORT_LIB or the `onnxruntime` Python package) or cpu (Burn
+    /// flex).
     #[arg(long, env = "FACEREC_BACKEND", default_value = "auto")]
     pub backend: BackendChoice,
     /// Directory holding the ONNX models [default: ./models, else the source tree's models/].
     #[arg(long, env = "FACEREC_MODELS")]
     pub models: Option<PathBuf>,
-    /// Face detector: ssd (accurate) or tiny (fast).
-    #[arg(long, env = "FACEREC_DETECTOR", default_value = "ssd")]
+    /// Face detector: auto (tiny for images that look like face crops, at most 200 px and
+    /// roughly square; ssd for photos), ssd (every image at 512x512) or tiny (every image,
+    /// fastest; misses faces in photos).
+    #[arg(long, env = "FACEREC_DETECTOR", default_value = "auto")]
     pub detector: Detector,
     /// Recognition weights: faceapi (face-api's quantised port of dlib's ResNet) or dlib
     /// (dlib's own float model). A gallery only matches the weights that enrolled it.
@@ -37,10 +42,14 @@ pub struct EngineArgs {
     /// Minimum detector confidence, 0..1.
     #[arg(long, env = "FACEREC_MIN_SCORE", default_value_t = 0.5)]
     pub min_score: f32,
+    /// Largest input side of the tiny detector on photos, pixels (a multiple of 32): a
+    /// photo is detected at its longer side, at most this (face crops always at 128).
+    #[arg(long, env = "FACEREC_TINY_MAX", default_value_t = facerec_engine::engine::TINY_MAX_SIDE)]
+    pub tiny_max: u32,
     /// Largest batch per forward pass: a number, or `auto` to time the recognition net and
     /// the detector at batches 1, 2, 4, ... 256 after loading and take the smallest batch
     /// within 90% of the best throughput (a few seconds at start-up; logged at info).
-    #[arg(long, env = "FACEREC_BATCH", default_value = "32")]
+    #[arg(long, env = "FACEREC_BATCH", default_value = "16")]
     pub batch: BatchSize,
     /// Float precision of the recognition network: f32, or f16 (half the memory traffic;
     /// descriptors move by about 1e-3; needs a device with f16 support).
@@ -174,8 +183,10 @@ pub enum Command {
         /// the web tier alone).
         #[arg(long, env = "FACEREC_WORKERS", default_value_t = 1)]
         workers: u32,
-        /// The local autoscaler adds workers up to this many while a backlog lasts.
-        #[arg(long, env = "FACEREC_MAX_WORKERS", default_value_t = 4)]
+        /// The local autoscaler adds workers up to this many while a backlog lasts. They
+        /// share the one engine, so more of them hold more requests in hand without adding
+        /// compute (and answer less in arrival order): 1 unless the store is slow.
+        #[arg(long, env = "FACEREC_MAX_WORKERS", default_value_t = 1)]
         max_workers: u32,
         /// Seconds between the local autoscaler's decisions.
         #[arg(long, env = "CHECK_INTERVAL", default_value_t = 5.0)]

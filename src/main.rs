@@ -1,4 +1,4 @@
-//! `facerec`: one binary, several roles (see `../shared/DESIGN.md` and the README).
+//! `facerec`: one binary, several roles (see `docs/interfaces.md` and the README).
 
 mod bench;
 mod bench_models;

@@ -46,7 +46,7 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cse546");
         let dir = tempfile::tempdir().expect("tempdir");
         let status = Command::new("python3")
             .args(["-m", "zipfile", "-e"])
@@ -494,4 +494,59 @@ fn bad_batch_values_are_clear_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// The onnxruntime backend end to end: `auto` takes it where the library loads (CI installs
+/// the PyPI wheel) and says why, `--backend ort` identifies the 1000 CSE546 crops exactly as
+/// the expected names say, and a library that cannot be loaded is a clear error for `ort`
+/// and a logged fallback to flex for `auto`.
+#[test]
+fn onnxruntime_backend_identifies_and_auto_explains_its_choice() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    let ort = [("FACEREC_BACKEND", "ort"), ("FACEREC_LOG", "info")];
+    let out = facerec_env(&["enroll", "--gallery", g, "--dir", "people"], w.path(), &ort);
+    assert_succeeded(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(r#""backend":"ort""#), "{log}");
+
+    let images: Vec<String> = w.expected.iter().map(|(s, _)| w.image(s)).collect();
+    let mut args = vec!["identify", "--gallery", g];
+    args.extend(images.iter().map(String::as_str));
+    let out = facerec_env(&args, w.path(), &ort);
+    assert_succeeded(&out);
+    let want: Vec<String> = w.expected.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+
+    let auto = [("FACEREC_BACKEND", "auto"), ("FACEREC_LOG", "info")];
+    let out = facerec_env(&["embed", "--json", &w.image("test_000")], w.path(), &auto);
+    assert_succeeded(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(r#""backend":"ort""#), "{log}");
+    assert!(log.contains("onnxruntime loaded"), "{log}");
+
+    // A library that is not onnxruntime: `ort` refuses with the reason, `auto` falls back.
+    let bogus = w.path().join("libonnxruntime.so");
+    std::fs::write(&bogus, b"not a shared library").expect("write");
+    let bogus = bogus.to_str().expect("utf-8");
+    let no_python = [("PATH", "/nonexistent")];
+    let env = |backend| {
+        [
+            ("FACEREC_BACKEND", backend),
+            ("FACEREC_LOG", "info"),
+            ("FACEREC_ORT_LIB", bogus),
+            no_python[0],
+        ]
+    };
+    let out = facerec_env(&["embed", &w.image("test_000")], w.path(), &env("ort"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("onnxruntime did not load"), "{err}");
+    assert!(err.contains(bogus), "{err}");
+    let out = facerec_env(&["embed", "--json", &w.image("test_000")], w.path(), &env("auto"));
+    assert_succeeded(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(r#""backend":"cpu""#), "{log}");
+    assert!(log.contains("FACEREC_ORT_LIB"), "the hint names the fix: {log}");
 }

@@ -74,7 +74,8 @@ impl Workload {
 #[test]
 fn original_workload_1000_images_100_clients() {
     let w = Workload::new();
-    let server = Server::start_with_env(&[], &[("REQUEST_TIMEOUT", "600")]);
+    // Up to four in-process workers, so the local autoscaler has room to act.
+    let server = Server::start_with_env(&["--max-workers", "4"], &[("REQUEST_TIMEOUT", "600")]);
     let addr = server.addr.clone();
 
     w.enroll(&addr, &[]);
@@ -599,7 +600,7 @@ fn load_harness_reports_throughput_latency_and_correctness() {
     for (stem, _) in w.expected.iter().take(40) {
         std::fs::write(small.path().join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
     }
-    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546/expected.csv");
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cse546/expected.csv");
     let json = small.path().join("report.json");
     let md = small.path().join("report.md");
     let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
@@ -663,7 +664,7 @@ fn first_images(w: &Workload, n: usize) -> tempfile::TempDir {
 }
 
 fn expected_csv() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546/expected.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cse546/expected.csv")
 }
 
 /// `facerec bench sweep`: a fresh `facerec up` per (batch, workers), the gallery enrolled

@@ -2,7 +2,7 @@
 //! `FACEREC_BACKEND=wgpu`, Burn's wgpu backend; batch 1/16/64 (`EMBED_BATCHES=1,16,64,256`
 //! to choose), on real aligned face chips (`models/parity/recognition_input_*.png`).
 //! Each iteration reads the descriptors back, so lazy work is inside the timer.
-//! The onnxruntime peer on the same ONNX file: `benches/ort_embed.py` (run together by
+//! The onnxruntime peer on the same ONNX file: `benches/ort_nets.py --nets recognition` (run together by
 //! `benches/embed_vs_ort.sh`, which writes the table in RESULTS.md).
 
 use std::path::Path;

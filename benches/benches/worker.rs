@@ -25,7 +25,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(96);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let zip = root.join("../shared/datasets/cse546/face_images_1000.zip");
+    let zip = root.join("tests/data/cse546/face_images_1000.zip");
     let tmp = tempfile::tempdir().expect("tempdir");
     let ok = std::process::Command::new("python3")
         .args(["-m", "zipfile", "-e"])
@@ -105,7 +105,8 @@ async fn run(
         gallery_refresh: None,
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(engine.clone(), gallery, seams, config, Metrics::default());
+    let compute = facerec_worker::Compute::new(engine.clone(), facerec_worker::compute::DEFAULT_THREADS);
+    let worker = Worker::new(compute, gallery, seams, config, Metrics::default());
     let stop = CancellationToken::new();
     req.send(bodies).await.expect("send");
     let start = Instant::now();

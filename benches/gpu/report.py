@@ -20,7 +20,7 @@ FILES = {"facerec": "facerec-wgpu.json", "torch_f32": "torch-fp32.json",
          "torch_f32_upload": "torch-fp32-upload.json", "torch_f16": "torch-fp16.json"}
 # Optional facerec rows merged into facerec-wgpu.json's (not reported missing when absent).
 EXTRA_FACEREC = "facerec-wgpu-host-prep.json"
-GOAL_BATCH = 64  # issue 6: facerec at or above PyTorch eager at batch >= 64
+GOAL_BATCH = 64  # the goal: facerec at or above PyTorch eager at batch >= 64
 
 
 def load(path):
@@ -103,7 +103,7 @@ def table(docs):
 
 
 def goal(docs):
-    """Issue 6's goal, f32 at batch >= 64, over the (net, batch) pairs both sides measured:
+    """The goal, f32 at batch >= 64, over the (net, batch) pairs both sides measured:
     against PyTorch with inputs resident and, where measured, with the upload timed too."""
     fr = index(docs["facerec"], "f32")
     ours = {n for n, _ in fr}

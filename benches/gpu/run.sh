@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's GPU figures in one device call: facerec (Burn wgpu) and the eager PyTorch peer
+# The GPU figures in one run on a GPU host: facerec (Burn wgpu) and the eager PyTorch peer
 # (benches/torch/peer.py) on the same GPU, same weights, batches 1/16/64/256.
 #
 # Runs on the device machine, from the repo root, after `bash benches/gpu/pack.sh` here:

@@ -1,4 +1,4 @@
-"""Eager PyTorch peer for facerec's GPU throughput figures (issue 6).
+"""Eager PyTorch peer for facerec's GPU throughput figures.
 
 The four face-api networks in models/ written as torch.nn.Module classes (the conv/pool/add
 structure of each ONNX graph, described in the model cards), weights loaded from the ONNX

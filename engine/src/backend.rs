@@ -1,5 +1,6 @@
-//! Compute backend selection: Burn's wgpu backend (Vulkan/Metal/DX12 GPUs, or Mesa's
-//! software Vulkan) or the `flex` CPU backend, chosen once at start-up.
+//! Compute backend selection, once at start-up: Burn's wgpu backend (Vulkan/Metal/DX12
+//! GPUs, or Mesa's software Vulkan), onnxruntime on the CPU (when its library loads), or
+//! Burn's `flex` CPU backend (pure Rust, always there).
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,11 +12,15 @@ use crate::error::EngineError;
 /// What the user asked for (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// A GPU adapter when one exists, else the CPU backend.
+    /// A hardware GPU adapter when one exists, else onnxruntime when its library loads,
+    /// else Burn's `flex`.
     #[default]
     Auto,
     /// Burn's wgpu backend on the default adapter (may be a software adapter).
     Wgpu,
+    /// onnxruntime's CPU execution provider (`crate::onnxruntime`); an error when the
+    /// library does not load.
+    Ort,
     /// Burn's `flex` CPU backend.
     Cpu,
 }
@@ -26,8 +31,9 @@ impl FromStr for BackendChoice {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
+            "ort" | "onnxruntime" => Ok(Self::Ort),
             "cpu" | "flex" => Ok(Self::Cpu),
-            other => Err(format!("unknown backend {other:?} (auto, wgpu or cpu)")),
+            other => Err(format!("unknown backend {other:?} (auto, wgpu, ort or cpu)")),
         }
     }
 }
@@ -37,32 +43,71 @@ impl fmt::Display for BackendChoice {
         f.write_str(match self {
             Self::Auto => "auto",
             Self::Wgpu => "wgpu",
+            Self::Ort => "ort",
             Self::Cpu => "cpu",
         })
     }
 }
 
+/// Which implementation runs the networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Burn on a wgpu adapter.
+    Wgpu,
+    /// onnxruntime, CPU execution provider.
+    Ort,
+    /// Burn's `flex` CPU backend.
+    Flex,
+}
+
 /// The backend actually in use.
 #[derive(Debug, Clone)]
 pub struct ResolvedBackend {
+    pub kind: BackendKind,
+    /// Burn's device (the wgpu adapter; `flex` for the CPU backends, where the warp kernel
+    /// and gallery search do not run).
     pub device: Device,
-    /// `"wgpu"` or `"cpu"`.
+    /// `"wgpu"`, `"ort"` or `"cpu"` (Burn flex), for logs and metrics.
     pub name: &'static str,
-    /// Adapter description, for logs (`"flex"` for the CPU backend).
+    /// Adapter or library description, for logs (`"flex"` for Burn's CPU backend).
     pub adapter: String,
+    /// Why this backend was taken, for the start-up log line.
+    pub reason: String,
 }
 
-/// Resolves a choice to a device. `Auto` probes the wgpu adapters and takes the first
+/// Resolves a choice to a backend. `Auto` probes the wgpu adapters and takes the first
 /// hardware GPU (discrete, integrated or virtual); a software adapter (lavapipe) does not
-/// count, as the CPU backend is much faster than emulated Vulkan.
+/// count, as the CPU backends are much faster than emulated Vulkan. Without one it takes
+/// onnxruntime when the library loads, else `flex`.
 pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
-    let cpu = || ResolvedBackend {
+    let cpu = |reason: String| ResolvedBackend {
+        kind: BackendKind::Flex,
         device: Device::flex(),
         name: "cpu",
         adapter: "flex".into(),
+        reason,
+    };
+    let ort = |reason: &str| {
+        crate::onnxruntime::load().map(|rt| ResolvedBackend {
+            kind: BackendKind::Ort,
+            device: Device::flex(),
+            name: "ort",
+            adapter: format!(
+                "onnxruntime {} ({}, {} threads)",
+                rt.version,
+                rt.library.display(),
+                rt.threads
+            ),
+            reason: reason.into(),
+        })
     };
     match choice {
-        BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Cpu => Ok(cpu("asked for (--backend cpu)".into())),
+        BackendChoice::Ort => ort("asked for (--backend ort)").map_err(|e| {
+            EngineError::Device(format!(
+                "onnxruntime did not load ({e}); {ORT_HINT}"
+            ))
+        }),
         BackendChoice::Wgpu => {
             let adapter = gpu_adapters()
                 .into_iter()
@@ -70,23 +115,35 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
                 .map(|(_, info)| info)
                 .unwrap_or_else(|| "default wgpu adapter".into());
             Ok(ResolvedBackend {
+                kind: BackendKind::Wgpu,
                 device: Device::wgpu(DeviceKind::DefaultDevice),
                 name: "wgpu",
                 adapter,
+                reason: "asked for (--backend wgpu)".into(),
             })
         }
         BackendChoice::Auto => Ok(
             match gpu_adapters().into_iter().find(|(kind, _)| kind.is_some()) {
                 Some((Some(kind), adapter)) => ResolvedBackend {
+                    kind: BackendKind::Wgpu,
                     device: Device::wgpu(kind),
                     name: "wgpu",
                     adapter,
+                    reason: "auto: a hardware GPU adapter".into(),
                 },
-                _ => cpu(),
+                _ => match ort("auto: no hardware GPU; onnxruntime loaded") {
+                    Ok(b) => b,
+                    Err(e) => cpu(format!(
+                        "auto: no hardware GPU, and onnxruntime did not load ({e}); {ORT_HINT}"
+                    )),
+                },
             },
         ),
     }
 }
+
+/// How to get the fast CPU path, for log lines and errors.
+pub const ORT_HINT: &str = "for the fast CPU path install onnxruntime (`python3 -m pip install onnxruntime`) or point FACEREC_ORT_LIB at libonnxruntime.so";
 
 /// Every wgpu adapter: its device kind when it is a hardware GPU, and a description.
 fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {

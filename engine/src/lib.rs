@@ -1,5 +1,6 @@
 //! facerec's recognition engine: decoding, face detection, landmarks, alignment,
-//! embedding and gallery matching on Burn (wgpu or the `flex` CPU backend).
+//! embedding and gallery matching, on Burn (wgpu, or the `flex` CPU backend) or
+//! onnxruntime (`net::Network` is the seam).
 //!
 //! The same library backs the offline CLI (`facerec enroll|identify|verify|embed`), the
 //! worker that serves queued requests, and the edge.
@@ -14,11 +15,13 @@ pub mod gallery;
 pub mod gpu;
 pub mod matcher;
 pub mod models;
+pub mod net;
+pub mod onnxruntime;
 pub mod prep;
 pub mod report;
 pub mod tune;
 
-pub use backend::BackendChoice;
+pub use backend::{BackendChoice, BackendKind};
 pub use decode::DecodeLimits;
 pub use engine::{Analysis, Detector, Engine, EngineConfig, Face, StageTimes};
 pub use error::{EngineError, ErrorKind, ImageError};

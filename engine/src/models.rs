@@ -1,17 +1,20 @@
-//! The four networks, run through Burn. Their code is generated from the ONNX files at
-//! build time (`build.rs`); their weights are read at run time from the models directory:
-//! each `<name>.onnx` is converted once into Burn's `.bpk` weight format, cached under
+//! The four networks, on the chosen backend (`crate::net::Network`). On onnxruntime each
+//! `<name>.onnx` in the models directory is opened as it is. On Burn the network code is
+//! generated from the ONNX files at build time (`build.rs`) and the weights are read at run
+//! time: each `<name>.onnx` is converted once into Burn's `.bpk` weight format, cached under
 //! the user's cache directory keyed by the ONNX file's sha256, and loaded from there.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType};
 use burn_store::{BurnpackStore, FloatCastAdapter, ModuleSnapshot};
 use sha2::{Digest, Sha256};
 
-use crate::backend::ResolvedBackend;
+use crate::backend::{BackendKind, ResolvedBackend};
 use crate::error::EngineError;
+use crate::net::{BurnForward, BurnNet, NetInput, Network};
+use crate::onnxruntime::OrtNet;
 
 #[allow(clippy::all, unused, non_snake_case, missing_docs)]
 mod generated {
@@ -111,25 +114,37 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// A loaded model together with the sha256 of the ONNX file its weights came from.
-struct Loaded<M> {
-    model: M,
+/// A loaded network together with the sha256 of the ONNX file it came from.
+struct Loaded {
+    net: Box<dyn Network>,
     sha256: String,
 }
 
-/// All networks on one device.
+impl Loaded {
+    fn run(&self, input: NetInput, outputs: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+        let out = self.net.run(input)?;
+        if out.len() != outputs {
+            return Err(EngineError::Inference(format!(
+                "the network gave {} outputs, expected {outputs}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// All networks on one backend.
 pub struct Models {
     backend: ResolvedBackend,
-    ssd: Loaded<generated::ssd_mobilenetv1::Model>,
-    tiny: Loaded<generated::tiny_face_detector::Model>,
-    landmarks: Loaded<generated::face_landmark_68::Model>,
-    recognition: Loaded<generated::face_recognition::Model>,
+    ssd: Loaded,
+    tiny: Loaded,
+    landmarks: Loaded,
+    recognition: Loaded,
     precision: Precision,
 }
 
 impl Models {
-    /// Loads every model from `dir` onto the backend's device, with face-api's
-    /// recognition weights.
+    /// Loads every model from `dir` onto the backend, with face-api's recognition weights.
     pub fn load(dir: &Path, backend: ResolvedBackend) -> Result<Self, EngineError> {
         Self::load_with(dir, backend, Recognizer::FaceApi)
     }
@@ -144,7 +159,7 @@ impl Models {
     }
 
     /// Loads every model from `dir`, with the chosen recognition weights run at
-    /// `precision`. F16 fails here, not at the first batch, where the device lacks it.
+    /// `precision`. F16 fails here, not at the first batch, where the backend lacks it.
     pub fn load_with_precision(
         dir: &Path,
         backend: ResolvedBackend,
@@ -154,6 +169,11 @@ impl Models {
         let device = backend.device.clone();
         let cast = match precision {
             Precision::F32 => None,
+            Precision::F16 if backend.kind == BackendKind::Ort => {
+                return Err(EngineError::Inference(
+                    "f16 recognition runs on the Burn backends (wgpu, cpu); onnxruntime runs it in f32".into(),
+                ));
+            }
             Precision::F16 if device.supports_dtype(DType::F16) => Some(DType::F16),
             Precision::F16 => {
                 return Err(EngineError::Inference(format!(
@@ -162,35 +182,76 @@ impl Models {
                 )));
             }
         };
-        Ok(Self {
-            ssd: load(
-                dir,
-                "ssd_mobilenetv1",
+        let ort = backend.kind == BackendKind::Ort;
+        let net = |name: &str, burn: &dyn Fn(&Path, &str) -> Result<Box<dyn Network>, EngineError>| {
+            let onnx = dir.join(format!("{name}.onnx"));
+            let bytes = fs::read(&onnx).map_err(|e| EngineError::Model {
+                path: onnx.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let sha256 = hex(&Sha256::digest(&bytes));
+            let net: Box<dyn Network> = if ort {
+                Box::new(OrtNet::load(&onnx, &bytes)?)
+            } else {
+                burn(&onnx, &sha256)?
+            };
+            Ok::<_, EngineError>(Loaded { net, sha256 })
+        };
+        let ssd = net("ssd_mobilenetv1", &|onnx, sha| {
+            load_burn(
+                onnx,
+                sha,
                 &device,
                 None,
                 generated::ssd_mobilenetv1::Model::new,
-            )?,
-            tiny: load(
-                dir,
-                "tiny_face_detector",
+                Box::new(|m, x| {
+                    let (boxes, scores) = m.forward(x);
+                    vec![boxes.into_data(), scores.into_data()]
+                }),
+            )
+        })?;
+        let tiny = net("tiny_face_detector", &|onnx, sha| {
+            load_burn(
+                onnx,
+                sha,
                 &device,
                 None,
                 generated::tiny_face_detector::Model::new,
-            )?,
-            landmarks: load(
-                dir,
-                "face_landmark_68",
+                Box::new(|m, x| vec![m.forward(x).into_data()]),
+            )
+        })?;
+        let landmarks = net("face_landmark_68", &|onnx, sha| {
+            load_burn(
+                onnx,
+                sha,
                 &device,
                 None,
                 generated::face_landmark_68::Model::new,
-            )?,
-            recognition: load(
-                dir,
-                recognizer.file_stem(),
+                Box::new(|m, x| vec![m.forward(x).into_data()]),
+            )
+        })?;
+        let recognition = net(recognizer.file_stem(), &|onnx, sha| {
+            load_burn(
+                onnx,
+                sha,
                 &device,
                 cast,
                 generated::face_recognition::Model::new,
-            )?,
+                Box::new(move |m, x| match cast {
+                    None => vec![m.forward(x).into_data()],
+                    Some(_) => vec![
+                        m.forward(x.cast(FloatDType::F16))
+                            .cast(FloatDType::F32)
+                            .into_data(),
+                    ],
+                }),
+            )
+        })?;
+        Ok(Self {
+            ssd,
+            tiny,
+            landmarks,
+            recognition,
             backend,
             precision,
         })
@@ -211,13 +272,9 @@ impl Models {
         &self.recognition.sha256
     }
 
-    /// A `[n, 3, side, side]` input tensor on the models' device from planar host data.
-    pub fn input(&self, data: Vec<f32>, n: usize, side: u32) -> Tensor<4> {
-        let side = side as usize;
-        Tensor::from_data(
-            TensorData::new(data, [n, 3, side, side]),
-            &self.backend.device,
-        )
+    /// A `[n, 3, side, side]` input batch from planar host data.
+    pub fn input(&self, data: Vec<f32>, n: usize, side: u32) -> NetInput {
+        NetInput::host(data, n, side, side)
     }
 
     /// SSD MobileNetV1 on `n` letterboxed 512x512 planar images: per image, 5118 boxes
@@ -226,10 +283,12 @@ impl Models {
         self.ssd_input(self.input(data, n, SSD_SIZE))
     }
 
-    /// As `ssd`, on an input tensor already on the device.
-    pub fn ssd_input(&self, input: Tensor<4>) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
-        let (boxes, scores) = self.ssd.model.forward(input);
-        Ok((read(boxes.into_data())?, read(scores.into_data())?))
+    /// As `ssd`, on a prepared input batch.
+    pub fn ssd_input(&self, input: NetInput) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
+        let mut out = self.ssd.run(input, 2)?;
+        let scores = out.pop().unwrap_or_default();
+        let boxes = out.pop().unwrap_or_default();
+        Ok((boxes, scores))
     }
 
     /// Tiny Face Detector on `n` letterboxed 416x416 planar images: raw `[25, 13, 13]`.
@@ -237,9 +296,10 @@ impl Models {
         self.tiny_input(self.input(data, n, TINY_SIZE))
     }
 
-    /// As `tiny`, on an input tensor already on the device.
-    pub fn tiny_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
-        read(self.tiny.model.forward(input).into_data())
+    /// As `tiny`, on a prepared input batch of any square side that is a multiple of 32:
+    /// raw `[25, side / 32, side / 32]` per image.
+    pub fn tiny_input(&self, input: NetInput) -> Result<Vec<f32>, EngineError> {
+        Ok(self.tiny.run(input, 1)?.remove(0))
     }
 
     /// 68-point landmarks on `n` 112x112 planar face crops: 136 values per face
@@ -248,9 +308,9 @@ impl Models {
         self.landmarks_input(self.input(data, n, LANDMARK_SIZE))
     }
 
-    /// As `landmarks`, on an input tensor already on the device.
-    pub fn landmarks_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
-        read(self.landmarks.model.forward(input).into_data())
+    /// As `landmarks`, on a prepared input batch.
+    pub fn landmarks_input(&self, input: NetInput) -> Result<Vec<f32>, EngineError> {
+        Ok(self.landmarks.run(input, 1)?.remove(0))
     }
 
     /// 128-d descriptors of `n` aligned 150x150 planar face chips.
@@ -258,40 +318,33 @@ impl Models {
         self.embed_input(self.input(data, n, RECOGNITION_SIZE))
     }
 
-    /// As `embed`, on an input tensor already on the device.
-    pub fn embed_input(&self, input: Tensor<4>) -> Result<Vec<f32>, EngineError> {
-        match self.precision {
-            Precision::F32 => read(self.recognition.model.forward(input).into_data()),
-            Precision::F16 => {
-                let out = self.recognition.model.forward(input.cast(FloatDType::F16));
-                read(out.cast(FloatDType::F32).into_data())
-            }
-        }
+    /// As `embed`, on a prepared input batch.
+    pub fn embed_input(&self, input: NetInput) -> Result<Vec<f32>, EngineError> {
+        Ok(self.recognition.run(input, 1)?.remove(0))
     }
 }
 
-fn read(data: TensorData) -> Result<Vec<f32>, EngineError> {
-    data.try_into_vec::<f32>()
-        .map_err(|e| EngineError::Inference(format!("reading model output: {e:?}")))
-}
-
-/// Loads one model: converts `<dir>/<name>.onnx` to burnpack (cached), then loads it into
-/// the compiled network (files with the same graph share one network).
-fn load<M: ModuleSnapshot>(
-    dir: &Path,
-    name: &str,
+/// Loads one network into Burn: converts the ONNX file to burnpack (cached by content
+/// hash), then loads it into the compiled network (files with the same graph share one
+/// network).
+fn load_burn<M: ModuleSnapshot + Send + Sync + 'static>(
+    onnx: &Path,
+    sha256: &str,
     device: &Device,
     cast: Option<DType>,
     new: impl FnOnce(&Device) -> M,
-) -> Result<Loaded<M>, EngineError> {
-    let onnx = dir.join(format!("{name}.onnx"));
+    forward: BurnForward<M>,
+) -> Result<Box<dyn Network>, EngineError> {
+    let name = onnx
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
     let model_err = |message: String| EngineError::Model {
         path: onnx.display().to_string(),
         message,
     };
-    let bytes = fs::read(&onnx).map_err(|e| model_err(e.to_string()))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    let bpk = burnpack_for(&onnx, name, &sha256).map_err(model_err)?;
+    let bpk = burnpack_for(onnx, &name, sha256).map_err(model_err)?;
     let mut model = new(device);
     let mut store = BurnpackStore::from_file(&bpk);
     if let Some(dtype) = cast {
@@ -302,7 +355,7 @@ fn load<M: ModuleSnapshot>(
             "weights do not fit the compiled {name} network: {e}"
         ))
     })?;
-    Ok(Loaded { model, sha256 })
+    Ok(Box::new(BurnNet::new(model, device.clone(), forward)))
 }
 
 /// Where converted weights are cached: `$FACEREC_CACHE_DIR`, else

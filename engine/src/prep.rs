@@ -65,8 +65,15 @@ pub const MAX_UPSCALE: f32 = 2.0;
 /// face-api's detectors expect), and returns the planar float input and the scale from
 /// original pixels to input pixels.
 pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
+    letterbox_fit(img, size, size)
+}
+
+/// As `letterbox`, with the image's longer side resized to `fit` (at most `size`) inside
+/// the `size` square: a margin of black around a small image.
+pub fn letterbox_fit(img: &RgbImage, fit: u32, size: u32) -> (Vec<f32>, f32) {
     let (w, h) = img.dimensions();
-    let sampler = Sampler::letterbox(w, h, size);
+    let fit = fit.min(size);
+    let sampler = Sampler::letterbox(w, h, fit);
     let (rw, rh) = sampler.extent;
     let small = resample(img, &sampler, rw, rh);
     let plane = (size * size) as usize;
@@ -77,7 +84,7 @@ pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
         out[plane + i] = p[1] as f32;
         out[2 * plane + i] = p[2] as f32;
     }
-    (out, letterbox_scale(w, h, size))
+    (out, letterbox_scale(w, h, fit))
 }
 
 /// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most

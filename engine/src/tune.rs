@@ -216,7 +216,8 @@ pub fn autotune(
             Decision::Done { batch, stop } => {
                 return Ok(TuneReport {
                     detector: match detector {
-                        Detector::Ssd => "ssd",
+                        // Auto's photos go to SSD: the costlier net sets the knee.
+                        Detector::Ssd | Detector::Auto => "ssd",
                         Detector::Tiny => "tiny",
                     },
                     points,
@@ -230,7 +231,7 @@ pub fn autotune(
             models.embed(chips.clone(), batch).map(drop)
         })?;
         let detector_sample = match detector {
-            Detector::Ssd => {
+            Detector::Ssd | Detector::Auto => {
                 let input = synthetic(batch, models::SSD_SIZE);
                 measure(batch, opts.budget, || {
                     models.ssd(input.clone(), batch).map(drop)

@@ -73,9 +73,50 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     );
 }
 
+/// onnxruntime as a backend: CI installs the PyPI wheel, so here it must load.
+fn load_on_ort(dir: &Path) -> Result<Models, facerec_engine::EngineError> {
+    let backend = backend::resolve(BackendChoice::Ort).unwrap_or_else(|e| {
+        panic!("{e} (the test command installs onnxruntime: models/scripts/requirements.txt)")
+    });
+    Models::load(dir, backend)
+}
+
 #[test]
 fn every_model_matches_onnxruntime_on_the_cpu_backend() {
-    let models = load_on_cpu(&models_dir()).expect("models load");
+    every_model_matches_the_reference(&load_on_cpu(&models_dir()).expect("models load"));
+}
+
+/// The onnxruntime backend (the Rust `ort` binding on the C library) against the Python
+/// reference outputs: the same runtime, so the same numbers to within 1e-4.
+#[test]
+fn every_model_matches_onnxruntime_on_the_ort_backend() {
+    let models = load_on_ort(&models_dir()).expect("models load on onnxruntime");
+    assert_eq!(models.backend().name, "ort");
+    every_model_matches_the_reference(&models);
+}
+
+/// The tiny detector at the other sides the engine runs it at (a face crop at 160, a photo
+/// at 608, a non-square batch side): Burn flex against onnxruntime on the same real input.
+#[test]
+fn tiny_detector_at_other_sides_matches_onnxruntime() {
+    let flex = load_on_cpu(&models_dir()).expect("models load");
+    let ort = load_on_ort(&models_dir()).expect("models load on onnxruntime");
+    let photo = image::load_from_memory(&std::fs::read(models_dir().join("parity/ssd_input.png")).expect("png"))
+        .expect("decode")
+        .to_rgb8();
+    for side in [128u32, 160, 608] {
+        let (x, _) = prep::letterbox(&photo, side);
+        let want = ort
+            .tiny_input(ort.input(x.clone(), 1, side))
+            .expect("tiny on onnxruntime");
+        let got = flex.tiny_input(flex.input(x, 1, side)).expect("tiny on flex");
+        let grid = (side / 32) as usize;
+        assert_eq!(want.len(), 25 * grid * grid, "side {side}");
+        assert_close(&format!("tiny at {side}"), &got, &want, 1e-4);
+    }
+}
+
+fn every_model_matches_the_reference(models: &Models) {
     let m = manifest();
     let spec = |name: &str| m["models"][name].clone();
     let tol = |s: &Value| s["tolerance_abs"].as_f64().expect("tolerance") as f32;

@@ -7,7 +7,7 @@
 writes (opset 17, IR version 8, float32, batch dimension "N" dynamic, byte-for-byte reproducible):
 
   face_recognition.onnx    input [N,3,150,150] raw RGB 0..255 -> descriptor [N,128]
-  tiny_face_detector.onnx  input [N,3,416,416] raw RGB 0..255 -> raw [N,25,13,13]
+  tiny_face_detector.onnx  input [N,3,H,W] raw RGB 0..255 (H, W multiples of 32) -> raw [N,25,H/32,W/32]
   ssd_mobilenetv1.onnx     input [N,3,512,512] raw RGB 0..255 -> boxes [N,5118,4], scores [N,5118]
   face_landmark_68.onnx    input [N,3,112,112] raw RGB 0..255 -> landmarks [N,136]
   face_recognition_dlib.onnx  (--dlib) dlib's own float weights of the same recognition net
@@ -339,6 +339,15 @@ def build_face_recognition_dlib(dat: bytes) -> onnx.ModelProto:
 # =================================================================================================
 # Tiny face detector (package/src/tinyYolov2/TinyYolov2Base.ts runMobilenet, tinyFaceDetector/*)
 # =================================================================================================
+def tiny_pool_pads(size: int) -> list:
+    """The (begin, end) pads of the tiny detector's six 'SAME' max-pools at input side `size`."""
+    h, pads = valid_out(size, 3, 1), []
+    for stride in (2, 2, 2, 2, 2, 1):
+        b, e, h = tf_same_pads(h, 2, stride)
+        pads.append((b, e))
+    return pads
+
+
 def build_tiny_face_detector(model_dir: str, size: int = 416) -> onnx.ModelProto:
     W = load_manifest(model_dir, "tiny_face_detector_model")
     g = Graph("tiny_face_detector")
@@ -368,14 +377,19 @@ def build_tiny_face_detector(model_dir: str, size: int = 416) -> onnx.ModelProto
     g.op("Conv", [x, g.const(tf_conv_w(W["conv8/filters"]), "conv8_w"), g.const(W["conv8/bias"], "conv8_b")],
          "conv8", output="raw", kernel_shape=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0], group=1,
          dilations=[1, 1])
+    # The graph is fully convolutional: its 'SAME' pooling pads are the same for every side
+    # that is a multiple of 32, so height and width stay free (the grid is side / 32).
+    for k in range(1, 40):
+        assert tiny_pool_pads(32 * k) == tiny_pool_pads(size), k
     return g.finish(
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["N", 25, h, h])],
-        "face-api TinyFaceDetector (tiny-YOLOv2 with separable convs). input: RGB 0..255 NCHW, image "
-        "zero-padded to square at bottom/right then resized; normalisation (x - [117.001,114.697,97.404])"
-        " / 255 inside the graph. output: raw grid [N, 5 anchors x (tx,ty,tw,th,score), 13, 13].",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["N", 25, "H/32", "W/32"])],
+        "face-api TinyFaceDetector (tiny-YOLOv2 with separable convs). input: RGB 0..255 NCHW, any "
+        "height and width that are multiples of 32 (face-api uses 416); normalisation "
+        "(x - [117.001,114.697,97.404]) / 255 inside the graph. output: raw grid "
+        "[N, 5 anchors x (tx,ty,tw,th,score), H/32, W/32].",
         common_meta(["tiny_face_detector_model-weights_manifest.json", "tiny_face_detector_model.bin"],
-                    {"input_format": f"RGB float 0..255 NCHW [N,3,{size},{size}]",
+                    {"input_format": "RGB float 0..255 NCHW [N,3,H,W], H and W multiples of 32",
                      "anchors": "1.603231,2.094468;6.041143,7.080126;2.882459,3.518061;"
                                 "4.266906,5.178857;9.041765,10.66308"}),
     )

@@ -33,7 +33,7 @@ ALLOWED_OPS = {"Conv", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Clip", 
                "Exp", "Slice", "Flatten"}
 SIGNATURES = {
     "face_recognition": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
-    "tiny_face_detector": ({"input": ["N", 3, 416, 416]}, {"raw": ["N", 25, 13, 13]}),
+    "tiny_face_detector": ({"input": ["N", 3, "H", "W"]}, {"raw": ["N", 25, "H/32", "W/32"]}),
     "ssd_mobilenetv1": ({"input": ["N", 3, 512, 512]}, {"boxes": ["N", 5118, 4], "scores": ["N", 5118]}),
     "face_landmark_68": ({"input": ["N", 3, 112, 112]}, {"landmarks": ["N", 136]}),
     "face_recognition_dlib": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
@@ -113,13 +113,26 @@ def test_batch_dimension_is_dynamic():
 
     for name, (ins, _) in SIGNATURES.items():
         s = ort.InferenceSession(onnx_path(name), providers=["CPUExecutionProvider"])
-        shape = ins["input"][1:]
+        shape = [416 if isinstance(d, str) else d for d in ins["input"][1:]]
         x = np.random.default_rng(0).uniform(0, 255, size=[3] + shape).astype(np.float32)
         outs_b = s.run(None, {"input": x})
         outs_1 = s.run(None, {"input": x[1:2]})
         for ob, o1 in zip(outs_b, outs_1):
             assert ob.shape[0] == 3 and o1.shape[0] == 1
             assert np.abs(ob[1:2] - o1).max() < 1e-4, name
+
+
+def test_tiny_detector_takes_any_multiple_of_32():
+    """The detector runs at other sides that are multiples of 32 (square or not), with a
+    grid of side / 32 (the engine runs it at 128 for face crops and up to 608 for photos)."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(onnx_path("tiny_face_detector"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for h, w in [(128, 128), (160, 224), (608, 608)]:
+        x = rng.uniform(0, 255, size=[1, 3, h, w]).astype(np.float32)
+        (raw,) = s.run(None, {"input": x})
+        assert raw.shape == (1, 25, h // 32, w // 32), raw.shape
 
 
 def test_model_cards_name_the_onnx_sha256():

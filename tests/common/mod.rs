@@ -55,10 +55,10 @@ impl Drop for Moto {
     }
 }
 
-/// The CSE546 workload (`../shared/datasets/cse546`) unzipped into a new temporary
+/// The CSE546 workload (`tests/data/cse546`) unzipped into a new temporary
 /// directory (images under `face_images_1000/`), and its expected `(stem, name)` pairs.
 pub fn cse546() -> (tempfile::TempDir, Vec<(String, String)>) {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cse546");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cse546");
     let dir = tempfile::tempdir().unwrap();
     let ok = Command::new("python3")
         .args(["-m", "zipfile", "-e"])

@@ -48,7 +48,8 @@ impl WarpJob {
         }
     }
 
-    /// `prep::letterbox` of `source`, a `w` x `h` image, into a `size` square.
+    /// `prep::letterbox` of `source`, a `w` x `h` image, into a `size` square; for
+    /// `prep::letterbox_fit`, `size` is the fit and the output square the larger side.
     pub fn letterbox(source: usize, w: u32, h: u32, size: u32) -> Self {
         Self {
             source,

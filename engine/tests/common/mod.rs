@@ -45,11 +45,11 @@ pub fn sample(i: usize) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The CSE546 workload (`../shared/datasets/cse546`), unzipped once per test run.
+/// The CSE546 workload (`tests/data/cse546`), unzipped once per test run.
 pub fn cse546_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let zip = repo_root().join("../shared/datasets/cse546/face_images_1000.zip");
+        let zip = repo_root().join("tests/data/cse546/face_images_1000.zip");
         assert!(zip.exists(), "CSE546 data set missing at {}", zip.display());
         let out = std::env::temp_dir().join(format!("facerec-cse546-{}", std::process::id()));
         std::fs::create_dir_all(&out).expect("temp dir");
@@ -67,7 +67,7 @@ pub fn cse546_dir() -> PathBuf {
 
 /// Expected name per CSE546 stem.
 pub fn cse546_expected() -> Vec<(String, String)> {
-    let csv = repo_root().join("../shared/datasets/cse546/expected.csv");
+    let csv = repo_root().join("tests/data/cse546/expected.csv");
     std::fs::read_to_string(csv)
         .expect("expected.csv")
         .lines()

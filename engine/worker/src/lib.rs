@@ -7,6 +7,7 @@
 //! same loop serves a fleet and `facerec up`.
 
 pub mod aws;
+pub mod compute;
 pub mod gallery;
 pub mod http;
 pub mod message;
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod store;
 pub mod worker;
 
+pub use compute::Compute;
 pub use gallery::GalleryHandle;
 pub use message::{DeadLetter, Request, ResultMessage};
 pub use metrics::Metrics;

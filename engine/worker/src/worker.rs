@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::SeamError;
+use crate::compute::{self, Compute};
 use crate::gallery::GalleryHandle;
 use crate::message::{DeadLetter, Request, ResultMessage, VERSION, result_key};
 use crate::metrics::{Metrics, dlq_reason};
@@ -131,7 +132,7 @@ const BREAKER_MIN: Duration = Duration::from_millis(500);
 const BREAKER_MAX: Duration = Duration::from_secs(30);
 
 pub struct Worker {
-    engine: Arc<Engine>,
+    compute: Compute,
     gallery: Arc<GalleryHandle>,
     seams: Seams,
     config: WorkerConfig,
@@ -148,7 +149,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        engine: Arc<Engine>,
+        compute: Compute,
         gallery: Arc<GalleryHandle>,
         seams: Seams,
         config: WorkerConfig,
@@ -157,7 +158,7 @@ impl Worker {
         let (jobs, rx) = mpsc::channel(config.max_in_hand.max(1));
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.max_in_hand.max(MAX_BATCH))),
-            engine,
+            compute,
             gallery,
             seams,
             config,
@@ -377,8 +378,15 @@ impl Worker {
         }
     }
 
+    /// Forms batches from the jobs in arrival order and queues each on the engine threads
+    /// at once (up to one per engine thread outstanding), so jobs never wait here while an
+    /// engine thread is free and batches run in the order their jobs arrived.
     async fn batcher(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
+        let outstanding = Arc::new(Semaphore::new(self.compute.threads()));
         while let Some(first) = rx.recv().await {
+            let Ok(permit) = outstanding.clone().acquire_owned().await else {
+                return;
+            };
             let mut batch = vec![first];
             let deadline = Instant::now() + self.config.batch_wait;
             while batch.len() < self.config.max_batch {
@@ -398,21 +406,30 @@ impl Worker {
             let worker = self.clone();
             let inputs: Vec<Bytes> = batch.iter().map(|j| j.bytes.clone()).collect();
             let reqs: Vec<Request> = batch.iter().map(|j| j.req.clone()).collect();
-            let results = tokio::task::spawn_blocking(move || worker.recognize(&inputs, &reqs))
-                .await
+            let pending = self
+                .compute
+                .submit(move |engine| worker.recognize(engine, &inputs, &reqs));
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let results = match pending {
+                    Ok(p) => compute::answer(p).await,
+                    Err(e) => Err(e),
+                }
                 .unwrap_or_else(|e| {
                     let err = ImageError::new(ErrorKind::Inference, format!("engine task: {e}"));
                     batch_errors(&batch, &err)
                 });
-            // Responses and acks overlap with the next engine batch.
-            tokio::spawn(self.clone().finish(batch, results));
+                drop(permit);
+                // Responses and acks overlap with the next engine batch.
+                worker.finish(batch, results).await;
+            });
         }
     }
 
     /// Runs the engine on one batch and matches the faces (blocking).
-    fn recognize(&self, inputs: &[Bytes], reqs: &[Request]) -> Vec<ResultMessage> {
+    fn recognize(&self, engine: &Engine, inputs: &[Bytes], reqs: &[Request]) -> Vec<ResultMessage> {
         let slices: Vec<&[u8]> = inputs.iter().map(|b| b.as_ref()).collect();
-        let (analyses, times) = self.engine.analyze(&slices);
+        let (analyses, times) = engine.analyze(&slices);
         let m = &self.metrics;
         m.batch_size.observe(slices.len() as f64);
         m.stage("decode", times.decode);
@@ -423,7 +440,7 @@ impl Worker {
         let gallery = self.gallery.get();
         let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
         // Every face of every image in one search.
-        let matches = report::match_faces(self.engine.matcher(), Some(&gallery), &results);
+        let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
         let out = results
             .into_iter()
             .zip(matches)
@@ -710,8 +727,11 @@ impl Worker {
     /// Puts the current gallery on the matcher's device (when it searches there) before
     /// the next batch needs it; otherwise the first batch of a new version uploads it.
     async fn prepare_gallery(&self) {
-        let (engine, gallery) = (self.engine.clone(), self.gallery.get());
-        let _ = tokio::task::spawn_blocking(move || engine.matcher().prepare(&gallery)).await;
+        let gallery = self.gallery.get();
+        let _ = self
+            .compute
+            .run(move |engine| engine.matcher().prepare(&gallery))
+            .await;
     }
 
     fn hold(&self, receipt: &str) {

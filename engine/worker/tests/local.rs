@@ -17,7 +17,7 @@ use bytes::Bytes;
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
 use facerec_worker::message::{input_key, result_key};
 use facerec_worker::{
-    BlobStore, Bucket, DeadLetter, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Request,
+    BlobStore, Bucket, Compute, DeadLetter, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Request,
     ResultMessage, Seams, Worker, WorkerConfig,
 };
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,7 @@ impl Setup {
 
     fn worker(&self) -> Arc<Worker> {
         Worker::new(
-            engine(),
+            Compute::new(engine(), 2),
             self.gallery.clone(),
             self.seams(),
             self.config(),

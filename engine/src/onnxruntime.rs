@@ -1,0 +1,223 @@
+//! onnxruntime as a compute backend (the `ort` crate, loading `libonnxruntime` at run time:
+//! nothing is downloaded at build time and the binary runs without it).
+//!
+//! Where the library comes from, in order: `FACEREC_ORT_LIB` (the file, or a directory
+//! holding it), `ORT_DYLIB_PATH`, `libonnxruntime.so` beside the executable or in its
+//! `../lib`, the `onnxruntime` Python package that `python3` imports (the PyPI wheel ships
+//! `onnxruntime/capi/libonnxruntime.so.<version>`), and last the system loader's search path.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::{Environment, GlobalThreadPoolOptions};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use crate::error::EngineError;
+use crate::net::{NetInput, Network};
+
+/// The oldest onnxruntime release this build talks to (the `api-22` feature of `ort`).
+pub const MIN_VERSION: &str = "1.22";
+
+/// The loaded runtime: where it came from and its version, for logs.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub library: PathBuf,
+    pub version: String,
+    /// Threads of the one intra-op pool all sessions share.
+    pub threads: usize,
+}
+
+struct Loaded {
+    env: Environment,
+    runtime: Runtime,
+}
+
+static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
+
+/// Loads onnxruntime once per process (an environment with one global thread pool sized
+/// to the machine's cores); later calls return the first answer.
+pub fn load() -> Result<Runtime, String> {
+    loaded().map(|l| l.runtime.clone())
+}
+
+fn loaded() -> Result<&'static Loaded, String> {
+    LOADED
+        .get_or_init(|| {
+            let candidates = candidates();
+            let mut tried = Vec::new();
+            for path in candidates {
+                if path.components().count() > 1 && !path.exists() {
+                    continue;
+                }
+                match init(&path) {
+                    Ok(l) => return Ok(l),
+                    Err(e) => tried.push(e),
+                }
+            }
+            Err(if tried.is_empty() {
+                "no libonnxruntime found".into()
+            } else {
+                tried.join("; ")
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn init(path: &Path) -> Result<Loaded, String> {
+    let builder = ort::init_from(path).map_err(|e| e.to_string())?;
+    let threads = threads();
+    let pool = GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads)
+        .and_then(|p| p.with_inter_threads(1))
+        .map_err(|e| format!("thread pool: {e}"))?;
+    let env = builder
+        .with_name("facerec")
+        .with_global_thread_pool(pool)
+        .build()
+        .map_err(|e| format!("onnxruntime environment: {e}"))?;
+    // "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=..., ..."
+    let info = ort::info();
+    let version = info
+        .split(',')
+        .find_map(|kv| kv.split_once("git-branch=").map(|(_, b)| b.trim()))
+        .map(|b| b.trim_start_matches("rel-").to_string())
+        .unwrap_or_else(|| "of unknown version".into());
+    Ok(Loaded {
+        env,
+        runtime: Runtime {
+            library: path.to_path_buf(),
+            version,
+            threads,
+        },
+    })
+}
+
+/// One intra-op thread per core (`FACEREC_ORT_THREADS` overrides).
+fn threads() -> usize {
+    std::env::var("FACEREC_ORT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+const LIB_NAME: &str = "libonnxruntime.so";
+
+/// Library paths to try, most explicit first.
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for var in ["FACEREC_ORT_LIB", "ORT_DYLIB_PATH"] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(v);
+            if p.is_dir() {
+                out.extend(in_dir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.extend(in_dir(&dir));
+        out.extend(in_dir(&dir.join("../lib")));
+    }
+    if let Some(dir) = python_package_dir() {
+        out.extend(in_dir(&dir.join("capi")));
+    }
+    out.push(PathBuf::from(LIB_NAME));
+    out
+}
+
+/// `libonnxruntime.so` or `libonnxruntime.so.<version>` files in `dir`, newest name last.
+fn in_dir(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == LIB_NAME || n.starts_with(&format!("{LIB_NAME}.")))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Where `python3` would import the `onnxruntime` package from (without importing it).
+fn python_package_dir() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('onnxruntime'); \
+             print(s.submodule_search_locations[0] if s else '')",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// One ONNX graph in an onnxruntime session (CPU execution provider, all graph
+/// optimisations, the shared thread pool). Runs are serialised per session.
+pub struct OrtNet {
+    session: Mutex<Session>,
+    outputs: Vec<String>,
+}
+
+impl OrtNet {
+    /// Opens `onnx` (already read by the caller, so the bytes hashed are the bytes run).
+    pub fn load(onnx: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
+        let model_err = |message: String| EngineError::Model {
+            path: onnx.display().to_string(),
+            message,
+        };
+        let loaded = loaded().map_err(|e| EngineError::Device(format!("onnxruntime: {e}")))?;
+        let session = Session::builder(&loaded.env)
+            .and_then(|b| {
+                b.with_optimization_level(GraphOptimizationLevel::Level3)
+                    .map_err(Into::into)
+            })
+            .and_then(|mut b| b.commit_from_memory(bytes))
+            .map_err(|e| model_err(format!("onnxruntime could not load it: {e}")))?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        Ok(Self {
+            session: Mutex::new(session),
+            outputs,
+        })
+    }
+}
+
+impl Network for OrtNet {
+    fn run(&self, input: NetInput) -> Result<Vec<Vec<f32>>, EngineError> {
+        let err = |e: ort::Error| EngineError::Inference(format!("onnxruntime: {e}"));
+        let (data, shape) = input.into_host()?;
+        let tensor = Tensor::from_array((shape, data)).map_err(err)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| EngineError::Inference("an earlier onnxruntime run panicked".into()))?;
+        let outputs = session.run(ort::inputs![tensor]).map_err(err)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let (_, values) = outputs[name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(err)?;
+                Ok(values.to_vec())
+            })
+            .collect()
+    }
+}
