@@ -13,7 +13,9 @@ use facerec_engine::gpu::{self, DeviceImages, Gpu, GpuGallery, Neighbour, Normal
 use facerec_engine::matcher::{Matcher, SearchChoice};
 use facerec_engine::prep::{self, Affine};
 use facerec_engine::report::{self, DEFAULT_THRESHOLD};
-use facerec_engine::{Analysis, BackendChoice, Engine, EngineConfig, Gallery, ImageError, Match};
+use facerec_engine::{
+    Analysis, BackendChoice, Detector, Engine, EngineConfig, Gallery, ImageError, Match,
+};
 use image::RgbImage;
 
 /// Burn's wgpu device, where the warp kernel runs.
@@ -286,8 +288,13 @@ fn search_fits_a_small_device_and_reports_what_it_refuses() {
 }
 
 fn wgpu_engine(device_prep: bool) -> Engine {
+    wgpu_engine_with(device_prep, Detector::Auto)
+}
+
+fn wgpu_engine_with(device_prep: bool, detector: Detector) -> Engine {
     let mut config = EngineConfig::new(common::models_dir());
     config.backend = BackendChoice::Wgpu;
+    config.detector = detector;
     config.max_batch = 4;
     config.device_prep = device_prep;
     let engine = Engine::new(config).expect("engine on wgpu");
@@ -346,7 +353,11 @@ fn assert_same_faces(
 /// agrees with the CPU backend on real faces. With the CPU's pre-processing only the
 /// networks' numerics differ: the same faces, boxes within 1 px, embeddings within 2e-3.
 /// Pre-processing on the device (the warp kernel) resamples as the CPU does, to a grey
-/// level on a few pixels, and is held to the same bounds.
+/// level on a few pixels, and is held to the same bounds with SSD on every image. The
+/// default detector gives a face crop to Tiny at 128x128, where a grey level on a few of
+/// its 16k input values moves the box more than in SSD's 512x512: with device
+/// pre-processing a crop's descriptor then lies up to 0.012 from the CPU's (2026-12-01,
+/// lavapipe), against 0.5 between people; it is held to 2.5 times the SSD bounds.
 #[test]
 fn engine_on_wgpu_agrees_with_the_cpu_backend() {
     let inputs = real_inputs();
@@ -355,7 +366,16 @@ fn engine_on_wgpu_agrees_with_the_cpu_backend() {
     let (host_prep, _) = wgpu_engine(false).analyze(&refs);
     assert_same_faces(&host_prep, &cpu_results, 1.0, 2e-3, 0.01);
     let (device_prep, _) = wgpu_engine(true).analyze(&refs);
-    assert_same_faces(&device_prep, &cpu_results, 1.0, 2e-3, 0.01);
+    assert_same_faces(&device_prep, &cpu_results, 1.0, 5e-3, 0.025);
+
+    // The crops through SSD, as before the detector was sized to the image.
+    let crops = &refs[..2];
+    let mut config = EngineConfig::new(common::models_dir());
+    config.backend = BackendChoice::Cpu;
+    config.detector = Detector::Ssd;
+    let (cpu_ssd, _) = Engine::new(config).expect("cpu engine").analyze(crops);
+    let (device_ssd, _) = wgpu_engine_with(true, Detector::Ssd).analyze(crops);
+    assert_same_faces(&device_ssd, &cpu_ssd, 1.0, 2e-3, 0.01);
 }
 
 // ---------------------------------------------------------------------------------------
