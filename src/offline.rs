@@ -138,8 +138,11 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
     config.detector = args.detector;
     config.recognizer = args.recognizer;
     config.min_score = args.min_score;
-    if args.tiny_max < 128 || args.tiny_max % 32 != 0 {
-        bail!("--tiny-max must be a multiple of 32, at least 128 (got {})", args.tiny_max);
+    if args.tiny_max < 128 || !args.tiny_max.is_multiple_of(32) {
+        bail!(
+            "--tiny-max must be a multiple of 32, at least 128 (got {})",
+            args.tiny_max
+        );
     }
     config.tiny_max = args.tiny_max;
     config.max_batch = match args.batch {

@@ -506,7 +506,11 @@ fn onnxruntime_backend_identifies_and_auto_explains_its_choice() {
     let gallery = w.path().join("gallery.bin");
     let g = gallery.to_str().expect("utf-8");
     let ort = [("FACEREC_BACKEND", "ort"), ("FACEREC_LOG", "info")];
-    let out = facerec_env(&["enroll", "--gallery", g, "--dir", "people"], w.path(), &ort);
+    let out = facerec_env(
+        &["enroll", "--gallery", g, "--dir", "people"],
+        w.path(),
+        &ort,
+    );
     assert_succeeded(&out);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains(r#""backend":"ort""#), "{log}");
@@ -544,9 +548,16 @@ fn onnxruntime_backend_identifies_and_auto_explains_its_choice() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("onnxruntime did not load"), "{err}");
     assert!(err.contains(bogus), "{err}");
-    let out = facerec_env(&["embed", "--json", &w.image("test_000")], w.path(), &env("auto"));
+    let out = facerec_env(
+        &["embed", "--json", &w.image("test_000")],
+        w.path(),
+        &env("auto"),
+    );
     assert_succeeded(&out);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains(r#""backend":"cpu""#), "{log}");
-    assert!(log.contains("FACEREC_ORT_LIB"), "the hint names the fix: {log}");
+    assert!(
+        log.contains("FACEREC_ORT_LIB"),
+        "the hint names the fix: {log}"
+    );
 }

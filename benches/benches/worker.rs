@@ -105,7 +105,8 @@ async fn run(
         gallery_refresh: None,
         ..WorkerConfig::default()
     };
-    let compute = facerec_worker::Compute::new(engine.clone(), facerec_worker::compute::DEFAULT_THREADS);
+    let compute =
+        facerec_worker::Compute::new(engine.clone(), facerec_worker::compute::DEFAULT_THREADS);
     let worker = Worker::new(compute, gallery, seams, config, Metrics::default());
     let stop = CancellationToken::new();
     req.send(bodies).await.expect("send");

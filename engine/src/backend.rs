@@ -33,7 +33,9 @@ impl FromStr for BackendChoice {
             "wgpu" | "gpu" => Ok(Self::Wgpu),
             "ort" | "onnxruntime" => Ok(Self::Ort),
             "cpu" | "flex" => Ok(Self::Cpu),
-            other => Err(format!("unknown backend {other:?} (auto, wgpu, ort or cpu)")),
+            other => Err(format!(
+                "unknown backend {other:?} (auto, wgpu, ort or cpu)"
+            )),
         }
     }
 }
@@ -104,9 +106,7 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
     match choice {
         BackendChoice::Cpu => Ok(cpu("asked for (--backend cpu)".into())),
         BackendChoice::Ort => ort("asked for (--backend ort)").map_err(|e| {
-            EngineError::Device(format!(
-                "onnxruntime did not load ({e}); {ORT_HINT}"
-            ))
+            EngineError::Device(format!("onnxruntime did not load ({e}); {ORT_HINT}"))
         }),
         BackendChoice::Wgpu => {
             let adapter = gpu_adapters()

@@ -352,7 +352,14 @@ impl Engine {
     ) -> Result<Vec<Vec<FaceBox>>, EngineError> {
         let inputs: Vec<DetectorInput> = images
             .iter()
-            .map(|img| detector_input(self.config.detector, img.width(), img.height(), self.config.tiny_max))
+            .map(|img| {
+                detector_input(
+                    self.config.detector,
+                    img.width(),
+                    img.height(),
+                    self.config.tiny_max,
+                )
+            })
             .collect();
         let mut order: Vec<usize> = (0..images.len()).collect();
         order.sort_by_key(|&i| inputs[i]);
@@ -380,7 +387,11 @@ impl Engine {
         input: DetectorInput,
         on_device: Option<&DeviceImages>,
     ) -> Result<Vec<Vec<FaceBox>>, EngineError> {
-        let DetectorInput { net, fit, side: size } = input;
+        let DetectorInput {
+            net,
+            fit,
+            side: size,
+        } = input;
         let params = DetectParams {
             min_score: self.config.min_score,
             iou_threshold: match net {

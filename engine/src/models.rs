@@ -114,6 +114,9 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// Loads one ONNX file (path, sha256) into a Burn network.
+type LoadBurn<'a> = dyn Fn(&Path, &str) -> Result<Box<dyn Network>, EngineError> + 'a;
+
 /// A loaded network together with the sha256 of the ONNX file it came from.
 struct Loaded {
     net: Box<dyn Network>,
@@ -183,7 +186,7 @@ impl Models {
             }
         };
         let ort = backend.kind == BackendKind::Ort;
-        let net = |name: &str, burn: &dyn Fn(&Path, &str) -> Result<Box<dyn Network>, EngineError>| {
+        let net = |name: &str, burn: &LoadBurn| {
             let onnx = dir.join(format!("{name}.onnx"));
             let bytes = fs::read(&onnx).map_err(|e| EngineError::Model {
                 path: onnx.display().to_string(),

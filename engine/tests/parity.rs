@@ -101,15 +101,19 @@ fn every_model_matches_onnxruntime_on_the_ort_backend() {
 fn tiny_detector_at_other_sides_matches_onnxruntime() {
     let flex = load_on_cpu(&models_dir()).expect("models load");
     let ort = load_on_ort(&models_dir()).expect("models load on onnxruntime");
-    let photo = image::load_from_memory(&std::fs::read(models_dir().join("parity/ssd_input.png")).expect("png"))
-        .expect("decode")
-        .to_rgb8();
+    let photo = image::load_from_memory(
+        &std::fs::read(models_dir().join("parity/ssd_input.png")).expect("png"),
+    )
+    .expect("decode")
+    .to_rgb8();
     for side in [128u32, 160, 608] {
         let (x, _) = prep::letterbox(&photo, side);
         let want = ort
             .tiny_input(ort.input(x.clone(), 1, side))
             .expect("tiny on onnxruntime");
-        let got = flex.tiny_input(flex.input(x, 1, side)).expect("tiny on flex");
+        let got = flex
+            .tiny_input(flex.input(x, 1, side))
+            .expect("tiny on flex");
         let grid = (side / 32) as usize;
         assert_eq!(want.len(), 25 * grid * grid, "side {side}");
         assert_close(&format!("tiny at {side}"), &got, &want, 1e-4);

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
 use facerec_worker::message::{input_key, result_key};
 use facerec_worker::{
-    BlobStore, Bucket, Compute, DeadLetter, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Request,
-    ResultMessage, Seams, Worker, WorkerConfig,
+    BlobStore, Bucket, Compute, DeadLetter, FsStore, GalleryHandle, LocalQueue, Metrics, Queue,
+    Request, ResultMessage, Seams, Worker, WorkerConfig,
 };
 use tokio_util::sync::CancellationToken;
 
