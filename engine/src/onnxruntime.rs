@@ -78,13 +78,7 @@ fn init(path: &Path) -> Result<Loaded, String> {
         .with_global_thread_pool(pool)
         .build()
         .map_err(|e| format!("onnxruntime environment: {e}"))?;
-    // "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=..., ..."
-    let info = ort::info();
-    let version = info
-        .split(',')
-        .find_map(|kv| kv.split_once("git-branch=").map(|(_, b)| b.trim()))
-        .map(|b| b.trim_start_matches("rel-").to_string())
-        .unwrap_or_else(|| "of unknown version".into());
+    let version = version_of(path, ort::info());
     Ok(Loaded {
         env,
         runtime: Runtime {
@@ -93,6 +87,24 @@ fn init(path: &Path) -> Result<Loaded, String> {
             threads,
         },
     })
+}
+
+/// The runtime's version, for logs: from a versioned file name
+/// (`libonnxruntime.so.1.31.1`), else the build info's release branch
+/// (`ORT Build Info: git-branch=rel-1.31.1, ...`).
+fn version_of(path: &Path, info: &str) -> String {
+    let from_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(&format!("{LIB_NAME}.")))
+        .filter(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    let from_info = || {
+        info.split(',')
+            .find_map(|kv| kv.split_once("git-branch=rel-").map(|(_, b)| b.trim()))
+    };
+    from_name
+        .or_else(from_info)
+        .map_or_else(|| "(version unknown)".into(), str::to_string)
 }
 
 /// One intra-op thread per core (`FACEREC_ORT_THREADS` overrides).
@@ -219,5 +231,22 @@ impl Network for OrtNet {
                 Ok(values.to_vec())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_file_name_or_the_build_info() {
+        let info = "ORT Build Info: git-branch=rel-1.24.2, git-commit-id=abc, build type=Release";
+        let so = |name: &str| version_of(Path::new(name), info);
+        assert_eq!(so("/x/capi/libonnxruntime.so.1.31.1"), "1.31.1");
+        assert_eq!(so("/usr/lib/libonnxruntime.so"), "1.24.2");
+        assert_eq!(
+            version_of(Path::new("libonnxruntime.so"), "git-branch=HEAD"),
+            "(version unknown)"
+        );
     }
 }
