@@ -379,7 +379,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// The detector on `images[i]` for each `i` in `which`, letterboxed into `size`.
+    /// The detector `input` names on `images[i]` for each `i` in `which`, each image
+    /// letterboxed as `input` says.
     fn detect_batch(
         &self,
         images: &[&RgbImage],

@@ -34,8 +34,8 @@ mod generated {
 
 /// Network input sides, in pixels.
 pub const SSD_SIZE: u32 = 512;
+/// The Tiny detector's side in face-api (it takes any multiple of 32; see `engine::tiny_side`).
 pub const TINY_SIZE: u32 = 416;
-pub const TINY_GRID: usize = 13;
 pub const LANDMARK_SIZE: u32 = 112;
 pub const RECOGNITION_SIZE: u32 = 150;
 /// Anchors of the SSD head.
