@@ -151,8 +151,7 @@ impl Compute {
         &self,
         f: impl FnOnce(&Engine) -> T + Send + 'static,
     ) -> Result<T, ComputeError> {
-        let engine = self.engine.clone();
-        self.lanes.run(move || f(&engine)).await
+        answer(self.submit(f)?).await
     }
 }
 
