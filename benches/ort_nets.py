@@ -47,6 +47,9 @@ def main():
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
+            # The same spinning policy as facerec's pool (FACEREC_ORT_SPIN, default off).
+            spin = os.environ.get("FACEREC_ORT_SPIN", "0") in ("1", "true")
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
             sess = ort.InferenceSession(os.path.join(ROOT, "models", model), so,
                                         providers=["CPUExecutionProvider"])
             for batch in [int(b) for b in a.batches.split(",")]:

@@ -66,8 +66,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "FACEREC_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Engine threads: batches of every worker in the process run on these, first formed,
-    /// first run. One keeps the order strict; two let one batch's CPU stages (decode,
-    /// pre-processing) overlap another's networks, worth it beside a GPU.
+    /// first run. Two (the default) let one batch's CPU stages (decode, pre-processing)
+    /// overlap another's networks; one keeps the order strict.
     #[arg(long, env = "FACEREC_ENGINE_THREADS", default_value_t = facerec_worker::compute::DEFAULT_THREADS)]
     pub engine_threads: usize,
 }

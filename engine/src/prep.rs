@@ -202,33 +202,52 @@ impl Sampler {
         let raw = img.as_raw();
         let mut acc = [0f32; 3];
         let mut total = 0f32;
-        for iy in (fy - r).ceil() as i64..=(fy + r).floor() as i64 {
+        for iy in ceil(fy - r)..=floor(fy + r) {
             let wy = tent(iy, fy, r);
             if wy <= 0.0 {
                 continue;
             }
-            for ix in (fx - r).ceil() as i64..=(fx + r).floor() as i64 {
+            let row = (0..h)
+                .contains(&iy)
+                .then(|| &raw[(iy * w * 3) as usize..][..(w * 3) as usize]);
+            for ix in ceil(fx - r)..=floor(fx + r) {
                 let wx = tent(ix, fx, r);
                 if wx <= 0.0 {
                     continue;
                 }
                 let weight = wx * wy;
-                if (0..w).contains(&ix) && (0..h).contains(&iy) {
-                    let i = ((iy * w + ix) * 3) as usize;
-                    for (a, &v) in acc.iter_mut().zip(&raw[i..i + 3]) {
-                        *a += weight * v as f32;
+                match row {
+                    Some(row) if (0..w).contains(&ix) => {
+                        let p = &row[ix as usize * 3..][..3];
+                        acc[0] += weight * p[0] as f32;
+                        acc[1] += weight * p[1] as f32;
+                        acc[2] += weight * p[2] as f32;
+                        total += weight;
                     }
-                    total += weight;
-                } else if !self.clamp {
-                    total += weight;
+                    _ if !self.clamp => total += weight,
+                    _ => {}
                 }
             }
         }
         if total <= 0.0 {
             return [0.0; 3];
         }
-        acc.map(|a| (a / total + 0.5).floor())
+        // Non-negative, so truncation is the floor (and needs no libm call).
+        acc.map(|a| ((a / total + 0.5) as u32) as f32)
     }
+}
+
+/// `v.floor()` for `|v| < FAR`, in integer arithmetic (`f32::floor` is a libm call on
+/// the baseline x86-64 target, and this runs per output pixel).
+fn floor(v: f32) -> i64 {
+    let t = v as i64;
+    if (t as f32) > v { t - 1 } else { t }
+}
+
+/// `v.ceil()` for `|v| < FAR`, as `floor`.
+fn ceil(v: f32) -> i64 {
+    let t = v as i64;
+    if (t as f32) < v { t + 1 } else { t }
 }
 
 /// An `out_w` x `out_h` image resampled from `img` by `sampler`.
@@ -252,7 +271,7 @@ fn axis_taps(f: f32, r: f32, n: u32, clamp: bool) -> Option<(Vec<(usize, f32)>, 
     }
     let mut taps = Vec::new();
     let mut total = 0f32;
-    for i in (f - r).ceil() as i64..=(f + r).floor() as i64 {
+    for i in ceil(f - r)..=floor(f + r) {
         let w = tent(i, f, r);
         if w <= 0.0 {
             continue;
@@ -321,7 +340,8 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
                     *a += wy * v;
                 }
             }
-            let p = acc.map(|a| (a / total + 0.5).floor() as u8);
+            // Non-negative: the cast is the floor.
+            let p = acc.map(|a| (a / total + 0.5) as u8);
             out.put_pixel(x as u32, y as u32, image::Rgb(p));
         }
     }
