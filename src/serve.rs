@@ -181,6 +181,10 @@ pub struct EdgeArgs {
     /// When set, gallery changes and batches need `Authorization: Bearer <key>`.
     #[arg(long, env = "FACEREC_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Seconds a client may take to send a request's headers (an idle keep-alive
+    /// connection too: it is closed) or to send the next piece of its body (408).
+    #[arg(long, env = "FACEREC_READ_TIMEOUT", default_value_t = 30.0)]
+    pub read_timeout: f64,
 }
 
 impl EdgeArgs {
@@ -191,6 +195,7 @@ impl EdgeArgs {
             max_in_flight: self.max_in_flight.max(1),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             threshold,
+            read_timeout: Duration::from_secs_f64(self.read_timeout.max(0.1)),
             ..facerec_edge::EdgeConfig::default()
         }
     }

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,7 @@ use std::time::Duration;
 
 // `facerec up` on a free port, killed on drop.
 use common::Up as Server;
-use common::{Reply, http, post_files};
+use common::{Reply, batch_results, http, post_files};
 
 struct Workload {
     _dir: tempfile::TempDir,
@@ -378,52 +377,6 @@ fn prometheus_source_reads_the_backlog_of_a_running_up() {
         "3 messages at 2 per worker: {line}"
     );
     assert_eq!(line["outcome"], "dry run");
-}
-
-/// Undoes `transfer-encoding: chunked` (streamed answers).
-fn dechunk(r: &Reply) -> Vec<u8> {
-    if r.headers.get("transfer-encoding").map(String::as_str) != Some("chunked") {
-        return r.body.clone();
-    }
-    let (mut out, mut rest) = (Vec::new(), r.body.as_slice());
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
-                .unwrap();
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
-/// `GET /v1/batches/{id}/results`: filename → name (or error kind), one line per image.
-fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String, String> {
-    let r = http(addr, "GET", &format!("/v1/batches/{id}/results"), auth, b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        r.headers.get("content-type").map(String::as_str),
-        Some("application/x-ndjson")
-    );
-    let body = String::from_utf8(dechunk(&r)).unwrap();
-    body.lines()
-        .map(|l| {
-            let v: serde_json::Value =
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            let name = v["name"]
-                .as_str()
-                .or(v["error"]["kind"].as_str())
-                .unwrap_or("?")
-                .to_string();
-            (v["filename"].as_str().unwrap().to_string(), name)
-        })
-        .collect()
 }
 
 #[test]
@@ -880,4 +833,159 @@ fn load_harness_batch_route_from_a_zip() {
         "{refused}"
     );
     assert_eq!(refused["ok"], 0);
+}
+
+/// Sends `head` (and `body`), then waits at most `wait` for the server to answer or close:
+/// the status line's code, or None when it closed without answering.
+fn send_and_wait(addr: &str, head: &str, body: &[u8], wait: Duration) -> (Option<u16>, Duration) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let start = std::time::Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let status = String::from_utf8_lossy(&raw)
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1).and_then(|c| c.parse().ok()));
+    (status, start.elapsed())
+}
+
+/// The web tier under careless and hostile clients: each case gets its documented answer,
+/// and afterwards the server still answers and recognises a real face.
+#[test]
+fn hostile_and_careless_clients_get_clear_answers() {
+    let w = Workload::new();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("FACEREC_API_KEY", "k"),
+            ("MAX_FILE_SIZE", "100000"),
+            ("FACEREC_READ_TIMEOUT", "1"),
+        ],
+    );
+    let addr = server.addr.as_str();
+    let auth = [("authorization", "Bearer k")];
+    let paul = w.bytes("test_000");
+    let bob = w.bytes("test_002");
+    let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &auth,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A multipart bulk job with one file over MAX_FILE_SIZE in the middle: the job is
+    // accepted, that file is a failed item, the files before and after it are recognised.
+    let big = vec![0xFFu8; 150_000];
+    let files: [(&str, &str, &[u8]); 3] = [
+        ("images", "first.jpg", &paul),
+        ("images", "big.jpg", &big),
+        ("images", "last.jpg", &bob),
+    ];
+    let r = post_files(addr, "/v1/batches", &files, &auth);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = r.json();
+    assert_eq!(
+        (job["total"].as_u64(), job["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let got = batch_results(addr, job["id"].as_str().unwrap(), &auth);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got["first.jpg"], "Paul");
+    assert_eq!(got["big.jpg"], "too_large");
+    assert_eq!(got["last.jpg"], "unknown");
+
+    // A body that stops arriving answers 408 after the read timeout (1 s here), not never.
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-type: multipart/form-data; boundary={}\r\ncontent-length: 100000\r\n\r\n",
+        common::BOUNDARY
+    );
+    let (status, took) = send_and_wait(addr, &head, &[b'-'; 800], Duration::from_secs(20));
+    assert_eq!(status, Some(408), "after {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Headers that stop arriving, and an idle connection, are closed.
+    let (status, took) = send_and_wait(
+        addr,
+        "GET /health HTTP/1.1\r\nhost: x\r\n",
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(status.is_none() || status == Some(408), "{status:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let (_, took) = send_and_wait(addr, "", b"", Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(15),
+        "idle connection held {took:?}"
+    );
+
+    // HEAD answers as GET, without a body; the page's icon exists.
+    for path in ["/", "/health", "/v1/identities"] {
+        let r = http(addr, "HEAD", path, &[], b"");
+        assert_eq!((r.status, r.body.len()), (200, 0), "HEAD {path}");
+    }
+    let r = http(addr, "HEAD", "/v1/recognize", &[], b"");
+    assert_eq!(r.status, 405);
+    let r = http(addr, "GET", "/favicon.ico", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "image/svg+xml");
+    assert!(r.text().starts_with("<svg"));
+
+    // A part whose header is broken is reported as such, not as a missing field.
+    let ct = format!("multipart/form-data; boundary={}", common::BOUNDARY);
+    let broken = format!(
+        "--{b}\r\ncontent-type: image/jpeg\r\n\r\nxxxx\r\n--{b}--\r\n",
+        b = common::BOUNDARY
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/",
+        &[("content-type", &ct)],
+        broken.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("malformed multipart"), "{}", r.text());
+
+    // A file part without a file name has no stem to answer with.
+    let r = post_files(addr, "/", &[("inputFile", "", &paul)], &[]);
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("empty filename"), "{}", r.text());
+
+    // Identity names: no "." or "..", and bytes that are not UTF-8 are refused, not
+    // replaced (two different ones would collide as U+FFFD).
+    for name in ["..", "%2E%2E", ".", "%FF%FE", "%FF%FD", "a%5Cb"] {
+        let r = post_files(
+            addr,
+            &format!("/v1/identities/{name}/faces"),
+            &[("image", "p.jpg", &paul)],
+            &auth,
+        );
+        assert_eq!(
+            (r.status, kind(&r).as_str()),
+            (400, "bad_request"),
+            "{name}: {}",
+            r.text()
+        );
+    }
+    let names = http(addr, "GET", "/v1/identities", &[], b"").json();
+    assert_eq!(
+        names["identities"].as_array().map(Vec::len),
+        Some(1),
+        "{names}"
+    );
+
+    // The control: still healthy, still recognising.
+    assert_eq!(http(addr, "GET", "/health", &[], b"").status, 200);
+    let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
+    assert_eq!(r.text(), "test_000:Paul");
 }

@@ -1,6 +1,7 @@
 //! Routes of DESIGN.md's HTTP API and the JSON error shape
 //! `{"error": "<message>", "kind": "<machine-readable>"}`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,9 +177,15 @@ impl Edge {
     ) -> (&'static str, Result<Response<Body>, ApiError>) {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = req.method().clone();
+        let asked = req.method().clone();
+        // HEAD answers as GET; hyper sends the head without the body.
+        let method = match req.method() {
+            &Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
         match (&method, segments.as_slice()) {
             (&Method::GET, [""]) => ("/page", Ok(page::index(rid))),
+            (&Method::GET, ["favicon.ico"]) => ("/favicon.ico", Ok(page::icon(rid))),
             (&Method::POST, [""]) => ("/", self.original(req, rid).await),
             (&Method::GET, ["health"]) => (
                 "/health",
@@ -200,10 +207,10 @@ impl Edge {
             }
             (&Method::POST, ["v1", "verify"]) => ("/v1/verify", self.verify(req, rid).await),
             (&Method::GET, ["v1", "identities"]) => ("/v1/identities", Ok(self.identities(rid))),
-            (&Method::POST, ["v1", "identities", name, "faces"]) => {
-                let name = percent_decode(name);
-                ("/v1/identities/faces", self.enroll(req, &name, rid).await)
-            }
+            (&Method::POST, ["v1", "identities", name, "faces"]) => match percent_decode(name) {
+                Ok(name) => ("/v1/identities/faces", self.enroll(req, &name, rid).await),
+                Err(e) => ("/v1/identities/faces", Err(e)),
+            },
             (&Method::POST, ["v1", "batches"]) => {
                 ("/v1/batches", self.create_batch(req, rid).await)
             }
@@ -215,21 +222,25 @@ impl Edge {
                 "/v1/batches/results",
                 self.batch_results(req.headers(), id, rid),
             ),
-            (&Method::DELETE, ["v1", "identities", name]) => {
-                let name = percent_decode(name);
-                (
+            (&Method::DELETE, ["v1", "identities", name]) => match percent_decode(name) {
+                Ok(name) => (
                     "/v1/identities",
                     self.remove(req.headers(), &name, rid).await,
+                ),
+                Err(e) => ("/v1/identities", Err(e)),
+            },
+            (_, [""] | ["health" | "ready" | "metrics" | "favicon.ico"] | ["v1", ..])
+                if known(&segments) =>
+            {
+                (
+                    "other",
+                    Err(ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        format!("{asked} is not allowed on {path}"),
+                    )),
                 )
             }
-            (_, [""] | ["health" | "ready" | "metrics"] | ["v1", ..]) if known(&segments) => (
-                "other",
-                Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{method} is not allowed on {path}"),
-                )),
-            ),
             _ => (
                 "other",
                 Err(ApiError::not_found(&format!("no route {path}"))),
@@ -244,6 +255,7 @@ impl Edge {
             body,
             self.config.max_file_size,
             self.config.max_files,
+            self.config.read_timeout,
         )
         .await
     }
@@ -278,6 +290,15 @@ impl Edge {
         let Some(part) = parts.into_iter().find(|p| p.field == "inputFile") else {
             return Err(ApiError::bad_request("missing file field \"inputFile\""));
         };
+        // The answer is `<file stem>:<name>`: a file without a name has no stem.
+        if Path::new(&part.filename)
+            .file_stem()
+            .is_none_or(|s| s.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "the inputFile part has an empty filename (no file chosen?)",
+            ));
+        }
         let result = self
             .recognize(rid, &part.filename, part.bytes, false)
             .await?;
@@ -511,6 +532,7 @@ fn known(segments: &[&str]) -> bool {
     matches!(
         segments,
         [""] | ["health"]
+            | ["favicon.ico"]
             | ["ready"]
             | ["metrics"]
             | [
@@ -527,17 +549,22 @@ fn known(segments: &[&str]) -> bool {
 fn validate_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.trim().is_empty()
         && name.chars().count() <= 64
-        && !name.chars().any(|c| c.is_control() || c == '/');
+        && !matches!(name.trim(), "." | "..")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\' || c == '\u{FFFD}');
     if ok {
         Ok(())
     } else {
         Err(ApiError::bad_request(
-            "identity names are 1 to 64 characters, without '/' or control characters",
+            "identity names are 1 to 64 characters of UTF-8, not \".\" or \"..\", without '/', '\\' or control characters",
         ))
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// A path segment with its `%XX` escapes decoded; an error when the bytes are not UTF-8
+/// (two different invalid names must not both become U+FFFD and collide).
+fn percent_decode(s: &str) -> Result<String, ApiError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -555,5 +582,6 @@ fn percent_decode(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request("identity names are UTF-8 (after %-decoding)"))
 }

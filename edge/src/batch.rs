@@ -262,13 +262,13 @@ pub enum TarError {
     #[error("malformed tar header: {0}")]
     Header(&'static str),
     #[error("reading the body: {0}")]
-    Body(String),
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl<S, E> TarReader<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(stream: S, max_file: u64) -> Self {
         TarReader {
@@ -284,7 +284,7 @@ where
         while self.buf.len() < n {
             match self.stream.next().await {
                 Some(Ok(b)) => self.buf.extend_from_slice(&b),
-                Some(Err(e)) => return Err(TarError::Body(e.to_string())),
+                Some(Err(e)) => return Err(TarError::Body(e.into())),
                 None => return Ok(false),
             }
         }

@@ -175,16 +175,27 @@ impl Edge {
         sub: &mut Submitter<'_>,
     ) -> Result<(), ApiError> {
         let max = self.config.max_batch_files.saturating_add(1);
-        let mut files = multipart::Files::new(headers, body, self.config.max_file_size, max)?;
-        while let Some(p) = files.next().await? {
-            sub.submit(&p.filename, p.bytes).await?;
+        let mut files = multipart::Files::new(
+            headers,
+            body,
+            self.config.max_file_size,
+            max,
+            self.config.read_timeout,
+        )?;
+        // A file over MAX_FILE_SIZE is a failed item of the job, as in a tar body; the
+        // files after it are read on.
+        while let Some(item) = files.next().await? {
+            match item {
+                multipart::Item::File(p) => sub.submit(&p.filename, p.bytes).await?,
+                multipart::Item::TooLarge { filename, size } => sub.too_large(&filename, size)?,
+            }
         }
         Ok(())
     }
 
     async fn read_tar(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
         let mut tar = TarReader::new(
-            multipart::data_frames(body),
+            multipart::data_frames(body, self.config.read_timeout),
             self.config.max_file_size as u64,
         );
         loop {
@@ -195,7 +206,12 @@ impl Edge {
                 Err(e @ (TarError::Truncated | TarError::Header(_))) => {
                     return Err(ApiError::bad_request(&format!("bad tar body: {e}")));
                 }
-                Err(e @ TarError::Body(_)) => return Err(ApiError::bad_request(&e.to_string())),
+                Err(TarError::Body(e)) => {
+                    return Err(match e.downcast_ref::<multipart::BodyError>() {
+                        Some(b) => b.to_api(),
+                        None => ApiError::bad_request(&format!("reading the body: {e}")),
+                    });
+                }
             }
         }
     }

@@ -51,6 +51,10 @@ pub struct EdgeConfig {
     pub response_wait: Duration,
     /// Most images in one bulk batch.
     pub max_batch_files: usize,
+    /// Longest wait for a request's headers (an idle keep-alive connection included) and
+    /// between two pieces of its body; past it, the connection closes (headers) or the
+    /// request answers 408 (body).
+    pub read_timeout: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -66,6 +70,7 @@ impl Default for EdgeConfig {
             response_pollers: 2,
             response_wait: Duration::from_secs(20),
             max_batch_files: 10_000,
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -130,6 +135,8 @@ impl Edge {
                 async move { Ok::<_, std::convert::Infallible>(edge.handle(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(self.config.read_timeout)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {

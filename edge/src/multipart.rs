@@ -1,9 +1,11 @@
 //! Multipart bodies read as a stream, with per-file and whole-body size limits enforced
-//! while reading: nothing beyond `MAX_FILE_SIZE` per file is ever buffered.
+//! while reading: nothing beyond `MAX_FILE_SIZE` per file is ever buffered, and a body
+//! that stops arriving fails after the read timeout instead of holding its connection.
 
 use std::pin::Pin;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyStream;
 use hyper::StatusCode;
@@ -18,29 +20,77 @@ pub struct Part {
     pub bytes: Bytes,
 }
 
-pub(crate) type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
-
-/// The data frames of a request body as a stream of bytes (trailers dropped).
-pub(crate) fn data_frames(body: Incoming) -> Frames {
-    Box::pin(BodyStream::new(body).filter_map(|frame| async move {
-        match frame {
-            Ok(f) => f.into_data().ok().map(Ok),
-            Err(e) => Some(Err(e)),
-        }
-    }))
+/// One file part of a body: its bytes, or only its size when it is over the limit (the
+/// bytes were read and dropped, never buffered).
+pub enum Item {
+    File(Part),
+    TooLarge { filename: String, size: u64 },
 }
 
-/// Reads every file part into memory (at most `max_files` of at most `max_file` bytes).
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body stalled: no bytes for {} s", .0.as_secs_f64())]
+    Stalled(Duration),
+    #[error("reading the request body: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+impl BodyError {
+    /// The answer for a body that could not be read: 408 when it stalled.
+    pub fn to_api(&self) -> ApiError {
+        match self {
+            Self::Stalled(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                self.to_string(),
+            ),
+            Self::Read(_) => ApiError::bad_request(&self.to_string()),
+        }
+    }
+}
+
+pub(crate) type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// The data frames of a request body as a stream of bytes (trailers dropped); the stream
+/// fails with `BodyError::Stalled` when no frame arrives within `idle`.
+pub(crate) fn data_frames(body: Incoming, idle: Duration) -> Frames {
+    let frames = BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(BodyError::from(e))),
+        }
+    });
+    Box::pin(futures_util::stream::unfold(
+        Some(Box::pin(frames)),
+        move |state| async move {
+            let mut frames = state?;
+            match tokio::time::timeout(idle, frames.next()).await {
+                Ok(Some(Ok(b))) => Some((Ok(b), Some(frames))),
+                Ok(Some(Err(e))) => Some((Err(e), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(BodyError::Stalled(idle)), None)),
+            }
+        },
+    ))
+}
+
+/// Reads every file part into memory (at most `max_files` of at most `max_file` bytes);
+/// a file over the limit fails the request with 413.
 pub async fn read(
     headers: &hyper::HeaderMap,
     body: Incoming,
     max_file: usize,
     max_files: usize,
+    idle: Duration,
 ) -> Result<Vec<Part>, ApiError> {
-    let mut files = Files::new(headers, body, max_file, max_files)?;
+    let mut files = Files::new(headers, body, max_file, max_files, idle)?;
     let mut parts = Vec::new();
-    while let Some(p) = files.next().await? {
-        parts.push(p);
+    while let Some(item) = files.next().await? {
+        match item {
+            Item::File(p) => parts.push(p),
+            Item::TooLarge { .. } => return Err(ApiError::too_large(max_file)),
+        }
     }
     Ok(parts)
 }
@@ -59,6 +109,7 @@ impl Files {
         body: Incoming,
         max_file: usize,
         max_files: usize,
+        idle: Duration,
     ) -> Result<Self, ApiError> {
         let content_type = headers
             .get(hyper::header::CONTENT_TYPE)
@@ -77,12 +128,11 @@ impl Files {
         {
             return Err(ApiError::too_large(max_file));
         }
-        let stream = data_frames(body);
-        let constraints = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new()
-                .per_field(max_file as u64)
-                .whole_stream(whole),
-        );
+        let stream = data_frames(body, idle);
+        // Per file, the limit is applied here (an oversized file is an item, not the end of
+        // the body); the whole body stays bounded.
+        let constraints =
+            multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(whole));
         Ok(Self {
             mp: multer::Multipart::with_constraints(stream, boundary, constraints),
             max_file,
@@ -92,16 +142,27 @@ impl Files {
     }
 
     /// The next file part (plain form fields are skipped), or `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<Part>, ApiError> {
-        while let Some(field) = self
+    pub async fn next(&mut self) -> Result<Option<Item>, ApiError> {
+        while let Some(mut field) = self
             .mp
             .next_field()
             .await
             .map_err(|e| error(e, self.max_file))?
         {
-            let name = field.name().unwrap_or_default().to_string();
+            let Some(name) = field.name().map(str::to_string) else {
+                return Err(ApiError::bad_request(
+                    "malformed multipart body: a part without a Content-Disposition name",
+                ));
+            };
             let filename = field.file_name().map(str::to_string);
-            let bytes = field.bytes().await.map_err(|e| error(e, self.max_file))?;
+            let mut bytes = BytesMut::new();
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(|e| error(e, self.max_file))? {
+                size += chunk.len() as u64;
+                if size <= self.max_file as u64 && filename.is_some() {
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
             let Some(filename) = filename else { continue };
             if self.count == self.max_files {
                 return Err(ApiError::new(
@@ -111,11 +172,14 @@ impl Files {
                 ));
             }
             self.count += 1;
-            return Ok(Some(Part {
+            if size > self.max_file as u64 {
+                return Ok(Some(Item::TooLarge { filename, size }));
+            }
+            return Ok(Some(Item::File(Part {
                 field: name,
                 filename,
-                bytes,
-            }));
+                bytes: bytes.freeze(),
+            })));
         }
         Ok(None)
     }
@@ -123,9 +187,11 @@ impl Files {
 
 fn error(e: multer::Error, max_file: usize) -> ApiError {
     match e {
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-            ApiError::too_large(max_file)
-        }
+        multer::Error::StreamSizeExceeded { .. } => ApiError::too_large(max_file),
+        multer::Error::StreamReadFailed(inner) => match inner.downcast_ref::<BodyError>() {
+            Some(b) => b.to_api(),
+            None => ApiError::bad_request(&format!("reading the request body: {inner}")),
+        },
         other => ApiError::bad_request(&format!("malformed multipart body: {other}")),
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests that need real servers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -342,4 +343,50 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Undoes `transfer-encoding: chunked` (streamed answers).
+pub fn dechunk(r: &Reply) -> Vec<u8> {
+    if r.headers.get("transfer-encoding").map(String::as_str) != Some("chunked") {
+        return r.body.clone();
+    }
+    let (mut out, mut rest) = (Vec::new(), r.body.as_slice());
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// `GET /v1/batches/{id}/results`: filename → name (or error kind), one line per image.
+pub fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String, String> {
+    let r = http(addr, "GET", &format!("/v1/batches/{id}/results"), auth, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.headers.get("content-type").map(String::as_str),
+        Some("application/x-ndjson")
+    );
+    let body = String::from_utf8(dechunk(&r)).unwrap();
+    body.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let name = v["name"]
+                .as_str()
+                .or(v["error"]["kind"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            (v["filename"].as_str().unwrap().to_string(), name)
+        })
+        .collect()
 }
