@@ -989,3 +989,96 @@ fn hostile_and_careless_clients_get_clear_answers() {
     let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
     assert_eq!(r.text(), "test_000:Paul");
 }
+
+/// First in, first answered: under a closed loop of clients no request waits much longer
+/// than the others, and a bulk job's images come back in about the order they were sent.
+#[test]
+fn answers_come_first_in_first_out() {
+    let w = Workload::new();
+    let server = Server::start_with_env(&[], &[("FACEREC_API_KEY", "k")]);
+    let addr = server.addr.clone();
+    let auth = [("authorization", "Bearer k")];
+    w.enroll(&addr, &auth);
+
+    // 32 clients, 8 requests each, one worker.
+    let clients = 32;
+    let per_client = 8;
+    let images: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        w.expected
+            .iter()
+            .take(clients * per_client)
+            .map(|(stem, name)| (name.clone(), w.bytes(stem)))
+            .collect(),
+    );
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (addr, images, waits) = (addr.clone(), images.clone(), waits.clone());
+            std::thread::spawn(move || {
+                for i in 0..per_client {
+                    let (name, bytes) = &images[c * per_client + i];
+                    let t = std::time::Instant::now();
+                    let r = post_files(&addr, "/", &[("inputFile", "x.jpg", bytes)], &[]);
+                    let took = t.elapsed().as_secs_f64();
+                    assert_eq!(r.text(), format!("x:{name}"));
+                    waits.lock().unwrap().push(took);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let waits = waits.lock().unwrap().clone();
+    let mean = waits.iter().sum::<f64>() / waits.len() as f64;
+    let max = waits.iter().copied().fold(0.0, f64::max);
+    // A fair queue gives every request about the same wait (the first batch of the loop
+    // waits less); an unfair one lets some wait many times the others.
+    assert!(
+        max <= 3.0 * mean,
+        "max wait {max:.2} s, mean {mean:.2} s: {waits:?}"
+    );
+
+    // A 160-image job: each result's position is near its image's position.
+    let picks: Vec<(String, Vec<u8>)> = w
+        .expected
+        .iter()
+        .take(160)
+        .map(|(stem, _)| (format!("{stem}.jpg"), w.bytes(stem)))
+        .collect();
+    let files: Vec<(&str, &str, &[u8])> = picks
+        .iter()
+        .map(|(f, b)| ("images", f.as_str(), b.as_slice()))
+        .collect();
+    let r = post_files(&addr, "/v1/batches", &files, &auth);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = http(
+        &addr,
+        "GET",
+        &format!("/v1/batches/{id}/results"),
+        &auth,
+        b"",
+    );
+    let body = String::from_utf8(common::dechunk(&r)).unwrap();
+    let order: Vec<usize> = body
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let rid = v["request_id"].as_str().unwrap();
+            rid.rsplit('-').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(order.len(), 160);
+    // Within a batch (16 by default, two in flight) images may finish in any order.
+    let worst = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| pos.abs_diff(i))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 48,
+        "an image came back {worst} places from its turn: {order:?}"
+    );
+}
