@@ -470,7 +470,61 @@ fn bulk_batches_from_multipart_and_tar() {
     }
     assert_eq!(got["huge.jpg"], "too_large");
 
-    // Errors: truncated tar, unknown body type, unknown id.
+    // Zip bodies made by Python's zipfile: written to a file (sizes in the local headers)
+    // and to a pipe (sizes in data descriptors after the data, as streaming writers do),
+    // deflated, with the same oversized file and a macOS resource fork.
+    for (how, script) in [
+        (
+            "file",
+            "zipfile.ZipFile('batch.zip', 'w', zipfile.ZIP_DEFLATED)",
+        ),
+        ("pipe", "zipfile.ZipFile(Pipe(), 'w', zipfile.ZIP_DEFLATED)"),
+    ] {
+        let py = format!(
+            "import sys, zipfile\n\
+             class Pipe:\n\
+             \x20   def __init__(self): self.f = open('batch.zip', 'wb')\n\
+             \x20   def write(self, b): return self.f.write(b)\n\
+             \x20   def flush(self): self.f.flush()\n\
+             \x20   def close(self): self.f.close()\n\
+             z = {script}\n\
+             for n in sys.argv[1:]: z.write(n)\n\
+             z.writestr('__MACOSX/._{first}', b'resource fork')\n\
+             z.close()\n",
+            first = names[0]
+        );
+        let ok = Command::new("python3")
+            .arg("-c")
+            .arg(&py)
+            .args(&names)
+            .current_dir(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "python3 zipfile ({how})");
+        let zip = std::fs::read(dir.path().join("batch.zip")).unwrap();
+        assert_eq!(
+            zip[6] & 8 != 0,
+            how == "pipe",
+            "data descriptors only when written to a pipe"
+        );
+        let ct = [("content-type", "application/zip"), auth[0]];
+        let r = http(addr, "POST", "/v1/batches", &ct, &zip);
+        assert_eq!(r.status, 202, "{how}: {}", r.text());
+        assert_eq!(
+            (r.json()["total"].as_u64(), r.json()["failed"].as_u64()),
+            (Some(13), Some(1)),
+            "{how}"
+        );
+        let got = batch_results(addr, r.json()["id"].as_str().unwrap(), &auth);
+        assert_eq!(got.len(), 13, "{how}: {got:?}");
+        for (stem, name) in &tar_picks {
+            assert_eq!(got.get(&format!("{stem}.jpg")), Some(name), "{how} {stem}");
+        }
+        assert_eq!(got["huge.jpg"], "too_large", "{how}");
+    }
+
+    // Errors: truncated tar or zip, unknown body type, unknown id.
     assert_eq!(
         http(addr, "POST", "/v1/batches", &ct, &tar[..1000]).status,
         400
@@ -481,6 +535,19 @@ fn bulk_batches_from_multipart_and_tar() {
         "/v1/batches",
         &[("content-type", "application/zip"), auth[0]],
         b"PK",
+    );
+    assert_eq!(
+        (r.status, r.json()["kind"].as_str()),
+        (400, Some("bad_request")),
+        "{}",
+        r.text()
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/v1/batches",
+        &[("content-type", "application/x-7z-compressed"), auth[0]],
+        b"7z",
     );
     assert_eq!(
         (r.status, r.json()["kind"].as_str()),

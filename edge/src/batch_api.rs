@@ -14,7 +14,8 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::api::{ApiError, Body, json_response, result_line};
-use crate::batch::{Job, TarEntry, TarError, TarReader};
+use crate::archive::{ArchiveError, Entry, TarReader, ZipReader};
+use crate::batch::Job;
 use crate::{Edge, multipart};
 
 /// Requests queued per send call (SQS batches hold 10).
@@ -148,11 +149,16 @@ impl Edge {
             || content_type.starts_with("application/tar")
         {
             self.read_tar(body, &mut sub).await
+        } else if content_type.starts_with("application/zip")
+            || content_type.starts_with("application/x-zip-compressed")
+        {
+            self.read_zip(body, &mut sub).await
         } else {
             Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_body",
-                "a batch is multipart/form-data with image files, or an application/x-tar body",
+                "a batch is multipart/form-data with image files, an application/zip or an \
+                 application/x-tar body",
             ))
         };
         sub.flush().await;
@@ -194,24 +200,23 @@ impl Edge {
     }
 
     async fn read_tar(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
-        let mut tar = TarReader::new(
-            multipart::data_frames(body, self.config.read_timeout),
-            self.config.max_file_size as u64,
-        );
+        let frames = multipart::data_frames(body, self.config.read_timeout);
+        let mut tar = TarReader::new(frames, self.config.max_file_size as u64);
         loop {
-            match tar.next_entry().await {
-                Ok(None) => return Ok(()),
-                Ok(Some(TarEntry::File { name, bytes })) => sub.submit(&name, bytes).await?,
-                Ok(Some(TarEntry::TooLarge { name, size })) => sub.too_large(&name, size)?,
-                Err(e @ (TarError::Truncated | TarError::Header(_))) => {
-                    return Err(ApiError::bad_request(&format!("bad tar body: {e}")));
-                }
-                Err(TarError::Body(e)) => {
-                    return Err(match e.downcast_ref::<multipart::BodyError>() {
-                        Some(b) => b.to_api(),
-                        None => ApiError::bad_request(&format!("reading the body: {e}")),
-                    });
-                }
+            let entry = tar.next_entry().await;
+            if !submit_entry(sub, entry, "tar").await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn read_zip(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
+        let frames = multipart::data_frames(body, self.config.read_timeout);
+        let mut zip = ZipReader::new(frames, self.config.max_file_size as u64);
+        loop {
+            let entry = zip.next_entry().await;
+            if !submit_entry(sub, entry, "zip").await? {
+                return Ok(());
             }
         }
     }
@@ -259,5 +264,24 @@ impl Edge {
             .header("x-request-id", rid)
             .body(BodyExt::boxed(StreamBody::new(frames)))
             .expect("valid response parts"))
+    }
+}
+
+/// Queues one archive entry (a file over the limit becomes a failed item); false at the
+/// end of the archive.
+async fn submit_entry(
+    sub: &mut Submitter<'_>,
+    entry: Result<Option<Entry>, ArchiveError>,
+    what: &str,
+) -> Result<bool, ApiError> {
+    match entry {
+        Ok(None) => Ok(false),
+        Ok(Some(Entry::File { name, bytes })) => sub.submit(&name, bytes).await.map(|()| true),
+        Ok(Some(Entry::TooLarge { name, size })) => sub.too_large(&name, size).map(|()| true),
+        Err(ArchiveError::Body(e)) => Err(match e.downcast_ref::<multipart::BodyError>() {
+            Some(b) => b.to_api(),
+            None => ApiError::bad_request(&format!("reading the body: {e}")),
+        }),
+        Err(e) => Err(ApiError::bad_request(&format!("bad {what} body: {e}"))),
     }
 }

@@ -8,6 +8,7 @@
 //! the waiter finds the result in the output bucket, where every result is stored.
 
 mod api;
+pub mod archive;
 pub mod batch;
 mod batch_api;
 pub mod metrics;
