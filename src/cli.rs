@@ -194,6 +194,14 @@ pub enum Command {
         /// Deliveries after which a failing request is dead-lettered.
         #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
         max_retries: u32,
+        /// Keep every upload under --data/in (by default an upload is deleted once its
+        /// result is stored and answered; dead-lettered ones are kept until --retention).
+        #[arg(long, env = "FACEREC_KEEP_UPLOADS")]
+        keep_uploads: bool,
+        /// Hours that results (and uploads still there) stay under --data before they are
+        /// deleted; swept every minute. The gallery is never swept.
+        #[arg(long, env = "FACEREC_RETENTION_HOURS", default_value_t = 168.0)]
+        retention_hours: f64,
     },
     /// Controller: keeps the worker fleet (EC2 or local processes) sized to the backlog.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

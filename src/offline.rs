@@ -78,6 +78,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             max_workers,
             check_interval,
             max_retries,
+            keep_uploads,
+            retention_hours,
         } => crate::serve::up(
             &engine,
             &edge,
@@ -88,6 +90,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 max_workers,
                 check_interval,
                 max_retries,
+                keep_uploads,
+                retention_hours,
             },
         ),
         Command::Scaler {

@@ -229,6 +229,10 @@ pub struct UpArgs {
     /// Seconds between the autoscaler's decisions.
     pub check_interval: f64,
     pub max_retries: u32,
+    /// Keep uploads after their result is answered.
+    pub keep_uploads: bool,
+    /// Hours results and leftover uploads are kept.
+    pub retention_hours: f64,
 }
 
 /// `facerec up`: edge + in-process workers sized by the local autoscaler, on a local queue
@@ -249,6 +253,13 @@ pub fn up(
         up.check_interval.is_finite() && up.check_interval > 0.0,
         "CHECK_INTERVAL must be a positive number of seconds"
     );
+    anyhow::ensure!(
+        up.retention_hours.is_finite() && up.retention_hours > 0.0,
+        "FACEREC_RETENTION_HOURS must be a positive number of hours"
+    );
+    // A result must outlive the wait for it.
+    let retention = Duration::from_secs_f64(up.retention_hours * 3600.0)
+        .max(Duration::from_secs(edge_args.request_timeout.max(1) * 2));
     let max_retries = up.max_retries;
     let engine = Arc::new(crate::offline::build_engine(engine_args)?);
     let config = worker_args.config(engine_args, engine.config().max_batch, max_retries)?;
@@ -265,7 +276,7 @@ pub fn up(
             requests: requests.clone(),
             responses: Arc::new(LocalQueue::new("responses", Duration::from_secs(30))),
             dead_letters: dlq,
-            store,
+            store: store.clone(),
         };
         let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
         gallery
@@ -276,12 +287,19 @@ pub fn up(
         let metrics = Metrics::register(&mut registry);
         let edge_metrics = facerec_edge::EdgeMetrics::register(&mut registry);
         let scaler_metrics = ScalerMetrics::register(&mut registry);
+        let store_metrics = facerec_worker::metrics::StoreMetrics::register(&mut registry);
         let registry = Arc::new(registry);
+        let janitor = tokio::spawn(sweep_store(store.clone(), retention, store_metrics, shutdown.clone()));
 
         let spawn: Spawn = {
             let compute = Compute::new(engine.clone(), worker_args.engine_threads);
             let (gallery, seams, metrics) = (gallery.clone(), seams.clone(), metrics.clone());
-            let config = WorkerConfig { gallery_refresh: None, wait: Duration::from_secs(1), ..config.clone() };
+            let config = WorkerConfig {
+                gallery_refresh: None,
+                wait: Duration::from_secs(1),
+                delete_uploads: !up.keep_uploads,
+                ..config.clone()
+            };
             Box::new(move |name, stop| {
                 let w = Worker::new(
                     compute.clone(),
@@ -327,6 +345,7 @@ pub fn up(
         let edge = facerec_edge::Edge::new(
             facerec_edge::EdgeConfig {
                 response_wait: Duration::from_secs(1),
+                job_retention: retention,
                 ..edge_args.config(engine_args.threshold)
             },
             seams,
@@ -338,9 +357,42 @@ pub fn up(
         stop_scaler.cancel();
         let _ = scaler.await;
         fleet.stop_all().await;
+        janitor.abort();
         served?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Every minute (more often for a retention under two minutes) and at start: deletes results and leftover uploads older than
+/// `retention` and exports what is left.
+async fn sweep_store(
+    store: Arc<facerec_worker::FsStore>,
+    retention: Duration,
+    metrics: facerec_worker::metrics::StoreMetrics,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(
+        retention_hours = retention.as_secs_f64() / 3600.0,
+        "store retention"
+    );
+    loop {
+        let s = store.clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || s.sweep(retention)).await {
+            metrics.record(&stats);
+            if stats.expired.iter().any(|&n| n > 0) {
+                tracing::info!(
+                    expired_in = stats.expired[0],
+                    expired_out = stats.expired[1],
+                    "retention sweep"
+                );
+            }
+        }
+        let every = (retention / 2).min(Duration::from_secs(60));
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// `facerec edge`: the web tier in front of SQS/S3.

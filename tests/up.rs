@@ -1149,3 +1149,108 @@ fn answers_come_first_in_first_out() {
         "an image came back {worst} places from its turn: {order:?}"
     );
 }
+
+/// Files under `dir` (recursively).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Storage stays bounded: an upload goes once its result is answered (a dead-lettered one
+/// stays until the retention), results go after the retention, the gallery stays, and the
+/// store's size is a metric.
+#[test]
+fn storage_is_bounded_by_deletion_and_retention() {
+    let w = Workload::new();
+    // 0.002 h = 7.2 s; the floor is twice REQUEST_TIMEOUT (6 s).
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("REQUEST_TIMEOUT", "3"),
+            ("FACEREC_RETENTION_HOURS", "0.002"),
+        ],
+    );
+    let addr = server.addr.as_str();
+    let data = server.data().to_path_buf();
+    w.enroll(addr, &[]);
+    for (stem, name) in w.expected.iter().take(5) {
+        let r = post_files(
+            addr,
+            "/",
+            &[("inputFile", &format!("{stem}.jpg"), &w.bytes(stem))],
+            &[],
+        );
+        assert_eq!(r.text(), format!("{stem}:{name}"));
+    }
+    let r = post_files(
+        addr,
+        "/",
+        &[("inputFile", "notes.jpg", b"\xFF\xD8\xFF\xE0 not really")],
+        &[],
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // A one-image bulk job.
+    let paul = w.bytes("test_000");
+    let r = post_files(addr, "/v1/batches", &[("images", "job.jpg", &paul)], &[]);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(batch_results(addr, &id, &[]).len(), 1);
+    // The answered uploads go at once; the corrupt one stays (dead-lettered).
+    wait_for("answered uploads deleted", &|| {
+        files_under(&data.join("in")).len() == 1
+    });
+    // Ten enrolments (they go through the workers too), five answers, one error, one job.
+    assert_eq!(files_under(&data.join("out/results")).len(), 17);
+    // After the retention (7.2 s) every result and the dead-lettered upload are gone.
+    wait_for("results expired", &|| {
+        files_under(&data.join("out/results")).is_empty()
+            && files_under(&data.join("in")).is_empty()
+    });
+    assert!(
+        data.join("out/gallery/gallery.frg").exists(),
+        "the gallery is never swept"
+    );
+    wait_for("the finished job forgotten", &|| {
+        http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"").status == 404
+    });
+    let value = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    wait_for("the sweep's counts exported", &|| {
+        let m = http(addr, "GET", "/metrics", &[], b"").text();
+        value(&m, "facerec_engine_store_expired_total{bucket=\"out\"}") >= 17.0
+            && value(&m, "facerec_engine_store_expired_total{bucket=\"in\"}") >= 1.0
+            && value(&m, "facerec_engine_store_objects{bucket=\"out\"}") == 1.0
+            && value(&m, "facerec_engine_store_bytes{bucket=\"out\"}") > 0.0
+    });
+    // Still answering, and results of new requests are there until their retention.
+    let r = post_files(
+        addr,
+        "/",
+        &[("inputFile", "test_000.jpg", &w.bytes("test_000"))],
+        &[],
+    );
+    assert_eq!(r.text(), "test_000:Paul");
+}

@@ -221,6 +221,15 @@ impl Batches {
         }
     }
 
+    /// Forgets finished jobs created more than `age` ago (the retention); how many.
+    pub fn forget_finished_before(&self, age: std::time::Duration) -> usize {
+        let mut jobs = lock(&self.jobs);
+        let before = jobs.len();
+        jobs.retain(|_, j| !(j.progress().finished() && j.created.elapsed() > age));
+        lock(&self.order).retain(|id| jobs.contains_key(id));
+        before - jobs.len()
+    }
+
     /// Unfinished jobs (for the sweeper that looks for missed results in the bucket).
     pub fn unfinished(&self) -> Vec<Arc<Job>> {
         lock(&self.jobs)

@@ -56,6 +56,9 @@ pub struct EdgeConfig {
     /// between two pieces of its body; past it, the connection closes (headers) or the
     /// request answers 408 (body).
     pub read_timeout: Duration,
+    /// How long a finished bulk job stays listed (its results stay in the output bucket
+    /// for the store's own retention).
+    pub job_retention: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -72,6 +75,7 @@ impl Default for EdgeConfig {
             response_wait: Duration::from_secs(20),
             max_batch_files: 10_000,
             read_timeout: Duration::from_secs(30),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -208,6 +212,12 @@ impl Edge {
             tokio::select! {
                 () = tokio::time::sleep(self.config.result_poll) => {}
                 () = shutdown.cancelled() => return,
+            }
+            let forgotten = self
+                .batches
+                .forget_finished_before(self.config.job_retention);
+            if forgotten > 0 {
+                tracing::info!(forgotten, "finished batches past their retention forgotten");
             }
             for job in self.batches.unfinished() {
                 if job.created.elapsed() < self.config.result_poll * 10 {

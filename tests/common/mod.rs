@@ -236,6 +236,13 @@ impl Up {
     }
 }
 
+impl Up {
+    /// The `--data` directory.
+    pub fn data(&self) -> &Path {
+        self._data.path()
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();

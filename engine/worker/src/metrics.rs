@@ -24,6 +24,10 @@ pub mod names {
     pub const CIRCUIT_OPEN: &str = "facerec_engine_circuit_open";
     pub const SEAM_ERRORS_TOTAL: &str = "facerec_engine_seam_errors_total";
     pub const GALLERY_FACES: &str = "facerec_engine_gallery_faces";
+    /// The filesystem store's size and retention (`facerec up`, [`super::StoreMetrics`]).
+    pub const STORE_BYTES: &str = "facerec_engine_store_bytes";
+    pub const STORE_OBJECTS: &str = "facerec_engine_store_objects";
+    pub const STORE_EXPIRED_TOTAL: &str = "facerec_engine_store_expired_total";
 
     /// Every exported name above.
     pub const ALL: &[&str] = &[
@@ -37,7 +41,56 @@ pub mod names {
         CIRCUIT_OPEN,
         SEAM_ERRORS_TOTAL,
         GALLERY_FACES,
+        STORE_BYTES,
+        STORE_OBJECTS,
+        STORE_EXPIRED_TOTAL,
     ];
+}
+
+type ByBucket<M> = Family<Vec<(String, String)>, M>;
+
+/// The store's size and what retention removed, per bucket (`in`: uploads; `out`:
+/// results and the gallery).
+#[derive(Clone, Default)]
+pub struct StoreMetrics {
+    bytes: ByBucket<Gauge>,
+    objects: ByBucket<Gauge>,
+    expired: ByBucket<Counter>,
+}
+
+impl StoreMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Self::default();
+        register(
+            r,
+            names::STORE_BYTES,
+            "Bytes under the data directory, per bucket",
+            m.bytes.clone(),
+        );
+        register(
+            r,
+            names::STORE_OBJECTS,
+            "Objects under the data directory, per bucket",
+            m.objects.clone(),
+        );
+        register(
+            r,
+            names::STORE_EXPIRED_TOTAL,
+            "Objects deleted for being older than the retention, per bucket",
+            m.expired.clone(),
+        );
+        m
+    }
+
+    /// Exports one sweep's counts.
+    pub fn record(&self, stats: &crate::store::SweepStats) {
+        for (i, bucket) in ["in", "out"].into_iter().enumerate() {
+            let l = vec![("bucket".to_string(), bucket.to_string())];
+            self.bytes.get_or_create(&l).set(stats.bytes[i] as i64);
+            self.objects.get_or_create(&l).set(stats.objects[i] as i64);
+            self.expired.get_or_create(&l).inc_by(stats.expired[i]);
+        }
+    }
 }
 
 /// Registers `metric` so that it is exported as `name`, its full Prometheus name.
@@ -226,6 +279,7 @@ mod tests {
     fn exports_exactly_the_named_metrics() {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);
+        StoreMetrics::register(&mut registry).record(&crate::store::SweepStats::default());
         // A family is exported once it has a series.
         Metrics::count(&m.images, "outcome", "ok");
         Metrics::count(&m.messages, "result", "answered");

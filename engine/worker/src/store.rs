@@ -3,6 +3,7 @@
 //! default) and S3 (`crate::aws::S3Store`).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -74,6 +75,58 @@ impl FsStore {
             Bucket::Out => "out",
         };
         Ok(self.root.join(dir).join(key))
+    }
+}
+
+/// What one retention sweep of an `FsStore` found and removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Bytes and objects left per bucket (`[in, out]`), the gallery included.
+    pub bytes: [u64; 2],
+    pub objects: [u64; 2],
+    /// Objects removed per bucket for being older than the retention.
+    pub expired: [u64; 2],
+}
+
+impl FsStore {
+    /// Removes uploads (`in/uploads/`) and results (`out/results/`) last written more than
+    /// `retention` ago, and temporary files of writes that never finished; counts what is
+    /// left. The gallery and anything else is only counted. Blocking: run it off the
+    /// async threads.
+    pub fn sweep(&self, retention: Duration) -> SweepStats {
+        let now = SystemTime::now();
+        let mut stats = SweepStats::default();
+        for (i, (bucket, prefix)) in [("in", "uploads"), ("out", "results")].iter().enumerate() {
+            let root = self.root.join(bucket);
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let Ok(meta) = e.metadata() else { continue };
+                    let path = e.path();
+                    if meta.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                        .unwrap_or_default();
+                    let temp = e.file_name().to_string_lossy().starts_with(".tmp-");
+                    let expires = path.starts_with(root.join(prefix)) || temp;
+                    if expires && age > retention && std::fs::remove_file(&path).is_ok() {
+                        stats.expired[i] += 1;
+                        continue;
+                    }
+                    stats.bytes[i] += meta.len();
+                    stats.objects[i] += 1;
+                }
+            }
+        }
+        stats
     }
 }
 
@@ -227,5 +280,41 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sweep_expires_old_uploads_and_results_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::new(dir.path()).unwrap();
+        for (bucket, key) in [
+            (Bucket::In, "uploads/old"),
+            (Bucket::In, "uploads/new"),
+            (Bucket::Out, "results/old.json"),
+            (Bucket::Out, "results/new.json"),
+            (Bucket::Out, "gallery/gallery.frg"),
+        ] {
+            s.put(bucket, key, Bytes::from_static(b"12345"))
+                .await
+                .unwrap();
+        }
+        let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+        for p in [
+            "in/uploads/old",
+            "out/results/old.json",
+            "out/gallery/gallery.frg",
+        ] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(p))
+                .unwrap();
+            f.set_modified(day_ago).unwrap();
+        }
+        let stats = s.sweep(Duration::from_secs(3600));
+        assert_eq!(stats.expired, [1, 1]);
+        assert_eq!(stats.objects, [1, 2], "the new ones and the gallery stay");
+        assert_eq!(stats.bytes, [5, 10]);
+        assert!(s.get(Bucket::In, "uploads/old").await.is_err());
+        assert!(s.get(Bucket::In, "uploads/new").await.is_ok());
+        assert!(s.get(Bucket::Out, "gallery/gallery.frg").await.is_ok());
     }
 }

@@ -71,6 +71,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How often to check the stored gallery for changes (`None`: never).
     pub gallery_refresh: Option<Duration>,
+    /// Delete an upload once its result is stored and answered (`facerec up`; on AWS the
+    /// input bucket keeps uploads, as the original design's did, for a lifecycle rule).
+    /// Dead-lettered uploads stay for inspection.
+    pub delete_uploads: bool,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +94,7 @@ impl Default for WorkerConfig {
             threshold: facerec_engine::DEFAULT_THRESHOLD,
             shutdown_grace: Duration::from_secs(30),
             gallery_refresh: Some(Duration::from_secs(10)),
+            delete_uploads: false,
         }
     }
 }
@@ -324,7 +329,11 @@ impl Worker {
                     Ok(r) => {
                         tracing::info!(request_id = %req.request_id, "duplicate delivery answered from the stored result");
                         Metrics::count(&self.metrics.messages, "result", "duplicate");
-                        self.respond_and_ack(vec![(msg, r.to_json())], None).await;
+                        let answered = self.respond_and_ack(vec![(msg, r.to_json())], None).await;
+                        if answered && self.config.delete_uploads && r.error.is_none() {
+                            // Left over when the process stopped between answer and delete.
+                            let _ = self.seams.store.delete(Bucket::In, &req.key).await;
+                        }
                     }
                     Err(e) => self.retry_later(&msg, &e).await,
                 }
@@ -498,9 +507,13 @@ impl Worker {
         let stored = futures_util::future::join_all(writes).await;
         self.metrics.stage("io", t.elapsed());
         let mut to_send = Vec::new();
+        let mut uploads = Vec::new();
         for ((job, _), body) in answered.into_iter().zip(stored) {
             match body {
-                Ok(body) => to_send.push((job.msg, body)),
+                Ok(body) => {
+                    uploads.push((job.msg.receipt.clone(), job.req.key.clone()));
+                    to_send.push((job.msg, body));
+                }
                 Err(e) => {
                     self.failure("put_result", &e);
                     self.back_off(&job.msg, &e.to_string()).await;
@@ -510,8 +523,25 @@ impl Worker {
         if !dead.is_empty() {
             let receipts_ok: Vec<&str> = to_send.iter().map(|(m, _)| m.receipt.as_str()).collect();
             dead.retain(|(m, _, _)| receipts_ok.contains(&m.receipt.as_str()));
+            uploads.retain(|(r, _)| !dead.iter().any(|(m, _, _)| &m.receipt == r));
         }
-        self.respond_and_ack(to_send, Some(dead)).await;
+        let answered = self.respond_and_ack(to_send, Some(dead)).await;
+        if self.config.delete_uploads && answered {
+            // The result is durable and answered: the upload is no longer needed (a
+            // redelivery finds the result first). A failed delete leaves it to retention.
+            let deletes = uploads
+                .iter()
+                .map(|(_, key)| self.seams.store.delete(Bucket::In, key));
+            for (r, (_, key)) in futures_util::future::join_all(deletes)
+                .await
+                .iter()
+                .zip(&uploads)
+            {
+                if let Err(e) = r {
+                    tracing::warn!(key, error = %e, "deleting an answered upload failed");
+                }
+            }
+        }
     }
 
     /// Writes a result unless one exists; returns the stored body either way.
@@ -532,14 +562,15 @@ impl Worker {
         }
     }
 
-    /// Sends responses (and dead letters) for stored results, then acknowledges.
+    /// Sends responses (and dead letters) for stored results, then acknowledges; false
+    /// when the responses could not be sent (the messages are retried).
     async fn respond_and_ack(
         &self,
         done: Vec<(Received, String)>,
         dead: Option<Vec<(Received, &'static str, String)>>,
-    ) {
+    ) -> bool {
         if done.is_empty() {
-            return;
+            return false;
         }
         let bodies: Vec<String> = done.iter().map(|(_, b)| b.clone()).collect();
         if let Err(e) = self.seams.responses.send(bodies).await {
@@ -547,7 +578,7 @@ impl Worker {
             for (m, _) in &done {
                 self.back_off(m, &e.to_string()).await;
             }
-            return;
+            return false;
         }
         if let Some(dead) = dead.filter(|d| !d.is_empty()) {
             let letters: Vec<String> = dead
@@ -565,6 +596,7 @@ impl Worker {
             }
         }
         self.ack(done.into_iter().map(|(m, _)| m).collect()).await;
+        true
     }
 
     async fn ack(&self, msgs: Vec<Received>) {
