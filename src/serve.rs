@@ -44,6 +44,11 @@ impl AwsArgs {
 /// Worker loop settings.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
+    /// Seconds a stopping worker (SIGTERM) may spend finishing the work it holds before it
+    /// hands the rest back to the queue; in `up`, also how long the web tier keeps
+    /// answering open requests (the rest get 503).
+    #[arg(long, env = "FACEREC_DRAIN_SECONDS", default_value_t = 10.0)]
+    pub drain_seconds: f64,
     /// Request visibility timeout, seconds (held messages are extended before it ends).
     #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = 300)]
     pub visibility_timeout: u64,
@@ -98,6 +103,7 @@ impl WorkerArgs {
             retry_delay: Duration::from_secs_f64(self.retry_delay),
             max_consecutive_failures: self.max_failures.max(1),
             threshold: engine.threshold,
+            shutdown_grace: Duration::from_secs_f64(self.drain_seconds.max(0.0)),
             ..WorkerConfig::default()
         })
     }
@@ -298,6 +304,10 @@ pub fn up(
                 gallery_refresh: None,
                 wait: Duration::from_secs(1),
                 delete_uploads: !up.keep_uploads,
+                // The web tier drains first (the drain time); by then the requests still
+                // waiting have had their 503, so the workers only finish the batch in
+                // hand.
+                shutdown_grace: config.shutdown_grace.min(Duration::from_secs(5)),
                 ..config.clone()
             };
             Box::new(move |name, stop| {
@@ -346,6 +356,7 @@ pub fn up(
             facerec_edge::EdgeConfig {
                 response_wait: Duration::from_secs(1),
                 job_retention: retention,
+                drain: Duration::from_secs_f64(worker_args.drain_seconds.max(0.0)),
                 ..edge_args.config(engine_args.threshold)
             },
             seams,

@@ -1254,3 +1254,57 @@ fn storage_is_bounded_by_deletion_and_retention() {
     );
     assert_eq!(r.text(), "test_000:Paul");
 }
+
+/// SIGTERM with a backlog: the server stops within its drain time (plus the batch in
+/// hand), and every open request gets an answer — its result, or 503 — not a reset.
+#[test]
+fn shutdown_with_a_backlog_is_bounded_and_answers_everyone() {
+    let w = Workload::new();
+    let mut server = Server::start_with_env(&[], &[("FACEREC_DRAIN_SECONDS", "2")]);
+    let addr = server.addr.clone();
+    w.enroll(&addr, &[]);
+    // 200 requests at once: far more than the CPU backend answers in the drain time.
+    let images: Vec<Vec<u8>> = w
+        .expected
+        .iter()
+        .take(200)
+        .map(|(s, _)| w.bytes(s))
+        .collect();
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = images
+        .into_iter()
+        .map(|bytes| {
+            let (addr, statuses) = (addr.clone(), statuses.clone());
+            std::thread::spawn(move || {
+                let r = post_files(&addr, "/", &[("inputFile", "x.jpg", &bytes)], &[]);
+                let kind = if r.status == 200 {
+                    String::new()
+                } else {
+                    r.json()["kind"].as_str().unwrap_or_default().to_string()
+                };
+                statuses.lock().unwrap().push((r.status, kind));
+            })
+        })
+        .collect();
+    // Let the backlog build and the first answers come.
+    let t = std::time::Instant::now();
+    while statuses.lock().unwrap().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no answer at all");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = server.terminate(Duration::from_secs(30));
+    for c in clients {
+        c.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    assert_eq!(statuses.len(), 200);
+    let answered = statuses.iter().filter(|(s, _)| *s == 200).count();
+    let refused = statuses
+        .iter()
+        .filter(|(s, k)| *s == 503 && k == "unavailable")
+        .count();
+    assert_eq!(answered + refused, 200, "{statuses:?}");
+    assert!(refused > 0, "the backlog outlasted the drain: some get 503");
+    // Drain 2 s, then at most 5 s for connections and 5 s for the batch in hand.
+    assert!(took < Duration::from_secs(13), "exit took {took:?}");
+}

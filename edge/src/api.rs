@@ -153,6 +153,20 @@ impl Edge {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut response = ApiError::unavailable(
+                "the server is shutting down; retry against another instance".into(),
+            )
+            .response(&request_id);
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            self.metrics
+                .request("other", 503, start.elapsed().as_secs_f64());
+            tracing::info!(request_id, %method, path, status = 503, "http (shutting down)");
+            return response;
+        }
         let (route, result) = {
             self.metrics.in_flight.inc();
             let r = self.route(req, &request_id).await;

@@ -59,6 +59,9 @@ pub struct EdgeConfig {
     /// How long a finished bulk job stays listed (its results stay in the output bucket
     /// for the store's own retention).
     pub job_retention: Duration,
+    /// On shutdown, how long open requests are still answered; then the ones still
+    /// waiting answer 503.
+    pub drain: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -76,6 +79,7 @@ impl Default for EdgeConfig {
             max_batch_files: 10_000,
             read_timeout: Duration::from_secs(30),
             job_retention: Duration::from_secs(7 * 24 * 3600),
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Edge {
     metrics: EdgeMetrics,
     registry: Arc<Registry>,
     batches: batch::Batches,
+    /// Cancelled when the drain time after a shutdown is over: waiters answer 503.
+    closing: CancellationToken,
+    /// Set on the shutdown signal: new requests answer 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Edge {
@@ -108,6 +116,8 @@ impl Edge {
             metrics,
             registry,
             batches: batch::Batches::default(),
+            closing: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -122,6 +132,11 @@ impl Edge {
         }
         tokio::spawn(self.clone().sweep_batches(shutdown.clone()));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let drain = self.config.drain;
+        // After the shutdown signal: connections are still accepted (nothing queued in the
+        // kernel is reset) but every new request answers 503, while the open ones are
+        // answered until the drain time is over or none is left.
+        let mut drain_end: Option<Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -132,7 +147,28 @@ impl Edge {
                         continue;
                     }
                 },
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled(), if drain_end.is_none() => {
+                    tracing::info!(
+                        waiting = lock(&self.pending).len(),
+                        drain_s = drain.as_secs_f64(),
+                        "shutting down: new requests answer 503, open ones are answered within the drain time"
+                    );
+                    self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                    drain_end = Some(Instant::now() + drain);
+                    continue;
+                }
+                () = tokio::time::sleep_until(drain_end.unwrap_or_else(Instant::now)), if drain_end.is_some() => {
+                    tracing::warn!(
+                        unanswered = lock(&self.pending).len(),
+                        "drain time over: the requests still waiting answer 503"
+                    );
+                    break;
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)),
+                    if drain_end.is_some() && self.metrics.in_flight.get() == 0 => {
+                    tracing::info!("drained: every open request is answered");
+                    break;
+                }
             };
             let edge = self.clone();
             let service = hyper::service::service_fn(move |req| {
@@ -150,10 +186,14 @@ impl Edge {
                 }
             });
         }
+        // Signalled, or the listener's owner stopped us without one: answer what waits.
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.closing.cancel();
         tokio::select! {
             () = graceful.shutdown() => {}
-            () = tokio::time::sleep(self.config.request_timeout) => {
-                tracing::warn!("open connections did not finish in time");
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                tracing::warn!("connections still open 5 s after the drain; closing");
             }
         }
     }
@@ -312,6 +352,11 @@ impl Waiter<'_> {
                     Ok(result) => return Ok(result),
                     Err(_) => return Err(ApiError::unavailable("the edge is shutting down".into())),
                 },
+                () = self.edge.closing.cancelled() => {
+                    return Err(ApiError::unavailable(
+                        "the server is shutting down (drain time over); retry".into(),
+                    ));
+                }
                 () = tokio::time::sleep(nap) => {}
             }
             match self

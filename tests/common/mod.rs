@@ -241,6 +241,28 @@ impl Up {
     pub fn data(&self) -> &Path {
         self._data.path()
     }
+
+    /// Sends SIGTERM and waits for the exit, at most `limit`: how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "facerec up exited with {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "still running {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Up {

@@ -218,6 +218,12 @@ impl Worker {
         }
 
         // Finish what is held, within the grace period; release the rest.
+        tracing::info!(
+            worker = %self.config.name,
+            held = lock(&self.in_hand).len(),
+            grace_s = self.config.shutdown_grace.as_secs_f64(),
+            "stopping: polling stopped, finishing held work within the grace period"
+        );
         let grace_end = Instant::now() + self.config.shutdown_grace;
         while !lock(&self.in_hand).is_empty() && Instant::now() < grace_end {
             tokio::time::sleep(Duration::from_millis(50)).await;
