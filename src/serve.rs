@@ -146,8 +146,6 @@ pub fn worker(engine_args: &EngineArgs, aws_args: &AwsArgs, args: &WorkerArgs) -
     let rt = runtime()?;
     rt.block_on(async {
         let shutdown = shutdown_signal();
-        let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
-        let seams = aws.seams().await?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         if let Some(addr) = args.metrics_listen {
@@ -161,6 +159,30 @@ pub fn worker(engine_args: &EngineArgs, aws_args: &AwsArgs, args: &WorkerArgs) -
                 shutdown.clone(),
             ));
         }
+        let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;
+        // A worker started during an outage waits for AWS instead of exiting: transient
+        // errors are retried with backoff (up to --max-failures attempts, or until
+        // stopped); a missing queue is an error at once.
+        let mut attempt = 0u32;
+        let seams = loop {
+            match aws.seams().await {
+                Ok(s) => {
+                    metrics.circuit_open.set(0);
+                    break s;
+                }
+                Err(e @ facerec_worker::SeamError::Transient(_))
+                    if attempt + 1 < config.max_consecutive_failures && !shutdown.is_cancelled() =>
+                {
+                    attempt += 1;
+                    // Open, as it is when polling fails later on.
+                    metrics.circuit_open.set(1);
+                    let wait = Duration::from_millis(250 << attempt.min(5));
+                    tracing::warn!(attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "AWS unreachable at start");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
         let compute = Compute::new(engine, args.engine_threads);
         let worker = Worker::new(compute, gallery, seams, config, metrics);
@@ -254,6 +276,7 @@ pub fn up(
         Combined, Controller, ControllerConfig, Fleet, InProcess, Policy, QueueDepth, Scaler,
         ScalerMetrics,
     };
+    use facerec_worker::sqlite_queue::SqliteQueues;
     use facerec_worker::{FsStore, LocalQueue};
     anyhow::ensure!(
         up.check_interval.is_finite() && up.check_interval > 0.0,
@@ -272,11 +295,14 @@ pub fn up(
     let data = &up.data;
     let store =
         Arc::new(FsStore::new(data).with_context(|| format!("data directory {}", data.display()))?);
+    let queues = SqliteQueues::open(&data.join("queue.db"))?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
-        let dlq = Arc::new(LocalQueue::new("dlq", Duration::from_secs(30)));
+        // Requests and dead letters are durable (a restart on the same --data finishes
+        // every accepted request); responses only reach waiters in this process's memory.
+        let dlq = Arc::new(queues.queue("dlq", Duration::from_secs(30)));
         let requests = Arc::new(
-            LocalQueue::new("requests", config.visibility).with_redrive(dlq.clone(), max_retries.max(1) + 1),
+            queues.queue("requests", config.visibility).with_redrive("dlq", max_retries.max(1) + 1),
         );
         let seams = Seams {
             requests: requests.clone(),

@@ -1308,3 +1308,93 @@ fn shutdown_with_a_backlog_is_bounded_and_answers_everyone() {
     // Drain 2 s, then at most 5 s for connections and 5 s for the batch in hand.
     assert!(took < Duration::from_secs(13), "exit took {took:?}");
 }
+
+/// Nothing accepted is lost: SIGKILL in the middle of a bulk job, a restart on the same
+/// `--data`, and every image of the job has exactly one result, the right one.
+#[test]
+fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
+    let w = Workload::new();
+    let mut server = Server::start(&[]);
+    w.enroll(&server.addr, &[]);
+    let gallery = std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap();
+    // A 150-image tar job: far more than the CPU backend answers before the kill.
+    let dir = tempfile::tempdir().unwrap();
+    let picks: Vec<(String, String)> = w.expected.iter().take(150).cloned().collect();
+    let mut names = Vec::new();
+    for (i, (stem, _)) in picks.iter().enumerate() {
+        let name = format!("{i:03}_{stem}.jpg");
+        std::fs::write(dir.path().join(&name), w.bytes(stem)).unwrap();
+        names.push(name);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "tarfile", "-c", "job.tar"])
+        .args(&names)
+        .current_dir(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "python3 -m tarfile");
+    let tar = std::fs::read(dir.path().join("job.tar")).unwrap();
+    let r = http(
+        &server.addr,
+        "POST",
+        "/v1/batches",
+        &[("content-type", "application/x-tar")],
+        &tar,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let results = server.data().join("out/results");
+    let done = || {
+        (0..150)
+            .filter(|i| results.join(format!("{id}-{i}.json")).exists())
+            .count()
+    };
+    // Kill while the job is being processed.
+    let t = std::time::Instant::now();
+    while done() < 5 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_kill = done();
+    assert!(at_kill < 150, "the job finished before the kill");
+    server.kill_and_restart();
+    let t = std::time::Instant::now();
+    while done() < 150 {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "{} of 150 results after the restart ({at_kill} before the kill)",
+            done()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (_, name)) in picks.iter().enumerate() {
+        let body = std::fs::read(results.join(format!("{id}-{i}.json"))).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["filename"], names[i].as_str());
+        assert_eq!(v["name"], name.as_str(), "{}", names[i]);
+    }
+    // One result per image (keyed by request id), the uploads gone, the gallery unchanged.
+    let job_results = files_under(&results)
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .count();
+    assert_eq!(job_results, 150);
+    let t = std::time::Instant::now();
+    while !files_under(&server.data().join("in")).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "uploads left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap(),
+        gallery
+    );
+    // And it still answers.
+    let r = post_files(
+        &server.addr,
+        "/",
+        &[("inputFile", "test_000.jpg", &w.bytes("test_000"))],
+        &[],
+    );
+    assert_eq!(r.text(), "test_000:Paul");
+}

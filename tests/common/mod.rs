@@ -175,6 +175,8 @@ pub struct Up {
     child: Child,
     pub addr: String,
     _data: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Up {
@@ -185,8 +187,24 @@ impl Up {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
         let data = tempfile::tempdir().unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = Self::spawn(data.path(), &args, &env);
+        Self {
+            child,
+            addr,
+            _data: data,
+            args,
+            env,
+        }
+    }
+
+    fn spawn(data: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
+        use std::io::BufRead;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
         cmd.args([
             "--log-json",
@@ -197,7 +215,7 @@ impl Up {
             "cpu",
         ])
         .arg("--data")
-        .arg(data.path())
+        .arg(data)
         .args(args)
         .env(
             "FACEREC_MODELS",
@@ -228,15 +246,18 @@ impl Up {
         let addr = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("facerec up reports its address");
-        Self {
-            child,
-            addr,
-            _data: data,
-        }
+        (child, addr)
     }
-}
 
-impl Up {
+    /// SIGKILL (no chance to clean up), then the same command on the same `--data`.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, addr) = Self::spawn(self._data.path(), &self.args, &self.env);
+        self.child = child;
+        self.addr = addr;
+    }
+
     /// The `--data` directory.
     pub fn data(&self) -> &Path {
         self._data.path()

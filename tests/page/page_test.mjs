@@ -1,9 +1,14 @@
 // Drives the built-in page of a running `facerec up` in headless Chromium:
 // enroll a person through the gallery form, drop photos on the upload input, and check
-// each photo comes back drawn with its face box and the right name. Saves a screenshot.
+// each photo comes back drawn with its face box and the right name; a file that is not an
+// image comes back as an error card without a picture area; the icon loads. Saves a
+// screenshot.
 //
 // usage: node page_test.mjs BASE_URL SCREENSHOT.png ENROLL_NAME ENROLL_IMAGE EXPECT_JSON
 //   EXPECT_JSON: [{"file": "/path/a.jpg", "name": "Paul"}, ...]
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { chromium } from "playwright-core";
 
 const [base, shot, enrollName, enrollImage, expectJson] = process.argv.slice(2);
@@ -52,6 +57,21 @@ try {
     const box = e.name === "unknown" ? fig.yellow : fig.green;
     if (box === 0) failures.push(`${stem}: no ${e.name === "unknown" ? "yellow" : "green"} face box drawn`);
   }
+
+  // A file that is not an image: an error card, caption only.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "facerec-page-"));
+  const bad = path.join(dir, "notes.jpg");
+  fs.writeFileSync(bad, "plain text, not a photo");
+  await page.setInputFiles("#files", [bad]);
+  await page.waitForFunction(() => document.querySelectorAll("figcaption.error").length === 1,
+    null, { timeout: 60000 });
+  const card = await page.$eval("figcaption.error", (c) => ({
+    text: c.textContent, canvas: c.parentElement.querySelector("canvas") !== null,
+  }));
+  if (!card.text.startsWith("notes.jpg:")) failures.push(`error card says ${card.text}`);
+  if (card.canvas) failures.push("the error card keeps an (empty) picture area");
+  const icon = await page.evaluate(async () => (await fetch("/favicon.ico")).status);
+  if (icon !== 200) failures.push(`/favicon.ico answered ${icon}`);
   if (failures.length) { console.error(failures.join("\n")); process.exit(1); }
 } finally {
   await browser.close();

@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod provision;
 pub mod queue;
+pub mod sqlite_queue;
 pub mod store;
 pub mod worker;
 
