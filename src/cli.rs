@@ -195,8 +195,8 @@ pub enum Command {
         #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
         max_retries: u32,
         /// Keep every upload under --data/in (by default an upload is deleted once its
-        /// result is stored and answered; dead-lettered ones are kept until --retention).
-        #[arg(long, env = "FACEREC_KEEP_UPLOADS")]
+        /// result is stored and answered; dead-lettered ones are kept until --retention-hours).
+        #[arg(long, env = "FACEREC_KEEP_UPLOADS", value_parser = clap::builder::BoolishValueParser::new())]
         keep_uploads: bool,
         /// Hours that results (and uploads still there) stay under --data before they are
         /// deleted; swept every minute. The gallery is never swept.

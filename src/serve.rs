@@ -213,6 +213,9 @@ pub struct EdgeArgs {
     /// connection too: it is closed) or to send the next piece of its body (408).
     #[arg(long, env = "FACEREC_READ_TIMEOUT", default_value_t = 30.0)]
     pub read_timeout: f64,
+    /// Most open client connections; past it a new connection is answered 503 and closed.
+    #[arg(long, env = "FACEREC_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 impl EdgeArgs {
@@ -224,6 +227,7 @@ impl EdgeArgs {
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             threshold,
             read_timeout: Duration::from_secs_f64(self.read_timeout.max(0.1)),
+            max_connections: self.max_connections.max(1),
             ..facerec_edge::EdgeConfig::default()
         }
     }

@@ -931,13 +931,37 @@ fn hostile_and_careless_clients_get_clear_answers() {
             ("FACEREC_API_KEY", "k"),
             ("MAX_FILE_SIZE", "100000"),
             ("FACEREC_READ_TIMEOUT", "1"),
+            ("FACEREC_MAX_CONNECTIONS", "8"),
         ],
     );
     let addr = server.addr.as_str();
     let auth = [("authorization", "Bearer k")];
     let paul = w.bytes("test_000");
     let bob = w.bytes("test_002");
+
     let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
+    // Past the connection limit a new connection is answered 503 at once; once the held
+    // ones close, connections are served again.
+    let held: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = http(addr, "GET", "/health", &[], b"");
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.text()
+    );
+    drop(held);
+    let t = std::time::Instant::now();
+    while http(addr, "GET", "/health", &[], b"").status != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "connections not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let r = post_files(
         addr,
         "/v1/identities/Paul/faces",

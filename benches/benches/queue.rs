@@ -35,8 +35,12 @@ fn queues(c: &mut Criterion) {
     let memory = LocalQueue::new("requests", Duration::from_secs(300));
     let mut group = c.benchmark_group("queue_round_100");
     group.throughput(Throughput::Elements(MESSAGES as u64));
-    group.bench_function("sqlite_wal", |b| b.iter(|| rt.block_on(round(&durable, body))));
-    group.bench_function("in_memory", |b| b.iter(|| rt.block_on(round(&memory, body))));
+    group.bench_function("sqlite_wal", |b| {
+        b.iter(|| rt.block_on(round(&durable, body)))
+    });
+    group.bench_function("in_memory", |b| {
+        b.iter(|| rt.block_on(round(&memory, body)))
+    });
     group.finish();
 }
 

@@ -62,6 +62,8 @@ pub struct EdgeConfig {
     /// On shutdown, how long open requests are still answered; then the ones still
     /// waiting answer 503.
     pub drain: Duration,
+    /// Most open client connections; past it a new connection gets 503 and is closed.
+    pub max_connections: usize,
 }
 
 impl Default for EdgeConfig {
@@ -80,6 +82,7 @@ impl Default for EdgeConfig {
             read_timeout: Duration::from_secs(30),
             job_retention: Duration::from_secs(7 * 24 * 3600),
             drain: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct Edge {
     closing: CancellationToken,
     /// Set on the shutdown signal: new requests answer 503.
     draining: std::sync::atomic::AtomicBool,
+    /// One permit per open connection (`max_connections`).
+    connections: Arc<Semaphore>,
 }
 
 impl Edge {
@@ -109,6 +114,7 @@ impl Edge {
     ) -> Arc<Self> {
         Arc::new(Self {
             uploads: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             seams,
             gallery,
@@ -170,6 +176,14 @@ impl Edge {
                     break;
                 }
             };
+            // Past the connection limit, a connection is answered 503 and closed at once:
+            // idle or slow clients cannot pin every descriptor.
+            let permit = self.connections.clone().try_acquire_owned().ok();
+            if permit.is_none() {
+                tracing::warn!(%peer, max = self.config.max_connections, "connection limit reached: 503");
+                tokio::spawn(refuse(stream));
+                continue;
+            }
             let edge = self.clone();
             let service = hyper::service::service_fn(move |req| {
                 let edge = edge.clone();
@@ -184,6 +198,7 @@ impl Edge {
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
+                drop(permit);
             });
         }
         // Signalled, or the listener's owner stopped us without one: answer what waits.
@@ -327,6 +342,19 @@ impl Edge {
             )),
         }
     }
+}
+
+/// Answers a connection over the limit with a bare 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"too many open connections, retry shortly","kind":"overloaded"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Removes the pending entry however the wait ends.
