@@ -448,15 +448,7 @@ fn bulk_batches_from_multipart_and_tar() {
     }
     std::fs::write(dir.path().join("huge.jpg"), vec![0xAB; 300_000]).unwrap();
     names.push("huge.jpg".into());
-    let ok = Command::new("python3")
-        .args(["-m", "tarfile", "-c", "batch.tar"])
-        .args(&names)
-        .current_dir(dir.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "python3 -m tarfile");
-    let tar = std::fs::read(dir.path().join("batch.tar")).unwrap();
+    let tar = python_tar(dir.path(), &names);
     let ct = [("content-type", "application/x-tar"), auth[0]];
     let r = http(addr, "POST", "/v1/batches", &ct, &tar);
     assert_eq!(r.status, 202, "{}", r.text());
@@ -1174,6 +1166,19 @@ fn answers_come_first_in_first_out() {
     );
 }
 
+/// A tar of the files `names` in `dir`, made by Python's `tarfile` (an independent writer).
+fn python_tar(dir: &Path, names: &[String]) -> Vec<u8> {
+    let ok = Command::new("python3")
+        .args(["-m", "tarfile", "-c", "batch.tar"])
+        .args(names)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "python3 -m tarfile");
+    std::fs::read(dir.join("batch.tar")).unwrap()
+}
+
 /// Files under `dir` (recursively).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -1350,15 +1355,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         std::fs::write(dir.path().join(&name), w.bytes(stem)).unwrap();
         names.push(name);
     }
-    let ok = Command::new("python3")
-        .args(["-m", "tarfile", "-c", "job.tar"])
-        .args(&names)
-        .current_dir(dir.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "python3 -m tarfile");
-    let tar = std::fs::read(dir.path().join("job.tar")).unwrap();
+    let tar = python_tar(dir.path(), &names);
     let r = http(
         &server.addr,
         "POST",
