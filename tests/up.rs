@@ -516,6 +516,25 @@ fn bulk_batches_from_multipart_and_tar() {
         assert_eq!(got["huge.jpg"], "too_large", "{how}");
     }
 
+    // The jobs, newest first: the multipart one, the tar one, the two zip ones.
+    assert_eq!(http(addr, "GET", "/v1/batches", &[], b"").status, 401);
+    let list = http(addr, "GET", "/v1/batches", &auth, b"").json();
+    let listed: Vec<&str> = list["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 4, "{list}");
+    assert_eq!(listed[3], id, "oldest last");
+    assert!(
+        list["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["finished"] == true)
+    );
+
     // Errors: truncated tar or zip, unknown body type, unknown id.
     assert_eq!(
         http(addr, "POST", "/v1/batches", &ct, &tar[..1000]).status,

@@ -228,6 +228,9 @@ impl Edge {
             (&Method::POST, ["v1", "batches"]) => {
                 ("/v1/batches", self.create_batch(req, rid).await)
             }
+            (&Method::GET, ["v1", "batches"]) => {
+                ("/v1/batches", self.batch_list(req.headers(), rid))
+            }
             (&Method::GET, ["v1", "batches", id]) => (
                 "/v1/batches/id",
                 self.batch_progress(req.headers(), id, rid),

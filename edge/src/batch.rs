@@ -188,6 +188,17 @@ impl Batches {
         lock(&self.jobs).get(id).cloned()
     }
 
+    /// Every job this edge knows, newest first.
+    pub fn newest_first(&self) -> Vec<Arc<Job>> {
+        let jobs = lock(&self.jobs);
+        let order = lock(&self.order);
+        order
+            .iter()
+            .rev()
+            .filter_map(|id| jobs.get(id).cloned())
+            .collect()
+    }
+
     /// Adds an image that was queued; its result is routed here by request id.
     pub fn add(&self, job: &Arc<Job>, request_id: String) {
         lock(&job.state).items.push(Item {

@@ -235,16 +235,27 @@ impl Edge {
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
         let job = self.job(headers, id)?;
-        let p = job.progress();
-        let body = json!({
-            "id": job.id,
-            "total": p.total,
-            "done": p.done,
-            "failed": p.failed,
-            "finished": p.finished(),
-            "elapsed_s": job.created.elapsed().as_secs_f64(),
-        });
-        Ok(json_response(StatusCode::OK, &body, rid))
+        Ok(json_response(StatusCode::OK, &progress_json(&job), rid))
+    }
+
+    /// `GET /v1/batches`: the jobs this edge holds (until their retention), newest first.
+    pub(crate) fn batch_list(
+        &self,
+        headers: &hyper::HeaderMap,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        self.check_key(headers)?;
+        let jobs: Vec<serde_json::Value> = self
+            .batches
+            .newest_first()
+            .iter()
+            .map(|j| progress_json(j))
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "batches": jobs }),
+            rid,
+        ))
     }
 
     /// NDJSON, one line per image, streamed as results arrive; ends when all are in.
@@ -284,4 +295,17 @@ async fn submit_entry(
         }),
         Err(e) => Err(ApiError::bad_request(&format!("bad {what} body: {e}"))),
     }
+}
+
+/// A job's progress, as `GET /v1/batches/{id}` and the list report it.
+fn progress_json(job: &Job) -> serde_json::Value {
+    let p = job.progress();
+    json!({
+        "id": job.id,
+        "total": p.total,
+        "done": p.done,
+        "failed": p.failed,
+        "finished": p.finished(),
+        "elapsed_s": job.created.elapsed().as_secs_f64(),
+    })
 }
