@@ -143,6 +143,7 @@ impl Edge {
         // kernel is reset) but every new request answers 503, while the open ones are
         // answered until the drain time is over or none is left.
         let mut drain_end: Option<Instant> = None;
+        let (mut refused, mut last_refusal_log) = (0u64, None::<Instant>);
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -180,7 +181,12 @@ impl Edge {
             // idle or slow clients cannot pin every descriptor.
             let permit = self.connections.clone().try_acquire_owned().ok();
             if permit.is_none() {
-                tracing::warn!(%peer, max = self.config.max_connections, "connection limit reached: 503");
+                refused += 1;
+                // One line a second at most, however many are refused.
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%peer, max = self.config.max_connections, refused, "connection limit reached: 503");
+                    last_refusal_log = Some(Instant::now());
+                }
                 tokio::spawn(refuse(stream));
                 continue;
             }
@@ -201,9 +207,7 @@ impl Edge {
                 drop(permit);
             });
         }
-        // Signalled, or the listener's owner stopped us without one: answer what waits.
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The drain is over: whatever still waits answers 503 now.
         self.closing.cancel();
         tokio::select! {
             () = graceful.shutdown() => {}
