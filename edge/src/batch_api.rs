@@ -289,10 +289,7 @@ async fn submit_entry(
         Ok(None) => Ok(false),
         Ok(Some(Entry::File { name, bytes })) => sub.submit(&name, bytes).await.map(|()| true),
         Ok(Some(Entry::TooLarge { name, size })) => sub.too_large(&name, size).map(|()| true),
-        Err(ArchiveError::Body(e)) => Err(match e.downcast_ref::<multipart::BodyError>() {
-            Some(b) => b.to_api(),
-            None => ApiError::bad_request(&format!("reading the body: {e}")),
-        }),
+        Err(ArchiveError::Body(e)) => Err(multipart::BodyError::answer(e.as_ref())),
         Err(e) => Err(ApiError::bad_request(&format!("bad {what} body: {e}"))),
     }
 }

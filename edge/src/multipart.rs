@@ -37,15 +37,17 @@ pub enum BodyError {
 }
 
 impl BodyError {
-    /// The answer for a body that could not be read: 408 when it stalled.
-    pub fn to_api(&self) -> ApiError {
-        match self {
-            Self::Stalled(_) => ApiError::new(
+    /// The answer for a body that could not be read, from the error a body reader (multer,
+    /// an archive reader) passed on: 408 when the body stalled, else 400.
+    pub fn answer(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ApiError {
+        match e.downcast_ref::<Self>() {
+            Some(stalled @ Self::Stalled(_)) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
-                self.to_string(),
+                stalled.to_string(),
             ),
-            Self::Read(_) => ApiError::bad_request(&self.to_string()),
+            Some(read @ Self::Read(_)) => ApiError::bad_request(&read.to_string()),
+            None => ApiError::bad_request(&format!("reading the request body: {e}")),
         }
     }
 }
@@ -188,10 +190,7 @@ impl Files {
 fn error(e: multer::Error, max_file: usize) -> ApiError {
     match e {
         multer::Error::StreamSizeExceeded { .. } => ApiError::too_large(max_file),
-        multer::Error::StreamReadFailed(inner) => match inner.downcast_ref::<BodyError>() {
-            Some(b) => b.to_api(),
-            None => ApiError::bad_request(&format!("reading the request body: {inner}")),
-        },
+        multer::Error::StreamReadFailed(inner) => BodyError::answer(inner.as_ref()),
         other => ApiError::bad_request(&format!("malformed multipart body: {other}")),
     }
 }
