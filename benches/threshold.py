@@ -1,91 +1,262 @@
-"""Validates the same-person threshold on the real pairs available offline.
+"""Calibrates the same-person threshold and the match confidence on real faces, and measures
+identification and verification accuracy with them, for facerec and for the peer a user would
+pick instead (ageitgey's `face_recognition`, dlib's own pipeline).
 
-Runs `facerec embed --json` (the product itself) on
-  - the six face-api demo photos: people in one photo are certainly different people
-    (31 different-person pairs; across photos identities may repeat, so those are unused);
-  - the ten distinct CSE546 crops (64x64, LFW-like): 2 same-person pairs (Emily, Gerry)
-    and 43 different-person pairs, labels from the data set's CSV;
-  - each demo face against itself in a mirrored, half-size and JPEG-q60 copy of its photo
-    (same-person pairs under capture changes, easier than real pairs).
-and prints false-match / false-non-match counts per threshold as a markdown table.
+The evaluation list is `tests/data/eval/faces.csv` (`image,x,y,identity`): one row per real
+face, the face being the detected box that holds the point `x,y` (source pixels), or the
+image's largest face when `x,y` are empty. Identities were labelled and checked by eye:
+  - named people: compared with every other face, same name = same person;
+  - `?`: a person without a name, different from every named person and from the other faces
+    of the same photo; never compared with `?` faces of other photos in the same folder
+    (the same people may appear in several of face-api's demo photos).
+The images come from registry packages (`scripts/fetch-test-data.sh eval`): dlib 19.5.0's
+sdist (five Johns x 11 tight 150 px crops; a collage of four bald actors, 24 faces; nine
+PASCAL VOC group photos), face_recognition 1.3.0's sdist (Obama x 3, Biden), face-api's six
+demo photos and the ten distinct CSE546 crops (64 px, 8 people).
 
-usage: python3 benches/threshold.py --facerec target/release/facerec --faceapi DIR --cse546 DIR
+A face a system does not find counts against it: its pairs are non-matches and its
+identification queries are misses.
+
+Measured, per system:
+  - the ROC table (false-match rate on different-person pairs, false-non-match rate on
+    same-person pairs), the equal-error rate and the operating point: the largest threshold
+    with at most --far false matches (0.1% by default);
+  - identification top-1: one enrolled face per person, rotated over every face of that
+    person (people with one face are always enrolled, as distractors); every other named face
+    is a query, right when the nearest enrolled face within the threshold is that person
+    (`unknown` is a miss); `?` faces are queries that must come back `unknown`;
+  - verification accuracy: the mean of the same-pair acceptance and different-pair rejection
+    rates (pairs are 1:10 unbalanced; plain pair accuracy is printed too);
+  - the confidence curve: a logistic fit P(same | distance) = 1 / (1 + exp(k (d - d0))) on
+    class-balanced pairs (Newton's method on the log-likelihood), printed as `k` and `d0`.
+
+usage: python3 benches/threshold.py --facerec target/release/facerec [--data DIR] [--peer]
 """
 import argparse
 import csv
-import io
 import itertools
 import json
 import os
 import subprocess
-import tempfile
+import sys
 
 import numpy as np
-from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def embed(facerec, paths):
-    out = subprocess.run([facerec, "embed", "--json", *paths],
-                         check=False, capture_output=True, text=True).stdout
-    return [json.loads(l) for l in out.splitlines()]
+def load_list(path):
+    with open(path) as f:
+        return [(r["image"], (int(r["x"]), int(r["y"])) if r["x"] else None, r["identity"])
+                for r in csv.DictReader(f)]
+
+
+def pick(faces, point):
+    """The face a list row means: the box holding `point` nearest its centre, else the
+    largest; None when there is none."""
+    if not faces:
+        return None
+    if point is None:
+        return max(faces, key=lambda f: f["box"][2] * f["box"][3])
+    x, y = point
+    inside = [f for f in faces if f["box"][0] <= x <= f["box"][0] + f["box"][2]
+              and f["box"][1] <= y <= f["box"][1] + f["box"][3]]
+    if not inside:
+        return None
+    return min(inside, key=lambda f: (f["box"][0] + f["box"][2] / 2 - x) ** 2
+               + (f["box"][1] + f["box"][3] / 2 - y) ** 2)
+
+
+def facerec_faces(binary, data, images, recognizer):
+    out = subprocess.run([binary, "embed", "--json", "--recognizer", recognizer,
+                          *[os.path.join(data, i) for i in images]],
+                         check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        r = json.loads(line)
+        rel = os.path.relpath(r["image"], data)
+        found[rel] = [{"box": f["box"], "embedding": np.array(f["embedding"]),
+                       "whole_frame": f.get("whole_frame", False)} for f in r.get("faces") or []]
+    return found
+
+
+def dlib_faces(data, images):
+    """face_recognition with its defaults (HOG detector, upsample 1, 5-point alignment...
+    `face_encodings` model "small"? no: the default "large" 68-point model); an image where
+    HOG finds nothing and that looks like a face crop is used whole, as benches/peers does."""
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(ROOT, "benches")]
+    import face_recognition as fr
+    found = {}
+    for rel in images:
+        img = fr.load_image_file(os.path.join(data, rel))
+        h, w = img.shape[:2]
+        boxes = fr.face_locations(img)
+        whole = not boxes and max(w, h) <= 200
+        if whole:
+            boxes = [(0, w, h, 0)]
+        enc = fr.face_encodings(img, boxes)
+        found[rel] = [{"box": [l, t, r - l, b - t], "embedding": e, "whole_frame": whole}
+                      for (t, r, b, l), e in zip(boxes, enc)]
+    return found
+
+
+def relation(a, b):
+    """True (same person), False (different) or None (unknown) for two list rows."""
+    (ia, _, na), (ib, _, nb) = a, b
+    if na != "?" and nb != "?":
+        return na == nb
+    if na == "?" and nb == "?":
+        if ia == ib:
+            return False
+        return None if os.path.dirname(ia) == os.path.dirname(ib) else False
+    return False
+
+
+def fit_logistic(d, y):
+    """k, d0 of P(same) = 1 / (1 + exp(k (d - d0))), class-balanced."""
+    w = np.where(y == 1, 0.5 / max(1, y.sum()), 0.5 / max(1, (1 - y).sum()))
+    X = np.stack([np.ones_like(d), d], axis=1)
+    beta = np.zeros(2)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(X @ beta)))
+        g = X.T @ (w * (y - p))
+        H = -(X.T * (w * p * (1 - p))) @ X
+        beta -= np.linalg.solve(H, g)
+    a, b = beta  # P = sigmoid(a + b d) = 1 / (1 + exp(-b (d + a / b)))
+    return -b, -a / b
+
+
+def side(face):
+    """A face's size for the same-person rule: the shorter side of its box (source px)."""
+    return min(face["box"][2], face["box"][3])
+
+
+def roc(name, same, diff, far):
+    """Prints the ROC table, the equal-error rate and the operating point; returns it."""
+    print(f"\n### {name}: {len(same)} same-person pairs, {len(diff)} different-person pairs\n")
+    print("| threshold | false matches | false-match rate | missed same-person | false-non-match rate |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for t in np.round(np.arange(0.40, 0.701, 0.025), 3):
+        fm, mm = int((diff <= t).sum()), int((same > t).sum())
+        fnm = f"{mm / len(same):.4f}" if len(same) else "-"
+        print(f"| {t:.3f} | {fm}/{len(diff)} | {fm / len(diff):.4f} | {mm}/{len(same)} | {fnm} |")
+    fine = np.round(np.arange(0.30, 0.90, 0.001), 3)
+    fmr = np.array([(diff <= t).mean() for t in fine])
+    ok = fine[fmr <= far]
+    op = float(ok.max()) if len(ok) else float("nan")
+    if len(same):
+        fnmr = np.array([(same > t).mean() for t in fine])
+        k = int(np.argmin(np.abs(fmr - fnmr)))
+        print(f"\nequal-error rate {max(fmr[k], fnmr[k]):.4f} at {fine[k]:.3f}; operating point "
+              f"(false-match rate <= {far:g}): {op:.3f}, false-non-match rate {(same > op).mean():.4f}")
+    else:
+        print(f"\noperating point (false-match rate <= {far:g}): {op:.3f}")
+    return op
+
+
+def evaluate(name, rows, found, rule, far):
+    """`rule` = (large, small, small_side): the pair's threshold is `small` when its smaller
+    face is under `small_side` px, else `large`."""
+    large, small, small_side = rule
+
+    def threshold(a, b):
+        return small if min(side(a), side(b)) < small_side else large
+
+    faces = [pick(found.get(img, []), pt) for img, pt, _ in rows]
+    missed = sum(f is None for f in faces)
+    whole = sum(1 for f in faces if f is not None and f["whole_frame"])
+    pairs = []  # (same?, distance, threshold, smaller side)
+    for (i, a), (j, b) in itertools.combinations(enumerate(rows), 2):
+        rel = relation(a, b)
+        if rel is None:
+            continue
+        fa, fb = faces[i], faces[j]
+        if fa is None or fb is None:
+            pairs.append((rel, np.inf, large, 0.0))
+        else:
+            pairs.append((rel, float(np.linalg.norm(fa["embedding"] - fb["embedding"])),
+                          threshold(fa, fb), min(side(fa), side(fb))))
+    rel = np.array([p[0] for p in pairs])
+    dist = np.array([p[1] for p in pairs])
+    tpair = np.array([p[2] for p in pairs])
+    sides = np.array([p[3] for p in pairs])
+    print(f"\n## {name}\n")
+    print(f"{len(rows)} faces, {missed} not found, {whole} used whole-frame; "
+          f"{rel.sum()} same-person pairs, {(~rel).sum()} different-person pairs "
+          f"(a face not found makes its pairs non-matches)")
+    big = sides >= small_side if small_side else np.ones_like(rel)
+    roc(f"both faces {small_side:g} px or more" if small_side else "all pairs",
+        dist[rel & big], dist[~rel & big], far)
+    if small_side:
+        roc(f"the smaller face under {small_side:g} px", dist[rel & ~big], dist[~rel & ~big], far)
+    finite = np.isfinite(dist)
+    k, d0 = fit_logistic(dist[finite] - tpair[finite], rel[finite].astype(float))
+    print(f"\nconfidence fit (every pair found, distance from its threshold t): "
+          f"P(same) = 1 / (1 + exp({k:.2f} (d - t - {d0:.4f})))")
+    accept = dist <= tpair
+    fm, fnm = (accept & ~rel).sum(), (~accept & rel).sum()
+    verification = ((accept & rel).sum() / rel.sum() + (~accept & ~rel).sum() / (~rel).sum()) / 2
+    ident, reject = identification(rows, faces, threshold)
+    print(f"\n**rule {large} / {small} under {small_side:g} px**: false matches {fm}/{(~rel).sum()} "
+          f"({fm / (~rel).sum():.4%}), missed same-person {fnm}/{rel.sum()}; identification top-1 "
+          f"{ident:.4f} (unnamed faces answered unknown {reject:.4f}); verification accuracy "
+          f"{verification:.4f} (pair accuracy {(accept == rel).mean():.4f})")
+    return {"identification": ident, "verification": verification, "reject": reject}
+
+
+def identification(rows, faces, threshold):
+    people = {}
+    for i, (_, _, n) in enumerate(rows):
+        if n != "?":
+            people.setdefault(n, []).append(i)
+    rounds = max(len(v) for v in people.values())
+    right = total = rej = rej_total = 0
+    for r in range(rounds):
+        enrolled = {ix[r % len(ix)] for ix in people.values()}
+        gallery = [(rows[i][2], faces[i]) for i in enrolled if faces[i] is not None]
+        mat = np.stack([f["embedding"] for _, f in gallery])
+        for i, (_, _, n) in enumerate(rows):
+            if i in enrolled or (n != "?" and len(people[n]) < 2):
+                continue
+            f = faces[i]
+            answer = None
+            if f is not None:
+                d = np.linalg.norm(mat - f["embedding"], axis=1)
+                j = int(np.argmin(d))
+                answer = gallery[j][0] if d[j] <= threshold(f, gallery[j][1]) else "unknown"
+            if n == "?":
+                rej_total += 1
+                rej += answer in ("unknown", None)
+            else:
+                total += 1
+                right += answer == n
+    return right / total, rej / rej_total
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--facerec", required=True)
-    ap.add_argument("--faceapi", required=True, help="unpacked @vladmandic/face-api package")
-    ap.add_argument("--cse546", required=True, help="tests/data/cse546 (the CSE546 workload)")
+    ap.add_argument("--data", help="the evaluation tree (default: scripts/fetch-test-data.sh eval)")
+    ap.add_argument("--list", default=os.path.join(ROOT, "tests/data/eval/faces.csv"))
+    ap.add_argument("--recognizer", action="append", help="faceapi, dlib (default: both)")
+    ap.add_argument("--rule", default="0.6,0.5,64",
+                    help="large,small,side: the same-person threshold, and the one for pairs whose "
+                         "smaller face is under `side` px (facerec's default `auto`)")
+    ap.add_argument("--far", type=float, default=0.001)
+    ap.add_argument("--peer", action="store_true", help="also dlib's face_recognition at its 0.6")
     a = ap.parse_args()
-    same, diff = [], []
-    tmp = tempfile.mkdtemp()
-    demo = [os.path.join(a.faceapi, "demo", f"sample{i}.jpg") for i in range(1, 7)]
-    variants = []
-    for p in demo:
-        img = Image.open(p).convert("RGB")
-        stem = os.path.splitext(os.path.basename(p))[0]
-        for label, v in [("mirror", img.transpose(Image.FLIP_LEFT_RIGHT)),
-                         ("half", img.resize((img.width // 2, img.height // 2), Image.BILINEAR)),
-                         ("q60", img)]:
-            path = os.path.join(tmp, f"{stem}-{label}.jpg")
-            v.save(path, quality=60 if label == "q60" else 95)
-            variants.append((p, label, path))
-    results = {r["image"]: r for r in embed(a.facerec, demo + [v[2] for v in variants])}
-    for p in demo:
-        faces = results[p]["faces"]
-        for f, g in itertools.combinations(faces, 2):
-            diff.append(("demo-same-photo", np.linalg.norm(np.array(f["embedding"]) - np.array(g["embedding"]))))
-    for p, label, path in variants:
-        base = results[p]["faces"]
-        img_w = Image.open(p).width
-        scale = 2.0 if label == "half" else 1.0
-        for f in results[path]["faces"]:
-            x, y, w, h = [v * scale for v in f["box"]]
-            cx = x + w / 2
-            if label == "mirror":
-                cx = img_w - cx
-            orig = min(base, key=lambda b: abs(b["box"][0] + b["box"][2] / 2 - cx))
-            same.append((f"demo-{label}", np.linalg.norm(np.array(f["embedding"]) - np.array(orig["embedding"]))))
-    # CSE546 distinct crops
-    import zipfile
-    with zipfile.ZipFile(os.path.join(a.cse546, "face_images_1000.zip")) as z:
-        z.extractall(tmp)
-    labels = {r["Image"]: r["Results"] for r in csv.DictReader(open(os.path.join(a.cse546, "expected.csv")))}
-    stems = [f"test_{i:03d}" for i in range(10)]
-    cse = embed(a.facerec, [os.path.join(tmp, "face_images_1000", s + ".jpg") for s in stems])
-    for (s1, r1), (s2, r2) in itertools.combinations(zip(stems, cse), 2):
-        d = np.linalg.norm(np.array(r1["faces"][0]["embedding"]) - np.array(r2["faces"][0]["embedding"]))
-        (same if labels[s1] == labels[s2] else diff).append(("cse546", d))
-    print(f"same-person pairs: {len(same)}, different-person pairs: {len(diff)}")
-    for kind in sorted({k for k, _ in same + diff}):
-        ds = [d for k, d in same + diff if k == kind]
-        print(f"- {kind}: {len(ds)} pairs, distance min {min(ds):.3f} median {np.median(ds):.3f} max {max(ds):.3f}")
-    print()
-    print("| threshold | false matches (different people <= t) | missed matches (same person > t) |")
-    print("| ---: | ---: | ---: |")
-    for t in (0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
-        fm = sum(d <= t for _, d in diff)
-        mm = sum(d > t for _, d in same)
-        print(f"| {t:.2f} | {fm}/{len(diff)} | {mm}/{len(same)} |")
+    data = a.data or subprocess.run([os.path.join(ROOT, "scripts/fetch-test-data.sh"), "eval"],
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    rows = load_list(a.list)
+    images = sorted({r[0] for r in rows})
+    for rec in a.recognizer or ["faceapi", "dlib"]:
+        evaluate(f"facerec, recognizer {rec}", rows, facerec_faces(a.facerec, data, images, rec),
+                 tuple(float(v) for v in a.rule.split(",")), a.far)
+    if a.peer:
+        found = dlib_faces(data, images)
+        evaluate("face_recognition 1.3.0 (dlib), its tolerance 0.6", rows, found, (0.6, 0.6, 0), a.far)
+        evaluate("face_recognition 1.3.0 (dlib), with facerec's rule", rows, found,
+                 tuple(float(v) for v in a.rule.split(",")), a.far)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use facerec_engine::{BackendChoice, Detector, Precision, Recognizer, SearchChoice};
+use facerec_engine::{BackendChoice, Detector, Precision, Recognizer, SearchChoice, Threshold};
 
 #[derive(Debug, Parser)]
 #[command(name = "facerec", version, about = "Face recognition at volume")]
@@ -36,9 +36,11 @@ pub struct EngineArgs {
     /// (dlib's own float model). A gallery only matches the weights that enrolled it.
     #[arg(long, env = "FACEREC_RECOGNIZER", default_value = "faceapi")]
     pub recognizer: Recognizer,
-    /// Same-person threshold: euclidean distance between descriptors (models/face_recognition.md).
-    #[arg(long, env = "FACEREC_THRESHOLD", default_value_t = facerec_engine::DEFAULT_THRESHOLD)]
-    pub threshold: f32,
+    /// Same-person threshold on the euclidean distance between descriptors: `auto` (0.6,
+    /// or 0.5 when the smaller face of the pair is under 64 px; calibrated on real faces,
+    /// models/face_recognition.md) or one distance for every face size.
+    #[arg(long, env = "FACEREC_THRESHOLD", default_value = "auto")]
+    pub threshold: Threshold,
     /// Minimum detector confidence, 0..1.
     #[arg(long, env = "FACEREC_MIN_SCORE", default_value_t = 0.5)]
     pub min_score: f32,
@@ -232,7 +234,7 @@ pub enum Command {
         /// The workers' recognition weights (faceapi or dlib), for the gallery's model id.
         #[arg(long, env = "FACEREC_RECOGNIZER", default_value = "faceapi")]
         recognizer: Recognizer,
-        #[arg(long, env = "FACEREC_THRESHOLD", default_value_t = facerec_engine::DEFAULT_THRESHOLD)]
-        threshold: f32,
+        #[arg(long, env = "FACEREC_THRESHOLD", default_value = "auto")]
+        threshold: Threshold,
     },
 }

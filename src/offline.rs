@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use facerec_engine::report::{self, ImageReport};
 use facerec_engine::tune::{self, TuneOptions};
 use facerec_engine::{
-    Analysis, DecodeLimits, Engine, EngineConfig, ErrorKind, Gallery, ImageError,
+    Analysis, DecodeLimits, Engine, EngineConfig, ErrorKind, Gallery, ImageError, Threshold,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -160,9 +160,6 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
         ..DecodeLimits::default()
     };
     config.gallery_search = args.gallery_search;
-    if args.threshold.is_nan() || args.threshold <= 0.0 {
-        bail!("--threshold must be positive (got {})", args.threshold);
-    }
     let mut engine = Engine::new(config).context("loading the models")?;
     if args.batch == BatchSize::Auto {
         let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
@@ -314,7 +311,7 @@ fn enroll(
             Err(e) => Err(e.clone()),
             Ok(a) => match a.faces.first() {
                 Some(face) => {
-                    gallery.add(&name, &face.embedding);
+                    gallery.add_face(&name, &face.embedding, face.bbox.side());
                     Ok(())
                 }
                 None => Err(ImageError::new(
@@ -383,7 +380,7 @@ fn print_reports(
     engine: &Engine,
     images: &[PathBuf],
     gallery: Option<&Gallery>,
-    threshold: f32,
+    threshold: Threshold,
     json: bool,
     embeddings: bool,
 ) -> Result<ExitCode> {
@@ -491,13 +488,14 @@ fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result
         .collect();
     unique.sort();
     unique.dedup();
-    let mut found: std::collections::HashMap<PathBuf, Result<Vec<f32>, ImageError>> =
-        std::collections::HashMap::new();
+    // The largest face of each image: its descriptor and size (`FaceBox::side`).
+    type Found = Result<(Vec<f32>, f32), ImageError>;
+    let mut found: std::collections::HashMap<PathBuf, Found> = std::collections::HashMap::new();
     analyze_paths(&engine, &unique, |path, result| {
         let emb = result.map_err(Clone::clone).and_then(|a| {
             a.faces
                 .first()
-                .map(|f| f.embedding.clone())
+                .map(|f| (f.embedding.clone(), f.bbox.side()))
                 .ok_or_else(|| ImageError::new(ErrorKind::Unusable, "no face found"))
         });
         found.insert(path.to_path_buf(), emb);
@@ -515,11 +513,16 @@ fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result
             .cloned()
             .unwrap_or_else(|| Err(ImageError::new(ErrorKind::Io, "missing")));
         match (ea, eb) {
-            (Ok(x), Ok(y)) => {
+            (Ok((x, sx)), Ok((y, sy))) => {
                 let d = report::distance(&x, &y);
-                let same = d <= args.threshold;
+                let rule = args.threshold;
+                let same = rule.is_same(d, sx, sy);
                 if json {
-                    let line = serde_json::json!({"a": a, "b": b, "same": same, "distance": d, "threshold": args.threshold});
+                    let line = serde_json::json!({
+                        "a": a, "b": b, "same": same, "distance": d,
+                        "threshold": rule.for_sides(sx, sy),
+                        "confidence": rule.confidence(d, sx, sy),
+                    });
                     writeln!(out, "{line}")?;
                 } else {
                     let verdict = if same { "same" } else { "different" };

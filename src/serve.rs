@@ -219,7 +219,7 @@ pub struct EdgeArgs {
 }
 
 impl EdgeArgs {
-    fn config(&self, threshold: f32) -> facerec_edge::EdgeConfig {
+    fn config(&self, threshold: facerec_engine::Threshold) -> facerec_edge::EdgeConfig {
         facerec_edge::EdgeConfig {
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             max_file_size: self.max_file_size.max(1),
@@ -442,7 +442,7 @@ pub fn edge(
     edge_args: &EdgeArgs,
     models: &Option<std::path::PathBuf>,
     recognizer: facerec_engine::Recognizer,
-    threshold: f32,
+    threshold: facerec_engine::Threshold,
 ) -> Result<ExitCode> {
     let model_id = recognition_model_id(&crate::offline::models_dir(models), recognizer)?;
     runtime()?.block_on(async {

@@ -116,7 +116,7 @@ fn enroll_identify_verify_embed() {
     let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
 
-    // JSON lines: faces with boxes, identity, similarity.
+    // JSON lines: faces with boxes, identity, similarity, confidence.
     let out = facerec(
         &["identify", "--gallery", g, "--json", &w.image("test_002")],
         w.path(),
@@ -126,6 +126,27 @@ fn enroll_identify_verify_embed() {
     assert_eq!(face["identity"], "Bob");
     assert_eq!(face["box"].as_array().expect("box").len(), 4);
     assert!(face["similarity"].as_f64().expect("similarity") > 0.5);
+    // The enrolled copy itself: distance ~0, as sure as a match gets.
+    assert!(face["confidence"].as_f64().expect("confidence") > 0.99);
+
+    // A threshold that is no distance between descriptors is refused, saying why.
+    let out = facerec(
+        &[
+            "identify",
+            "--gallery",
+            g,
+            "--threshold",
+            "7",
+            &w.image("test_002"),
+        ],
+        w.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(0, 2]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Verify: identical copies are the same; two people are different.
     let out = facerec(
@@ -140,10 +161,12 @@ fn enroll_identify_verify_embed() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
     assert_eq!(v["same"], true);
     assert!(v["distance"].as_f64().expect("distance") < 1e-3);
+    // 64x64 crops: faces under 64 px get the small-face threshold.
     assert_eq!(
         v["threshold"].as_f64().map(|t| (t * 100.0).round()),
         Some(50.0)
     );
+    assert!(v["confidence"].as_f64().expect("confidence") > 0.99);
     let pairs = w.path().join("pairs.csv");
     std::fs::write(
         &pairs,

@@ -33,6 +33,25 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The largest face of one recognised upload: its descriptor and its size
+/// (`FaceBox::side`, the shorter side of the box), or why there is none.
+fn largest_face(r: ResultMessage) -> Result<(Vec<f32>, f32), ApiError> {
+    if let Some(e) = &r.error {
+        return Err(ApiError::image(e));
+    }
+    r.faces
+        .as_ref()
+        .and_then(|f| f.first())
+        .and_then(|f| Some((f.embedding.clone()?, f.bbox[2].min(f.bbox[3]))))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_face",
+                format!("no face found in {}", r.filename),
+            )
+        })
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -377,32 +396,23 @@ impl Edge {
                 "verify needs two files, fields \"a\" and \"b\"",
             ));
         };
-        let results = self.recognize_parts(vec![a, b], rid, true).await;
-        let mut embeddings = Vec::new();
-        for r in results {
-            let r = r?;
-            if let Some(e) = &r.error {
-                return Err(ApiError::image(e));
-            }
-            let Some(e) = r
-                .faces
-                .as_ref()
-                .and_then(|f| f.first())
-                .and_then(|f| f.embedding.clone())
-            else {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "no_face",
-                    format!("no face found in {}", r.filename),
-                ));
-            };
-            embeddings.push(e);
-        }
-        let distance = facerec_engine::report::distance(&embeddings[0], &embeddings[1]);
-        let t = self.config.threshold;
+        let faces = self
+            .recognize_parts(vec![a, b], rid, true)
+            .await
+            .into_iter()
+            .map(|r| largest_face(r?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ((ea, sa), (eb, sb)) = (&faces[0], &faces[1]);
+        let distance = facerec_engine::report::distance(ea, eb);
+        let rule = self.config.threshold;
         Ok(json_response(
             StatusCode::OK,
-            &json!({"same": distance <= t, "distance": distance, "threshold": t}),
+            &json!({
+                "same": rule.is_same(distance, *sa, *sb),
+                "distance": distance,
+                "threshold": rule.for_sides(*sa, *sb),
+                "confidence": rule.confidence(distance, *sa, *sb),
+            }),
             rid,
         ))
     }
@@ -430,34 +440,18 @@ impl Edge {
         if parts.is_empty() {
             return Err(ApiError::bad_request("no image files in the request"));
         }
-        let mut embeddings = Vec::new();
-        for r in self.recognize_parts(parts, rid, true).await {
-            let r = r?;
-            if let Some(e) = &r.error {
-                return Err(ApiError::image(e));
-            }
-            match r
-                .faces
-                .as_ref()
-                .and_then(|f| f.first())
-                .and_then(|f| f.embedding.clone())
-            {
-                Some(e) => embeddings.push(e),
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "no_face",
-                        format!("no face found in {}", r.filename),
-                    ));
-                }
-            }
-        }
-        let added = embeddings.len();
+        let faces = self
+            .recognize_parts(parts, rid, true)
+            .await
+            .into_iter()
+            .map(|r| largest_face(r?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let added = faces.len();
         let gallery = self
             .gallery
             .update(self.seams.store.as_ref(), |g| {
-                for e in &embeddings {
-                    g.add(name, e);
+                for (e, side) in &faces {
+                    g.add_face(name, e, *side);
                 }
             })
             .await

@@ -43,7 +43,7 @@ pub struct EdgeConfig {
     pub max_in_flight: usize,
     /// When set, gallery changes and batches need `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
-    pub threshold: f32,
+    pub threshold: facerec_engine::Threshold,
     /// How often a waiter also looks for its result in the output bucket.
     pub result_poll: Duration,
     /// Concurrent receivers on the response queue.
@@ -74,7 +74,7 @@ impl Default for EdgeConfig {
             max_files: 100,
             max_in_flight: 512,
             api_key: None,
-            threshold: facerec_engine::DEFAULT_THRESHOLD,
+            threshold: facerec_engine::Threshold::DEFAULT,
             result_poll: Duration::from_secs(3),
             response_pollers: 2,
             response_wait: Duration::from_secs(20),

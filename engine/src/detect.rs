@@ -17,6 +17,17 @@ impl FaceBox {
         self.w.max(0.0) * self.h.max(0.0)
     }
 
+    /// The face's size for matching decisions: the shorter side of the box, in source
+    /// pixels (`threshold::Threshold`).
+    pub fn side(&self) -> f32 {
+        self.w.min(self.h).max(0.0)
+    }
+
+    fn contains_centre_of(&self, other: &FaceBox) -> bool {
+        let (cx, cy) = (other.x + other.w / 2.0, other.y + other.h / 2.0);
+        (self.x..=self.x + self.w).contains(&cx) && (self.y..=self.y + self.h).contains(&cy)
+    }
+
     pub fn iou(&self, other: &FaceBox) -> f32 {
         let x0 = self.x.max(other.x);
         let y0 = self.y.max(other.y);
@@ -57,6 +68,21 @@ pub fn nms(mut boxes: Vec<FaceBox>, iou_threshold: f32, max_results: usize) -> V
         }
     }
     kept
+}
+
+/// Adds to `kept` (one detector's faces) each box of `extra` (another detector's) that is
+/// a face `kept` does not have: overlapping no kept box by more than 0.1 IoU, and neither
+/// box holding the other's centre. The two detectors frame a face differently (SSD's box
+/// is taller than Tiny's), so a plain IoU test would count some faces twice.
+pub fn add_unseen(kept: &mut Vec<FaceBox>, extra: Vec<FaceBox>) {
+    for b in extra {
+        let seen = kept
+            .iter()
+            .any(|k| k.iou(&b) > 0.1 || k.contains_centre_of(&b) || b.contains_centre_of(k));
+        if !seen {
+            kept.push(b);
+        }
+    }
 }
 
 /// Thresholds shared by both detectors.
@@ -193,6 +219,29 @@ mod tests {
         let faces = decode_ssd(&boxes, &[0.9], 512, 0.5, &params);
         assert_eq!(faces, vec![fb(512.0, 256.0, 256.0, 256.0, 0.9)]);
         assert!(decode_ssd(&boxes, &[0.4], 512, 0.5, &params).is_empty());
+    }
+
+    #[test]
+    fn add_unseen_keeps_new_faces_only() {
+        let mut kept = vec![fb(100.0, 100.0, 50.0, 70.0, 0.9)];
+        add_unseen(
+            &mut kept,
+            vec![
+                // The same face framed shorter: its centre is inside the kept box.
+                fb(102.0, 115.0, 46.0, 46.0, 0.8),
+                // A large box around the kept face: holds its centre.
+                fb(60.0, 60.0, 140.0, 160.0, 0.7),
+                // A face elsewhere.
+                fb(300.0, 100.0, 50.0, 50.0, 0.6),
+            ],
+        );
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[1], fb(300.0, 100.0, 50.0, 50.0, 0.6));
+    }
+
+    #[test]
+    fn side_is_the_shorter_side() {
+        assert_eq!(fb(0.0, 0.0, 40.0, 70.0, 1.0).side(), 40.0);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::error::EngineError;
 /// Embedding width of the recognition model.
 pub const DIM: usize = 128;
 const MAGIC: &[u8; 8] = b"FRGALLRY";
-const VERSION: u32 = 1;
+/// Version 2 added each face's size (`sides`); version 1 files load with sizes unknown.
+const VERSION: u32 = 2;
 /// Rows per rayon task; below this a search stays on the calling thread.
 const PAR_ROWS: usize = 16_384;
 /// Queries scored together against each row.
@@ -36,6 +37,9 @@ pub struct Match {
     pub name: String,
     /// Euclidean distance to it.
     pub distance: f32,
+    /// The enrolled face's size (`FaceBox::side`; 0 when unknown), for the
+    /// same-person rule (`threshold::Threshold`).
+    pub side: f32,
 }
 
 /// Names and face counts, as listed by the API.
@@ -56,6 +60,8 @@ pub struct Gallery {
     owner: Vec<u32>,
     matrix: Vec<f32>,
     norms: Vec<f32>,
+    /// Row `i`'s face size in its source image (`FaceBox::side`), 0 when unknown.
+    sides: Vec<f32>,
     /// Names this content: a fresh process-wide value on every change (see `generation`).
     generation: u64,
 }
@@ -108,8 +114,15 @@ impl Gallery {
             .collect()
     }
 
-    /// Adds one face embedding to `name` (created if new).
+    /// Adds one face embedding to `name` (created if new), its size unknown (it then
+    /// counts as a small face: `threshold::Threshold`).
     pub fn add(&mut self, name: &str, embedding: &[f32]) {
+        self.add_face(name, embedding, 0.0);
+    }
+
+    /// Adds one face embedding to `name` (created if new) with the face's size in its
+    /// source image (`FaceBox::side`).
+    pub fn add_face(&mut self, name: &str, embedding: &[f32], side: f32) {
         assert_eq!(embedding.len(), DIM, "embeddings are {DIM}-dimensional");
         let idx = match self.names.iter().position(|n| n == name) {
             Some(i) => i,
@@ -121,6 +134,7 @@ impl Gallery {
         self.owner.push(idx as u32);
         self.matrix.extend_from_slice(embedding);
         self.norms.push(dot(embedding, embedding));
+        self.sides.push(side);
         self.changed();
     }
 
@@ -131,7 +145,8 @@ impl Gallery {
         };
         let idx = idx as u32;
         let mut removed = 0;
-        let (mut owner, mut matrix, mut norms) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut owner, mut matrix, mut norms, mut sides) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, &o) in self.owner.iter().enumerate() {
             if o == idx {
                 removed += 1;
@@ -140,9 +155,10 @@ impl Gallery {
             owner.push(if o > idx { o - 1 } else { o });
             matrix.extend_from_slice(&self.matrix[i * DIM..(i + 1) * DIM]);
             norms.push(self.norms[i]);
+            sides.push(self.sides[i]);
         }
         self.names.remove(idx as usize);
-        (self.owner, self.matrix, self.norms) = (owner, matrix, norms);
+        (self.owner, self.matrix, self.norms, self.sides) = (owner, matrix, norms, sides);
         self.changed();
         removed
     }
@@ -205,6 +221,7 @@ impl Gallery {
         Match {
             name: self.names[self.owner[row] as usize].clone(),
             distance: d2.sqrt(),
+            side: self.sides[row],
         }
     }
 
@@ -261,6 +278,9 @@ impl Gallery {
         for &o in &self.owner {
             body.extend_from_slice(&o.to_le_bytes());
         }
+        for &side in &self.sides {
+            body.extend_from_slice(&side.to_le_bytes());
+        }
         for &v in &self.matrix {
             body.extend_from_slice(&v.to_le_bytes());
         }
@@ -273,14 +293,15 @@ impl Gallery {
     }
 
     /// Parses a gallery file: `FRGALLRY`, version u32, model id, dim u32, names, face
-    /// count u64, owners u32 each, embeddings f32 each (all little-endian), then the
-    /// sha256 of everything between the version and the checksum.
+    /// count u64, owners u32 each, face sides f32 each (from version 2), embeddings f32
+    /// each (all little-endian), then the sha256 of everything between the version and
+    /// the checksum.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() < 12 + 32 || &bytes[..8] != MAGIC {
             return Err("not a facerec gallery file".into());
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "short header")?);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(format!(
                 "gallery format version {version} is not supported (this build reads {VERSION})"
             ));
@@ -304,6 +325,11 @@ impl Gallery {
         if owner.iter().any(|&o| o as usize >= names.len()) {
             return Err("face refers to a missing identity".into());
         }
+        let sides = if version >= 2 {
+            (0..n).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![0.0; n]
+        };
         let matrix = (0..n * DIM)
             .map(|_| r.f32())
             .collect::<Result<Vec<_>, _>>()?;
@@ -317,6 +343,7 @@ impl Gallery {
             owner,
             matrix,
             norms,
+            sides,
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -569,5 +596,42 @@ mod tests {
                 .contains("version 9")
         );
         assert!(Gallery::from_bytes(&bytes[..bytes.len() - 5]).is_err());
+    }
+
+    #[test]
+    fn face_sizes_round_trip_and_version_1_files_load_without_them() {
+        let mut g = Gallery::new("m");
+        g.add_face("a", &vector(1), 120.0);
+        g.add_face("b", &vector(2), 40.0);
+        let back = Gallery::from_bytes(&g.to_bytes()).expect("round trip");
+        let found = back.nearest(&[&vector(2)]);
+        assert_eq!(
+            found[0].as_ref().map(|m| (m.name.as_str(), m.side)),
+            Some(("b", 40.0))
+        );
+        // The same gallery as version 1 wrote it: no sides, checksum over the rest.
+        let mut body = Vec::new();
+        put_str(&mut body, "m");
+        body.extend_from_slice(&(DIM as u32).to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        put_str(&mut body, "a");
+        put_str(&mut body, "b");
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        for v in vector(1).into_iter().chain(vector(2)) {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&body);
+        v1.extend_from_slice(&Sha256::digest(&body));
+        let old = Gallery::from_bytes(&v1).expect("version 1 loads");
+        let found = old.nearest(&[&vector(1)]);
+        assert_eq!(
+            found[0].as_ref().map(|m| (m.name.as_str(), m.side)),
+            Some(("a", 0.0))
+        );
+        assert_eq!(old.identities().len(), 2);
     }
 }

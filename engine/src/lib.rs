@@ -19,6 +19,7 @@ pub mod net;
 pub mod onnxruntime;
 pub mod prep;
 pub mod report;
+pub mod threshold;
 pub mod tune;
 
 pub use backend::{BackendChoice, BackendKind};
@@ -28,4 +29,5 @@ pub use error::{EngineError, ErrorKind, ImageError};
 pub use gallery::{Gallery, IdentitySummary, Match};
 pub use matcher::{Matcher, SearchChoice};
 pub use models::{Precision, Recognizer};
-pub use report::{DEFAULT_THRESHOLD, FaceReport, ImageReport};
+pub use report::{FaceReport, ImageReport};
+pub use threshold::Threshold;

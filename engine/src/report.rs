@@ -7,12 +7,7 @@ use crate::engine::{Analysis, Face};
 use crate::error::ImageError;
 use crate::gallery::{Gallery, Match};
 use crate::matcher::Matcher;
-
-/// Same-person distance: two descriptors at most this far apart are the same person.
-/// dlib's conventional 0.6 gave 10 false matches in 74 different-person pairs on the
-/// real pairs we could validate (`benches/threshold.py`, `models/face_recognition.md`);
-/// 0.5 gave none, so the default prefers `unknown` to a wrong name.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+use crate::threshold::Threshold;
 
 /// A face as reported to users.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,9 +19,13 @@ pub struct FaceReport {
     pub score: f32,
     /// Best matching identity, or `null` when below the threshold or no gallery.
     pub identity: Option<String>,
-    /// 0..1, ≥ 0.5 exactly when the distance is within the threshold
+    /// 0..1, ≥ 0.5 exactly when the distance is within the pair's threshold
     /// (`1 - distance / (2 * threshold)`, clamped); 0 without a gallery.
     pub similarity: f32,
+    /// 0..1, how sure it is that the nearest enrolled face is this person: calibrated on
+    /// real pairs (`Threshold::confidence`); absent without a gallery.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub confidence: Option<f32>,
     /// Euclidean distance to the nearest enrolled face, when there is a gallery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<f32>,
@@ -98,7 +97,7 @@ pub fn report(
     image: &str,
     result: Result<&Analysis, &ImageError>,
     matches: Vec<Option<Match>>,
-    threshold: f32,
+    threshold: Threshold,
     with_embeddings: bool,
 ) -> ImageReport {
     let analysis = match result {
@@ -128,24 +127,31 @@ pub fn report(
 fn face_report(
     face: &Face,
     nearest: Option<Match>,
-    threshold: f32,
+    threshold: Threshold,
     with_embedding: bool,
 ) -> FaceReport {
     let b = face.bbox;
-    let (identity, similarity_v, distance, nearest_name) = match nearest {
-        Some(m) => (
-            (m.distance <= threshold).then(|| m.name.clone()),
-            similarity(m.distance, threshold),
-            Some(m.distance),
-            Some(m.name),
-        ),
-        None => (None, 0.0, None, None),
+    let (identity, similarity_v, confidence, distance, nearest_name) = match nearest {
+        Some(m) => {
+            let (side, t) = (b.side(), threshold.for_sides(b.side(), m.side));
+            (
+                threshold
+                    .is_same(m.distance, side, m.side)
+                    .then(|| m.name.clone()),
+                similarity(m.distance, t),
+                Some((threshold.confidence(m.distance, side, m.side) * 1000.0).round() / 1000.0),
+                Some(m.distance),
+                Some(m.name),
+            )
+        }
+        None => (None, 0.0, None, None, None),
     };
     FaceReport {
         bbox: [b.x, b.y, b.w, b.h].map(|v| (v * 10.0).round() / 10.0),
         score: b.score,
         identity,
         similarity: similarity_v,
+        confidence,
         distance,
         nearest: nearest_name,
         whole_frame: face.whole_frame,
@@ -180,6 +186,7 @@ mod tests {
             score: 1.0,
             identity: identity.map(str::to_string),
             similarity: 0.0,
+            confidence: None,
             distance: None,
             nearest: None,
             whole_frame: false,

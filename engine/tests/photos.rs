@@ -6,8 +6,8 @@ mod common;
 
 use std::io::Cursor;
 
-use facerec_engine::report::{self, DEFAULT_THRESHOLD};
-use facerec_engine::{Analysis, ErrorKind, Gallery, Matcher};
+use facerec_engine::report;
+use facerec_engine::{Analysis, ErrorKind, Gallery, Matcher, Threshold};
 use image::{DynamicImage, ImageFormat, RgbImage};
 
 fn analyze(bytes: &[&[u8]]) -> Vec<Analysis> {
@@ -80,7 +80,7 @@ fn identifies_people_across_flips_rescales_and_recompression() {
         let crop = image::imageops::crop_imm(&photo, x0, y0, x1 - x0, y1 - y0).to_image();
         let crop_faces = &analyze(&[&encode(&crop, ImageFormat::Png)])[0];
         let enrolled = crop_faces.faces.first().expect("a face in the crop");
-        gallery.add(name, &enrolled.embedding);
+        gallery.add_face(name, &enrolled.embedding, enrolled.bbox.side());
     }
 
     let mirrored = image::imageops::flip_horizontal(&photo);
@@ -94,7 +94,7 @@ fn identifies_people_across_flips_rescales_and_recompression() {
         let a = &analyze(&[bytes])[0];
         assert_eq!(a.faces.len(), 3, "{label}");
         let matches = report::match_faces(&Matcher::cpu(), Some(&gallery), &[Ok(a)]).remove(0);
-        let r = report::report(label, Ok(a), matches, DEFAULT_THRESHOLD, false);
+        let r = report::report(label, Ok(a), matches, Threshold::DEFAULT, false);
         for (face, rep) in a.faces.iter().zip(r.faces.as_ref().expect("faces")) {
             // Which original face is this? The one whose centre matches (mirrored in x).
             let scale = photo.width() as f32 / a.width as f32;
@@ -155,7 +155,7 @@ fn cse546_workload_is_identified_from_its_distinct_photos() {
             "{}: the detector should find the face",
             expected[first].0
         );
-        gallery.add(&expected[first].1, &face.embedding);
+        gallery.add_face(&expected[first].1, &face.embedding, face.bbox.side());
     }
     for ((stem, name), bytes) in expected.iter().zip(&files) {
         let k = distinct
@@ -164,7 +164,7 @@ fn cse546_workload_is_identified_from_its_distinct_photos() {
             .expect("distinct");
         let a = &analyses[k];
         let matches = report::match_faces(&Matcher::cpu(), Some(&gallery), &[Ok(a)]).remove(0);
-        let r = report::report(stem, Ok(a), matches, DEFAULT_THRESHOLD, false);
+        let r = report::report(stem, Ok(a), matches, Threshold::DEFAULT, false);
         assert_eq!(r.best_name(), Some(name.as_str()), "{stem}: {:?}", r.faces);
     }
 }

@@ -12,9 +12,9 @@ use facerec_engine::gallery::DIM;
 use facerec_engine::gpu::{self, DeviceImages, Gpu, GpuGallery, Neighbour, Normalize, WarpJob};
 use facerec_engine::matcher::{Matcher, SearchChoice};
 use facerec_engine::prep::{self, Affine};
-use facerec_engine::report::{self, DEFAULT_THRESHOLD};
+use facerec_engine::report;
 use facerec_engine::{
-    Analysis, BackendChoice, Detector, Engine, EngineConfig, Gallery, ImageError, Match,
+    Analysis, BackendChoice, Detector, Engine, EngineConfig, Gallery, ImageError, Match, Threshold,
 };
 use image::RgbImage;
 
@@ -524,8 +524,8 @@ fn gpu_matcher_answers_as_gallery_nearest_on_real_faces() {
         .enumerate()
     {
         assert_eq!(mg.len(), a.faces.len());
-        let rg = report::report("x", Ok(*a), mg, DEFAULT_THRESHOLD, false);
-        let rc = report::report("x", Ok(*a), mc, DEFAULT_THRESHOLD, false);
+        let rg = report::report("x", Ok(*a), mg, Threshold::DEFAULT, false);
+        let rc = report::report("x", Ok(*a), mc, Threshold::DEFAULT, false);
         for (fg, fc) in rg.faces.iter().flatten().zip(rc.faces.iter().flatten()) {
             assert_eq!(fg.identity, fc.identity, "image {i}");
             assert_eq!(fg.nearest, fc.nearest, "image {i}");
@@ -552,7 +552,8 @@ fn gpu_matcher_follows_gallery_changes_and_never_searches_a_stale_mirror() {
         .flat_map(|(_, a)| a.faces.iter().map(|f| f.embedding.as_slice()))
         .filter(|q| {
             let m = v1.nearest(&[*q]).remove(0).expect("a match");
-            m.distance > DEFAULT_THRESHOLD
+            // Query faces of photos are large; the gallery's rows have no size (small).
+            !Threshold::DEFAULT.is_same(m.distance, f32::INFINITY, m.side)
         })
         .collect();
     assert!(stranger.len() >= 3, "{} strangers", stranger.len());
@@ -569,7 +570,11 @@ fn gpu_matcher_follows_gallery_changes_and_never_searches_a_stale_mirror() {
     assert_same_matches(&v1, &stranger, &got);
     assert!(
         got.iter()
-            .all(|m| m.as_ref().is_some_and(|m| m.distance > DEFAULT_THRESHOLD)),
+            .all(|m| m.as_ref().is_some_and(|m| !Threshold::DEFAULT.is_same(
+                m.distance,
+                f32::INFINITY,
+                m.side
+            ))),
         "strangers are past the threshold: {got:?}"
     );
     assert_eq!(matcher.uploads(), 1);

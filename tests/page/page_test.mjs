@@ -1,8 +1,8 @@
 // Drives the built-in page of a running `facerec up` in headless Chromium:
 // enroll a person through the gallery form, drop photos on the upload input, and check
-// each photo comes back drawn with its face box and the right name; a file that is not an
-// image comes back as an error card without a picture area; the icon loads. Saves a
-// screenshot.
+// each photo comes back drawn with its face box, the right name and, for a named face, how
+// sure the match is; a file that is not an image comes back as an error card without a
+// picture area; the icon loads. Saves a screenshot.
 //
 // usage: node page_test.mjs BASE_URL SCREENSHOT.png ENROLL_NAME ENROLL_IMAGE EXPECT_JSON
 //   EXPECT_JSON: [{"file": "/path/a.jpg", "name": "Paul"}, ...]
@@ -54,6 +54,8 @@ try {
     const fig = got.find((g) => g.caption.startsWith(`${stem}:`));
     if (!fig) { failures.push(`${stem}: no result shown`); continue; }
     if (fig.name !== e.name) failures.push(`${stem}: shown as ${fig.name}, expected ${e.name}`);
+    // A named answer says how sure it is: the calibrated confidence, as a percentage.
+    if (e.name !== "unknown" && !/\(\d+% sure\)/.test(fig.caption)) failures.push(`${stem}: caption ${fig.caption} has no confidence`);
     const box = e.name === "unknown" ? fig.yellow : fig.green;
     if (box === 0) failures.push(`${stem}: no ${e.name === "unknown" ? "yellow" : "green"} face box drawn`);
   }

@@ -65,8 +65,8 @@ pub struct WorkerConfig {
     pub breaker_after: u32,
     /// Consecutive queue/store failures after which the worker gives up (exit non-zero).
     pub max_consecutive_failures: u32,
-    /// Same-person distance threshold.
-    pub threshold: f32,
+    /// The same-person rule.
+    pub threshold: facerec_engine::Threshold,
     /// On shutdown, how long held work may take before it is released.
     pub shutdown_grace: Duration,
     /// How often to check the stored gallery for changes (`None`: never).
@@ -91,7 +91,7 @@ impl Default for WorkerConfig {
             retry_delay: Duration::from_secs(2),
             breaker_after: 3,
             max_consecutive_failures: 50,
-            threshold: facerec_engine::DEFAULT_THRESHOLD,
+            threshold: facerec_engine::Threshold::DEFAULT,
             shutdown_grace: Duration::from_secs(30),
             gallery_refresh: Some(Duration::from_secs(10)),
             delete_uploads: false,
