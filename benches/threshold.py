@@ -144,13 +144,16 @@ def roc(name, same, diff, far):
     fmr = np.array([(diff <= t).mean() for t in fine])
     ok = fine[fmr <= far]
     op = float(ok.max()) if len(ok) else float("nan")
+    fs = same[np.isfinite(same)]
+    print(f"\nclosest different-person pair {diff.min():.3f}"
+          + (f", farthest same-person pair {fs.max():.3f}" if len(fs) else ""))
     if len(same):
         fnmr = np.array([(same > t).mean() for t in fine])
         k = int(np.argmin(np.abs(fmr - fnmr)))
-        print(f"\nequal-error rate {max(fmr[k], fnmr[k]):.4f} at {fine[k]:.3f}; operating point "
+        print(f"equal-error rate {max(fmr[k], fnmr[k]):.4f} at {fine[k]:.3f}; operating point "
               f"(false-match rate <= {far:g}): {op:.3f}, false-non-match rate {(same > op).mean():.4f}")
     else:
-        print(f"\noperating point (false-match rate <= {far:g}): {op:.3f}")
+        print(f"operating point (false-match rate <= {far:g}): {op:.3f}")
     return op
 
 
@@ -197,7 +200,8 @@ def evaluate(name, rows, found, rule, far):
     fm, fnm = (accept & ~rel).sum(), (~accept & rel).sum()
     verification = ((accept & rel).sum() / rel.sum() + (~accept & ~rel).sum() / (~rel).sum()) / 2
     ident, reject = identification(rows, faces, threshold)
-    print(f"\n**rule {large} / {small} under {small_side:g} px**: false matches {fm}/{(~rel).sum()} "
+    label = f"rule {large} / {small} under {small_side:g} px" if small_side else f"threshold {large}"
+    print(f"\n**{label}**: false matches {fm}/{(~rel).sum()} "
           f"({fm / (~rel).sum():.4%}), missed same-person {fnm}/{rel.sum()}; identification top-1 "
           f"{ident:.4f} (unnamed faces answered unknown {reject:.4f}); verification accuracy "
           f"{verification:.4f} (pair accuracy {(accept == rel).mean():.4f})")

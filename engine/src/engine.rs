@@ -21,8 +21,8 @@ use crate::prep;
 /// Which face detector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Detector {
-    /// Tiny for images that look like face crops; SSD and then Tiny at 416 for the rest
-    /// (`detector_passes`): the default.
+    /// Tiny for images that look like face crops; SSD and then Tiny on SSD's input for
+    /// the rest (`detector_passes`): the default.
     #[default]
     Auto,
     /// SSD MobileNetV1, 512x512 input, for every image.
@@ -433,12 +433,9 @@ impl Engine {
             fit,
             side: size,
         } = input;
-        let params = DetectParams {
+        let params = |iou_threshold| DetectParams {
             min_score,
-            iou_threshold: match net {
-                Net::Ssd => 0.5,
-                Net::Tiny => 0.4,
-            },
+            iou_threshold,
             max_results: 100,
         };
         let scales: Vec<f32> = which
@@ -452,40 +449,81 @@ impl Engine {
         let input = self.input(on_device, &jobs, size, |j| {
             prep::letterbox_fit(images[j.source], fit, size).0
         })?;
-        let n = which.len();
-        Ok(match net {
-            Net::Ssd => {
-                let (boxes, scores) = self.models.ssd_input(input)?;
-                let a = models::SSD_ANCHORS;
-                (0..n)
-                    .map(|k| {
-                        detect::decode_ssd(
-                            &boxes[k * a * 4..(k + 1) * a * 4],
-                            &scores[k * a..(k + 1) * a],
-                            size,
-                            scales[k],
-                            &params,
-                        )
-                    })
-                    .collect()
+        // SSD's boxes per image down to `floor`.
+        let ssd = |input, floor: f32| -> Result<Vec<Vec<FaceBox>>, EngineError> {
+            let (boxes, scores) = self.models.ssd_input(input)?;
+            let a = models::SSD_ANCHORS;
+            let params = DetectParams {
+                min_score: floor,
+                ..params(0.5)
+            };
+            Ok((0..which.len())
+                .map(|k| {
+                    detect::decode_ssd(
+                        &boxes[k * a * 4..(k + 1) * a * 4],
+                        &scores[k * a..(k + 1) * a],
+                        size,
+                        scales[k],
+                        &params,
+                    )
+                })
+                .collect())
+        };
+        // Tiny's boxes for the images `ks` of the batch (`input` holds just those).
+        let tiny = |input, ks: &[usize]| -> Result<Vec<Vec<FaceBox>>, EngineError> {
+            let raw = self.models.tiny_input(input)?;
+            let grid = (size / 32) as usize;
+            let per = 25 * grid * grid;
+            Ok(ks
+                .iter()
+                .enumerate()
+                .map(|(j, &k)| {
+                    detect::decode_tiny(
+                        &raw[j * per..(j + 1) * per],
+                        grid,
+                        size,
+                        scales[k],
+                        &params(0.4),
+                    )
+                })
+                .collect())
+        };
+        let all: Vec<usize> = (0..which.len()).collect();
+        match net {
+            Net::Ssd => ssd(input, min_score),
+            Net::Tiny => tiny(input, &all),
+            Net::SsdThenTiny => {
+                // Faces SSD is sure of; an image where it also saw a doubtful one (a box
+                // NMS kept, scored `SSD_DOUBT`..`min_score`) gets Tiny's second look.
+                // A device batch is kept for Tiny (a handle); a host batch is not copied,
+                // the doubtful images are letterboxed again instead.
+                let on_device_input = matches!(input, NetInput::Device(_)).then(|| input.clone());
+                let mut found = ssd(input, SSD_DOUBT.min(min_score))?;
+                let mut doubtful = Vec::new();
+                for (k, faces) in found.iter_mut().enumerate() {
+                    if faces.iter().any(|b| b.score <= min_score) {
+                        doubtful.push(k);
+                        faces.retain(|b| b.score > min_score);
+                    }
+                }
+                if !doubtful.is_empty() {
+                    let again = match on_device_input {
+                        Some(batch) => batch.select(&doubtful),
+                        None => {
+                            let jobs: Vec<WarpJob> = doubtful.iter().map(|&k| jobs[k]).collect();
+                            self.input(None, &jobs, size, |j| {
+                                prep::letterbox_fit(images[j.source], fit, size).0
+                            })?
+                        }
+                    };
+                    let second = tiny(again, &doubtful)?;
+                    for (&k, extra) in doubtful.iter().zip(second) {
+                        detect::add_unseen(&mut found[k], extra);
+                    }
+                }
+                Ok(found)
             }
-            Net::Tiny => {
-                let raw = self.models.tiny_input(input)?;
-                let grid = (size / 32) as usize;
-                let per = 25 * grid * grid;
-                (0..n)
-                    .map(|k| {
-                        detect::decode_tiny(
-                            &raw[k * per..(k + 1) * per],
-                            grid,
-                            size,
-                            scales[k],
-                            &params,
-                        )
-                    })
-                    .collect()
-            }
-        })
+        }
     }
 
     /// 68 landmarks per face: the face box is padded to a centred square, resized to
@@ -595,18 +633,24 @@ const TINY_CROP_RETRY: [DetectorInput; 2] = [
     },
 ];
 const TINY_CROP_RETRY_MIN_SCORE: f32 = 0.3;
-/// Largest input side of the Tiny detector's second look at a photo under `Auto`.
-/// SSD at 512 scores some large faces low when other faces crowd them (a collage of
-/// actors: a 260 px face at 0.22) and misses a 62 px face between two others (a PASCAL
-/// VOC photo); Tiny at 416 finds both and adds no false face on the evaluation photos
-/// (103 faces in 17 photos), for about a tenth of SSD's cost (`benches/RESULTS.md`).
-const PHOTO_TINY_SIDE: u32 = 416;
+/// The lowest SSD score that counts as a doubtful face (`Net::SsdThenTiny`): on the
+/// evaluation photos the two faces SSD missed scored 0.22 and 0.46; the six demo photos
+/// have no box between 0.15 and 0.5.
+const SSD_DOUBT: f32 = 0.15;
 
 /// A detector network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Net {
     Ssd,
     Tiny,
+    /// SSD, then, where SSD saw a doubtful face (`SSD_DOUBT`), Tiny on the same 512 input
+    /// for the faces SSD missed (`detect::add_unseen`): photos under `Auto`. SSD at 512
+    /// scores some faces low when other faces crowd them (in a collage of actors a 260 px
+    /// face at 0.22; a 62 px face between two people in a PASCAL VOC photo at 0.46); Tiny
+    /// finds both and adds no false face on the evaluation photos (104 faces in 17
+    /// photos). Sharing SSD's input costs no second resize of the photo, and face-api's
+    /// demo photos have no doubtful box, so they cost nothing more (`benches/RESULTS.md`).
+    SsdThenTiny,
 }
 
 /// How one image is detected: by which network, with its longer side resized to `fit`
@@ -621,16 +665,15 @@ struct DetectorInput {
 /// The detector passes for a `w` x `h` image, the first one's faces kept first. `Auto`
 /// sends images that look like face crops (at most 200 px, roughly square) to Tiny at 128,
 /// and photos to SSD (which finds every face of face-api's demo photos where Tiny at 416
-/// or 608 misses one in five) and then to Tiny at `PHOTO_TINY_SIDE` for the faces SSD
-/// missed.
+/// or 608 misses one in five) and Tiny on SSD's input (`Net::SsdThenTiny`).
 fn detector_passes(detector: Detector, w: u32, h: u32, tiny_max: u32) -> Vec<DetectorInput> {
     let ssd = DetectorInput {
         net: Net::Ssd,
         fit: models::SSD_SIZE,
         side: models::SSD_SIZE,
     };
-    let tiny = |max: u32| {
-        let side = tiny_side(w, h, max);
+    let tiny = || {
+        let side = tiny_side(w, h, tiny_max);
         DetectorInput {
             net: Net::Tiny,
             fit: side,
@@ -645,8 +688,11 @@ fn detector_passes(detector: Detector, w: u32, h: u32, tiny_max: u32) -> Vec<Det
     match detector {
         Detector::Ssd => vec![ssd],
         Detector::Auto | Detector::Tiny if is_crop_shaped(w, h) => vec![tiny_crop],
-        Detector::Auto => vec![ssd, tiny(PHOTO_TINY_SIDE.min(tiny_max))],
-        Detector::Tiny => vec![tiny(tiny_max)],
+        Detector::Auto => vec![DetectorInput {
+            net: Net::SsdThenTiny,
+            ..ssd
+        }],
+        Detector::Tiny => vec![tiny()],
     }
 }
 

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::EngineError;
 
 /// A network's input batch, `[n, 3, height, width]` planar RGB 0..255.
+#[derive(Clone)]
 pub enum NetInput {
     /// On the host, in C order.
     Host { data: Vec<f32>, shape: [usize; 4] },
@@ -21,6 +22,29 @@ impl NetInput {
         Self::Host {
             data,
             shape: [n, 3, height as usize, width as usize],
+        }
+    }
+
+    /// The images `rows` of this batch, in that order (a copy on the host, slices on the
+    /// device).
+    pub fn select(&self, rows: &[usize]) -> Self {
+        match self {
+            Self::Host { data, shape } => {
+                let per = shape[1] * shape[2] * shape[3];
+                Self::Host {
+                    data: rows
+                        .iter()
+                        .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
+                        .collect(),
+                    shape: [rows.len(), shape[1], shape[2], shape[3]],
+                }
+            }
+            Self::Device(t) => Self::Device(Tensor::cat(
+                rows.iter()
+                    .map(|&r| t.clone().slice_dim(0, r..r + 1))
+                    .collect(),
+                0,
+            )),
         }
     }
 
