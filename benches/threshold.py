@@ -17,20 +17,28 @@ demo photos and the ten distinct CSE546 crops (64 px, 8 people).
 A face a system does not find counts against it: its pairs are non-matches and its
 identification queries are misses.
 
-Measured, per system:
-  - the ROC table (false-match rate on different-person pairs, false-non-match rate on
-    same-person pairs), the equal-error rate and the operating point: the largest threshold
-    with at most --far false matches (0.1% by default);
+Measured, per system, under a size-dependent rule (`--rule large,small,side`, facerec's
+`auto` by default: 0.6, or 0.5 when the smaller face of a pair is under 64 px, a face's size
+being the shorter side of its box in source pixels):
+  - per size class (both faces at `side` px or more; the smaller under `side`), the ROC
+    table (false matches on different-person pairs, missed same-person pairs), the closest
+    different and farthest same pair, the equal-error rate and the operating point: the
+    largest threshold with at most --far false matches (0.1% by default);
   - identification top-1: one enrolled face per person, rotated over every face of that
     person (people with one face are always enrolled, as distractors); every other named face
     is a query, right when the nearest enrolled face within the threshold is that person
     (`unknown` is a miss); `?` faces are queries that must come back `unknown`;
   - verification accuracy: the mean of the same-pair acceptance and different-pair rejection
     rates (pairs are 1:10 unbalanced; plain pair accuracy is printed too);
-  - the confidence curve: a logistic fit P(same | distance) = 1 / (1 + exp(k (d - d0))) on
-    class-balanced pairs (Newton's method on the log-likelihood), printed as `k` and `d0`.
+  - the confidence curve: a logistic fit P(same) = 1 / (1 + exp(k (d - t - d0))) on the
+    distance past each pair's threshold t, class-balanced (Newton's method on the
+    log-likelihood), printed as `k` and `d0` (`engine/src/threshold.rs` uses them).
 
 usage: python3 benches/threshold.py --facerec target/release/facerec [--data DIR] [--peer]
+       [--recognizer faceapi|dlib] [--rule 0.6,0.5,64] [--far 0.001]
+
+The peer needs `dlib-bin`, `face_recognition_models` and `face_recognition --no-deps` (see
+benches/peers/face_recognition.py).
 """
 import argparse
 import csv
@@ -81,9 +89,9 @@ def facerec_faces(binary, data, images, recognizer):
 
 
 def dlib_faces(data, images):
-    """face_recognition with its defaults (HOG detector, upsample 1, 5-point alignment...
-    `face_encodings` model "small"? no: the default "large" 68-point model); an image where
-    HOG finds nothing and that looks like a face crop is used whole, as benches/peers does."""
+    """face_recognition with its defaults (HOG detector with one upsampling, `face_encodings`
+    with the "small" 5-point landmark model, one jitter); an image where HOG finds nothing
+    and that is at most 200 px is used whole, as benches/peers/face_recognition.py does."""
     sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(ROOT, "benches")]
     import face_recognition as fr
     found = {}

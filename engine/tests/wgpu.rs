@@ -11,6 +11,7 @@ use burn::tensor::{Device, DeviceKind};
 use facerec_engine::gallery::DIM;
 use facerec_engine::gpu::{self, DeviceImages, Gpu, GpuGallery, Neighbour, Normalize, WarpJob};
 use facerec_engine::matcher::{Matcher, SearchChoice};
+use facerec_engine::net::NetInput;
 use facerec_engine::prep::{self, Affine};
 use facerec_engine::report;
 use facerec_engine::{
@@ -155,6 +156,25 @@ fn warp_kernel_rejects_unknown_sources() {
     assert!(on_device.warp(&[], 4, 4, Normalize::RAW).is_err());
     // The kernel needs a wgpu device.
     assert!(DeviceImages::upload(&Device::flex(), &[&a]).is_err());
+}
+
+/// Picking images out of a network batch gives the same planes on the host and on the
+/// device (the SSD-then-Tiny second look reuses a device batch this way).
+#[test]
+fn selecting_images_of_a_batch_agrees_on_host_and_device() {
+    let (n, h, w) = (4usize, 5u32, 3u32);
+    let per = 3 * (h * w) as usize;
+    let data: Vec<f32> = (0..n * per).map(|v| v as f32).collect();
+    let host = NetInput::host(data, n, h, w);
+    let device = NetInput::Device(host.clone().into_tensor(&wgpu_device()));
+    let rows = [3, 0, 2];
+    let (from_host, shape) = host.select(&rows).into_host().expect("host");
+    let (from_device, dshape) = device.select(&rows).into_host().expect("read back");
+    assert_eq!(shape, [3, 3, h as usize, w as usize]);
+    assert_eq!(dshape, shape);
+    assert_eq!(from_device, from_host);
+    assert_eq!(from_host[0], (3 * per) as f32);
+    assert_eq!(from_host[per], 0.0);
 }
 
 fn norms(matrix: &[f32]) -> Vec<f32> {
