@@ -1375,15 +1375,14 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         names.push(name);
     }
     let tar = python_tar(dir.path(), &names);
-    let r = http(
-        &server.addr,
-        "POST",
-        "/v1/batches",
-        &[("content-type", "application/x-tar")],
-        &tar,
-    );
+    let headers = [
+        ("content-type", "application/x-tar"),
+        ("idempotency-key", "nightly-import-0001"),
+    ];
+    let r = http(&server.addr, "POST", "/v1/batches", &headers, &tar);
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("k-"), "the key names the job: {id}");
     let results = server.data().join("out/results");
     let done = || {
         (0..150)
@@ -1414,6 +1413,47 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         assert_eq!(v["filename"], names[i].as_str());
         assert_eq!(v["name"], name.as_str(), "{}", names[i]);
     }
+    // The restarted process never saw the upload, and serves the job from the store:
+    // progress, and every image's result line exactly once.
+    let t = std::time::Instant::now();
+    let progress = loop {
+        let r = http(&server.addr, "GET", &format!("/v1/batches/{id}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        if v["finished"] == true {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "not finished: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (&progress["total"], &progress["done"], &progress["failed"]),
+        (
+            &serde_json::json!(150),
+            &serde_json::json!(150),
+            &serde_json::json!(0)
+        ),
+        "{progress}"
+    );
+    assert!(progress.get("cut_off").is_none(), "{progress}");
+    let r = http(
+        &server.addr,
+        "GET",
+        &format!("/v1/batches/{id}/results"),
+        &[],
+        b"",
+    );
+    let body = String::from_utf8(common::dechunk(&r)).unwrap();
+    assert_eq!(body.lines().count(), 150, "one line per image");
+    let got = batch_results(&server.addr, &id, &[]);
+    assert_eq!(got.len(), 150, "each image once");
+    for (i, (_, name)) in picks.iter().enumerate() {
+        assert_eq!(got[&names[i]], *name, "{}", names[i]);
+    }
+    // Posting again under the same key answers the job, without a second one.
+    let r = http(&server.addr, "POST", "/v1/batches", &headers, &tar);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], id.as_str());
     // One result per image (keyed by request id), the uploads gone, the gallery unchanged.
     let job_results = files_under(&results)
         .iter()
@@ -1437,4 +1477,142 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         &[],
     );
     assert_eq!(r.text(), "test_000:Paul");
+}
+
+/// `kill -9` in the middle of a bulk upload: after the restart the job (named by its
+/// `Idempotency-Key`, so the client knows it without an answer) holds every file stored
+/// before the kill, each with its result, and is sealed as cut off once its upload has
+/// been silent for longer than a live one can be; a retry under the same key is refused
+/// (409: post again under a new key), and that one runs the whole job.
+#[test]
+fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
+    use std::io::Write;
+    let w = Workload::new();
+    let mut server = Server::start_with_env(&[], &[("FACEREC_READ_TIMEOUT", "1")]);
+    w.enroll(&server.addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let picks: Vec<(String, String)> = w.expected.iter().take(60).cloned().collect();
+    let mut names = Vec::new();
+    for (i, (stem, _)) in picks.iter().enumerate() {
+        let name = format!("{i:03}_{stem}.jpg");
+        std::fs::write(dir.path().join(&name), w.bytes(stem)).unwrap();
+        names.push(name);
+    }
+    let tar = python_tar(dir.path(), &names);
+    // Send the head and about half the files, then kill the server mid-body.
+    let mut conn = std::net::TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-tar\r\n\
+         idempotency-key: import-cut-off\r\ncontent-length: {}\r\n\r\n",
+        tar.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&tar[..tar.len() / 2]).unwrap();
+    conn.flush().unwrap();
+    let manifests = server.data().join("out/batches");
+    let t = std::time::Instant::now();
+    let stored = || -> usize {
+        let Ok(entries) = std::fs::read_dir(&manifests) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|m| m["items"].as_array().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0)
+    };
+    while stored() < 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the upload is not being stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill_and_restart();
+    drop(conn);
+    let id = {
+        let r = http(
+            &server.addr,
+            "POST",
+            "/v1/batches",
+            &[
+                ("content-type", "application/x-tar"),
+                ("idempotency-key", "import-cut-off"),
+            ],
+            &tar,
+        );
+        // The old upload still looks alive for a moment (409 either way: being uploaded,
+        // or cut off).
+        assert_eq!(r.status, 409, "{}", r.text());
+        r.json()["error"]
+            .as_str()
+            .and_then(|m| m.split_whitespace().nth(1))
+            .unwrap()
+            .to_string()
+    };
+    assert!(id.starts_with("k-"), "{id}");
+    // Sealed as cut off once silent for 2 x FACEREC_READ_TIMEOUT and the manifest rhythm.
+    let t = std::time::Instant::now();
+    let progress = loop {
+        let v = http(&server.addr, "GET", &format!("/v1/batches/{id}"), &[], b"").json();
+        if v["finished"] == true {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "not sealed: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let total = progress["total"].as_u64().unwrap() as usize;
+    assert!((20..60).contains(&total), "{progress}");
+    assert!(progress["cut_off"].is_string(), "{progress}");
+    assert_eq!(
+        progress["done"].as_u64().unwrap() as usize,
+        total,
+        "{progress}"
+    );
+    let got = batch_results(&server.addr, &id, &[]);
+    assert_eq!(got.len(), total);
+    for (i, name) in names.iter().enumerate().take(total) {
+        assert_eq!(got[name], picks[i].1, "{name}");
+    }
+    let r = http(
+        &server.addr,
+        "POST",
+        "/v1/batches",
+        &[
+            ("content-type", "application/x-tar"),
+            ("idempotency-key", "import-cut-off"),
+        ],
+        &tar,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("cut off"), "{}", r.text());
+    let r = http(
+        &server.addr,
+        "POST",
+        "/v1/batches",
+        &[
+            ("content-type", "application/x-tar"),
+            ("idempotency-key", "import-cut-off-2"),
+        ],
+        &tar,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id2 = r.json()["id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    while http(&server.addr, "GET", &format!("/v1/batches/{id2}"), &[], b"").json()["finished"]
+        != true
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the retry did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = batch_results(&server.addr, &id2, &[]);
+    assert_eq!(got.len(), 60);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(got[name], picks[i].1, "{name}");
+    }
 }

@@ -252,11 +252,11 @@ impl Edge {
             }
             (&Method::GET, ["v1", "batches", id]) => (
                 "/v1/batches/id",
-                self.batch_progress(req.headers(), id, rid),
+                self.batch_progress(req.headers(), id, rid).await,
             ),
             (&Method::GET, ["v1", "batches", id, "results"]) => (
                 "/v1/batches/results",
-                self.batch_results(req.headers(), id, rid),
+                self.batch_results(req.headers(), id, rid).await,
             ),
             (&Method::DELETE, ["v1", "identities", name]) => match percent_decode(name) {
                 Ok(name) => (

@@ -2,16 +2,20 @@
 //! zip or tar body, see `archive`), each stored and queued as its own request tagged with the batch id; results
 //! are collected as they arrive and streamed as NDJSON.
 //!
-//! The job table lives in this edge's memory (bounded: the oldest finished jobs are
-//! forgotten first). Every result is also in the output bucket under its request id, so a
-//! job's results survive an edge restart there even when its table entry does not.
+//! A job is stored state: its manifest (`Manifest`: id, created, the request ids in
+//! upload order, sealed or cut off) lives in the output bucket next to the results, which
+//! are there under their request ids (a file rejected before queueing too). So any edge,
+//! or this one after a restart, serves a job it did not take (`Batches::restore`). The
+//! table here is the fast path: the job this edge took, and the results its response
+//! poller routes to it (bounded: the oldest finished jobs are forgotten first).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::lock;
@@ -35,6 +39,50 @@ struct JobState {
     failed: usize,
     /// All files have been submitted (the upload ended).
     sealed: bool,
+    /// Why the upload ended before its end (the job holds what was stored before).
+    cut_off: Option<String>,
+}
+
+/// A job as stored in the output bucket (`manifest_key`), rewritten as its upload goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    /// Unix time in milliseconds.
+    pub created_ms: u64,
+    /// When this manifest was written, unix milliseconds: an unsealed manifest that stops
+    /// changing belongs to an upload whose edge died (`Manifest::stale`).
+    pub updated_ms: u64,
+    pub sealed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off: Option<String>,
+    /// Request ids in upload order.
+    pub items: Vec<String>,
+}
+
+/// Where a job's manifest is stored (output bucket).
+pub fn manifest_key(id: &str) -> String {
+    format!("batches/{id}.json")
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Manifest {
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("manifests serialise"))
+    }
+
+    /// Unsealed and unchanged for longer than `quiet`: its upload will not go on.
+    pub fn stale(&self, quiet: Duration) -> bool {
+        let age = unix_ms(SystemTime::now()).saturating_sub(self.updated_ms);
+        !self.sealed && Duration::from_millis(age) > quiet
+    }
 }
 
 /// A bulk job.
@@ -42,18 +90,24 @@ struct JobState {
 pub struct Job {
     pub id: String,
     pub created: Instant,
+    /// The same moment as wall-clock time, unix milliseconds (for the manifest).
+    created_ms: u64,
+    /// Loaded from the store rather than taken here: its upload may still be going on
+    /// at another edge, so its manifest is read again until sealed.
+    pub restored: bool,
     state: Mutex<JobState>,
     /// Bumped whenever a line is added or the job is sealed.
     changed: watch::Sender<usize>,
 }
 
 /// Progress of a job, as `GET /v1/batches/{id}` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub total: usize,
     pub done: usize,
     pub failed: usize,
     pub sealed: bool,
+    pub cut_off: Option<String>,
 }
 
 impl Progress {
@@ -67,6 +121,8 @@ impl Job {
         Job {
             id,
             created: Instant::now(),
+            created_ms: unix_ms(SystemTime::now()),
+            restored: false,
             state: Mutex::new(JobState::default()),
             changed: watch::channel(0).0,
         }
@@ -79,6 +135,20 @@ impl Job {
             done: s.done,
             failed: s.failed,
             sealed: s.sealed,
+            cut_off: s.cut_off.clone(),
+        }
+    }
+
+    /// The job as it is to be stored now.
+    pub fn manifest(&self) -> Manifest {
+        let s = lock(&self.state);
+        Manifest {
+            id: self.id.clone(),
+            created_ms: self.created_ms,
+            updated_ms: unix_ms(SystemTime::now()),
+            sealed: s.sealed,
+            cut_off: s.cut_off.clone(),
+            items: s.items.iter().map(|i| i.request_id.clone()).collect(),
         }
     }
 
@@ -162,10 +232,14 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// Opens a new job.
-    pub fn create(&self, id: String) -> Arc<Job> {
+    /// Opens a new job; `None` when a job of that id is in the table already (two uploads
+    /// under one `Idempotency-Key` at once).
+    pub fn create(&self, id: String) -> Option<Arc<Job>> {
         let job = Arc::new(Job::new(id.clone()));
         let mut jobs = lock(&self.jobs);
+        if jobs.contains_key(&id) {
+            return None;
+        }
         let mut order = lock(&self.order);
         // Past the bound, forget the oldest finished job (unfinished ones stay).
         let oldest_finished = || {
@@ -181,7 +255,7 @@ impl Batches {
         }
         jobs.insert(id.clone(), job.clone());
         order.push_back(id);
-        job
+        Some(job)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -217,10 +291,73 @@ impl Batches {
         job.complete(&request_id, line, true);
     }
 
-    /// The upload ended: no more items.
-    pub fn seal(&self, job: &Arc<Job>) {
-        lock(&job.state).sealed = true;
+    /// The upload ended: no more items; `cut_off` says why when it ended early.
+    pub fn seal(&self, job: &Arc<Job>, cut_off: Option<String>) {
+        {
+            let mut s = lock(&job.state);
+            s.sealed = true;
+            s.cut_off = cut_off;
+        }
         job.bump();
+    }
+
+    /// A job taken by another edge (or by this one before a restart), from its stored
+    /// manifest and the results already stored (`results[i]`: item `i`'s NDJSON line and
+    /// whether it failed). Its missing results come through the response queue or the
+    /// bucket sweep like any job's. A stale unsealed manifest (`Manifest::stale` after
+    /// `quiet`) is sealed as cut off. The job already in the table wins.
+    pub fn restore(
+        &self,
+        manifest: &Manifest,
+        results: Vec<Option<(String, bool)>>,
+        quiet: Duration,
+    ) -> Arc<Job> {
+        let age =
+            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(manifest.created_ms));
+        let job = {
+            let mut jobs = lock(&self.jobs);
+            if let Some(job) = jobs.get(&manifest.id) {
+                return job.clone();
+            }
+            let job = Arc::new(Job {
+                id: manifest.id.clone(),
+                created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                created_ms: manifest.created_ms,
+                restored: true,
+                state: Mutex::new(JobState::default()),
+                changed: watch::channel(0).0,
+            });
+            jobs.insert(manifest.id.clone(), job.clone());
+            lock(&self.order).push_back(manifest.id.clone());
+            job
+        };
+        self.extend_restored(&job, manifest, results, quiet);
+        job
+    }
+
+    /// Brings a restored job up to a newer manifest of it: the items it does not have
+    /// yet (`results` holds one entry per item of `manifest`), and the seal.
+    pub fn extend_restored(
+        &self,
+        job: &Arc<Job>,
+        manifest: &Manifest,
+        results: Vec<Option<(String, bool)>>,
+        quiet: Duration,
+    ) {
+        let known = lock(&job.state).items.len();
+        for (id, result) in manifest.items.iter().zip(results).skip(known) {
+            self.add(job, id.clone());
+            if let Some((line, failed)) = result {
+                self.deliver(id, line, failed);
+            }
+        }
+        if manifest.sealed {
+            self.seal(job, manifest.cut_off.clone());
+        } else if manifest.stale(quiet) {
+            let why = "the upload stopped without its end (the edge that took it went away); \
+                       the job holds what was stored before";
+            self.seal(job, Some(why.to_string()));
+        }
     }
 
     /// Routes a result to its job; false if no job waits for this request id.
@@ -259,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn streams_results_until_every_item_is_done() {
         let batches = Batches::default();
-        let job = batches.create("j1".into());
+        let job = batches.create("j1".into()).expect("a new job");
         batches.add(&job, "r1".into());
         batches.add_failed(&job, "r0".into(), "{\"error\":1}".into());
         batches.add(&job, "r2".into());
@@ -269,7 +406,7 @@ mod tests {
             !batches.deliver("r2", "{\"n\":2}".into(), false),
             "a duplicate is ignored"
         );
-        batches.seal(&job);
+        batches.seal(&job, None);
         assert!(!job.progress().finished());
         assert!(batches.deliver("r1", "{\"n\":1}".into(), false));
         let lines: Vec<u8> = reader.await.expect("stream").concat();
@@ -283,8 +420,54 @@ mod tests {
                 total: 3,
                 done: 2,
                 failed: 1,
-                sealed: true
+                sealed: true,
+                cut_off: None,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_restored_job_continues_from_its_manifest() {
+        let taken = Batches::default();
+        let job = taken.create("j2".into()).expect("a new job");
+        taken.add(&job, "j2-0".into());
+        taken.add(&job, "j2-1".into());
+        let first = job.manifest();
+        assert!(!first.sealed);
+        // Another edge reads the manifest mid-upload, with item 0's result stored.
+        let other = Batches::default();
+        let quiet = Duration::from_secs(60);
+        let back = Manifest::parse(&first.to_bytes()).expect("round trip");
+        let restored = other.restore(&back, vec![Some(("{\"n\":0}".into(), false)), None], quiet);
+        assert!(restored.restored);
+        assert_eq!(restored.progress().done, 1);
+        assert!(!restored.progress().sealed);
+        // The upload goes on and ends; the newer manifest brings the rest.
+        taken.add(&job, "j2-2".into());
+        taken.seal(&job, None);
+        let last = job.manifest();
+        other.extend_restored(
+            &restored,
+            &last,
+            vec![None, None, Some(("{\"n\":2}".into(), true))],
+            quiet,
+        );
+        assert!(other.deliver("j2-1", "{\"n\":1}".into(), false));
+        let p = restored.progress();
+        assert_eq!((p.total, p.done, p.failed, p.finished()), (3, 2, 1, true));
+        let lines: Vec<u8> = restored
+            .clone()
+            .stream()
+            .collect::<Vec<Bytes>>()
+            .await
+            .concat();
+        assert_eq!(lines.iter().filter(|&&b| b == b'\n').count(), 3);
+        // A manifest nobody updates any more is sealed as cut off.
+        let mut dead = first.clone();
+        dead.id = "j3".into();
+        dead.updated_ms -= 120_000;
+        let j3 = other.restore(&dead, vec![None, None], quiet);
+        assert!(j3.progress().sealed);
+        assert!(j3.progress().cut_off.is_some());
     }
 }

@@ -1,11 +1,18 @@
 //! The `/v1/batches` routes: submit a bulk job (multipart with many files, or a tar body),
-//! read its progress, stream its results as NDJSON.
+//! read its progress, stream its results as NDJSON. A job is stored as it is read: its
+//! manifest (`batch::Manifest`) is written after each group of requests is queued (and at
+//! least every `MANIFEST_EVERY` while the upload goes on), a file rejected here gets its
+//! result stored like a worker's, and the manifest is sealed before the answer; so every
+//! item of a stored manifest gets a stored result, and any edge can serve the job. A crash
+//! between queueing and writing leaves a few answered files outside the job, which says it
+//! was cut off.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use facerec_engine::{ErrorKind, ImageError};
-use facerec_worker::message::input_key;
+use facerec_worker::message::{input_key, result_key};
 use facerec_worker::{Bucket, Request, ResultMessage};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
@@ -15,11 +22,15 @@ use serde_json::json;
 
 use crate::api::{ApiError, Body, json_response, result_line};
 use crate::archive::{ArchiveError, Entry, TarReader, ZipReader};
-use crate::batch::Job;
+use crate::batch::{Job, Manifest, manifest_key};
 use crate::{Edge, multipart};
 
 /// Requests queued per send call (SQS batches hold 10).
 const SEND_BATCH: usize = 10;
+/// Longest time between two writes of the manifest while an upload goes on.
+const MANIFEST_EVERY: Duration = Duration::from_secs(5);
+/// Results read at once when a job is loaded from the store.
+const RESTORE_READS: usize = 16;
 
 /// Collects a job's requests and sends them ten at a time.
 struct Submitter<'a> {
@@ -28,6 +39,9 @@ struct Submitter<'a> {
     next: usize,
     /// Request id, file name and message body of each request not yet sent.
     queued: Vec<(String, String, String)>,
+    /// Results of files rejected here, not yet stored.
+    rejected: Vec<ResultMessage>,
+    saved: Instant,
 }
 
 impl Submitter<'_> {
@@ -45,17 +59,20 @@ impl Submitter<'_> {
         Ok(format!("{}-{}", self.job.id, self.next - 1))
     }
 
-    /// The NDJSON line of an item that failed here, before any worker saw it.
-    fn error_line(&self, request_id: &str, filename: &str, error: ImageError) -> String {
-        result_line(&ResultMessage {
+    /// The result of an item that failed here, before any worker saw it.
+    fn error_result(&self, request_id: &str, filename: &str, error: ImageError) -> ResultMessage {
+        ResultMessage {
             batch: Some(self.job.id.clone()),
             ..ResultMessage::error(request_id, filename, error)
-        })
+        }
     }
 
-    fn fail(&self, request_id: String, filename: &str, error: ImageError) {
-        let line = self.error_line(&request_id, filename, error);
-        self.edge.batches.add_failed(&self.job, request_id, line);
+    fn fail(&mut self, request_id: String, filename: &str, error: ImageError) {
+        let r = self.error_result(&request_id, filename, error);
+        self.edge
+            .batches
+            .add_failed(&self.job, request_id, result_line(&r));
+        self.rejected.push(r);
     }
 
     /// Validates, stores and queues one image; a bad one becomes a failed item at once.
@@ -84,7 +101,7 @@ impl Submitter<'_> {
         self.edge.batches.add(&self.job, request_id.clone());
         self.queued
             .push((request_id, filename.to_string(), req.to_json()));
-        if self.queued.len() >= SEND_BATCH {
+        if self.queued.len() >= SEND_BATCH || self.saved.elapsed() >= MANIFEST_EVERY {
             self.flush().await;
         }
         Ok(())
@@ -105,20 +122,29 @@ impl Submitter<'_> {
         Ok(())
     }
 
+    /// Queues the requests held and stores the rejected files' results, then the
+    /// manifest (in that order: every item of a stored manifest is queued or has its
+    /// result stored, so a job loaded from the store always finishes).
     async fn flush(&mut self) {
-        if self.queued.is_empty() {
-            return;
-        }
         let batch = std::mem::take(&mut self.queued);
-        let bodies = batch.iter().map(|(_, _, body)| body.clone()).collect();
-        if let Err(e) = self.edge.seams.requests.send(bodies).await {
-            tracing::warn!(batch = %self.job.id, error = %e, "queueing batch requests failed");
-            for (id, filename, _) in batch {
-                let error = ImageError::new(ErrorKind::Io, format!("queueing the request: {e}"));
-                let line = self.error_line(&id, &filename, error);
-                self.edge.batches.deliver(&id, line, true);
+        if !batch.is_empty() {
+            let bodies = batch.iter().map(|(_, _, body)| body.clone()).collect();
+            if let Err(e) = self.edge.seams.requests.send(bodies).await {
+                tracing::warn!(batch = %self.job.id, error = %e, "queueing batch requests failed");
+                for (id, filename, _) in batch {
+                    let error =
+                        ImageError::new(ErrorKind::Io, format!("queueing the request: {e}"));
+                    let r = self.error_result(&id, &filename, error);
+                    self.rejected.push(r.clone());
+                    self.edge.batches.deliver(&id, result_line(&r), true);
+                }
             }
         }
+        for r in std::mem::take(&mut self.rejected) {
+            self.edge.store_result(&r).await;
+        }
+        self.edge.save_manifest(&self.job.manifest()).await;
+        self.saved = Instant::now();
     }
 }
 
@@ -136,12 +162,37 @@ impl Edge {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let job = self.batches.create(rid.to_string());
+        // With an `Idempotency-Key` the job's id comes from the key, so a client that lost
+        // the connection knows its job and a retry finds it instead of making another.
+        let id = match idempotency_key(&parts.headers)? {
+            None => rid.to_string(),
+            Some(key) => {
+                let id = keyed_id(&key);
+                let replayed = self.replay(&parts.headers, &id, rid).await;
+                if !matches!(replayed, Ok(None)) {
+                    // Read the body the client sends anyway, so it gets the answer rather
+                    // than a reset connection.
+                    self.drain(body).await;
+                    return replayed.map(|answer| answer.expect("an answer"));
+                }
+                id
+            }
+        };
+        let Some(job) = self.batches.create(id.clone()) else {
+            self.drain(body).await;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "batch_exists",
+                format!("batch {id} for this Idempotency-Key is being uploaded by another request"),
+            ));
+        };
         let mut sub = Submitter {
             edge: self,
             job: job.clone(),
             next: 0,
             queued: Vec::new(),
+            rejected: Vec::new(),
+            saved: Instant::now(),
         };
         let read = if content_type.starts_with("multipart/form-data") {
             self.read_multipart(&parts.headers, body, &mut sub).await
@@ -162,8 +213,18 @@ impl Edge {
             ))
         };
         sub.flush().await;
-        self.batches.seal(&job);
-        // The job exists even if the upload broke off: its id is this request's id.
+        // A job whose upload broke off keeps what was stored, and says so; its id is this
+        // request's id (`x-request-id` of the error answer).
+        let cut_off = read.as_ref().err().map(|e| {
+            format!(
+                "the upload ended early ({}: {}); the job holds the {} files read before",
+                e.kind,
+                e.message,
+                job.progress().total
+            )
+        });
+        self.batches.seal(&job, cut_off);
+        self.save_manifest(&job.manifest()).await;
         read?;
         let p = job.progress();
         if p.total == 0 {
@@ -221,20 +282,143 @@ impl Edge {
         }
     }
 
-    fn job(&self, headers: &hyper::HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
-        self.check_key(headers)?;
-        self.batches
-            .get(id)
-            .ok_or_else(|| ApiError::not_found(&format!("no batch {id}")))
+    /// The answer to a `POST /v1/batches` whose `Idempotency-Key` names the job `id` that
+    /// exists already: the job itself when its upload was complete (`200`, nothing read
+    /// again), `409` while another request is still uploading it or when its upload was cut
+    /// off (it holds only part of the files: post again under a new key). `None`: no such
+    /// job yet.
+    async fn replay(
+        &self,
+        headers: &hyper::HeaderMap,
+        id: &str,
+        rid: &str,
+    ) -> Result<Option<Response<Body>>, ApiError> {
+        let job = match self.job(headers, id).await {
+            Ok(job) => job,
+            Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let p = job.progress();
+        let conflict = |why: String| ApiError::new(StatusCode::CONFLICT, "batch_exists", why);
+        if let Some(why) = p.cut_off {
+            return Err(conflict(format!(
+                "batch {id} for this Idempotency-Key was cut off ({why}); post again with another key"
+            )));
+        }
+        if !p.sealed {
+            return Err(conflict(format!(
+                "batch {id} for this Idempotency-Key is still being uploaded"
+            )));
+        }
+        tracing::info!(batch = id, "batch answered again for its Idempotency-Key");
+        Ok(Some(json_response(
+            StatusCode::OK,
+            &progress_json(&job),
+            rid,
+        )))
     }
 
-    pub(crate) fn batch_progress(
+    /// Reads a request body to its end (or until it stalls), keeping nothing.
+    async fn drain(&self, body: Incoming) {
+        let mut frames = std::pin::pin!(multipart::data_frames(body, self.config.read_timeout));
+        while let Some(Ok(_)) = frames.next().await {}
+    }
+
+    /// A job by id: in this edge's table, else loaded from the store (taken by another
+    /// edge, or by this one before a restart).
+    async fn job(&self, headers: &hyper::HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
+        self.check_key(headers)?;
+        if let Some(job) = self.batches.get(id) {
+            return Ok(job);
+        }
+        let not_found = || ApiError::not_found(&format!("no batch {id}"));
+        if id.is_empty() || id.contains(['/', '\\', '.']) {
+            return Err(not_found());
+        }
+        let manifest = match self.load_manifest(id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(not_found()),
+            Err(e) => return Err(ApiError::unavailable(format!("reading the batch: {e}"))),
+        };
+        let results = self.stored_results(&manifest.items).await;
+        tracing::info!(
+            batch = id,
+            total = manifest.items.len(),
+            "batch loaded from the store"
+        );
+        Ok(self
+            .batches
+            .restore(&manifest, results, self.manifest_quiet()))
+    }
+
+    /// How long an unsealed manifest may stay unchanged before its upload counts as
+    /// ended: the longest silence a live upload allows (`read_timeout`) twice, plus the
+    /// manifest's own rhythm.
+    pub(crate) fn manifest_quiet(&self) -> Duration {
+        self.config.read_timeout * 2 + MANIFEST_EVERY * 2
+    }
+
+    pub(crate) async fn load_manifest(&self, id: &str) -> Result<Option<Manifest>, String> {
+        match self.seams.store.get(Bucket::Out, &manifest_key(id)).await {
+            Ok(body) => Manifest::parse(&body)
+                .map(Some)
+                .map_err(|e| format!("manifest of {id}: {e}")),
+            Err(facerec_worker::SeamError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Each item's stored result as (NDJSON line, failed), `None` where there is none yet.
+    pub(crate) async fn stored_results(&self, ids: &[String]) -> Vec<Option<(String, bool)>> {
+        futures_util::stream::iter(ids.iter().cloned())
+            .map(|id| async move {
+                let body = self
+                    .seams
+                    .store
+                    .get(Bucket::Out, &result_key(&id))
+                    .await
+                    .ok()?;
+                let r = ResultMessage::parse(&body).ok()?;
+                Some((result_line(&r), r.error.is_some()))
+            })
+            .buffered(RESTORE_READS)
+            .collect()
+            .await
+    }
+
+    /// Writes a job's manifest; a failure is logged (the job still runs here, and the
+    /// next write may succeed).
+    pub(crate) async fn save_manifest(&self, m: &Manifest) {
+        if let Err(e) = self
+            .seams
+            .store
+            .put(Bucket::Out, &manifest_key(&m.id), m.to_bytes())
+            .await
+        {
+            tracing::warn!(batch = %m.id, error = %e, "storing the batch manifest failed");
+        }
+    }
+
+    /// Stores the result of a file rejected here, where a worker would have put it.
+    async fn store_result(&self, r: &ResultMessage) {
+        let body = Bytes::from(r.to_json());
+        if let Err(e) = self
+            .seams
+            .store
+            .put_if_absent(Bucket::Out, &result_key(&r.request_id), body)
+            .await
+        {
+            tracing::warn!(request_id = %r.request_id, error = %e, "storing a rejected file's result failed");
+        }
+    }
+
+    pub(crate) async fn batch_progress(
         &self,
         headers: &hyper::HeaderMap,
         id: &str,
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
-        let job = self.job(headers, id)?;
+        let job = self.job(headers, id).await?;
         Ok(json_response(StatusCode::OK, &progress_json(&job), rid))
     }
 
@@ -259,13 +443,13 @@ impl Edge {
     }
 
     /// NDJSON, one line per image, streamed as results arrive; ends when all are in.
-    pub(crate) fn batch_results(
+    pub(crate) async fn batch_results(
         &self,
         headers: &hyper::HeaderMap,
         id: &str,
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
-        let job = self.job(headers, id)?;
+        let job = self.job(headers, id).await?;
         let frames = job
             .stream()
             .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
@@ -294,15 +478,43 @@ async fn submit_entry(
     }
 }
 
+/// The request's `Idempotency-Key`, if any (at most 255 visible ASCII characters).
+fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// The job id an `Idempotency-Key` names: `k-` and 32 hex digits of its sha256.
+fn keyed_id(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("k-{hex}")
+}
+
 /// A job's progress, as `GET /v1/batches/{id}` and the list report it.
 fn progress_json(job: &Job) -> serde_json::Value {
     let p = job.progress();
-    json!({
+    let mut v = json!({
         "id": job.id,
         "total": p.total,
         "done": p.done,
         "failed": p.failed,
+        "sealed": p.sealed,
         "finished": p.finished(),
         "elapsed_s": job.created.elapsed().as_secs_f64(),
-    })
+    });
+    if let Some(why) = p.cut_off {
+        v["cut_off"] = json!(why);
+    }
+    v
 }

@@ -279,6 +279,18 @@ impl Edge {
                 tracing::info!(forgotten, "finished batches past their retention forgotten");
             }
             for job in self.batches.unfinished() {
+                // A job loaded from the store whose upload was still going on: read its
+                // manifest again for the items added since, and the seal.
+                if job.restored
+                    && !job.progress().sealed
+                    && let Ok(Some(m)) = self.load_manifest(&job.id).await
+                {
+                    let known = job.progress().total.min(m.items.len());
+                    let mut results = vec![None; known];
+                    results.extend(self.stored_results(&m.items[known..]).await);
+                    self.batches
+                        .extend_restored(&job, &m, results, self.manifest_quiet());
+                }
                 if job.created.elapsed() < self.config.result_poll * 10 {
                     continue;
                 }

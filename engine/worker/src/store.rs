@@ -89,14 +89,16 @@ pub struct SweepStats {
 }
 
 impl FsStore {
-    /// Removes uploads (`in/uploads/`) and results (`out/results/`) last written more than
-    /// `retention` ago, and temporary files of writes that never finished; counts what is
-    /// left. The gallery and anything else is only counted. Blocking: run it off the
-    /// async threads.
+    /// Removes uploads (`in/uploads/`), results (`out/results/`) and bulk-job manifests
+    /// (`out/batches/`) last written more than `retention` ago, and temporary files of
+    /// writes that never finished; counts what is left. The gallery and anything else is
+    /// only counted. Blocking: run it off the async threads.
     pub fn sweep(&self, retention: Duration) -> SweepStats {
         let now = SystemTime::now();
         let mut stats = SweepStats::default();
-        for (i, (bucket, prefix)) in [("in", "uploads"), ("out", "results")].iter().enumerate() {
+        let expiring: [(&str, &[&str]); 2] =
+            [("in", &["uploads"]), ("out", &["results", "batches"])];
+        for (i, (bucket, prefixes)) in expiring.iter().enumerate() {
             let root = self.root.join(bucket);
             let mut stack = vec![root.clone()];
             while let Some(dir) = stack.pop() {
@@ -116,7 +118,7 @@ impl FsStore {
                         .and_then(|t| now.duration_since(t).ok())
                         .unwrap_or_default();
                     let temp = e.file_name().to_string_lossy().starts_with(".tmp-");
-                    let expires = path.starts_with(root.join(prefix)) || temp;
+                    let expires = prefixes.iter().any(|p| path.starts_with(root.join(p))) || temp;
                     if expires && age > retention && std::fs::remove_file(&path).is_ok() {
                         stats.expired[i] += 1;
                         continue;
@@ -283,7 +285,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sweep_expires_old_uploads_and_results_only() {
+    async fn sweep_expires_old_uploads_results_and_manifests_only() {
         let dir = tempfile::tempdir().unwrap();
         let s = FsStore::new(dir.path()).unwrap();
         for (bucket, key) in [
@@ -291,6 +293,7 @@ mod tests {
             (Bucket::In, "uploads/new"),
             (Bucket::Out, "results/old.json"),
             (Bucket::Out, "results/new.json"),
+            (Bucket::Out, "batches/old.json"),
             (Bucket::Out, "gallery/gallery.frg"),
         ] {
             s.put(bucket, key, Bytes::from_static(b"12345"))
@@ -301,6 +304,7 @@ mod tests {
         for p in [
             "in/uploads/old",
             "out/results/old.json",
+            "out/batches/old.json",
             "out/gallery/gallery.frg",
         ] {
             let f = std::fs::File::options()
@@ -310,7 +314,7 @@ mod tests {
             f.set_modified(day_ago).unwrap();
         }
         let stats = s.sweep(Duration::from_secs(3600));
-        assert_eq!(stats.expired, [1, 1]);
+        assert_eq!(stats.expired, [1, 2]);
         assert_eq!(stats.objects, [1, 2], "the new ones and the gallery stay");
         assert_eq!(stats.bytes, [5, 10]);
         assert!(s.get(Bucket::In, "uploads/old").await.is_err());
