@@ -1616,3 +1616,70 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
         assert_eq!(got[name], picks[i].1, "{name}");
     }
 }
+
+/// `kill -9` while the gallery is being changed, at several moments: after each restart
+/// the gallery loads (the server starts and answers), holds every enrollment that was
+/// answered `200` and at most the one in flight, and recognition still works.
+#[test]
+fn a_gallery_being_changed_survives_kills() {
+    let w = Workload::new();
+    let mut server = Server::start(&[]);
+    w.enroll(&server.addr, &[]);
+    let face = w.bytes("test_000");
+    for round in 0..3u64 {
+        let addr = server.addr.clone();
+        let face = face.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut answered = 0usize;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = std::panic::catch_unwind(|| {
+                    post_files(
+                        &addr,
+                        "/v1/identities/Extra/faces",
+                        &[("image", "x.jpg", &face)],
+                        &[],
+                    )
+                    .status
+                });
+                match r {
+                    Ok(200) => answered += 1,
+                    _ => break,
+                }
+            }
+            answered
+        });
+        let before = faces_of(&server.addr, "Extra");
+        std::thread::sleep(Duration::from_millis(400 + 300 * round));
+        server.kill_and_restart();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answered = writer.join().unwrap();
+        let after = faces_of(&server.addr, "Extra");
+        assert!(
+            (before + answered..=before + answered + 1).contains(&after),
+            "round {round}: {before} faces before, {answered} enrollments answered, {after} after"
+        );
+        let ids = http(&server.addr, "GET", "/v1/identities", &[], b"").json();
+        let people = 8 + usize::from(after > 0);
+        assert_eq!(ids["identities"].as_array().unwrap().len(), people, "{ids}");
+        let r = post_files(
+            &server.addr,
+            "/",
+            &[("inputFile", "test_002.jpg", &w.bytes("test_002"))],
+            &[],
+        );
+        assert_eq!(r.text(), "test_002:Bob");
+    }
+}
+
+/// How many faces the gallery holds for `name` (0 when it is not enrolled).
+fn faces_of(addr: &str, name: &str) -> usize {
+    let ids = http(addr, "GET", "/v1/identities", &[], b"").json();
+    ids["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .map_or(0, |i| i["faces"].as_u64().unwrap() as usize)
+}

@@ -357,8 +357,9 @@ impl Gallery {
         })
     }
 
-    /// Saves atomically: written to a temporary file beside `path`, synced, then renamed,
-    /// so a reader never sees a half-written gallery.
+    /// Saves atomically: written to a temporary file beside `path`, synced, renamed over
+    /// it and the directory synced, so a reader never sees a half-written gallery and a
+    /// crash at any point leaves the old gallery or the new one.
     pub fn save(&self, path: &Path) -> Result<(), EngineError> {
         let dir = path
             .parent()
@@ -375,6 +376,8 @@ impl Gallery {
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
+        // The rename itself survives a crash only once the directory is on disk.
+        fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
 }

@@ -153,6 +153,15 @@ fn write_temp(path: &Path, body: &[u8]) -> Result<PathBuf, SeamError> {
     Ok(tmp)
 }
 
+/// Makes a rename or link in `path`'s directory durable: fsync of the directory, so after
+/// a crash (power loss, not just `kill -9`) the new name is there or the old one is.
+fn sync_dir(path: &Path) -> Result<(), SeamError> {
+    let dir = path.parent().expect("object paths have a parent");
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SeamError> + Send + 'static,
 ) -> Result<T, SeamError> {
@@ -178,7 +187,8 @@ impl BlobStore for FsStore {
             std::fs::rename(&tmp, &path).map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 io_err(&path, e)
-            })
+            })?;
+            sync_dir(&path)
         })
         .await
     }
@@ -197,7 +207,7 @@ impl BlobStore for FsStore {
             let r = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             match r {
-                Ok(()) => Ok(true),
+                Ok(()) => sync_dir(&path).map(|()| true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(io_err(&path, e)),
             }
