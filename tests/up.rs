@@ -1683,3 +1683,44 @@ fn faces_of(addr: &str, name: &str) -> usize {
         .find(|i| i["name"] == name)
         .map_or(0, |i| i["faces"].as_u64().unwrap() as usize)
 }
+
+/// `POST /v1/recognize` with an `Idempotency-Key`: a retry (a client that lost the answer)
+/// gets the same result, answered from the store without recognising the image again;
+/// another key is a new request.
+#[test]
+fn an_idempotent_recognize_retry_is_answered_from_the_store() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    w.enroll(&server.addr, &[]);
+    let uploads = || -> f64 {
+        http(&server.addr, "GET", "/metrics", &[], b"")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("facerec_edge_uploads_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let post = |key: &str| {
+        post_files(
+            &server.addr,
+            "/v1/recognize",
+            &[("image", "test_003.jpg", &w.bytes("test_003"))],
+            &[("idempotency-key", key)],
+        )
+    };
+    let first = post("upload-42");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let counted = uploads();
+    let again = post("upload-42");
+    assert_eq!(again.status, 200, "{}", again.text());
+    let (a, b) = (first.json(), again.json());
+    assert_eq!(a["results"][0]["name"], "German");
+    assert_eq!(a["results"], b["results"], "the same answer");
+    assert_eq!(uploads(), counted, "the retry was not recognised again");
+    let other = post("upload-43");
+    assert_eq!(other.json()["results"][0]["name"], "German");
+    assert_eq!(uploads(), counted + 1.0);
+    // A key that is no key is refused.
+    let bad = post(&"x".repeat(300));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use facerec_engine::{ErrorKind, ImageError};
-use facerec_worker::ResultMessage;
+use facerec_worker::message::result_key;
 use facerec_worker::metrics::render;
+use facerec_worker::{Bucket, ResultMessage};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -303,15 +304,37 @@ impl Edge {
         rid: &str,
         embeddings: bool,
     ) -> Vec<Result<ResultMessage, ApiError>> {
+        self.recognize_parts_as(parts, rid, false, embeddings).await
+    }
+
+    /// As `recognize_parts`, the message ids made from `base`; with `replay`, an upload
+    /// whose result is stored already (a retry under the same `Idempotency-Key`) is
+    /// answered from the store, not processed again.
+    async fn recognize_parts_as(
+        &self,
+        parts: Vec<Part>,
+        base: &str,
+        replay: bool,
+        embeddings: bool,
+    ) -> Vec<Result<ResultMessage, ApiError>> {
         let single = parts.len() == 1;
         let jobs = parts.into_iter().enumerate().map(|(i, p)| {
             // The HTTP request id is the message id of a single upload.
             let id = if single {
-                rid.to_string()
+                base.to_string()
             } else {
-                format!("{rid}-{i}")
+                format!("{base}-{i}")
             };
-            async move { self.recognize(&id, &p.filename, p.bytes, embeddings).await }
+            async move {
+                if replay
+                    && let Ok(body) = self.seams.store.get(Bucket::Out, &result_key(&id)).await
+                    && let Ok(r) = ResultMessage::parse(&body)
+                {
+                    tracing::info!(request_id = %id, "answered from the store for its Idempotency-Key");
+                    return Ok(r);
+                }
+                self.recognize(&id, &p.filename, p.bytes, embeddings).await
+            }
         });
         futures_util::future::join_all(jobs).await
     }
@@ -354,12 +377,20 @@ impl Edge {
         req: Request<Incoming>,
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
+        // With an `Idempotency-Key` the uploads' ids come from the key: a retry is answered
+        // with the results already stored instead of recognising them again.
+        let key = crate::batch_api::idempotency_key(req.headers())?;
+        let base = key
+            .as_deref()
+            .map_or_else(|| rid.to_string(), crate::batch_api::keyed_id);
         let parts = self.files(req).await?;
         if parts.is_empty() {
             return Err(ApiError::bad_request("no image files in the request"));
         }
         let names: Vec<String> = parts.iter().map(|p| p.filename.clone()).collect();
-        let results = self.recognize_parts(parts, rid, false).await;
+        let results = self
+            .recognize_parts_as(parts, &base, key.is_some(), false)
+            .await;
         if let [Err(e)] = results.as_slice() {
             return Err(e.clone());
         }

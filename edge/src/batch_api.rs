@@ -479,7 +479,7 @@ async fn submit_entry(
 }
 
 /// The request's `Idempotency-Key`, if any (at most 255 visible ASCII characters).
-fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -494,7 +494,7 @@ fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiErro
 }
 
 /// The job id an `Idempotency-Key` names: `k-` and 32 hex digits of its sha256.
-fn keyed_id(key: &str) -> String {
+pub(crate) fn keyed_id(key: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(key.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
