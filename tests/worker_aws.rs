@@ -509,3 +509,118 @@ async fn scaler_starts_worker_processes_from_zero_and_stops_them_after() {
     );
     assert_drained(&aws).await;
 }
+
+/// `facerec edge` on a free port against moto, its log in `log`.
+fn spawn_edge(id: &str, endpoint: &str, port: u16, log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+    cmd.args(["--log-json", "edge"])
+        .env("FACEREC_LISTEN", format!("127.0.0.1:{port}"))
+        .env("REQUEST_TIMEOUT", "120")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    env_for(&mut cmd, id, endpoint);
+    let child = cmd.spawn().expect("edge starts");
+    let addr = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "edge on {addr} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// Waits until `GET /v1/batches/{id}` at `addr` says finished; its progress.
+fn wait_finished(addr: &str, id: &str, limit: Duration) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let r = common::http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"");
+        assert_eq!(r.status, 200, "{addr}: {}", r.text());
+        let v = r.json();
+        if v["finished"] == true {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "{addr}: not finished: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Two edges behind one deployment, one worker: a bulk job posted to edge A is read
+/// (progress and every result) from edge B, which never saw the upload; edge A, killed
+/// and restarted, still serves it; each image has exactly one result line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_job_posted_to_one_edge_is_served_by_another_and_after_a_restart() {
+    let moto = Moto::start();
+    let w = Workload::new();
+    let id = "facerec-t5";
+    let aws = client(&moto.url, id).await;
+    let out = facerec(id, &moto.url, &["infra", "up", "--visibility-timeout", "6"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gallery = std::fs::read(w.dir.path().join("gallery.frg")).unwrap();
+    aws.store()
+        .put(Bucket::Out, GALLERY_KEY, Bytes::from(gallery))
+        .await
+        .unwrap();
+    let worker = spawn_worker(id, &moto.url, &[], &w.dir.path().join("worker.log"));
+    let (port_a, port_b) = (free_port(), free_port());
+    let log_a = w.dir.path().join("edge-a.log");
+    let mut edge_a = spawn_edge(id, &moto.url, port_a, &log_a);
+    let edge_b = spawn_edge(id, &moto.url, port_b, &w.dir.path().join("edge-b.log"));
+    let (a, b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
+
+    let picks: Vec<(String, String)> = w.expected.iter().step_by(25).take(40).cloned().collect();
+    let bytes: Vec<Vec<u8>> = picks
+        .iter()
+        .map(|(s, _)| std::fs::read(w.image(s)).unwrap())
+        .collect();
+    let names: Vec<String> = (0..picks.len())
+        .map(|i| format!("{i:02}_{}.jpg", picks[i].0))
+        .collect();
+    let files: Vec<(&str, &str, &[u8])> = names
+        .iter()
+        .zip(&bytes)
+        .map(|(n, b)| ("image", n.as_str(), b.as_slice()))
+        .collect();
+    // The HTTP calls block: off the runtime's async threads.
+    use tokio::task::block_in_place as blocking;
+    let job = blocking(|| {
+        let r = common::post_files(&a, "/v1/batches", &files, &[]);
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_string()
+    });
+    let want = files.len();
+    let check = |addr: &str| {
+        let p = wait_finished(addr, &job, Duration::from_secs(420));
+        assert_eq!(
+            (p["total"].as_u64(), p["done"].as_u64()),
+            (Some(want as u64), Some(want as u64)),
+            "{addr}: {p}"
+        );
+        let r = common::http(addr, "GET", &format!("/v1/batches/{job}/results"), &[], b"");
+        let body = String::from_utf8(common::dechunk(&r)).unwrap();
+        assert_eq!(body.lines().count(), want, "{addr}: one line per image");
+        let got = common::batch_results(addr, &job, &[]);
+        for (i, (_, name)) in picks.iter().enumerate() {
+            assert_eq!(got.get(&names[i]), Some(name), "{addr}: {}", names[i]);
+        }
+    };
+    // Edge B never saw the upload: it reads the job from the output bucket.
+    blocking(|| check(&b));
+    // Edge A, killed and restarted, serves it from the bucket too.
+    let _ = edge_a.kill();
+    let _ = edge_a.wait();
+    let edge_a = spawn_edge(id, &moto.url, port_a, &log_a);
+    blocking(|| check(&a));
+
+    for mut e in [edge_a, edge_b] {
+        let _ = e.kill();
+        let _ = e.wait();
+    }
+    stop(worker);
+}
