@@ -56,6 +56,21 @@ impl Workload {
 
     /// Enrolls every distinct photo under its name through the API (`headers`: e.g. the
     /// API key), one face each.
+    /// The first `n` images of the workload as a tar body (Python's tarfile), each named
+    /// `<i>_<stem>.jpg`: (stem, expected name) per file, the names, the body.
+    fn first_as_tar(&self, n: usize) -> (Vec<(String, String)>, Vec<String>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let picks: Vec<(String, String)> = self.expected.iter().take(n).cloned().collect();
+        let mut names = Vec::new();
+        for (i, (stem, _)) in picks.iter().enumerate() {
+            let name = format!("{i:03}_{stem}.jpg");
+            std::fs::write(dir.path().join(&name), self.bytes(stem)).unwrap();
+            names.push(name);
+        }
+        let tar = python_tar(dir.path(), &names);
+        (picks, names, tar)
+    }
+
     fn enroll(&self, addr: &str, headers: &[(&str, &str)]) {
         for (name, stem) in self.first_of_each() {
             let r = post_files(
@@ -1366,15 +1381,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     w.enroll(&server.addr, &[]);
     let gallery = std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap();
     // A 150-image tar job: far more than the CPU backend answers before the kill.
-    let dir = tempfile::tempdir().unwrap();
-    let picks: Vec<(String, String)> = w.expected.iter().take(150).cloned().collect();
-    let mut names = Vec::new();
-    for (i, (stem, _)) in picks.iter().enumerate() {
-        let name = format!("{i:03}_{stem}.jpg");
-        std::fs::write(dir.path().join(&name), w.bytes(stem)).unwrap();
-        names.push(name);
-    }
-    let tar = python_tar(dir.path(), &names);
+    let (picks, names, tar) = w.first_as_tar(150);
     let headers = [
         ("content-type", "application/x-tar"),
         ("idempotency-key", "nightly-import-0001"),
@@ -1415,17 +1422,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     }
     // The restarted process never saw the upload, and serves the job from the store:
     // progress, and every image's result line exactly once.
-    let t = std::time::Instant::now();
-    let progress = loop {
-        let r = http(&server.addr, "GET", &format!("/v1/batches/{id}"), &[], b"");
-        assert_eq!(r.status, 200, "{}", r.text());
-        let v = r.json();
-        if v["finished"] == true {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "not finished: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let progress = common::wait_finished(&server.addr, &id, Duration::from_secs(60));
     assert_eq!(
         (&progress["total"], &progress["done"], &progress["failed"]),
         (
@@ -1490,15 +1487,7 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
     let w = Workload::new();
     let mut server = Server::start_with_env(&[], &[("FACEREC_READ_TIMEOUT", "1")]);
     w.enroll(&server.addr, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let picks: Vec<(String, String)> = w.expected.iter().take(60).cloned().collect();
-    let mut names = Vec::new();
-    for (i, (stem, _)) in picks.iter().enumerate() {
-        let name = format!("{i:03}_{stem}.jpg");
-        std::fs::write(dir.path().join(&name), w.bytes(stem)).unwrap();
-        names.push(name);
-    }
-    let tar = python_tar(dir.path(), &names);
+    let (picks, names, tar) = w.first_as_tar(60);
     // Send the head and about half the files, then kill the server mid-body.
     let mut conn = std::net::TcpStream::connect(&server.addr).unwrap();
     let head = format!(
@@ -1532,17 +1521,15 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
     }
     server.kill_and_restart();
     drop(conn);
+    let post_tar = |key: &str| {
+        let headers = [
+            ("content-type", "application/x-tar"),
+            ("idempotency-key", key),
+        ];
+        http(&server.addr, "POST", "/v1/batches", &headers, &tar)
+    };
     let id = {
-        let r = http(
-            &server.addr,
-            "POST",
-            "/v1/batches",
-            &[
-                ("content-type", "application/x-tar"),
-                ("idempotency-key", "import-cut-off"),
-            ],
-            &tar,
-        );
+        let r = post_tar("import-cut-off");
         // The old upload still looks alive for a moment (409 either way: being uploaded,
         // or cut off).
         assert_eq!(r.status, 409, "{}", r.text());
@@ -1554,15 +1541,7 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
     };
     assert!(id.starts_with("k-"), "{id}");
     // Sealed as cut off once silent for 2 x FACEREC_READ_TIMEOUT and the manifest rhythm.
-    let t = std::time::Instant::now();
-    let progress = loop {
-        let v = http(&server.addr, "GET", &format!("/v1/batches/{id}"), &[], b"").json();
-        if v["finished"] == true {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "not sealed: {v}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let progress = common::wait_finished(&server.addr, &id, Duration::from_secs(120));
     let total = progress["total"].as_u64().unwrap() as usize;
     assert!((20..60).contains(&total), "{progress}");
     assert!(progress["cut_off"].is_string(), "{progress}");
@@ -1576,40 +1555,13 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
     for (i, name) in names.iter().enumerate().take(total) {
         assert_eq!(got[name], picks[i].1, "{name}");
     }
-    let r = http(
-        &server.addr,
-        "POST",
-        "/v1/batches",
-        &[
-            ("content-type", "application/x-tar"),
-            ("idempotency-key", "import-cut-off"),
-        ],
-        &tar,
-    );
+    let r = post_tar("import-cut-off");
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("cut off"), "{}", r.text());
-    let r = http(
-        &server.addr,
-        "POST",
-        "/v1/batches",
-        &[
-            ("content-type", "application/x-tar"),
-            ("idempotency-key", "import-cut-off-2"),
-        ],
-        &tar,
-    );
+    let r = post_tar("import-cut-off-2");
     assert_eq!(r.status, 202, "{}", r.text());
     let id2 = r.json()["id"].as_str().unwrap().to_string();
-    let t = std::time::Instant::now();
-    while http(&server.addr, "GET", &format!("/v1/batches/{id2}"), &[], b"").json()["finished"]
-        != true
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "the retry did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_finished(&server.addr, &id2, Duration::from_secs(300));
     let got = batch_results(&server.addr, &id2, &[]);
     assert_eq!(got.len(), 60);
     for (i, name) in names.iter().enumerate() {

@@ -532,21 +532,6 @@ fn spawn_edge(id: &str, endpoint: &str, port: u16, log: &Path) -> Child {
     child
 }
 
-/// Waits until `GET /v1/batches/{id}` at `addr` says finished; its progress.
-fn wait_finished(addr: &str, id: &str, limit: Duration) -> serde_json::Value {
-    let t = Instant::now();
-    loop {
-        let r = common::http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"");
-        assert_eq!(r.status, 200, "{addr}: {}", r.text());
-        let v = r.json();
-        if v["finished"] == true {
-            return v;
-        }
-        assert!(t.elapsed() < limit, "{addr}: not finished: {v}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// Two edges behind one deployment, one worker: a bulk job posted to edge A is read
 /// (progress and every result) from edge B, which never saw the upload; edge A, killed
 /// and restarted, still serves it; each image has exactly one result line.
@@ -596,7 +581,7 @@ async fn a_bulk_job_posted_to_one_edge_is_served_by_another_and_after_a_restart(
     });
     let want = files.len();
     let check = |addr: &str| {
-        let p = wait_finished(addr, &job, Duration::from_secs(420));
+        let p = common::wait_finished(addr, &job, Duration::from_secs(420));
         assert_eq!(
             (p["total"].as_u64(), p["done"].as_u64()),
             (Some(want as u64), Some(want as u64)),

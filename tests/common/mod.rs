@@ -418,6 +418,21 @@ pub fn dechunk(r: &Reply) -> Vec<u8> {
     }
 }
 
+/// Waits until `GET /v1/batches/{id}` at `addr` says finished; its progress.
+pub fn wait_finished(addr: &str, id: &str, limit: Duration) -> serde_json::Value {
+    let t = std::time::Instant::now();
+    loop {
+        let r = http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"");
+        assert_eq!(r.status, 200, "{addr}: {}", r.text());
+        let v = r.json();
+        if v["finished"] == true {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "{addr}: not finished: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `GET /v1/batches/{id}/results`: filename → name (or error kind), one line per image.
 pub fn batch_results(addr: &str, id: &str, auth: &[(&str, &str)]) -> HashMap<String, String> {
     let r = http(addr, "GET", &format!("/v1/batches/{id}/results"), auth, b"");
