@@ -1451,6 +1451,39 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     let r = http(&server.addr, "POST", "/v1/batches", &headers, &tar);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], id.as_str());
+    // Listed; and once its outcome is in the manifest, listed from that alone after
+    // another restart.
+    let listed = |addr: &str| {
+        let v = http(addr, "GET", "/v1/batches", &[], b"").json();
+        v["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed: {v}"))
+    };
+    assert_eq!(listed(&server.addr)["finished"], true);
+    let manifest = server.data().join(format!("out/batches/{id}.json"));
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&manifest)
+        .unwrap()
+        .contains("\"outcome\"")
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "outcome not stored");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.kill_and_restart();
+    let again = listed(&server.addr);
+    assert_eq!(
+        (&again["total"], &again["done"], &again["finished"]),
+        (
+            &serde_json::json!(150),
+            &serde_json::json!(150),
+            &serde_json::json!(true)
+        ),
+        "{again}"
+    );
     // One result per image (keyed by request id), the uploads gone, the gallery unchanged.
     let job_results = files_under(&results)
         .iter()

@@ -595,8 +595,16 @@ async fn a_bulk_job_posted_to_one_edge_is_served_by_another_and_after_a_restart(
             assert_eq!(got.get(&names[i]), Some(name), "{addr}: {}", names[i]);
         }
     };
-    // Edge B never saw the upload: it reads the job from the output bucket.
+    // Edge B never saw the upload: it reads the job from the output bucket, and lists it.
     blocking(|| check(&b));
+    let list = blocking(|| common::http(&b, "GET", "/v1/batches", &[], b"").json());
+    let ids: Vec<&str> = list["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [job.as_str()], "{list}");
     // Edge A, killed and restarted, serves it from the bucket too.
     let _ = edge_a.kill();
     let _ = edge_a.wait();

@@ -249,7 +249,7 @@ impl Edge {
                 ("/v1/batches", self.create_batch(req, rid).await)
             }
             (&Method::GET, ["v1", "batches"]) => {
-                ("/v1/batches", self.batch_list(req.headers(), rid))
+                ("/v1/batches", self.batch_list(req.headers(), rid).await)
             }
             (&Method::GET, ["v1", "batches", id]) => (
                 "/v1/batches/id",

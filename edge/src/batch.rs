@@ -10,6 +10,7 @@
 //! poller routes to it (bounded: the oldest finished jobs are forgotten first).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,17 @@ pub struct Manifest {
     pub cut_off: Option<String>,
     /// Request ids in upload order.
     pub items: Vec<String>,
+    /// Once every item has its result: how many were recognised and how many failed (so a
+    /// listing reads one object per job, not its results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+/// The counts of a finished job (`Manifest::outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub done: usize,
+    pub failed: usize,
 }
 
 /// Where a job's manifest is stored (output bucket).
@@ -95,6 +107,8 @@ pub struct Job {
     /// Loaded from the store rather than taken here: its upload may still be going on
     /// at another edge, so its manifest is read again until sealed.
     pub restored: bool,
+    /// The finished job's manifest, with its outcome, is stored.
+    outcome_stored: AtomicBool,
     state: Mutex<JobState>,
     /// Bumped whenever a line is added or the job is sealed.
     changed: watch::Sender<usize>,
@@ -123,6 +137,7 @@ impl Job {
             created: Instant::now(),
             created_ms: unix_ms(SystemTime::now()),
             restored: false,
+            outcome_stored: AtomicBool::new(false),
             state: Mutex::new(JobState::default()),
             changed: watch::channel(0).0,
         }
@@ -139,9 +154,10 @@ impl Job {
         }
     }
 
-    /// The job as it is to be stored now.
+    /// The job as it is to be stored now (with its outcome once finished).
     pub fn manifest(&self) -> Manifest {
         let s = lock(&self.state);
+        let finished = s.sealed && s.done + s.failed >= s.items.len();
         Manifest {
             id: self.id.clone(),
             created_ms: self.created_ms,
@@ -149,7 +165,26 @@ impl Job {
             sealed: s.sealed,
             cut_off: s.cut_off.clone(),
             items: s.items.iter().map(|i| i.request_id.clone()).collect(),
+            outcome: finished.then_some(Outcome {
+                done: s.done,
+                failed: s.failed,
+            }),
         }
+    }
+
+    /// When the job was created, unix milliseconds.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// Finished, and its outcome not stored yet: marks it stored (the caller stores it).
+    pub fn take_outcome_to_store(&self) -> bool {
+        self.progress().finished() && !self.outcome_stored.swap(true, Ordering::Relaxed)
+    }
+
+    /// Storing the outcome failed: try again at the next sweep.
+    pub fn outcome_not_stored(&self) {
+        self.outcome_stored.store(false, Ordering::Relaxed);
     }
 
     fn bump(&self) {
@@ -324,6 +359,7 @@ impl Batches {
                 created: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
                 created_ms: manifest.created_ms,
                 restored: true,
+                outcome_stored: AtomicBool::new(manifest.outcome.is_some()),
                 state: Mutex::new(JobState::default()),
                 changed: watch::channel(0).0,
             });

@@ -31,6 +31,8 @@ const SEND_BATCH: usize = 10;
 const MANIFEST_EVERY: Duration = Duration::from_secs(5);
 /// Results read at once when a job is loaded from the store.
 const RESTORE_READS: usize = 16;
+/// Stored jobs `GET /v1/batches` reads besides the ones in this edge's table.
+const LIST_STORED: usize = 100;
 
 /// Collects a job's requests and sends them ten at a time.
 struct Submitter<'a> {
@@ -387,15 +389,19 @@ impl Edge {
     }
 
     /// Writes a job's manifest; a failure is logged (the job still runs here, and the
-    /// next write may succeed).
-    pub(crate) async fn save_manifest(&self, m: &Manifest) {
-        if let Err(e) = self
+    /// next write may succeed) and returned as false.
+    pub(crate) async fn save_manifest(&self, m: &Manifest) -> bool {
+        match self
             .seams
             .store
             .put(Bucket::Out, &manifest_key(&m.id), m.to_bytes())
             .await
         {
-            tracing::warn!(batch = %m.id, error = %e, "storing the batch manifest failed");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(batch = %m.id, error = %e, "storing the batch manifest failed");
+                false
+            }
         }
     }
 
@@ -422,19 +428,55 @@ impl Edge {
         Ok(json_response(StatusCode::OK, &progress_json(&job), rid))
     }
 
-    /// `GET /v1/batches`: the jobs this edge holds (until their retention), newest first.
-    pub(crate) fn batch_list(
+    /// `GET /v1/batches`: the jobs this edge holds and the `LIST_STORED` newest stored
+    /// ones (taken by other edges, or by this one before a restart; until their
+    /// retention), newest first. A stored job is read from its manifest alone when it
+    /// finished (its outcome is there), else loaded like `GET /v1/batches/{id}`.
+    pub(crate) async fn batch_list(
         &self,
         headers: &hyper::HeaderMap,
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
         self.check_key(headers)?;
-        let jobs: Vec<serde_json::Value> = self
+        let mut jobs: Vec<(u64, serde_json::Value)> = self
             .batches
             .newest_first()
             .iter()
-            .map(|j| progress_json(j))
+            .map(|j| (j.created_ms(), progress_json(j)))
             .collect();
+        let mut stored = self
+            .seams
+            .store
+            .list(Bucket::Out, "batches/")
+            .await
+            .map_err(|e| ApiError::unavailable(format!("listing the batches: {e}")))?;
+        stored.sort_by_key(|l| std::cmp::Reverse(l.modified));
+        for listed in stored.into_iter().take(LIST_STORED) {
+            let Some(id) = listed
+                .key
+                .strip_prefix("batches/")
+                .and_then(|k| k.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if self.batches.get(id).is_some() {
+                continue;
+            }
+            let Ok(Some(m)) = self.load_manifest(id).await else {
+                continue;
+            };
+            let entry = match m.outcome {
+                Some(o) if m.sealed => manifest_json(&m, o),
+                _ => {
+                    let results = self.stored_results(&m.items).await;
+                    let job = self.batches.restore(&m, results, self.manifest_quiet());
+                    progress_json(&job)
+                }
+            };
+            jobs.push((m.created_ms, entry));
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
+        let jobs: Vec<serde_json::Value> = jobs.into_iter().map(|(_, v)| v).collect();
         Ok(json_response(
             StatusCode::OK,
             &json!({ "batches": jobs }),
@@ -476,6 +518,26 @@ async fn submit_entry(
         Err(ArchiveError::Body(e)) => Err(multipart::BodyError::answer(e.as_ref())),
         Err(e) => Err(ApiError::bad_request(&format!("bad {what} body: {e}"))),
     }
+}
+
+/// A finished stored job as the list reports it, from its manifest alone.
+fn manifest_json(m: &Manifest, o: crate::batch::Outcome) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut v = json!({
+        "id": m.id,
+        "total": m.items.len(),
+        "done": o.done,
+        "failed": o.failed,
+        "sealed": true,
+        "finished": true,
+        "elapsed_s": now.saturating_sub(m.created_ms) as f64 / 1000.0,
+    });
+    if let Some(why) = &m.cut_off {
+        v["cut_off"] = json!(why);
+    }
+    v
 }
 
 /// The request's `Idempotency-Key`, if any (at most 255 visible ASCII characters).

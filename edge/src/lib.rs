@@ -278,6 +278,12 @@ impl Edge {
             if forgotten > 0 {
                 tracing::info!(forgotten, "finished batches past their retention forgotten");
             }
+            // A job that finished: its manifest with the outcome, for listings.
+            for job in self.batches.newest_first() {
+                if job.take_outcome_to_store() && !self.save_manifest(&job.manifest()).await {
+                    job.outcome_not_stored();
+                }
+            }
             for job in self.batches.unfinished() {
                 // A job loaded from the store whose upload was still going on: read its
                 // manifest again for the items added since, and the seal.

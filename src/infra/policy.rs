@@ -130,11 +130,21 @@ pub fn document(role: Role, i: &Inputs) -> Value {
                 vec![i.objects(&n.in_bucket, "uploads/*")],
             ),
             allow(
-                "ReadResultsAndGallery",
+                "ReadResultsJobsAndGallery",
                 &["s3:GetObject"],
                 vec![
                     i.objects(&n.out_bucket, "results/*"),
+                    i.objects(&n.out_bucket, "batches/*"),
                     i.objects(&n.out_bucket, GALLERY_KEY),
+                ],
+            ),
+            allow(
+                "StoreBulkJobs",
+                &["s3:PutObject"],
+                vec![
+                    // Manifests, and the results of files the edge rejects itself.
+                    i.objects(&n.out_bucket, "batches/*"),
+                    i.objects(&n.out_bucket, "results/*"),
                 ],
             ),
             allow(

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::SeamError;
 use crate::queue::{Depth, MAX_BATCH, Queue, Received};
-use crate::store::{BlobStore, Bucket};
+use crate::store::{BlobStore, Bucket, Listed};
 
 /// Connection settings shared by every AWS client.
 #[derive(Debug, Clone)]
@@ -410,6 +410,38 @@ impl BlobStore for S3Store {
                 SeamError::NotFound(_) => Ok(None),
                 other => Err(other),
             },
+        }
+    }
+
+    async fn list(&self, bucket: Bucket, prefix: &str) -> Result<Vec<Listed>, SeamError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket(bucket))
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(&format!("list {prefix}"), e))?;
+            for o in page.contents() {
+                let modified = o
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                if let Some(key) = o.key() {
+                    out.push(Listed {
+                        key: key.to_string(),
+                        modified,
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
         }
     }
 

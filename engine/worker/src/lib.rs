@@ -23,7 +23,7 @@ pub use gallery::GalleryHandle;
 pub use message::{DeadLetter, Request, ResultMessage};
 pub use metrics::Metrics;
 pub use queue::{Depth, LocalQueue, Queue, Received};
-pub use store::{BlobStore, Bucket, FsStore};
+pub use store::{BlobStore, Bucket, FsStore, Listed};
 pub use worker::{Seams, Worker, WorkerConfig, WorkerError};
 
 /// A failure of a queue or store operation.

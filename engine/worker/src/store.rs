@@ -38,6 +38,16 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn version(&self, bucket: Bucket, key: &str) -> Result<Option<String>, SeamError>;
     /// Checks that the store is reachable (readiness).
     async fn ping(&self) -> Result<(), SeamError>;
+    /// The objects whose keys start with `prefix` (a "folder", e.g. `batches/`): key and
+    /// last write, in no particular order.
+    async fn list(&self, bucket: Bucket, prefix: &str) -> Result<Vec<Listed>, SeamError>;
+}
+
+/// One object of `BlobStore::list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub modified: SystemTime,
 }
 
 /// Objects as files under `root/in/` and `root/out/`. Writes go to a temporary file in
@@ -70,11 +80,14 @@ impl FsStore {
         if !safe {
             return Err(SeamError::Permanent(format!("invalid object key {key:?}")));
         }
-        let dir = match bucket {
+        Ok(self.bucket_dir(bucket).join(key))
+    }
+
+    fn bucket_dir(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(match bucket {
             Bucket::In => "in",
             Bucket::Out => "out",
-        };
-        Ok(self.root.join(dir).join(key))
+        })
     }
 }
 
@@ -240,6 +253,40 @@ impl BlobStore for FsStore {
         }
     }
 
+    async fn list(&self, bucket: Bucket, prefix: &str) -> Result<Vec<Listed>, SeamError> {
+        // Keys are paths under the bucket's directory; a prefix names a directory.
+        let dir = self.path(bucket, prefix.trim_end_matches('/'))?;
+        let root = self.bucket_dir(bucket);
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![dir];
+            while let Some(d) = stack.pop() {
+                let entries = match std::fs::read_dir(&d) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&d, e)),
+                };
+                for e in entries.flatten() {
+                    let (path, Ok(meta)) = (e.path(), e.metadata()) else {
+                        continue;
+                    };
+                    if meta.is_dir() {
+                        stack.push(path);
+                    } else if !e.file_name().to_string_lossy().starts_with(".tmp-")
+                        && let Ok(rel) = path.strip_prefix(&root)
+                    {
+                        out.push(Listed {
+                            key: rel.to_string_lossy().replace('\\', "/"),
+                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), SeamError> {
         tokio::fs::metadata(&self.root)
             .await
@@ -292,6 +339,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_names_the_objects_under_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::new(dir.path()).unwrap();
+        assert!(s.list(Bucket::Out, "batches/").await.unwrap().is_empty());
+        for key in ["batches/a.json", "batches/b.json", "results/a-0.json"] {
+            s.put(Bucket::Out, key, Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+        let mut keys: Vec<String> = s
+            .list(Bucket::Out, "batches/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["batches/a.json", "batches/b.json"]);
+        assert!(s.list(Bucket::In, "batches/").await.unwrap().is_empty());
     }
 
     #[tokio::test]
