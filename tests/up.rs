@@ -1372,16 +1372,17 @@ fn shutdown_with_a_backlog_is_bounded_and_answers_everyone() {
     assert!(took < Duration::from_secs(13), "exit took {took:?}");
 }
 
-/// Nothing accepted is lost: SIGKILL in the middle of a bulk job, a restart on the same
-/// `--data`, and every image of the job has exactly one result, the right one.
+/// Nothing accepted is lost: SIGKILL in the middle of a 300-image bulk job, twice (as
+/// its first results are being written, and again half-way), each time a restart on the
+/// same `--data`, and every image of the job has exactly one result, the right one.
 #[test]
 fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
+    const N: usize = 300;
     let w = Workload::new();
     let mut server = Server::start(&[]);
     w.enroll(&server.addr, &[]);
     let gallery = std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap();
-    // A 150-image tar job: far more than the CPU backend answers before the kill.
-    let (picks, names, tar) = w.first_as_tar(150);
+    let (picks, names, tar) = w.first_as_tar(N);
     let headers = [
         ("content-type", "application/x-tar"),
         ("idempotency-key", "nightly-import-0001"),
@@ -1392,24 +1393,40 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     assert!(id.starts_with("k-"), "the key names the job: {id}");
     let results = server.data().join("out/results");
     let done = || {
-        (0..150)
+        (0..N)
             .filter(|i| results.join(format!("{id}-{i}.json")).exists())
             .count()
     };
-    // Kill while the job is being processed.
-    let t = std::time::Instant::now();
-    while done() < 5 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
-        std::thread::sleep(Duration::from_millis(20));
+    // Kill as the results are being written: first early, then (if the job is not done
+    // by then) half-way.
+    let mut kills = Vec::new();
+    for at in [5, N / 2] {
+        let t = std::time::Instant::now();
+        while done() < at {
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "no progress: {}",
+                done()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = done();
+        if now == N {
+            break;
+        }
+        kills.push(now);
+        server.kill_and_restart();
     }
-    let at_kill = done();
-    assert!(at_kill < 150, "the job finished before the kill");
-    server.kill_and_restart();
+    assert!(
+        !kills.is_empty() && kills[0] < N,
+        "the job finished before the kill"
+    );
+    eprintln!("killed with {kills:?} of {N} results written");
     let t = std::time::Instant::now();
-    while done() < 150 {
+    while done() < N {
         assert!(
             t.elapsed() < Duration::from_secs(300),
-            "{} of 150 results after the restart ({at_kill} before the kill)",
+            "{} of {N} results after the restarts (killed at {kills:?})",
             done()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -1426,8 +1443,8 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     assert_eq!(
         (&progress["total"], &progress["done"], &progress["failed"]),
         (
-            &serde_json::json!(150),
-            &serde_json::json!(150),
+            &serde_json::json!(N),
+            &serde_json::json!(N),
             &serde_json::json!(0)
         ),
         "{progress}"
@@ -1441,9 +1458,9 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         b"",
     );
     let body = String::from_utf8(common::dechunk(&r)).unwrap();
-    assert_eq!(body.lines().count(), 150, "one line per image");
+    assert_eq!(body.lines().count(), N, "one line per image");
     let got = batch_results(&server.addr, &id, &[]);
-    assert_eq!(got.len(), 150, "each image once");
+    assert_eq!(got.len(), N, "each image once");
     for (i, (_, name)) in picks.iter().enumerate() {
         assert_eq!(got[&names[i]], *name, "{}", names[i]);
     }
@@ -1478,8 +1495,8 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     assert_eq!(
         (&again["total"], &again["done"], &again["finished"]),
         (
-            &serde_json::json!(150),
-            &serde_json::json!(150),
+            &serde_json::json!(N),
+            &serde_json::json!(N),
             &serde_json::json!(true)
         ),
         "{again}"
@@ -1489,7 +1506,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         .iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
         .count();
-    assert_eq!(job_results, 150);
+    assert_eq!(job_results, N);
     let t = std::time::Instant::now();
     while !files_under(&server.data().join("in")).is_empty() {
         assert!(t.elapsed() < Duration::from_secs(30), "uploads left behind");
