@@ -215,8 +215,9 @@ impl Edge {
             ))
         };
         sub.flush().await;
-        // A job whose upload broke off keeps what was stored, and says so; its id is this
-        // request's id (`x-request-id` of the error answer).
+        // A job whose upload broke off keeps what was stored, and says so; its id is the
+        // one its Idempotency-Key names, else this request's (`x-request-id` of the error
+        // answer).
         let cut_off = read.as_ref().err().map(|e| {
             format!(
                 "the upload ended early ({}: {}); the job holds the {} files read before",
