@@ -1554,8 +1554,10 @@ fn a_bulk_upload_cut_off_by_a_kill_keeps_what_was_stored_and_says_so() {
         let Ok(entries) = std::fs::read_dir(&manifests) else {
             return 0;
         };
+        // The manifests themselves, not a write in progress (`.tmp-*`, renamed when done).
         entries
             .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|m| m["items"].as_array().map_or(0, Vec::len))
