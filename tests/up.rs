@@ -71,6 +71,17 @@ impl Workload {
         (picks, names, tar)
     }
 
+    /// The server at `addr` still recognises: `POST /` of test_000 answers Paul.
+    fn assert_answers(&self, addr: &str) {
+        let r = post_files(
+            addr,
+            "/",
+            &[("inputFile", "test_000.jpg", &self.bytes("test_000"))],
+            &[],
+        );
+        assert_eq!(r.text(), "test_000:Paul");
+    }
+
     fn enroll(&self, addr: &str, headers: &[(&str, &str)]) {
         for (name, stem) in self.first_of_each() {
             let r = post_files(
@@ -1309,13 +1320,7 @@ fn storage_is_bounded_by_deletion_and_retention() {
             && value(&m, "facerec_engine_store_bytes{bucket=\"out\"}") > 0.0
     });
     // Still answering, and results of new requests are there until their retention.
-    let r = post_files(
-        addr,
-        "/",
-        &[("inputFile", "test_000.jpg", &w.bytes("test_000"))],
-        &[],
-    );
-    assert_eq!(r.text(), "test_000:Paul");
+    w.assert_answers(addr);
 }
 
 /// SIGTERM with a backlog: the server stops within its drain time (plus the batch in
@@ -1517,13 +1522,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         gallery
     );
     // And it still answers.
-    let r = post_files(
-        &server.addr,
-        "/",
-        &[("inputFile", "test_000.jpg", &w.bytes("test_000"))],
-        &[],
-    );
-    assert_eq!(r.text(), "test_000:Paul");
+    w.assert_answers(&server.addr);
 }
 
 /// `kill -9` in the middle of a bulk upload: after the restart the job (named by its
