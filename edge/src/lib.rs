@@ -301,12 +301,10 @@ impl Edge {
                     continue;
                 }
                 // Bounded work per sweep.
-                for id in job.missing().into_iter().take(256) {
-                    if let Ok(body) = self.seams.store.get(Bucket::Out, &result_key(&id)).await
-                        && let Ok(r) = ResultMessage::parse(&body)
-                    {
-                        self.batches
-                            .deliver(&id, api::result_line(&r), r.error.is_some());
+                let missing: Vec<String> = job.missing().into_iter().take(256).collect();
+                for (id, found) in missing.iter().zip(self.stored_results(&missing).await) {
+                    if let Some((line, failed)) = found {
+                        self.batches.deliver(id, line, failed);
                     }
                 }
             }
