@@ -13,8 +13,11 @@ use std::collections::HashMap;
 use std::process::{Command, Output};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use common::Moto;
-use facerec_worker::aws::Aws;
+use facerec_infra::provision::Resources;
+use facerec_seams::aws::Aws;
 
 const REGION: &str = "us-east-1";
 const ID: &str = "infra1";
@@ -80,22 +83,6 @@ fn resources() -> Vec<String> {
     .iter()
     .map(|s| format!("{ID}-{s}"))
     .collect()
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 async fn queue_attributes(aws: &Aws, name: &str) -> HashMap<QueueAttributeName, String> {
@@ -299,7 +286,7 @@ async fn infra_up_status_policy_down_on_moto() {
         data.iam_instance_profile().and_then(|p| p.name()),
         Some("infra1-worker-profile")
     );
-    let script = String::from_utf8(base64_decode(data.user_data().unwrap())).unwrap();
+    let script = String::from_utf8(STANDARD.decode(data.user_data().unwrap()).unwrap()).unwrap();
     for needle in [
         "ExecStart=/opt/facerec/bin/facerec worker",
         "\nID=infra1\n",
@@ -342,7 +329,7 @@ async fn infra_up_status_policy_down_on_moto() {
 
     // The scaler launches from `${ID}-worker` when given no template or AMI.
     let req_queue = aws.queue(&aws.names.req_queue).await.unwrap();
-    facerec_worker::Queue::send(&req_queue, vec!["{\"v\":1}".into()])
+    facerec_seams::Queue::send(&req_queue, vec!["{\"v\":1}".into()])
         .await
         .unwrap();
     aws.s3
@@ -387,7 +374,7 @@ async fn infra_up_status_policy_down_on_moto() {
             &aws.names.resp_queue,
             &aws.names.dlq_queue,
         ] {
-            v.push(aws.queue_arn(q).await.unwrap());
+            v.push(Resources(&aws).queue_arn(q).await.unwrap());
         }
         v
     };

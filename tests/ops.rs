@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use facerec_edge::metrics::names as edge;
 use facerec_scaler::metrics::names as scaler;
-use facerec_worker::metrics::names as engine;
+use facerec_seams::metrics::names as engine;
 
 const DASHBOARD: &str = "ops/grafana/facerec-dashboard.json";
 const ALERTS: &str = "ops/prometheus/alerts.yml";
@@ -364,7 +364,7 @@ fn dashboard_and_alerts_use_only_metrics_that_up_exports() {
         std::thread::sleep(Duration::from_millis(250));
     };
 
-    // Nothing but the declared names (no stray literal names), with the DESIGN's suffixes.
+    // Nothing but the declared names (no stray literal names), with the reference's suffixes.
     let strays: Vec<String> = exposition
         .exported_names()
         .difference(&declared)

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use common::{Moto, free_port};
+use facerec_infra::provision::Resources;
 use facerec_scaler::ec2::{Ec2Fleet, LaunchSpec, ScaleIn, TAG_ID, TAG_ROLE};
 use facerec_scaler::{
     Action, Combined, Controller, ControllerConfig, Fleet, MemberState, Policy, QueueDepth, Scaler,
     ScalerMetrics,
 };
-use facerec_worker::Queue;
-use facerec_worker::aws::{Aws, AwsSettings, sdk_config};
+use facerec_seams::Queue;
+use facerec_seams::aws::{Aws, AwsSettings, sdk_config};
 
 const REGION: &str = "us-east-1";
 
@@ -199,7 +200,8 @@ async fn controller_follows_the_sqs_backlog_with_the_ec2_fleet() {
     let moto = Moto::start();
     let cfg = config(&moto.url).await;
     let aws = Aws::from_config("scale1", &cfg);
-    aws.ensure(REGION, Duration::from_secs(30), 4)
+    Resources(&aws)
+        .ensure(REGION, Duration::from_secs(30), 4)
         .await
         .expect("infra");
     let queue = Arc::new(aws.queue(&aws.names.req_queue).await.expect("queue"));
@@ -288,7 +290,7 @@ async fn controller_follows_the_sqs_backlog_with_the_ec2_fleet() {
         "{drained:?}"
     );
     assert_eq!(fleet.members().await.expect("members").len(), 0);
-    let text = facerec_worker::metrics::render(&registry);
+    let text = facerec_seams::metrics::render(&registry);
     assert!(
         text.contains("facerec_scaler_actions_total{kind=\"launch\",outcome=\"ok\"} 1"),
         "{text}"
@@ -317,7 +319,8 @@ async fn fleet_failures_open_the_circuit_and_missing_depth_holds() {
     let queue: Arc<dyn Queue> = {
         let moto = Moto::start();
         let aws = Aws::from_config("dead", &config(&moto.url).await);
-        aws.ensure(REGION, Duration::from_secs(30), 4)
+        Resources(&aws)
+            .ensure(REGION, Duration::from_secs(30), 4)
             .await
             .expect("infra");
         Arc::new(aws.queue(&aws.names.req_queue).await.expect("queue"))
@@ -341,7 +344,7 @@ async fn fleet_failures_open_the_circuit_and_missing_depth_holds() {
         assert!(matches!(r.decision.action, Action::Hold(_)), "{r:?}");
         assert!(r.sample.backlog.is_none());
     }
-    let text = facerec_worker::metrics::render(&registry);
+    let text = facerec_seams::metrics::render(&registry);
     assert!(text.contains("facerec_scaler_circuit_open 1"), "{text}");
     assert!(
         text.contains("facerec_scaler_source_errors_total{source=\"queue\"} 3"),
@@ -356,7 +359,8 @@ fn scaler_command_once_reports_a_dry_run_decision() {
     rt.block_on(async {
         let cfg = config(&moto.url).await;
         let aws = Aws::from_config("once1", &cfg);
-        aws.ensure(REGION, Duration::from_secs(30), 4)
+        Resources(&aws)
+            .ensure(REGION, Duration::from_secs(30), 4)
             .await
             .expect("infra");
         let queue = aws.queue(&aws.names.req_queue).await.expect("queue");

@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use facerec_worker::aws::Aws;
-use facerec_worker::gallery::GALLERY_KEY;
-use facerec_worker::message::input_key;
-use facerec_worker::{BlobStore, Bucket, DeadLetter, Queue, Request, ResultMessage};
+use facerec_contract::message::input_key;
+use facerec_contract::{DeadLetter, Request, ResultMessage};
+use facerec_seams::aws::Aws;
+use facerec_seams::gallery::GALLERY_KEY;
+use facerec_seams::{BlobStore, Bucket, Queue};
 
 mod common;
 
@@ -233,7 +234,7 @@ async fn assert_results(
             .unwrap_or_else(|| panic!("no result for {rid}"));
         assert_eq!(r.name.as_deref(), Some(name.as_str()), "{rid}: {r:?}");
         let stored = store
-            .get(Bucket::Out, &facerec_worker::message::result_key(rid))
+            .get(Bucket::Out, &facerec_contract::message::result_key(rid))
             .await
             .unwrap();
         assert_eq!(&ResultMessage::parse(&stored).unwrap(), r);

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use facerec_worker::sqlite_queue::SqliteQueues;
-use facerec_worker::{LocalQueue, Queue};
+use facerec_seams::sqlite_queue::SqliteQueues;
+use facerec_seams::{LocalQueue, Queue};
 
 const MESSAGES: usize = 100;
 

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use facerec_contract::Request;
+use facerec_contract::message::input_key;
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
-use facerec_worker::message::input_key;
-use facerec_worker::{
-    BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Request, Seams, Worker,
-    WorkerConfig,
-};
+use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Seams};
+use facerec_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 fn main() {

@@ -1,4 +1,4 @@
-//! Routes of DESIGN.md's HTTP API and the JSON error shape
+//! Routes of the HTTP API (docs/interfaces.md) and the JSON error shape
 //! `{"error": "<message>", "kind": "<machine-readable>"}`.
 
 use std::path::Path;
@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use facerec_engine::{ErrorKind, ImageError};
-use facerec_worker::message::result_key;
-use facerec_worker::metrics::render;
-use facerec_worker::{Bucket, ResultMessage};
+use facerec_contract::ResultMessage;
+use facerec_contract::message::result_key;
+use facerec_contract::{ErrorKind, ImageError};
+use facerec_seams::Bucket;
+use facerec_seams::metrics::render;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -134,7 +135,7 @@ impl ApiError {
 
 /// Checks by content (magic bytes), not by file name, that an upload is an image.
 pub fn validate_image(bytes: &[u8]) -> Result<(), ApiError> {
-    facerec_engine::decode::sniff(bytes)
+    facerec_contract::format::sniff(bytes)
         .map(|_| ())
         .map_err(|e| ApiError::image(&e))
 }
@@ -230,7 +231,7 @@ impl Edge {
                 "/metrics",
                 Ok(text_response(
                     StatusCode::OK,
-                    facerec_worker::http::METRICS_CONTENT_TYPE,
+                    facerec_seams::http::METRICS_CONTENT_TYPE,
                     render(&self.registry),
                     rid,
                 )),
@@ -434,7 +435,7 @@ impl Edge {
             .map(|r| largest_face(r?))
             .collect::<Result<Vec<_>, _>>()?;
         let ((ea, sa), (eb, sb)) = (&faces[0], &faces[1]);
-        let distance = facerec_engine::report::distance(ea, eb);
+        let distance = facerec_contract::report::distance(ea, eb);
         let rule = self.config.threshold;
         Ok(json_response(
             StatusCode::OK,

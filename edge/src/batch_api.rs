@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use facerec_engine::{ErrorKind, ImageError};
-use facerec_worker::message::{input_key, result_key};
-use facerec_worker::{Bucket, Request, ResultMessage};
+use facerec_contract::message::{input_key, result_key};
+use facerec_contract::{ErrorKind, ImageError};
+use facerec_contract::{Request, ResultMessage};
+use facerec_seams::Bucket;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -80,7 +81,7 @@ impl Submitter<'_> {
     /// Validates, stores and queues one image; a bad one becomes a failed item at once.
     async fn submit(&mut self, filename: &str, bytes: Bytes) -> Result<(), ApiError> {
         let request_id = self.next_id()?;
-        if let Err(e) = facerec_engine::decode::sniff(&bytes) {
+        if let Err(e) = facerec_contract::format::sniff(&bytes) {
             self.fail(request_id, filename, e);
             return Ok(());
         }
@@ -366,7 +367,7 @@ impl Edge {
             Ok(body) => Manifest::parse(&body)
                 .map(Some)
                 .map_err(|e| format!("manifest of {id}: {e}")),
-            Err(facerec_worker::SeamError::NotFound(_)) => Ok(None),
+            Err(facerec_seams::SeamError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
     }

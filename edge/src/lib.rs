@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use facerec_worker::message::{input_key, result_key};
-use facerec_worker::{Bucket, GalleryHandle, Request, ResultMessage, Seams};
+use facerec_contract::message::{input_key, result_key};
+use facerec_contract::{Request, ResultMessage};
+use facerec_seams::{Bucket, GalleryHandle, Seams};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
@@ -43,7 +44,7 @@ pub struct EdgeConfig {
     pub max_in_flight: usize,
     /// When set, gallery changes and batches need `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
-    pub threshold: facerec_engine::Threshold,
+    pub threshold: facerec_contract::Threshold,
     /// How often a waiter also looks for its result in the output bucket.
     pub result_poll: Duration,
     /// Concurrent receivers on the response queue.
@@ -74,7 +75,7 @@ impl Default for EdgeConfig {
             max_files: 100,
             max_in_flight: 512,
             api_key: None,
-            threshold: facerec_engine::Threshold::DEFAULT,
+            threshold: facerec_contract::Threshold::DEFAULT,
             result_poll: Duration::from_secs(3),
             response_pollers: 2,
             response_wait: Duration::from_secs(20),

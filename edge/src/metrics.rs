@@ -1,4 +1,4 @@
-//! The edge's Prometheus metrics (DESIGN.md, "Metrics"), all under `facerec_edge_`.
+//! The edge's Prometheus metrics (docs/interfaces.md, "Metrics (Prometheus names)"), all under `facerec_edge_`.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -6,7 +6,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use facerec_worker::metrics::register;
+use facerec_seams::metrics::register;
 
 /// The exported names, exactly as they appear on `/metrics` and in the dashboard and
 /// alert rules under `ops/` (`tests/ops.rs` checks that they agree).
@@ -95,7 +95,7 @@ impl EdgeMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use facerec_worker::metrics::{exported_names, render};
+    use facerec_seams::metrics::{exported_names, render};
 
     #[test]
     fn exports_exactly_the_named_metrics() {

@@ -4,7 +4,9 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+pub use facerec_contract::format::sniff;
 
 use crate::error::{ErrorKind, ImageError};
 
@@ -24,36 +26,6 @@ impl Default for DecodeLimits {
             max_side: 32_768,
         }
     }
-}
-
-/// Formats this build decodes. Anything else that `image` recognises is
-/// `unsupported_format`; anything it does not recognise is `not_an_image`.
-const SUPPORTED: [ImageFormat; 5] = [
-    ImageFormat::Jpeg,
-    ImageFormat::Png,
-    ImageFormat::WebP,
-    ImageFormat::Bmp,
-    ImageFormat::Gif,
-];
-
-/// Identifies the image format from the first bytes of `bytes`.
-pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, ImageError> {
-    if bytes.is_empty() {
-        return Err(ImageError::new(ErrorKind::Empty, "the file is empty"));
-    }
-    let format = image::guess_format(bytes).map_err(|_| {
-        ImageError::new(
-            ErrorKind::NotAnImage,
-            "not an image: unknown file signature (JPEG, PNG, WebP, BMP or GIF expected)",
-        )
-    })?;
-    if !SUPPORTED.contains(&format) {
-        return Err(ImageError::new(
-            ErrorKind::UnsupportedFormat,
-            format!("{format:?} images are not supported (JPEG, PNG, WebP, BMP or GIF expected)"),
-        ));
-    }
-    Ok(format)
 }
 
 /// Decodes `bytes` into an upright RGB8 image (GIF: first frame).
@@ -115,7 +87,7 @@ fn classify(err: image::ImageError, limits: &DecodeLimits) -> ImageError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageBuffer, Luma, Rgb};
+    use image::{ImageBuffer, ImageFormat, Luma, Rgb};
 
     fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());

@@ -11,7 +11,6 @@ pub mod decode;
 pub mod detect;
 pub mod engine;
 pub mod error;
-pub mod gallery;
 pub mod gpu;
 pub mod matcher;
 pub mod models;
@@ -19,8 +18,12 @@ pub mod net;
 pub mod onnxruntime;
 pub mod prep;
 pub mod report;
-pub mod threshold;
 pub mod tune;
+
+/// The gallery file and its search, from the contract.
+pub use facerec_contract::gallery;
+/// The same-person rule, from the contract.
+pub use facerec_contract::threshold;
 
 pub use backend::{BackendChoice, BackendKind};
 pub use decode::DecodeLimits;

@@ -1,71 +1,13 @@
-//! Matching detected faces against a gallery and the JSON shapes every front end shares
-//! (CLI `--json`, HTTP answers, worker result messages), as fixed in DESIGN.md.
+//! Matching detected faces against a gallery and turning them into the shared reports
+//! ([`facerec_contract::report`]).
 
-use serde::{Deserialize, Serialize};
+pub use facerec_contract::report::{FaceReport, ImageReport, distance, similarity};
 
 use crate::engine::{Analysis, Face};
 use crate::error::ImageError;
 use crate::gallery::{Gallery, Match};
 use crate::matcher::Matcher;
 use crate::threshold::Threshold;
-
-/// A face as reported to users.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaceReport {
-    /// `[x, y, w, h]` in pixels of the original (upright) image.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    /// Detector confidence (0 for a whole-frame face crop).
-    pub score: f32,
-    /// Best matching identity, or `null` when below the threshold or no gallery.
-    pub identity: Option<String>,
-    /// 0..1, ≥ 0.5 exactly when the distance is within the pair's threshold
-    /// (`1 - distance / (2 * threshold)`, clamped); 0 without a gallery.
-    pub similarity: f32,
-    /// 0..1, how sure it is that the nearest enrolled face is this person: calibrated on
-    /// real pairs (`Threshold::confidence`); absent without a gallery.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub confidence: Option<f32>,
-    /// Euclidean distance to the nearest enrolled face, when there is a gallery.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distance: Option<f32>,
-    /// Name of the nearest enrolled identity even when it is not a match.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nearest: Option<String>,
-    /// True when no face was detected and the whole frame was used as a face crop.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub whole_frame: bool,
-    /// The 128-d descriptor (`embed` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Vec<f32>>,
-}
-
-/// One image's answer: faces, or an error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageReport {
-    pub image: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub faces: Option<Vec<FaceReport>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ImageError>,
-}
-
-impl ImageReport {
-    /// The name of the largest face: its identity, `unknown` when it matches nobody,
-    /// `no-face` when there is none; `None` for an error.
-    pub fn best_name(&self) -> Option<&str> {
-        let faces = self.faces.as_ref()?;
-        Some(match faces.first() {
-            None => "no-face",
-            Some(f) => f.identity.as_deref().unwrap_or("unknown"),
-        })
-    }
-}
-
-/// Maps a distance to the 0..1 similarity reported to users.
-pub fn similarity(distance: f32, threshold: f32) -> f32 {
-    (1.0 - distance / (2.0 * threshold)).clamp(0.0, 1.0)
-}
 
 /// The nearest enrolled face to every face of a batch of images, found in one search
 /// (`matcher`, CPU or GPU): per image, one entry per face, largest first; none for an
@@ -156,53 +98,5 @@ fn face_report(
         nearest: nearest_name,
         whole_frame: face.whole_frame,
         embedding: with_embedding.then(|| face.embedding.clone()),
-    }
-}
-
-/// Euclidean distance between two descriptors.
-pub fn distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn similarity_is_one_half_at_the_threshold() {
-        assert_eq!(similarity(0.0, 0.6), 1.0);
-        assert!((similarity(0.6, 0.6) - 0.5).abs() < 1e-6);
-        assert_eq!(similarity(5.0, 0.6), 0.0);
-    }
-
-    #[test]
-    fn best_name_rules() {
-        let face = |identity: Option<&str>| FaceReport {
-            bbox: [0.0; 4],
-            score: 1.0,
-            identity: identity.map(str::to_string),
-            similarity: 0.0,
-            confidence: None,
-            distance: None,
-            nearest: None,
-            whole_frame: false,
-            embedding: None,
-        };
-        let r = |faces| ImageReport {
-            image: "x".into(),
-            faces,
-            error: None,
-        };
-        assert_eq!(r(Some(vec![])).best_name(), Some("no-face"));
-        assert_eq!(r(Some(vec![face(None)])).best_name(), Some("unknown"));
-        assert_eq!(
-            r(Some(vec![face(Some("ann")), face(None)])).best_name(),
-            Some("ann")
-        );
-        assert_eq!(r(None).best_name(), None);
     }
 }

@@ -9,6 +9,8 @@ use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, Tag,
     TagSpecification,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::decide::{Member, MemberState};
 use crate::fleet::{Fleet, FleetError};
@@ -208,7 +210,7 @@ impl Fleet for Ec2Fleet {
                     .image_id(ami)
                     .instance_type(InstanceType::from(instance_type.as_str()));
                 if let Some(script) = user_data {
-                    r = r.user_data(base64(script.as_bytes()));
+                    r = r.user_data(STANDARD.encode(script));
                 }
                 if let Some(profile) = instance_profile {
                     r = r.iam_instance_profile(
@@ -268,42 +270,4 @@ pub fn worker_tags(id: &str) -> Vec<Tag> {
             .value(format!("{id}-worker"))
             .build(),
     ]
-}
-
-/// Standard base64 with padding (EC2 wants user-data encoded).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(plain.as_bytes()), encoded);
-        }
-    }
 }

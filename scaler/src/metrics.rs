@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use facerec_worker::metrics::register;
+use facerec_seams::metrics::register;
 
 /// The exported names, exactly as they appear on `/metrics` and in the dashboard and
 /// alert rules under `ops/` (`tests/ops.rs` checks that they agree).
@@ -129,7 +129,7 @@ impl ScalerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use facerec_worker::metrics::{exported_names, render};
+    use facerec_seams::metrics::{exported_names, render};
 
     #[test]
     fn exports_exactly_the_named_metrics() {

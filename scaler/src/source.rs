@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use facerec_worker::Queue;
-use facerec_worker::metrics::names as engine;
+use facerec_seams::Queue;
+use facerec_seams::metrics::names as engine;
 
 use crate::decide::Backlog;
 use crate::http_get;

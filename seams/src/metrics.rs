@@ -1,0 +1,295 @@
+//! The worker's Prometheus metrics (docs/interfaces.md, "Metrics (Prometheus names)"): prefix `facerec_engine_`,
+//! counters ending in `_total`, durations as `_seconds` histograms, no per-request labels.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+
+/// The exported names, exactly as they appear on `/metrics` and in the dashboard and
+/// alert rules under `ops/` (`tests/ops.rs` checks that they agree).
+pub mod names {
+    pub const PREFIX: &str = "facerec_engine_";
+    pub const IMAGES_TOTAL: &str = "facerec_engine_images_total";
+    pub const FACES_TOTAL: &str = "facerec_engine_faces_total";
+    pub const BATCH_SIZE: &str = "facerec_engine_batch_size";
+    pub const STAGE_DURATION_SECONDS: &str = "facerec_engine_stage_duration_seconds";
+    pub const DLQ_TOTAL: &str = "facerec_engine_dlq_total";
+    pub const MESSAGES_TOTAL: &str = "facerec_engine_messages_total";
+    pub const IN_FLIGHT: &str = "facerec_engine_in_flight";
+    pub const CIRCUIT_OPEN: &str = "facerec_engine_circuit_open";
+    pub const SEAM_ERRORS_TOTAL: &str = "facerec_engine_seam_errors_total";
+    pub const GALLERY_FACES: &str = "facerec_engine_gallery_faces";
+    /// The filesystem store's size and retention (`facerec up`, [`super::StoreMetrics`]).
+    pub const STORE_BYTES: &str = "facerec_engine_store_bytes";
+    pub const STORE_OBJECTS: &str = "facerec_engine_store_objects";
+    pub const STORE_EXPIRED_TOTAL: &str = "facerec_engine_store_expired_total";
+
+    /// Every exported name above.
+    pub const ALL: &[&str] = &[
+        IMAGES_TOTAL,
+        FACES_TOTAL,
+        BATCH_SIZE,
+        STAGE_DURATION_SECONDS,
+        DLQ_TOTAL,
+        MESSAGES_TOTAL,
+        IN_FLIGHT,
+        CIRCUIT_OPEN,
+        SEAM_ERRORS_TOTAL,
+        GALLERY_FACES,
+        STORE_BYTES,
+        STORE_OBJECTS,
+        STORE_EXPIRED_TOTAL,
+    ];
+}
+
+type ByBucket<M> = Family<Vec<(String, String)>, M>;
+
+/// The store's size and what retention removed, per bucket (`in`: uploads; `out`:
+/// results and the gallery).
+#[derive(Clone, Default)]
+pub struct StoreMetrics {
+    bytes: ByBucket<Gauge>,
+    objects: ByBucket<Gauge>,
+    expired: ByBucket<Counter>,
+}
+
+impl StoreMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Self::default();
+        register(
+            r,
+            names::STORE_BYTES,
+            "Bytes under the data directory, per bucket",
+            m.bytes.clone(),
+        );
+        register(
+            r,
+            names::STORE_OBJECTS,
+            "Objects under the data directory, per bucket",
+            m.objects.clone(),
+        );
+        register(
+            r,
+            names::STORE_EXPIRED_TOTAL,
+            "Objects deleted for being older than the retention, per bucket",
+            m.expired.clone(),
+        );
+        m
+    }
+
+    /// Exports one sweep's counts.
+    pub fn record(&self, stats: &crate::store::SweepStats) {
+        for (i, bucket) in ["in", "out"].into_iter().enumerate() {
+            let l = vec![("bucket".to_string(), bucket.to_string())];
+            self.bytes.get_or_create(&l).set(stats.bytes[i] as i64);
+            self.objects.get_or_create(&l).set(stats.objects[i] as i64);
+            self.expired.get_or_create(&l).inc_by(stats.expired[i]);
+        }
+    }
+}
+
+/// Registers `metric` so that it is exported as `name`, its full Prometheus name.
+/// `prometheus-client` appends `_total` to counters itself, so a counter's name is
+/// registered without it (and must end in it: the convention of every tier).
+pub fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    let name = match metric.metric_type() {
+        MetricType::Counter => {
+            debug_assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+            name.strip_suffix("_total").unwrap_or(name)
+        }
+        _ => name,
+    };
+    registry.register(name, help, metric);
+}
+
+/// The reasons a worker dead-letters a request for (the `reason` label of
+/// [`names::DLQ_TOTAL`]). Their series exist from the start at 0, so that
+/// `increase()` in an alert sees the first dead letter too.
+pub const DLQ_REASONS: &[&str] = &[
+    dlq_reason::MALFORMED,
+    dlq_reason::MISSING_OBJECT,
+    dlq_reason::RETRIES_EXHAUSTED,
+];
+
+/// Values of the `reason` label of [`names::DLQ_TOTAL`].
+pub mod dlq_reason {
+    /// A message the edge did not write.
+    pub const MALFORMED: &str = "malformed";
+    /// The upload it names is not in the input bucket.
+    pub const MISSING_OBJECT: &str = "missing_object";
+    /// It failed on every delivery up to `MAX_RETRIES`.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+}
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub images: Family<Labels, Counter>,
+    pub faces: Counter,
+    pub batch_size: Histogram,
+    pub stage_seconds: HistogramFamily,
+    pub dlq: Family<Labels, Counter>,
+    pub messages: Family<Labels, Counter>,
+    pub in_flight: Gauge,
+    pub circuit_open: Gauge,
+    pub seam_errors: Family<Labels, Counter>,
+    pub gallery_faces: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            images: Family::default(),
+            faces: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            stage_seconds: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            dlq: Family::default(),
+            messages: Family::default(),
+            in_flight: Gauge::default(),
+            circuit_open: Gauge::default(),
+            seam_errors: Family::default(),
+            gallery_faces: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under their [`names`].
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        register(
+            registry,
+            names::IMAGES_TOTAL,
+            "Images processed, by outcome (ok or an error kind)",
+            m.images.clone(),
+        );
+        register(
+            registry,
+            names::FACES_TOTAL,
+            "Faces detected",
+            m.faces.clone(),
+        );
+        register(
+            registry,
+            names::BATCH_SIZE,
+            "Images per engine batch",
+            m.batch_size.clone(),
+        );
+        register(
+            registry,
+            names::STAGE_DURATION_SECONDS,
+            "Time per pipeline stage and batch (decode, detect, align, embed, match, io)",
+            m.stage_seconds.clone(),
+        );
+        register(
+            registry,
+            names::DLQ_TOTAL,
+            "Messages sent to the dead-letter queue, by reason",
+            m.dlq.clone(),
+        );
+        register(
+            registry,
+            names::MESSAGES_TOTAL,
+            "Request messages handled, by result (answered, duplicate, retried, dead_lettered, released)",
+            m.messages.clone(),
+        );
+        register(
+            registry,
+            names::IN_FLIGHT,
+            "Request messages held by this worker",
+            m.in_flight.clone(),
+        );
+        register(
+            registry,
+            names::CIRCUIT_OPEN,
+            "1 while polling is paused after consecutive queue/store failures",
+            m.circuit_open.clone(),
+        );
+        register(
+            registry,
+            names::SEAM_ERRORS_TOTAL,
+            "Queue and store errors, by operation",
+            m.seam_errors.clone(),
+        );
+        register(
+            registry,
+            names::GALLERY_FACES,
+            "Faces in the gallery in use",
+            m.gallery_faces.clone(),
+        );
+        for reason in DLQ_REASONS {
+            // Creating the series is the point; the guard is released at once.
+            drop(m.dlq.get_or_create(&vec![("reason", reason.to_string())]));
+        }
+        m
+    }
+
+    pub fn stage(&self, stage: &'static str, d: Duration) {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.to_string())])
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn count(family: &Family<Labels, Counter>, key: &'static str, value: &str) {
+        family.get_or_create(&vec![(key, value.to_string())]).inc();
+    }
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+/// The metric names a rendered registry exports, from its `# TYPE` lines (a counter's
+/// family is declared without the `_total` its samples carry).
+pub fn exported_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| match kind.trim() {
+            "counter" => format!("{name}_total"),
+            _ => name.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_exactly_the_named_metrics() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        StoreMetrics::register(&mut registry).record(&crate::store::SweepStats::default());
+        // A family is exported once it has a series.
+        Metrics::count(&m.images, "outcome", "ok");
+        Metrics::count(&m.messages, "result", "answered");
+        Metrics::count(&m.seam_errors, "op", "receive");
+        m.stage("decode", Duration::from_millis(3));
+        let mut exported = exported_names(&render(&registry));
+        exported.sort();
+        let mut want: Vec<String> = names::ALL.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(exported, want);
+        assert!(names::ALL.iter().all(|n| n.starts_with(names::PREFIX)));
+    }
+}

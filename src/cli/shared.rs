@@ -1,0 +1,57 @@
+//! Flags that several commands take, each declared once and flattened where it is used
+//! (`#[command(flatten)]`), so a name, its environment variable, default and help agree.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use facerec_engine::{Recognizer, Threshold};
+
+/// `MAX_RETRIES`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Retries {
+    /// Deliveries after which a failing request is dead-lettered; where AWS is called, also
+    /// the retries of a failed AWS call (standard retry mode).
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+}
+
+/// `FACEREC_MODELS`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArg {
+    /// Directory holding the ONNX models [default: ./models, else the models/ folder beside
+    /// the binary's bin/ folder (an install such as /opt/facerec/{bin,models})].
+    #[arg(long = "models", env = "FACEREC_MODELS")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `FACEREC_RECOGNIZER`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RecognizerArg {
+    /// Recognition weights: faceapi (face-api's quantised port of dlib's ResNet) or dlib
+    /// (dlib's own float model). A gallery only matches the weights that enrolled it.
+    #[arg(
+        long = "recognizer",
+        env = "FACEREC_RECOGNIZER",
+        default_value = "faceapi"
+    )]
+    pub weights: Recognizer,
+}
+
+/// `FACEREC_THRESHOLD`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ThresholdArg {
+    /// Same-person threshold on the euclidean distance between descriptors: `auto` (0.6,
+    /// or 0.5 when the smaller face of the pair is under 64 px; calibrated on real faces,
+    /// models/face_recognition.md) or one distance in (0, 2] for every face size.
+    #[arg(long = "threshold", env = "FACEREC_THRESHOLD", default_value = "auto")]
+    pub rule: Threshold,
+}
+
+/// `FACEREC_API_KEY`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeyArg {
+    /// The edge's API key: when a server has one, gallery changes and batches need
+    /// `Authorization: Bearer <key>`; clients send it.
+    #[arg(long = "api-key", env = "FACEREC_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}

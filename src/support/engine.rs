@@ -1,0 +1,71 @@
+//! Loading the engine from its flags.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use facerec_engine::tune::{self, TuneOptions};
+use facerec_engine::{DecodeLimits, Engine, EngineConfig};
+
+use crate::cli::engine::{BatchSize, EngineArgs};
+use crate::cli::shared::ModelsArg;
+
+/// The models directory: the flag, else `./models`, else the `models/` beside the binary's
+/// folder (an install laid out as `<prefix>/bin/facerec` and `<prefix>/models`, as the
+/// worker AMI is), else `./models` (whose absence the engine then reports).
+pub fn models_dir(arg: &ModelsArg) -> PathBuf {
+    if let Some(dir) = &arg.dir {
+        return dir.clone();
+    }
+    let local = PathBuf::from("models");
+    if local.join(MARKER).exists() {
+        return local;
+    }
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("models")))
+        .filter(|dir| dir.join(MARKER).exists());
+    installed.unwrap_or(local)
+}
+
+/// A file every models directory has.
+const MARKER: &str = "face_recognition.onnx";
+
+pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
+    let mut config = EngineConfig::new(models_dir(&args.models));
+    config.backend = args.backend;
+    config.detector = args.detector;
+    config.recognizer = args.recognizer.weights;
+    config.min_score = args.min_score;
+    if args.tiny_max < 128 || !args.tiny_max.is_multiple_of(32) {
+        bail!(
+            "--tiny-max must be a multiple of 32, at least 128 (got {})",
+            args.tiny_max
+        );
+    }
+    config.tiny_max = args.tiny_max;
+    config.max_batch = match args.batch {
+        BatchSize::Fixed(n) => n.max(1),
+        BatchSize::Auto => 1,
+    };
+    config.device_prep = args.device_prep;
+    config.precision = args.precision;
+    config.limits = DecodeLimits {
+        max_pixels: args.max_pixels,
+        ..DecodeLimits::default()
+    };
+    config.gallery_search = args.gallery_search;
+    let mut engine = Engine::new(config).context("loading the models")?;
+    if args.batch == BatchSize::Auto {
+        let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
+            .context("timing the networks for --batch auto")?;
+        tracing::info!(
+            batch = report.chosen,
+            detector = report.detector,
+            stop = %report.stop,
+            points = report.points.len(),
+            "batch autotune chose a batch size"
+        );
+        engine.set_max_batch(report.chosen);
+    }
+    Ok(engine)
+}

@@ -1,0 +1,178 @@
+//! Reading images in engine-sized batches and printing their reports: what `enroll`,
+//! `identify`, `verify` and `embed` share. A progress bar on stderr follows long runs; a bad
+//! image is reported on its own line and the run goes on, ending with exit status 1.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use facerec_engine::report::{self, ImageReport};
+use facerec_engine::{Analysis, Engine, ErrorKind, Gallery, ImageError, Threshold};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub fn progress(total: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    if total < 2 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} images ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Reads and analyses `paths` in engine-sized batches, calling `each` in input order.
+pub fn analyze_paths(
+    engine: &Engine,
+    paths: &[PathBuf],
+    mut each: impl FnMut(&Path, Result<&Analysis, &ImageError>) -> Result<()>,
+) -> Result<()> {
+    analyze_batches(engine, paths, |batch, results| {
+        batch
+            .iter()
+            .zip(results)
+            .try_for_each(|(path, r)| each(path, *r))
+    })
+}
+
+/// Reads and analyses `paths` in engine-sized batches, calling `each` once per batch with
+/// its paths and their results, in input order.
+pub fn analyze_batches(
+    engine: &Engine,
+    paths: &[PathBuf],
+    mut each: impl FnMut(&[PathBuf], &[Result<&Analysis, &ImageError>]) -> Result<()>,
+) -> Result<()> {
+    let bar = progress(paths.len());
+    let batch = engine.config().max_batch;
+    for chunk in paths.chunks(batch) {
+        let read: Vec<Result<Vec<u8>, ImageError>> = chunk
+            .iter()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| {
+                    ImageError::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display()))
+                })
+            })
+            .collect();
+        let ok: Vec<&[u8]> = read.iter().filter_map(|r| r.as_deref().ok()).collect();
+        let (mut analysed, _) = engine.analyze(&ok);
+        analysed.reverse();
+        let results = read
+            .iter()
+            .map(|r| match r {
+                Ok(_) => analysed.pop().context("one result per image"),
+                Err(e) => Ok(Err(e.clone())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<Result<&Analysis, &ImageError>> =
+            results.iter().map(Result::as_ref).collect();
+        each(chunk, &refs)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn load_gallery_for(engine: &Engine, path: &Path, create: bool) -> Result<Gallery> {
+    let model = engine.models().recognition_id();
+    if !path.exists() {
+        if create {
+            return Ok(Gallery::new(model));
+        }
+        bail!(
+            "gallery {} does not exist (create it with `facerec enroll`)",
+            path.display()
+        );
+    }
+    let g = Gallery::load(path)?;
+    if g.model_id() != model {
+        bail!(
+            "gallery {} was built with another recognition model ({}), not the loaded one ({})",
+            path.display(),
+            g.model_id(),
+            model
+        );
+    }
+    Ok(g)
+}
+
+pub fn print_reports(
+    engine: &Engine,
+    images: &[PathBuf],
+    gallery: Option<&Gallery>,
+    threshold: Threshold,
+    json: bool,
+    embeddings: bool,
+) -> Result<ExitCode> {
+    let mut failed = 0usize;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    analyze_batches(engine, images, |paths, results| {
+        // Every face of the batch in one search.
+        let matches = report::match_faces(engine.matcher(), gallery, results);
+        for ((path, result), found) in paths.iter().zip(results).zip(matches) {
+            let r = report::report(
+                &path.display().to_string(),
+                *result,
+                found,
+                threshold,
+                embeddings,
+            );
+            if r.error.is_some() {
+                failed += 1;
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            } else {
+                write_plain(&mut out, path, &r, embeddings)?;
+            }
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn write_plain(out: &mut impl Write, path: &Path, r: &ImageReport, embeddings: bool) -> Result<()> {
+    if let Some(e) = &r.error {
+        eprintln!("{}: {e}", path.display());
+        return Ok(writeln!(out, "{}:error", stem(path))?);
+    }
+    if !embeddings {
+        return Ok(writeln!(
+            out,
+            "{}:{}",
+            stem(path),
+            r.best_name().unwrap_or("error")
+        )?);
+    }
+    for f in r.faces.iter().flatten() {
+        let [x, y, w, h] = f.bbox;
+        let e: Vec<String> = f
+            .embedding
+            .iter()
+            .flatten()
+            .map(|v| format!("{v:.6}"))
+            .collect();
+        writeln!(
+            out,
+            "{}\t{x},{y},{w},{h}\t{:.3}\t{}",
+            stem(path),
+            f.score,
+            e.join(",")
+        )?;
+    }
+    Ok(())
+}

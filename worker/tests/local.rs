@@ -1,0 +1,318 @@
+//! The worker on the local seams (in-process queue, filesystem store) with the real
+//! engine and real faces: every request gets exactly one correct result, poison messages
+//! are dead-lettered with reasons and still answered, duplicates give one result, and a
+//! worker killed mid-batch loses nothing.
+
+// Helpers of a test panic on failure like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../engine/tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use facerec_contract::message::{input_key, result_key};
+use facerec_contract::{DeadLetter, Request, ResultMessage};
+use facerec_engine::{BackendChoice, Engine, EngineConfig};
+use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Seams};
+use facerec_worker::{Compute, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = EngineConfig::new(common::models_dir());
+            config.backend = BackendChoice::Cpu;
+            Arc::new(Engine::new(config).expect("engine loads"))
+        })
+        .clone()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    req: Arc<LocalQueue>,
+    resp: Arc<LocalQueue>,
+    dlq: Arc<LocalQueue>,
+    store: Arc<FsStore>,
+    gallery: Arc<GalleryHandle>,
+    /// request id → expected name
+    expected: HashMap<String, String>,
+}
+
+impl Setup {
+    fn seams(&self) -> Seams {
+        Seams {
+            requests: self.req.clone(),
+            responses: self.resp.clone(),
+            dead_letters: self.dlq.clone(),
+            store: self.store.clone(),
+        }
+    }
+
+    fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            wait: Duration::from_millis(200),
+            max_batch: 16,
+            visibility: Duration::from_secs(3),
+            retry_delay: Duration::from_millis(100),
+            shutdown_grace: Duration::from_secs(20),
+            gallery_refresh: None,
+            ..WorkerConfig::default()
+        }
+    }
+
+    fn worker(&self) -> Arc<Worker> {
+        Worker::new(
+            Compute::new(engine(), 2),
+            self.gallery.clone(),
+            self.seams(),
+            self.config(),
+            Metrics::default(),
+        )
+    }
+
+    async fn upload(&self, id: &str, filename: &str, bytes: Vec<u8>) -> String {
+        let req = Request::new(id, filename);
+        self.store
+            .put(Bucket::In, &input_key(id), Bytes::from(bytes))
+            .await
+            .unwrap();
+        req.to_json()
+    }
+}
+
+/// Enrolls the first photo of each CSE546 person and uploads `n` workload images.
+async fn setup(n: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = Arc::new(LocalQueue::new("dlq", Duration::from_secs(30)));
+    let req = Arc::new(LocalQueue::new("req", Duration::from_secs(3)).with_redrive(dlq.clone(), 4));
+    let resp = Arc::new(LocalQueue::new("resp", Duration::from_secs(30)));
+    let store = Arc::new(FsStore::new(dir.path()).unwrap());
+    let engine = engine();
+    let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
+
+    let cse = common::cse546_dir();
+    let expected = common::cse546_expected();
+    // Every distinct photo (ten crops of eight people) under its name, as the original
+    // system's gallery: Emily's and Gerry's two photos do not stand for each other.
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut embeddings = Vec::new();
+    for (stem, name) in &expected {
+        let bytes = std::fs::read(cse.join(format!("{stem}.jpg"))).unwrap();
+        if seen.contains(&bytes) {
+            continue;
+        }
+        seen.push(bytes.clone());
+        let (mut a, _) = engine.analyze(&[&bytes]);
+        let face = a.remove(0).unwrap().faces.remove(0);
+        embeddings.push((name.clone(), face.embedding));
+    }
+    gallery
+        .update(store.as_ref(), |g| {
+            for (name, e) in &embeddings {
+                g.add(name, e);
+            }
+        })
+        .await
+        .unwrap();
+
+    let s = Setup {
+        _dir: dir,
+        req,
+        resp,
+        dlq,
+        store,
+        gallery,
+        expected: HashMap::new(),
+    };
+    let mut expected_ids = HashMap::new();
+    let mut bodies = Vec::new();
+    // A stride through the 1000 images covers every person.
+    for (i, (stem, name)) in expected.iter().step_by(1000 / n).take(n).enumerate() {
+        let id = format!("req-{i:04}");
+        let bytes = std::fs::read(cse.join(format!("{stem}.jpg"))).unwrap();
+        bodies.push(s.upload(&id, &format!("{stem}.jpg"), bytes).await);
+        expected_ids.insert(id, name.clone());
+    }
+    s.req.send(bodies).await.unwrap();
+    Setup {
+        expected: expected_ids,
+        ..s
+    }
+}
+
+/// Reads responses until every id in `want` has one (or the deadline passes).
+async fn collect(
+    resp: &LocalQueue,
+    want: usize,
+    deadline: Duration,
+) -> HashMap<String, ResultMessage> {
+    let mut got: HashMap<String, ResultMessage> = HashMap::new();
+    let end = tokio::time::Instant::now() + deadline;
+    while got.len() < want && tokio::time::Instant::now() < end {
+        let msgs = resp.receive(10, Duration::from_millis(500)).await.unwrap();
+        let receipts = msgs.iter().map(|m| m.receipt.clone()).collect();
+        for m in msgs {
+            let r = ResultMessage::parse(m.body.as_bytes()).unwrap();
+            if let Some(prev) = got.get(&r.request_id) {
+                assert_eq!(prev, &r, "a second, different result for {}", r.request_id);
+            }
+            got.insert(r.request_id.clone(), r);
+        }
+        resp.ack(receipts).await.unwrap();
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_answered_once_poison_dead_lettered() {
+    let s = setup(60).await;
+    // Poison and duplicates.
+    let bad_image = s
+        .upload("bad-image", "notes.jpg", b"hello, not an image".to_vec())
+        .await;
+    let missing = Request::new("missing-upload", "gone.jpg").to_json();
+    // req-0000 is test_000.jpg; req-0001 is sent twice at once.
+    let dup = "req-0000".to_string();
+    let dup_body = Request::new(dup.clone(), "test_000.jpg");
+    let twice = s
+        .req
+        .peek_bodies()
+        .into_iter()
+        .find(|b| b.contains("\"req-0001\""))
+        .unwrap();
+    s.req
+        .send(vec![
+            "this is not json".into(),
+            r#"{"v":1,"request_id":"half","filename":"x.jpg"}"#.into(),
+            bad_image,
+            missing,
+            twice,
+        ])
+        .await
+        .unwrap();
+
+    let worker = s.worker();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+
+    let want = s.expected.len() + 3; // + bad-image, missing-upload, half (salvaged id)
+    let got = collect(&s.resp, want, Duration::from_secs(240)).await;
+    // A duplicate of an answered request, sent after the fact, is answered the same.
+    let stored_before = s.store.get(Bucket::Out, &result_key(&dup)).await.unwrap();
+    s.req.send(vec![dup_body.to_json()]).await.unwrap();
+    let again = collect(&s.resp, 1, Duration::from_secs(30)).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    assert_eq!(
+        again[&dup], got[&dup],
+        "redelivery must give the same result"
+    );
+    assert_eq!(
+        s.store.get(Bucket::Out, &result_key(&dup)).await.unwrap(),
+        stored_before
+    );
+    for (id, name) in &s.expected {
+        let r = got.get(id).unwrap_or_else(|| panic!("no result for {id}"));
+        assert_eq!(r.name.as_deref(), Some(name.as_str()), "{id}: {r:?}");
+        assert_eq!(r.plain(), format!("{}:{name}", r.stem));
+        let stored =
+            ResultMessage::parse(&s.store.get(Bucket::Out, &result_key(id)).await.unwrap())
+                .unwrap();
+        assert_eq!(&stored, r);
+    }
+    assert_eq!(
+        got["bad-image"].error.as_ref().unwrap().kind.as_str(),
+        "not_an_image"
+    );
+    assert_eq!(got["bad-image"].plain(), "notes:not_an_image");
+    assert_eq!(
+        got["missing-upload"].error.as_ref().unwrap().kind.as_str(),
+        "io"
+    );
+    assert!(got["half"].error.is_some());
+
+    let mut reasons: Vec<String> = s
+        .dlq
+        .peek_bodies()
+        .iter()
+        .map(|b| serde_json::from_str::<DeadLetter>(b).unwrap().reason)
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["malformed", "malformed", "missing_object", "not_an_image"]
+    );
+    let missing_letter = s
+        .dlq
+        .peek_bodies()
+        .iter()
+        .map(|b| serde_json::from_str::<DeadLetter>(b).unwrap())
+        .find(|d| d.reason == "missing_object")
+        .unwrap();
+    assert_eq!(
+        missing_letter.receive_count, 3,
+        "dead-lettered after MAX_RETRIES deliveries"
+    );
+    assert_eq!(s.req.depth().await.unwrap(), Default::default());
+    assert_eq!(s.resp.depth().await.unwrap(), Default::default());
+}
+
+#[test]
+fn worker_killed_mid_batch_loses_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(setup(40));
+
+    // Worker A runs on its own runtime, which is torn down while it holds messages:
+    // every task of the worker dies at once, as in a SIGKILL.
+    let rt_a = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = s.worker();
+    rt_a.spawn(a.run(CancellationToken::new()));
+    let first = rt.block_on(collect(&s.resp, 5, Duration::from_secs(120)));
+    assert!(first.len() >= 5);
+    let held = rt.block_on(s.req.depth()).unwrap();
+    rt_a.shutdown_background();
+
+    // Worker B picks up what A held once the visibility timeout passes.
+    let b = s.worker();
+    let stop = CancellationToken::new();
+    let run_b = rt.spawn(b.run(stop.clone()));
+    let rest = rt.block_on(collect(
+        &s.resp,
+        s.expected.len() - first.len(),
+        Duration::from_secs(240),
+    ));
+    stop.cancel();
+    rt.block_on(run_b).unwrap().unwrap();
+
+    let mut all = first;
+    for (k, v) in rest {
+        if let Some(prev) = all.get(&k) {
+            assert_eq!(prev, &v);
+        }
+        all.insert(k, v);
+    }
+    assert!(
+        held.in_flight + held.visible > 0,
+        "A was killed while holding work"
+    );
+    for (id, name) in &s.expected {
+        let r = all.get(id).unwrap_or_else(|| panic!("lost {id}"));
+        assert_eq!(r.name.as_deref(), Some(name.as_str()));
+    }
+    assert_eq!(rt.block_on(s.req.depth()).unwrap(), Default::default());
+    assert!(s.dlq.peek_bodies().is_empty());
+}
