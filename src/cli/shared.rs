@@ -20,7 +20,7 @@ pub struct Retries {
 pub struct ModelsArg {
     /// Directory holding the ONNX models [default: ./models, else the models/ folder beside
     /// the binary's bin/ folder (an install such as /opt/facerec/{bin,models})].
-    #[arg(long = "models", env = "FACEREC_MODELS")]
+    #[arg(id = "models", long = "models", env = "FACEREC_MODELS")]
     pub dir: Option<PathBuf>,
 }
 
@@ -43,7 +43,12 @@ pub struct ThresholdArg {
     /// Same-person threshold on the euclidean distance between descriptors: `auto` (0.6,
     /// or 0.5 when the smaller face of the pair is under 64 px; calibrated on real faces,
     /// models/face_recognition.md) or one distance in (0, 2] for every face size.
-    #[arg(long = "threshold", env = "FACEREC_THRESHOLD", default_value = "auto")]
+    #[arg(
+        id = "threshold",
+        long = "threshold",
+        env = "FACEREC_THRESHOLD",
+        default_value = "auto"
+    )]
     pub rule: Threshold,
 }
 
@@ -52,6 +57,11 @@ pub struct ThresholdArg {
 pub struct ApiKeyArg {
     /// The edge's API key: when a server has one, gallery changes and batches need
     /// `Authorization: Bearer <key>`; clients send it.
-    #[arg(long = "api-key", env = "FACEREC_API_KEY", hide_env_values = true)]
+    #[arg(
+        id = "api_key",
+        long = "api-key",
+        env = "FACEREC_API_KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
 }
