@@ -1,0 +1,95 @@
+//! The batcher: fills engine batches across messages (up to `max_batch` or `batch_wait`) and
+//! runs each on the engine threads.
+
+use super::finisher::batch_errors;
+use super::*;
+
+impl Worker {
+    /// Forms batches from the jobs in arrival order and queues each on the engine threads
+    /// at once (up to one per engine thread outstanding), so jobs never wait here while an
+    /// engine thread is free and batches run in the order their jobs arrived.
+    pub(super) async fn batcher(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
+        let outstanding = Arc::new(Semaphore::new(self.compute.threads()));
+        while let Some(first) = rx.recv().await {
+            let Ok(permit) = outstanding.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.config.batch_wait;
+            while batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        batch.push(job);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                }
+            }
+            let worker = self.clone();
+            let inputs: Vec<Bytes> = batch.iter().map(|j| j.bytes.clone()).collect();
+            let reqs: Vec<Request> = batch.iter().map(|j| j.req.clone()).collect();
+            let pending = self
+                .compute
+                .submit(move |engine| worker.recognize(engine, &inputs, &reqs));
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let results = match pending {
+                    Ok(p) => compute::answer(p).await,
+                    Err(e) => Err(e),
+                }
+                .unwrap_or_else(|e| {
+                    let err = ImageError::new(ErrorKind::Inference, format!("engine task: {e}"));
+                    batch_errors(&batch, &err)
+                });
+                drop(permit);
+                // Responses and acks overlap with the next engine batch.
+                worker.finish(batch, results).await;
+            });
+        }
+    }
+
+    /// Runs the engine on one batch and matches the faces (blocking).
+    pub(super) fn recognize(
+        &self,
+        engine: &Engine,
+        inputs: &[Bytes],
+        reqs: &[Request],
+    ) -> Vec<ResultMessage> {
+        let slices: Vec<&[u8]> = inputs.iter().map(|b| b.as_ref()).collect();
+        let (analyses, times) = engine.analyze(&slices);
+        let m = &self.metrics;
+        m.batch_size.observe(slices.len() as f64);
+        m.stage("decode", times.decode);
+        m.stage("detect", times.detect);
+        m.stage("align", times.align);
+        m.stage("embed", times.embed);
+        let t = std::time::Instant::now();
+        let gallery = self.gallery.get();
+        let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
+        // Every face of every image in one search.
+        let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
+        let out = results
+            .into_iter()
+            .zip(matches)
+            .zip(reqs)
+            .map(|((a, found), req)| {
+                let rep = report::report(
+                    &req.filename,
+                    a,
+                    found,
+                    self.config.threshold,
+                    req.embeddings,
+                );
+                let size = a.ok().map(|a| (a.width, a.height));
+                ResultMessage::from_report(req, rep, size)
+            })
+            .collect();
+        m.stage("match", t.elapsed());
+        out
+    }
+}
