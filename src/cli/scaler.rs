@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use facerec_scaler::Policy;
 
-use super::shared::Retries;
+use super::shared::AwsClientArgs;
 
 /// Controller: keeps the worker fleet (EC2 or local processes) sized to the backlog.
 #[derive(Debug, Args)]
@@ -147,12 +147,8 @@ pub struct ScalerArgs {
     /// Deployment id (queues and instance tags).
     #[arg(long, env = "ID")]
     pub id: Option<String>,
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub region: String,
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub endpoint: Option<String>,
     #[command(flatten)]
-    pub retries: Retries,
+    pub aws: AwsClientArgs,
     /// Where the backlog and rate come from, in order of preference.
     #[arg(
         long,

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use facerec_seams::aws::AwsSettings;
 use facerec_worker::WorkerConfig;
 
 use super::engine::EngineArgs;
-use super::shared::{ApiKeyArg, ModelsArg, RecognizerArg, Retries, ThresholdArg};
+use super::shared::{ApiKeyArg, AwsClientArgs, ModelsArg, RecognizerArg, Retries, ThresholdArg};
+use facerec_seams::aws::AwsSettings;
 
 /// Where the AWS resources are: the original design's `.env` names.
 #[derive(Debug, Clone, Args)]
@@ -18,22 +18,13 @@ pub struct AwsArgs {
     /// Deployment id: resources are `${ID}-in-bucket`, `${ID}-req-queue`, ...
     #[arg(long, env = "ID")]
     pub id: String,
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub region: String,
-    /// An AWS-compatible endpoint (an emulator such as moto); AWS itself when unset.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub endpoint: Option<String>,
     #[command(flatten)]
-    pub retries: Retries,
+    pub client: AwsClientArgs,
 }
 
 impl AwsArgs {
     pub fn settings(&self) -> AwsSettings {
-        AwsSettings {
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
-            max_retries: self.retries.max_retries,
-        }
+        self.client.settings()
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use facerec_engine::{Recognizer, Threshold};
+use facerec_seams::aws::AwsSettings;
 
 /// `MAX_RETRIES`.
 #[derive(Debug, Clone, Copy, Args)]
@@ -13,6 +14,28 @@ pub struct Retries {
     /// the retries of a failed AWS call (standard retry mode).
     #[arg(long, env = "MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
+}
+
+/// How AWS is reached: `AWS_REGION`, `AWS_ENDPOINT_URL`, `MAX_RETRIES`.
+#[derive(Debug, Clone, Args)]
+pub struct AwsClientArgs {
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// An AWS-compatible endpoint (an emulator such as moto); AWS itself when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub retries: Retries,
+}
+
+impl AwsClientArgs {
+    pub fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            max_retries: self.retries.max_retries,
+        }
+    }
 }
 
 /// `FACEREC_MODELS`.

@@ -52,8 +52,8 @@ pub fn run(args: &InfraArgs) -> Result<ExitCode> {
 fn worker_env(aws: &AwsArgs, args: &InfraUpArgs) -> Result<Vec<(String, String)>> {
     let mut env: Vec<(String, String)> = [
         ("ID", aws.id.clone()),
-        ("AWS_REGION", aws.region.clone()),
-        ("MAX_RETRIES", aws.retries.max_retries.to_string()),
+        ("AWS_REGION", aws.client.region.clone()),
+        ("MAX_RETRIES", aws.client.retries.max_retries.to_string()),
         ("VISIBILITY_TIMEOUT", args.visibility_timeout.to_string()),
         ("FACEREC_MODELS", AMI_MODELS.to_string()),
         ("FACEREC_CACHE_DIR", "/var/cache/facerec".to_string()),
@@ -84,9 +84,9 @@ async fn up(
 ) -> Result<ExitCode> {
     let mut steps = Resources(aws)
         .ensure(
-            &aws_args.region,
+            &aws_args.client.region,
             Duration::from_secs(args.visibility_timeout),
-            aws_args.retries.max_retries.max(1) + 1,
+            aws_args.client.retries.max_retries.max(1) + 1,
         )
         .await?;
     let name = worker_template_name(&aws_args.id);

@@ -19,11 +19,7 @@ pub fn run(args: &ScalerArgs) -> Result<ExitCode> {
     let policy = args.policy.policy()?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
-        let settings = facerec_seams::aws::AwsSettings {
-            region: args.region.clone(),
-            endpoint: args.endpoint.clone(),
-            max_retries: args.retries.max_retries,
-        };
+        let settings = args.aws.settings();
         let needs_aws =
             args.fleet == FleetChoice::Ec2 || args.source.contains(&SourceChoice::Queue);
         let config = if needs_aws {

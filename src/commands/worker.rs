@@ -20,7 +20,7 @@ pub fn run(cmd: &WorkerCommandArgs) -> Result<ExitCode> {
     let config = args.config(
         engine_args,
         engine.config().max_batch,
-        aws_args.retries.max_retries,
+        aws_args.client.retries.max_retries,
     )?;
     let rt = runtime()?;
     rt.block_on(async {
