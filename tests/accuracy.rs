@@ -8,27 +8,11 @@
 //! in `models/face_recognition.md` (from `benches/threshold.py`), with a little margin.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use facerec_engine::{Gallery, Threshold};
-
-/// The evaluation tree (`scripts/fetch-test-data.sh eval`).
-fn eval_dir() -> PathBuf {
-    let dir = std::env::var_os("FACEREC_EVAL_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/facerec/testdata/eval-1"))
-        })
-        .expect("FACEREC_EVAL_DIR or HOME");
-    assert!(
-        dir.join(".complete").exists(),
-        "evaluation faces missing at {}: run scripts/fetch-test-data.sh eval (or set FACEREC_EVAL_DIR)",
-        dir.display()
-    );
-    dir
-}
+use facerec_testkit::eval_dir;
 
 /// One row of the list: an image, the point that names one of its faces (or none: the
 /// largest), and the person (`?`: unnamed).
@@ -78,10 +62,7 @@ fn embed(root: &Path, images: &[String]) -> HashMap<String, Vec<Found>> {
         .args(["--log-json", "embed", "--json"])
         .args(images)
         .current_dir(root)
-        .env(
-            "FACEREC_MODELS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        )
+        .env("FACEREC_MODELS", facerec_testkit::models_dir())
         .output()
         .expect("facerec runs");
     assert!(

@@ -15,10 +15,7 @@ fn facerec_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("FACEREC_BACKEND", "cpu")
-        .env(
-            "FACEREC_MODELS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        )
+        .env("FACEREC_MODELS", facerec_testkit::models_dir())
         .envs(env.iter().copied())
         .output()
         .expect("facerec runs")
@@ -46,22 +43,7 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cse546");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let status = Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(shared.join("face_images_1000.zip"))
-            .arg(dir.path())
-            .status()
-            .expect("python3");
-        assert!(status.success());
-        let expected: Vec<(String, String)> = std::fs::read_to_string(shared.join("expected.csv"))
-            .expect("csv")
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(','))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let (dir, expected) = facerec_testkit::Cse546::unzip().into_parts();
         for (stem, name) in expected.iter().take(10) {
             let person = dir.path().join("people").join(name);
             std::fs::create_dir_all(&person).expect("mkdir");

@@ -7,17 +7,15 @@
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::Moto;
 use facerec_infra::provision::Resources;
 use facerec_seams::aws::Aws;
+use facerec_testkit::Moto;
 
 const REGION: &str = "us-east-1";
 const ID: &str = "infra1";
@@ -163,6 +161,7 @@ async fn infra_up_status_policy_down_on_moto() {
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
+        .http_client(facerec_seams::aws::https_client())
         .load()
         .await;
     let aws = Aws::from_config(ID, &config);

@@ -7,7 +7,7 @@
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use facerec_testkit as kit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -282,7 +282,7 @@ fn the_constants_have_the_design_form() {
 /// Drives a little traffic through `up` so that labelled families get samples: a face,
 /// a corrupt JPEG (an engine error), a text file (415 at the edge) and a bulk batch.
 fn drive_traffic(addr: &str) {
-    let (dir, expected) = common::cse546();
+    let (dir, expected) = kit::Cse546::unzip().into_parts();
     let stem = &expected[0].0;
     let photo = std::fs::read(
         dir.path()
@@ -290,15 +290,15 @@ fn drive_traffic(addr: &str) {
             .join(format!("{stem}.jpg")),
     )
     .unwrap();
-    let r = common::post_files(addr, "/", &[("inputFile", "a.jpg", &photo)], &[]);
+    let r = kit::post_files(addr, "/", &[("inputFile", "a.jpg", &photo)], &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let mut corrupt = photo[..photo.len() / 3].to_vec();
     corrupt.extend_from_slice(&[0u8; 64]);
-    let r = common::post_files(addr, "/", &[("inputFile", "broken.jpg", &corrupt)], &[]);
+    let r = kit::post_files(addr, "/", &[("inputFile", "broken.jpg", &corrupt)], &[]);
     assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
-    let r = common::post_files(addr, "/", &[("inputFile", "notes.txt", b"hello")], &[]);
+    let r = kit::post_files(addr, "/", &[("inputFile", "notes.txt", b"hello")], &[]);
     assert_eq!(r.status, 415, "{}", r.text());
-    let r = common::post_files(
+    let r = kit::post_files(
         addr,
         "/v1/batches",
         &[("images", "b.jpg", &photo), ("images", "c.txt", b"hi")],
@@ -310,7 +310,7 @@ fn drive_traffic(addr: &str) {
     let start = Instant::now();
     loop {
         let p: serde_json::Value = serde_json::from_slice(
-            &common::http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"").body,
+            &kit::http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"").body,
         )
         .unwrap();
         if p["finished"].as_bool() == Some(true) {
@@ -322,12 +322,12 @@ fn drive_traffic(addr: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(common::http(addr, "GET", "/health", &[], b"").status, 200);
+    assert_eq!(kit::http(addr, "GET", "/health", &[], b"").status, 200);
 }
 
 #[test]
 fn dashboard_and_alerts_use_only_metrics_that_up_exports() {
-    let up = common::Up::start(&[
+    let up = kit::Up::start(&[
         "--workers",
         "1",
         "--max-workers",
@@ -347,7 +347,7 @@ fn dashboard_and_alerts_use_only_metrics_that_up_exports() {
         .collect();
     let start = Instant::now();
     let exposition = loop {
-        let r = common::http(&up.addr, "GET", "/metrics", &[], b"");
+        let r = kit::http(&up.addr, "GET", "/metrics", &[], b"");
         assert_eq!(r.status, 200);
         let e = Exposition::parse(&r.text());
         let exported = e.exported_names();
@@ -436,7 +436,7 @@ fn dashboard_and_alerts_use_only_metrics_that_up_exports() {
 
 #[test]
 fn prometheus_parses_every_dashboard_query() {
-    let prometheus = common::Prometheus::start(&[]);
+    let prometheus = kit::Prometheus::start(&[]);
     for (place, expr) in dashboard_exprs() {
         // What Grafana substitutes before sending the query.
         let promql = expr

@@ -6,14 +6,11 @@
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
-use common::{Moto, free_port};
 use facerec_infra::provision::Resources;
 use facerec_scaler::ec2::{Ec2Fleet, LaunchSpec, ScaleIn, TAG_ID, TAG_ROLE};
 use facerec_scaler::{
@@ -22,6 +19,7 @@ use facerec_scaler::{
 };
 use facerec_seams::Queue;
 use facerec_seams::aws::{Aws, AwsSettings, sdk_config};
+use facerec_testkit::{Moto, free_port};
 
 const REGION: &str = "us-east-1";
 

@@ -23,9 +23,9 @@ use facerec_seams::aws::Aws;
 use facerec_seams::gallery::GALLERY_KEY;
 use facerec_seams::{BlobStore, Bucket, Queue};
 
-mod common;
+use facerec_testkit as kit;
 
-use common::{Moto, free_port};
+use facerec_testkit::{Moto, free_port};
 
 const REGION: &str = "us-east-1";
 
@@ -78,10 +78,7 @@ fn env_for(cmd: &mut Command, id: &str, endpoint: &str) {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("FACEREC_BACKEND", "cpu")
-        .env(
-            "FACEREC_MODELS",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        )
+        .env("FACEREC_MODELS", facerec_testkit::models_dir())
         .env("FACEREC_LOG", "info")
         .env_remove("AWS_PROFILE");
 }
@@ -112,6 +109,7 @@ async fn client(endpoint: &str, id: &str) -> Aws {
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
+        .http_client(facerec_seams::aws::https_client())
         .load()
         .await;
     Aws::from_config(id, &config)
@@ -125,7 +123,7 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        let (dir, expected) = common::cse546();
+        let (dir, expected) = kit::Cse546::unzip().into_parts();
         let mut first: HashMap<&str, &str> = HashMap::new();
         for (stem, name) in &expected {
             first.entry(name).or_insert(stem);
@@ -140,10 +138,7 @@ impl Workload {
             .arg(dir.path().join("gallery.frg"))
             .arg("--dir")
             .arg(dir.path().join("people"))
-            .env(
-                "FACEREC_MODELS",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-            )
+            .env("FACEREC_MODELS", facerec_testkit::models_dir())
             .output()
             .unwrap();
         assert!(
@@ -576,29 +571,29 @@ async fn a_bulk_job_posted_to_one_edge_is_served_by_another_and_after_a_restart(
     // The HTTP calls block: off the runtime's async threads.
     use tokio::task::block_in_place as blocking;
     let job = blocking(|| {
-        let r = common::post_files(&a, "/v1/batches", &files, &[]);
+        let r = kit::post_files(&a, "/v1/batches", &files, &[]);
         assert_eq!(r.status, 202, "{}", r.text());
         r.json()["id"].as_str().unwrap().to_string()
     });
     let want = files.len();
     let check = |addr: &str| {
-        let p = common::wait_finished(addr, &job, Duration::from_secs(420));
+        let p = kit::wait_finished(addr, &job, Duration::from_secs(420));
         assert_eq!(
             (p["total"].as_u64(), p["done"].as_u64()),
             (Some(want as u64), Some(want as u64)),
             "{addr}: {p}"
         );
-        let r = common::http(addr, "GET", &format!("/v1/batches/{job}/results"), &[], b"");
-        let body = String::from_utf8(common::dechunk(&r)).unwrap();
+        let r = kit::http(addr, "GET", &format!("/v1/batches/{job}/results"), &[], b"");
+        let body = String::from_utf8(kit::dechunk(&r)).unwrap();
         assert_eq!(body.lines().count(), want, "{addr}: one line per image");
-        let got = common::batch_results(addr, &job, &[]);
+        let got = kit::batch_results(addr, &job, &[]);
         for (i, (_, name)) in picks.iter().enumerate() {
             assert_eq!(got.get(&names[i]), Some(name), "{addr}: {}", names[i]);
         }
     };
     // Edge B never saw the upload: it reads the job from the output bucket, and lists it.
     blocking(|| check(&b));
-    let list = blocking(|| common::http(&b, "GET", "/v1/batches", &[], b"").json());
+    let list = blocking(|| kit::http(&b, "GET", "/v1/batches", &[], b"").json());
     let ids: Vec<&str> = list["batches"]
         .as_array()
         .unwrap()

@@ -5,15 +5,13 @@
 //! The onnxruntime peer on the same ONNX file: `benches/ort_nets.py --nets recognition` (run together by
 //! `benches/embed_vs_ort.sh`, which writes the table in RESULTS.md).
 
-use std::path::Path;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use facerec_engine::backend::{self, BackendChoice};
 use facerec_engine::models::Models;
 use facerec_engine::prep;
 
 fn chips() -> Vec<Vec<f32>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity");
+    let dir = facerec_testkit::models_dir().join("parity");
     (0..3)
         .map(|i| {
             let img = image::open(dir.join(format!("recognition_input_{i}.png")))
@@ -28,7 +26,7 @@ fn embed(c: &mut Criterion) {
     let backend = std::env::var("FACEREC_BACKEND").unwrap_or_else(|_| "cpu".into());
     let choice: BackendChoice = backend.parse().expect("backend");
     let models = Models::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"),
+        &facerec_testkit::models_dir(),
         backend::resolve(choice).expect("backend"),
     )
     .expect("models");

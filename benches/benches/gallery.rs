@@ -4,14 +4,12 @@
 //! `models/parity/descriptors.f32` with a small deterministic perturbation each, so
 //! that every row is distinct.
 
-use std::path::Path;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use facerec_benches::synthetic;
 use facerec_engine::gallery::Gallery;
 
 fn rows(n: usize) -> Vec<Vec<f32>> {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = facerec_testkit::models_dir();
     let base = synthetic::parity_descriptors(&models).expect("parity descriptors");
     synthetic::perturbed_rows(&base, n, 0).collect()
 }

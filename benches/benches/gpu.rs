@@ -8,8 +8,6 @@
 //! Runs on whatever adapter `Gpu::open` finds: a real GPU, or lavapipe (software Vulkan)
 //! where there is none, which says nothing about GPU speed. The report names the adapter.
 
-use std::path::Path;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use facerec_engine::backend::{self, BackendChoice};
 use facerec_engine::gallery::{DIM, Gallery};
@@ -60,11 +58,9 @@ fn search(c: &mut Criterion) {
 }
 
 fn warp(c: &mut Criterion) {
-    let photo = image::open(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/recognition_input_0.png"),
-    )
-    .expect("parity chip")
-    .to_rgb8();
+    let photo = image::open(facerec_testkit::models_dir().join("parity/recognition_input_0.png"))
+        .expect("parity chip")
+        .to_rgb8();
     let photo = image::imageops::resize(&photo, 640, 640, image::imageops::FilterType::Triangle);
     // 64 chips: rotated, scaled views like aligned faces of different sizes.
     let jobs: Vec<WarpJob> = (0..64)

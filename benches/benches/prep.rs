@@ -5,8 +5,6 @@
 //! 64x64 face crop (upscaled 2x, the CSE546 workload's case) and a 1280x960 photo (shrunk
 //! 2.5x). Both write the detector's planar float input.
 
-use std::path::Path;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use facerec_engine::models::SSD_SIZE;
 use facerec_engine::prep;
@@ -37,8 +35,7 @@ fn fir_letterbox(img: &RgbImage, size: u32) -> Vec<f32> {
 }
 
 fn letterbox(c: &mut Criterion) {
-    let chip =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/parity/recognition_input_0.png");
+    let chip = facerec_testkit::models_dir().join("parity/recognition_input_0.png");
     let crop = image::open(chip).expect("parity chip").to_rgb8();
     let crop = image::imageops::resize(&crop, 64, 64, image::imageops::FilterType::Triangle);
     let photo = image::imageops::resize(&crop, 1280, 960, image::imageops::FilterType::Triangle);

@@ -6,7 +6,6 @@
 //! `cargo bench --profile dev --workspace --bench worker` (env `WORKER_BENCH_IMAGES`,
 //! default 96: CSE546 workload images).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,29 +22,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(96);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let zip = root.join("tests/data/cse546/face_images_1000.zip");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ok = std::process::Command::new("python3")
-        .args(["-m", "zipfile", "-e"])
-        .arg(&zip)
-        .arg(tmp.path())
-        .status()
-        .expect("python3")
-        .success();
-    assert!(ok, "unzip {}", zip.display());
+    let cse546 = facerec_testkit::Cse546::unzip();
     let images: Vec<(String, Bytes)> = (0..n)
         .map(|i| {
             let stem = format!("test_{:03}", i % 1000);
-            let p = tmp
-                .path()
-                .join("face_images_1000")
-                .join(format!("{stem}.jpg"));
+            let p = cse546.image(&stem);
             (stem, Bytes::from(std::fs::read(p).expect("image")))
         })
         .collect();
 
-    let mut config = EngineConfig::new(root.join("models"));
+    let mut config = EngineConfig::new(facerec_testkit::models_dir());
     config.backend = std::env::var("FACEREC_BACKEND")
         .ok()
         .and_then(|b| b.parse().ok())

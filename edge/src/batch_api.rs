@@ -21,10 +21,12 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use crate::api::{ApiError, Body, json_response, result_line};
 use crate::archive::{ArchiveError, Entry, TarReader, ZipReader};
 use crate::batch::{Job, Manifest, manifest_key};
-use crate::{Edge, multipart};
+use crate::edge::Edge;
+use crate::idempotency::{idempotency_key, keyed_id};
+use crate::multipart;
+use crate::response::{ApiError, Body, json_response, result_line};
 
 /// Requests queued per send call (SQS batches hold 10).
 const SEND_BATCH: usize = 10;
@@ -540,29 +542,6 @@ fn manifest_json(m: &Manifest, o: crate::batch::Outcome) -> serde_json::Value {
         v["cut_off"] = json!(why);
     }
     v
-}
-
-/// The request's `Idempotency-Key`, if any (at most 255 visible ASCII characters).
-pub(crate) fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = v.to_str().map(str::trim).unwrap_or_default();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key must be 1-255 visible ASCII characters",
-        ));
-    }
-    Ok(Some(key.to_string()))
-}
-
-/// The job id an `Idempotency-Key` names: `k-` and 32 hex digits of its sha256.
-pub(crate) fn keyed_id(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("k-{hex}")
 }
 
 /// A job's progress, as `GET /v1/batches/{id}` and the list report it.

@@ -11,7 +11,7 @@ use http_body_util::BodyStream;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 
-use crate::api::ApiError;
+use crate::response::ApiError;
 
 /// One uploaded file.
 pub struct Part {

@@ -6,7 +6,7 @@ use hyper::{Response, StatusCode};
 
 const INDEX: &str = include_str!("page.html");
 
-pub fn index(request_id: &str) -> Response<crate::api::Body> {
+pub fn index(request_id: &str) -> Response<crate::response::Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/html; charset=utf-8")
@@ -25,7 +25,7 @@ const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 3
 <rect x=\"7\" y=\"7\" width=\"18\" height=\"18\" fill=\"none\" stroke=\"#2ecc71\" stroke-width=\"2.5\"/>\
 </svg>";
 
-pub fn icon(request_id: &str) -> Response<crate::api::Body> {
+pub fn icon(request_id: &str) -> Response<crate::response::Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "image/svg+xml")

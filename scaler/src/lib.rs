@@ -6,7 +6,6 @@ pub mod controller;
 pub mod decide;
 pub mod ec2;
 pub mod fleet;
-mod http_get;
 pub mod metrics;
 pub mod simulate;
 pub mod source;

@@ -9,8 +9,8 @@ use facerec_seams::Queue;
 use facerec_seams::metrics::names as engine;
 
 use crate::decide::Backlog;
-use crate::http_get;
 use crate::metrics::names;
+use facerec_seams::http_client;
 
 /// A failed observation.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -141,7 +141,7 @@ impl Source for Scrape {
     async fn sample(&self) -> Result<Sample, SourceError> {
         let mut answered = 0.0;
         for url in &self.urls {
-            let text = http_get::get(url, self.timeout)
+            let text = get_text(url, self.timeout)
                 .await
                 .map_err(|e| SourceError::new("scrape", format!("{url}: {e}")))?;
             answered += sum_metric(&text, engine::MESSAGES_TOTAL, Some("result=\"answered\""))
@@ -200,7 +200,7 @@ impl Prometheus {
             self.base_url.trim_end_matches('/'),
             percent_encode(promql)
         );
-        let text = http_get::get(&url, self.timeout)
+        let text = get_text(&url, self.timeout)
             .await
             .map_err(|e| SourceError::new("prometheus", e.to_string()))?;
         parse_query_result(&text)
@@ -305,6 +305,15 @@ impl Combined {
         }
         (merged, errors)
     }
+}
+
+/// Largest body accepted (a metrics page of a busy worker is a few tens of KiB).
+const MAX_BODY: usize = 16 << 20;
+
+/// The text of a 2xx answer to a GET of `url`.
+async fn get_text(url: &str, timeout: Duration) -> Result<String, http_client::ClientError> {
+    let body = http_client::get(url, timeout, MAX_BODY).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 #[cfg(test)]

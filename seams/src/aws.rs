@@ -77,7 +77,19 @@ pub async fn sdk_config(s: &AwsSettings) -> aws_config::SdkConfig {
     if let Some(ep) = &s.endpoint {
         loader = loader.endpoint_url(ep);
     }
-    loader.load().await
+    loader.http_client(https_client()).load().await
+}
+
+/// The HTTP(S) client of every SDK client and credential provider: hyper with rustls on
+/// ring (the SDKs' default features, off in this workspace, would build two TLS stacks and
+/// aws-lc's C library).
+pub fn https_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// The raw HTTP response type of both SDKs.

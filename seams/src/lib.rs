@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod gallery;
 pub mod http;
+pub mod http_client;
 pub mod metrics;
 pub mod queue;
 pub mod sqlite_queue;

@@ -18,7 +18,7 @@ pub async fn serve_edge(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     eprintln!("facerec listening on http://{addr}");
-    edge.serve(listener, shutdown).await;
+    facerec_edge::run(edge, listener, shutdown).await;
     Ok(())
 }
 

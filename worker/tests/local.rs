@@ -6,9 +6,6 @@
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../engine/tests/common/mod.rs"]
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,7 +22,7 @@ fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let mut config = EngineConfig::new(common::models_dir());
+            let mut config = EngineConfig::new(facerec_testkit::models_dir());
             config.backend = BackendChoice::Cpu;
             Arc::new(Engine::new(config).expect("engine loads"))
         })
@@ -95,8 +92,8 @@ async fn setup(n: usize) -> Setup {
     let engine = engine();
     let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
 
-    let cse = common::cse546_dir();
-    let expected = common::cse546_expected();
+    let cse = facerec_testkit::cse546_dir();
+    let expected = facerec_testkit::cse546_expected();
     // Every distinct photo (ten crops of eight people) under its name, as the original
     // system's gallery: Emily's and Gerry's two photos do not stand for each other.
     let mut seen: Vec<Vec<u8>> = Vec::new();

