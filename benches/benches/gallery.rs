@@ -5,8 +5,8 @@
 //! that every row is distinct.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use facerec_benches::synthetic;
 use facerec_engine::gallery::Gallery;
+use facerec_loadgen::synthetic;
 
 fn rows(n: usize) -> Vec<Vec<f32>> {
     let models = facerec_testkit::models_dir();

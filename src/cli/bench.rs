@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use facerec_benches::harness::Route;
 use facerec_engine::{BackendChoice, Detector};
+use facerec_loadgen::Route;
 
 use super::shared::{ApiKeyArg, ModelsArg, RecognizerArg};
 

@@ -1,10 +1,10 @@
-//! `facerec bench`: the load harness (`facerec_benches::harness`) against a running edge.
+//! `facerec bench`: the load generator (`facerec_loadgen`) against a running edge.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use facerec_benches::harness::{self, Config, Report, Route};
+use facerec_loadgen::{self as loadgen, Config, Report, Route};
 
 use crate::cli::bench::BenchArgs;
 
@@ -17,9 +17,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     anyhow::ensure!(!addr.contains('/'), "--url is http://host:port");
     let items = match (&args.images, args.route) {
         (Some(dir), _) => {
-            harness::load(dir, args.expected.as_deref()).map_err(anyhow::Error::msg)?
+            loadgen::load(dir, args.expected.as_deref()).map_err(anyhow::Error::msg)?
         }
-        (None, Route::Health) => vec![harness::Item {
+        (None, Route::Health) => vec![loadgen::Item {
             filename: String::new(),
             bytes: Default::default(),
             expected: None,
@@ -43,7 +43,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     );
     let report: Report = crate::support::runtime::runtime()?.block_on({
         let bar = bar.clone();
-        async move { harness::run(&config, &items, move || bar.inc(1)).await }
+        async move { loadgen::run(&config, &items, move || bar.inc(1)).await }
     });
     bar.finish_and_clear();
     println!("{}\n{}", Report::MARKDOWN_HEADER, report.markdown_row());

@@ -7,7 +7,7 @@
 //! Inputs are real: the networks get the parity PNGs in `<models>/parity/` (aligned chips,
 //! letterboxed detector inputs, landmark crops, cycled to fill a batch); the pipeline gets
 //! encoded photos (`--images`); search runs against `--gallery-faces` rows made from the
-//! parity descriptors with small perturbations (`facerec_benches::synthetic`).
+//! parity descriptors with small perturbations (`facerec_loadgen::synthetic`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,12 +15,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use facerec_benches::{harness, synthetic};
 use facerec_engine::gallery::{DIM, Gallery};
 use facerec_engine::gpu::{Gpu, GpuGallery};
 use facerec_engine::models::{self, Models};
 use facerec_engine::tune::{self, Sample, TuneOptions, TuneReport};
 use facerec_engine::{Engine, EngineConfig, prep};
+use facerec_loadgen::{self as loadgen, synthetic};
 use serde::Serialize;
 
 use crate::cli::bench::{ModelsArgs, Net};
@@ -220,7 +220,7 @@ fn pipeline_images(models: &Path, images: Option<&Path>) -> Result<Vec<Vec<u8>>>
     let source = images
         .map(Path::to_path_buf)
         .unwrap_or_else(|| models.join("parity"));
-    let items = harness::load(&source, None).map_err(anyhow::Error::msg)?;
+    let items = loadgen::load(&source, None).map_err(anyhow::Error::msg)?;
     let photos: Vec<Vec<u8>> = items
         .into_iter()
         .filter(|i| {

@@ -3,7 +3,7 @@
 //! enrolled over HTTP, a short unmeasured warm-up, then the harness at each concurrency;
 //! then the child is stopped. Writes `sweep.json`, `sweep.md` and `sweep.svg` under `--out`,
 //! rewritten after every point so an interrupted sweep keeps what it measured. Rendering is
-//! in `benches/src/sweep.rs`.
+//! in `loadgen/src/sweep.rs`.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -13,8 +13,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use facerec_benches::harness::{self, Config, Item, Route};
-use facerec_benches::sweep::{Point, Sweep};
+use facerec_loadgen::sweep::{Point, Sweep};
+use facerec_loadgen::{self as loadgen, Config, Item, Route};
 
 use crate::cli::bench::SweepArgs;
 
@@ -28,7 +28,7 @@ pub fn run(args: &SweepArgs) -> Result<ExitCode> {
         "a sweep measures recognition: --route original, recognize or batch"
     );
     let items =
-        harness::load(&args.images, args.expected.as_deref()).map_err(anyhow::Error::msg)?;
+        loadgen::load(&args.images, args.expected.as_deref()).map_err(anyhow::Error::msg)?;
     let requests = args.requests.unwrap_or(items.len()).max(1);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -116,7 +116,7 @@ async fn measure(
             concurrency: server.batch.max(1),
             ..base.clone()
         };
-        let r = harness::run(&cfg, items, || {}).await;
+        let r = loadgen::run(&cfg, items, || {}).await;
         eprintln!("warm-up: {} images, {} ok", r.requests, r.ok);
     }
     for &clients in &args.concurrency {
@@ -137,7 +137,7 @@ async fn measure(
         };
         let report = {
             let bar = bar.clone();
-            harness::run(&cfg, items, move || bar.inc(1)).await
+            loadgen::run(&cfg, items, move || bar.inc(1)).await
         };
         bar.finish_and_clear();
         eprintln!(
@@ -179,7 +179,7 @@ fn write(out: &Path, sweep: &Sweep) -> Result<()> {
 async fn wait_ready(addr: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let last = match harness::call(addr, "GET", "/ready", None, &[]).await {
+        let last = match loadgen::call(addr, "GET", "/ready", None, &[]).await {
             Ok((200, _)) => return Ok(()),
             Ok((status, body)) => format!("{status} {}", String::from_utf8_lossy(&body)),
             Err(e) => e,
@@ -205,7 +205,7 @@ async fn enroll(addr: &str, key: Option<&str>, items: &[Item]) -> Result<usize> 
         }
         let path = format!("/v1/identities/{}/faces", percent_encode(name));
         let part = [("image", item.filename.as_str(), &item.bytes[..])];
-        let (status, body) = harness::call(addr, "POST", &path, key, &part)
+        let (status, body) = loadgen::call(addr, "POST", &path, key, &part)
             .await
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("enrolling {}", item.filename))?;

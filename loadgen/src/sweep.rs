@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::harness::{Report, Route};
+use crate::config::Route;
+use crate::report::Report;
 
 /// One measured point: the `facerec up` it ran against and the harness's report (whose
 /// `concurrency` is the third coordinate).
@@ -234,7 +235,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::Latency;
+    use crate::report::Latency;
 
     fn point(batch: usize, workers: u32, concurrency: usize, tput: f64, p95: f64) -> Point {
         Point {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use facerec_engine::gallery::DIM;
+use facerec_contract::gallery::DIM;
 
 /// The descriptors in `<models>/parity/descriptors.f32` (little-endian f32, 128 per face).
 pub fn parity_descriptors(models: &Path) -> Result<Vec<Vec<f32>>, String> {

@@ -6,18 +6,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use facerec_seams::http_client;
+use http_body_util::BodyExt;
 
-use crate::harness::{self, Config, Item, OnDone, Outcome, Route};
-
-/// Images per uploaded batch: `--batch-files`, else the requests split evenly over the
-/// clients.
-pub fn files_per_batch(cfg: &Config) -> usize {
-    cfg.batch_files
-        .unwrap_or_else(|| cfg.requests.div_ceil(cfg.concurrency.max(1)))
-        .max(1)
-}
+use crate::client;
+use crate::config::{Config, Route, files_per_batch};
+use crate::items::Item;
+use crate::outcome::{OnDone, Outcome};
+use crate::pool::pool;
 
 /// Sends `cfg.requests` images (cycling `items`) as batches, `cfg.concurrency` batches in
 /// flight at once; one outcome per image.
@@ -32,7 +28,7 @@ pub(crate) async fn run(cfg: &Config, items: &[Item], on_done: OnDone) -> Vec<Ou
     );
     let cfg = Arc::new(cfg.clone());
     let (clients, jobs) = (cfg.concurrency, batches.len());
-    harness::pool(clients, jobs, move |i| {
+    pool(clients, jobs, move |i| {
         let (batches, cfg, on_done) = (batches.clone(), cfg.clone(), on_done.clone());
         async move { one_batch(&cfg, &batches[i], &on_done).await }
     })
@@ -75,8 +71,7 @@ async fn upload_and_stream(
         .iter()
         .map(|it| ("images", it.filename.as_str(), &it.bytes[..]))
         .collect();
-    let raw = harness::http_request(&cfg.addr, "POST", "/v1/batches", key, &parts);
-    let (status, body) = harness::exchange(&cfg.addr, &raw)
+    let (status, body) = client::call(&cfg.addr, "POST", "/v1/batches", key, &parts)
         .await
         .map_err(|_| "io".to_string())?;
     if !(200..300).contains(&status) {
@@ -87,20 +82,24 @@ async fn upload_and_stream(
         .and_then(|v| v["id"].as_str().map(str::to_string))
         .ok_or("io")?;
     let path = format!("/v1/batches/{id}/results");
-    let raw = harness::http_request(&cfg.addr, "GET", &path, key, &[]);
-    let io = |_: std::io::Error| "io".to_string();
-    let mut s = TcpStream::connect(&cfg.addr).await.map_err(io)?;
-    s.write_all(&raw).await.map_err(io)?;
+    let answer = http_client::send(&cfg.addr, client::request("GET", &path, key, &[]))
+        .await
+        .map_err(|_| "io".to_string())?;
+    if answer.status() != hyper::StatusCode::OK {
+        return Err(answer.status().as_u16().to_string());
+    }
+    let mut body = answer.into_body();
     let mut lines = LineStream::default();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut left = batch.len();
     while left > 0 {
-        let n = s.read(&mut buf).await.map_err(io)?;
-        if n == 0 {
+        let Some(frame) = body.frame().await else {
             break;
-        }
+        };
+        let Ok(data) = frame.map_err(|_| "io".to_string())?.into_data() else {
+            continue;
+        };
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        for line in lines.push(&buf[..n])? {
+        for line in lines.push(&data) {
             let Some(i) = slot_of(&line, &id, batch, slots) else {
                 continue;
             };
@@ -138,55 +137,17 @@ fn outcome(item: &Item, line: &str, ms: f64) -> Outcome {
     Outcome::answered(Route::Batch, item, 200, line.as_bytes(), ms)
 }
 
-/// An HTTP answer read as it arrives: the head, then (chunked or not) the body's complete
-/// lines as soon as each is in.
+/// A streamed body's complete lines as soon as each is in (hyper undoes the chunking).
 #[derive(Debug, Default)]
 struct LineStream {
-    /// Bytes not yet decoded (the head, or a chunk not wholly in).
-    raw: Vec<u8>,
-    head_read: bool,
-    chunked: bool,
-    /// Decoded body not yet ending in a newline.
+    /// Body not yet ending in a newline.
     body: Vec<u8>,
 }
 
 impl LineStream {
-    /// Takes more bytes; returns the lines they complete. A non-200 answer is an error
-    /// carrying its status.
-    fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
-        self.raw.extend_from_slice(bytes);
-        if !self.head_read {
-            let Some(split) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-                return Ok(Vec::new());
-            };
-            let (status, chunked) = harness::parse_head(&self.raw[..split])?;
-            if status != 200 {
-                return Err(status.to_string());
-            }
-            self.head_read = true;
-            self.chunked = chunked;
-            self.raw.drain(..split + 4);
-        }
-        if self.chunked {
-            while let Some(end) = self.raw.windows(2).position(|w| w == b"\r\n") {
-                let size = std::str::from_utf8(&self.raw[..end])
-                    .ok()
-                    .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-                    .ok_or("io")?;
-                if size == 0 {
-                    self.raw.clear();
-                    break;
-                }
-                if self.raw.len() < end + 2 + size + 2 {
-                    break;
-                }
-                self.body
-                    .extend_from_slice(&self.raw[end + 2..end + 2 + size]);
-                self.raw.drain(..end + 2 + size + 2);
-            }
-        } else {
-            self.body.append(&mut self.raw);
-        }
+    /// Takes more of the body; returns the non-empty lines it completes.
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.body.extend_from_slice(bytes);
         let mut lines = Vec::new();
         while let Some(p) = self.body.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.body.drain(..=p).collect();
@@ -195,7 +156,7 @@ impl LineStream {
                 lines.push(line);
             }
         }
-        Ok(lines)
+        lines
     }
 }
 
@@ -204,30 +165,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_come_out_as_their_chunks_arrive() {
+    fn lines_come_out_as_they_complete() {
         let mut s = LineStream::default();
-        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-        assert!(s.push(&head[..10]).unwrap().is_empty());
-        assert!(s.push(&head[10..]).unwrap().is_empty());
-        // A chunk is used once its closing CRLF is in.
-        assert!(s.push(b"5\r\n{\"a\":").unwrap().is_empty());
-        assert_eq!(s.push(b"\r\n3\r\n1}\n\r\n").unwrap(), vec![r#"{"a":1}"#]);
+        assert!(s.push(b"{\"a\":").is_empty());
+        assert_eq!(s.push(b"1}\n{\"b\""), vec![r#"{"a":1}"#]);
         assert_eq!(
-            s.push(b"c\r\n{\"b\":2}\n{\"c\"\r\n4\r\n:3}\n\r\n0\r\n\r\n")
-                .unwrap(),
+            s.push(b":2}\n\n{\"c\":3}\n"),
             vec![r#"{"b":2}"#, r#"{"c":3}"#]
         );
-        let mut plain = LineStream::default();
-        assert_eq!(
-            plain.push(b"HTTP/1.1 200 OK\r\n\r\nx\ny").unwrap(),
-            vec!["x"]
-        );
-        assert_eq!(plain.push(b"\n").unwrap(), vec!["y"]);
-        let mut refused = LineStream::default();
-        assert_eq!(
-            refused.push(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err(),
-            "404"
-        );
+        assert!(s.push(b"  \r\n").is_empty());
     }
 
     #[test]
