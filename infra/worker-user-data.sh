@@ -5,7 +5,7 @@
 # MAX_RETRIES, VISIBILITY_TIMEOUT, FACEREC_MODELS, ... and every `--worker-env KEY=VALUE`).
 #
 # What the AMI must hold (see README, "Deploy on AWS"):
-#   /opt/facerec/bin/facerec   the release binary (`cargo build --release`)
+#   /opt/facerec/bin/facerec   the release binary (`cargo build --release --features gpu`)
 #   /opt/facerec/models/       the ONNX models (the repository's models/ directory)
 #   an NVIDIA driver with its Vulkan ICD (the wgpu backend; without a GPU adapter the
 #   worker falls back to the CPU), systemd and curl. Both paths world-readable.

@@ -309,6 +309,7 @@ fn the_dlib_recognizer_identifies_and_galleries_stay_apart() {
 /// exactly as the CPU search: the same JSON lines for known faces and strangers, every
 /// face of a batch in one search, the gallery uploaded once.
 #[test]
+#[cfg_attr(not(feature = "gpu"), ignore = "needs a build with the gpu feature")]
 fn gallery_search_on_the_gpu_answers_as_on_the_cpu() {
     let w = Workload::new();
     let gallery = w.path().join("gallery.bin");

@@ -15,7 +15,7 @@ pub mod report;
 pub mod threshold;
 
 pub use error::{ErrorKind, ImageError};
-pub use gallery::{Gallery, GalleryError, IdentitySummary, Match};
-pub use message::{DeadLetter, Request, ResultMessage};
+pub use gallery::{FormatError, Gallery, GalleryError, IdentitySummary, Match};
+pub use message::{DeadLetter, MessageError, Request, ResultMessage};
 pub use report::{FaceReport, ImageReport};
-pub use threshold::Threshold;
+pub use threshold::{Threshold, ThresholdError};

@@ -8,6 +8,23 @@ use serde::{Deserialize, Serialize};
 /// The message format version this build writes and understands.
 pub const VERSION: u32 = 1;
 
+/// Why a queue message is not one this build reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("unsupported message version {0}")]
+    Version(u64),
+    #[error("missing message version \"v\"")]
+    NoVersion,
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("invalid request_id {0:?}")]
+    RequestId(String),
+    #[error("invalid object key {0:?}")]
+    Key(String),
+}
+
 /// A recognition request: which uploaded object to analyse, under which request id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -40,21 +57,23 @@ impl Request {
     }
 
     /// Parses and validates a request body.
-    pub fn parse(body: &str) -> Result<Self, String> {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
         let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+            serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
         match value.get("v").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(VERSION) => {}
-            Some(v) => return Err(format!("unsupported message version {v}")),
-            None => return Err("missing message version \"v\"".into()),
+            Some(v) => return Err(MessageError::Version(v)),
+            None => return Err(MessageError::NoVersion),
         }
-        let req: Request =
-            serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))?;
+        let req: Request = serde_json::from_value(value).map_err(|e| MessageError::Malformed {
+            what: "request",
+            detail: e.to_string(),
+        })?;
         if !valid_id(&req.request_id) {
-            return Err(format!("invalid request_id {:?}", req.request_id));
+            return Err(MessageError::RequestId(req.request_id));
         }
         if req.key.is_empty() || req.key.contains("..") || req.key.starts_with('/') {
-            return Err(format!("invalid object key {:?}", req.key));
+            return Err(MessageError::Key(req.key));
         }
         Ok(req)
     }
@@ -163,10 +182,13 @@ impl ResultMessage {
         serde_json::to_string(self).expect("a result always serialises")
     }
 
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let r: Self = serde_json::from_slice(body).map_err(|e| format!("malformed result: {e}"))?;
+    pub fn parse(body: &[u8]) -> Result<Self, MessageError> {
+        let r: Self = serde_json::from_slice(body).map_err(|e| MessageError::Malformed {
+            what: "result",
+            detail: e.to_string(),
+        })?;
         if r.v != VERSION {
-            return Err(format!("unsupported result version {}", r.v));
+            return Err(MessageError::Version(r.v.into()));
         }
         Ok(r)
     }
@@ -213,27 +235,30 @@ mod tests {
     fn request_round_trip_and_validation() {
         let r = Request::new("abc-123", "test_000.jpg");
         assert_eq!(Request::parse(&r.to_json()).unwrap(), r);
-        assert!(Request::parse("{").unwrap_err().contains("not JSON"));
-        assert!(
-            Request::parse(r#"{"request_id":"a"}"#)
-                .unwrap_err()
-                .contains("version")
+        assert!(matches!(Request::parse("{"), Err(MessageError::NotJson(_))));
+        assert_eq!(
+            Request::parse(r#"{"request_id":"a"}"#),
+            Err(MessageError::NoVersion)
         );
-        assert!(
-            Request::parse(r#"{"v":2,"request_id":"a","key":"k","filename":"f"}"#)
-                .unwrap_err()
-                .contains("unsupported")
+        assert_eq!(
+            Request::parse(r#"{"v":2,"request_id":"a","key":"k","filename":"f"}"#),
+            Err(MessageError::Version(2))
         );
-        assert!(
-            Request::parse(r#"{"v":1,"request_id":"../x","key":"k","filename":"f"}"#)
-                .unwrap_err()
-                .contains("request_id")
+        assert_eq!(
+            Request::parse(r#"{"v":1,"request_id":"../x","key":"k","filename":"f"}"#),
+            Err(MessageError::RequestId("../x".into()))
         );
-        assert!(
-            Request::parse(r#"{"v":1,"request_id":"a","key":"../k","filename":"f"}"#)
-                .unwrap_err()
-                .contains("key")
+        assert_eq!(
+            Request::parse(r#"{"v":1,"request_id":"a","key":"../k","filename":"f"}"#),
+            Err(MessageError::Key("../k".into()))
         );
+        assert!(matches!(
+            Request::parse(r#"{"v":1,"request_id":"a"}"#),
+            Err(MessageError::Malformed {
+                what: "request",
+                ..
+            })
+        ));
         assert_eq!(
             Request::salvage_id(r#"{"request_id":"a1","filename":"x.png"}"#),
             Some(("a1".into(), "x.png".into()))

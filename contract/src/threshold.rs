@@ -44,12 +44,9 @@ impl Threshold {
     };
 
     /// One threshold for every face size.
-    pub fn fixed(distance: f32) -> Result<Self, String> {
+    pub fn fixed(distance: f32) -> Result<Self, ThresholdError> {
         if !(distance > 0.0 && distance <= 2.0) {
-            return Err(format!(
-                "threshold must be a distance in (0, 2] (descriptors of the same person are \
-                 about 0.3 apart, of different people about 0.9), got {distance}"
-            ));
+            return Err(ThresholdError::OutOfRange(distance));
         }
         Ok(Self {
             large: distance,
@@ -90,8 +87,20 @@ impl Default for Threshold {
     }
 }
 
+/// A threshold that is not one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ThresholdError {
+    #[error(
+        "threshold must be a distance in (0, 2] (descriptors of the same person are about \
+         0.3 apart, of different people about 0.9), got {0}"
+    )]
+    OutOfRange(f32),
+    #[error("threshold must be `auto` or a distance, got {0:?}")]
+    NotANumber(String),
+}
+
 impl FromStr for Threshold {
-    type Err = String;
+    type Err = ThresholdError;
 
     /// `auto` (the calibrated default) or one distance for every face size.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -101,7 +110,7 @@ impl FromStr for Threshold {
         let d: f32 = s
             .trim()
             .parse()
-            .map_err(|_| format!("threshold must be `auto` or a distance, got {s:?}"))?;
+            .map_err(|_| ThresholdError::NotANumber(s.into()))?;
         Self::fixed(d)
     }
 }

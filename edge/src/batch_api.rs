@@ -369,7 +369,7 @@ impl Edge {
             Ok(body) => Manifest::parse(&body)
                 .map(Some)
                 .map_err(|e| format!("manifest of {id}: {e}")),
-            Err(facerec_seams::SeamError::NotFound(_)) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.to_string()),
         }
     }

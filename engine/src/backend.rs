@@ -1,11 +1,13 @@
 //! Compute backend selection, once at start-up: Burn's wgpu backend (Vulkan/Metal/DX12
-//! GPUs, or Mesa's software Vulkan), onnxruntime on the CPU (when its library loads), or
+//! GPUs, or Mesa's software Vulkan; in builds with the `gpu` feature), onnxruntime on the CPU (when its library loads), or
 //! Burn's `flex` CPU backend (pure Rust, always there).
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::Device;
+#[cfg(feature = "gpu")]
+use burn::tensor::DeviceKind;
 
 use crate::error::EngineError;
 
@@ -108,44 +110,75 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
         BackendChoice::Ort => ort("asked for (--backend ort)").map_err(|e| {
             EngineError::Device(format!("onnxruntime did not load ({e}); {ORT_HINT}"))
         }),
-        BackendChoice::Wgpu => {
-            let adapter = gpu_adapters()
-                .into_iter()
-                .next()
-                .map(|(_, info)| info)
-                .unwrap_or_else(|| "default wgpu adapter".into());
-            Ok(ResolvedBackend {
-                kind: BackendKind::Wgpu,
-                device: Device::wgpu(DeviceKind::DefaultDevice),
-                name: "wgpu",
-                adapter,
-                reason: "asked for (--backend wgpu)".into(),
-            })
-        }
-        BackendChoice::Auto => Ok(
-            match gpu_adapters().into_iter().find(|(kind, _)| kind.is_some()) {
-                Some((Some(kind), adapter)) => ResolvedBackend {
-                    kind: BackendKind::Wgpu,
-                    device: Device::wgpu(kind),
-                    name: "wgpu",
-                    adapter,
-                    reason: "auto: a hardware GPU adapter".into(),
-                },
-                _ => match ort("auto: no hardware GPU; onnxruntime loaded") {
-                    Ok(b) => b,
-                    Err(e) => cpu(format!(
-                        "auto: no hardware GPU, and onnxruntime did not load ({e}); {ORT_HINT}"
-                    )),
-                },
+        BackendChoice::Wgpu => wgpu_default(),
+        BackendChoice::Auto => Ok(match hardware_gpu() {
+            Some(gpu) => gpu,
+            None => match ort(&format!("auto: {NO_GPU}; onnxruntime loaded")) {
+                Ok(b) => b,
+                Err(e) => cpu(format!(
+                    "auto: {NO_GPU}, and onnxruntime did not load ({e}); {ORT_HINT}"
+                )),
             },
-        ),
+        }),
     }
 }
 
 /// How to get the fast CPU path, for log lines and errors.
 pub const ORT_HINT: &str = "for the fast CPU path install onnxruntime (`python3 -m pip install onnxruntime`) or point FACEREC_ORT_LIB at libonnxruntime.so";
 
+/// Burn's wgpu backend on the default adapter, as `--backend wgpu` asks.
+#[cfg(feature = "gpu")]
+fn wgpu_default() -> Result<ResolvedBackend, EngineError> {
+    let adapter = gpu_adapters()
+        .into_iter()
+        .next()
+        .map(|(_, info)| info)
+        .unwrap_or_else(|| "default wgpu adapter".into());
+    Ok(ResolvedBackend {
+        kind: BackendKind::Wgpu,
+        device: Device::wgpu(DeviceKind::DefaultDevice),
+        name: "wgpu",
+        adapter,
+        reason: "asked for (--backend wgpu)".into(),
+    })
+}
+
+#[cfg(not(feature = "gpu"))]
+fn wgpu_default() -> Result<ResolvedBackend, EngineError> {
+    Err(EngineError::Device(format!(
+        "--backend wgpu: {}",
+        crate::gpu::GpuError::NotBuilt
+    )))
+}
+
+/// Why `auto` found no GPU to take.
+#[cfg(feature = "gpu")]
+const NO_GPU: &str = "no hardware GPU";
+#[cfg(not(feature = "gpu"))]
+const NO_GPU: &str = "built without the gpu feature";
+
+/// Burn's wgpu backend on the first hardware GPU adapter, if there is one.
+#[cfg(feature = "gpu")]
+fn hardware_gpu() -> Option<ResolvedBackend> {
+    let (kind, adapter) = gpu_adapters()
+        .into_iter()
+        .find_map(|(kind, info)| kind.map(|k| (k, info)))?;
+    Some(ResolvedBackend {
+        kind: BackendKind::Wgpu,
+        device: Device::wgpu(kind),
+        name: "wgpu",
+        adapter,
+        reason: "auto: a hardware GPU adapter".into(),
+    })
+}
+
+#[cfg(not(feature = "gpu"))]
+fn hardware_gpu() -> Option<ResolvedBackend> {
+    None
+}
+
 /// Every wgpu adapter: its device kind when it is a hardware GPU, and a description.
+#[cfg(feature = "gpu")]
 fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
     use burn::tensor::wgpu::wgpu;
     let instance =

@@ -251,7 +251,7 @@ impl Resources<'_> {
         let created = match self.s3.head_bucket().bucket(b).send().await {
             Ok(_) => false,
             Err(e) => match classify(&format!("bucket {b}"), e) {
-                SeamError::NotFound(_) => {
+                e if e.is_not_found() => {
                     self.create_bucket(b, region).await?;
                     true
                 }
@@ -281,7 +281,7 @@ impl Resources<'_> {
             let by_default = ServerSideEncryptionByDefault::builder()
                 .sse_algorithm(ServerSideEncryption::Aes256)
                 .build()
-                .map_err(|e| SeamError::Permanent(format!("encryption of {b}: {e}")))?;
+                .map_err(|e| SeamError::permanent(format!("encryption of {b}: {e}")))?;
             let config = ServerSideEncryptionConfiguration::builder()
                 .rules(
                     ServerSideEncryptionRule::builder()
@@ -289,7 +289,7 @@ impl Resources<'_> {
                         .build(),
                 )
                 .build()
-                .map_err(|e| SeamError::Permanent(format!("encryption of {b}: {e}")))?;
+                .map_err(|e| SeamError::permanent(format!("encryption of {b}: {e}")))?;
             self.s3
                 .put_bucket_encryption()
                 .bucket(b)
@@ -335,7 +335,7 @@ impl Resources<'_> {
     ) -> Result<(Step, String), SeamError> {
         let url = match self.queue(name).await {
             Ok(q) => q.url().to_string(),
-            Err(SeamError::NotFound(_)) => {
+            Err(e) if e.is_not_found() => {
                 let mut req = self.sqs.create_queue().queue_name(name);
                 for (k, v) in attrs {
                     req = req.attributes(k.clone(), v);
@@ -346,7 +346,7 @@ impl Resources<'_> {
                     .map_err(|e| classify(&format!("create queue {name}"), e))?;
                 let url = out
                     .queue_url()
-                    .ok_or_else(|| SeamError::Permanent(format!("queue {name}: no URL")))?;
+                    .ok_or_else(|| SeamError::permanent(format!("queue {name}: no URL")))?;
                 return Ok((Step::new(name, Change::Created), url.to_string()));
             }
             Err(e) => return Err(e),
@@ -389,7 +389,7 @@ impl Resources<'_> {
         self.queue_attributes(url)
             .await?
             .remove(&QueueAttributeName::QueueArn)
-            .ok_or_else(|| SeamError::Permanent(format!("{url} has no ARN")))
+            .ok_or_else(|| SeamError::permanent(format!("{url} has no ARN")))
     }
 
     /// The ARN of one of `ID`'s queues (for IAM policies): `arn:aws:sqs:REGION:ACCOUNT:NAME`.
@@ -420,7 +420,7 @@ impl Resources<'_> {
                         .map_err(|e| classify(&format!("delete queue {q}"), e))?;
                     Step::new(q, Change::Removed)
                 }
-                Err(SeamError::NotFound(_)) => Step::new(q, Change::Absent),
+                Err(e) if e.is_not_found() => Step::new(q, Change::Absent),
                 Err(e) => return Err(e),
             };
             steps.push(step);
@@ -431,7 +431,7 @@ impl Resources<'_> {
     async fn remove_bucket(&self, b: &str) -> Result<Step, SeamError> {
         if let Err(e) = self.s3.head_bucket().bucket(b).send().await {
             return match classify(&format!("bucket {b}"), e) {
-                SeamError::NotFound(_) => Ok(Step::new(b, Change::Absent)),
+                e if e.is_not_found() => Ok(Step::new(b, Change::Absent)),
                 other => Err(other),
             };
         }
@@ -453,7 +453,7 @@ impl Resources<'_> {
         match self.s3.delete_bucket().bucket(b).send().await {
             Ok(_) => Ok(Step::new(b, Change::Removed)),
             Err(e) => match classify(&format!("delete bucket {b}"), e) {
-                SeamError::NotFound(_) => Ok(Step::new(b, Change::Absent)),
+                e if e.is_not_found() => Ok(Step::new(b, Change::Absent)),
                 other => Err(other),
             },
         }
@@ -469,7 +469,7 @@ impl Resources<'_> {
         }
         let dlq_arn = match self.queue_arn(&self.names.dlq_queue).await {
             Ok(arn) => Some(arn),
-            Err(SeamError::NotFound(_)) => None,
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
         for q in [
@@ -486,7 +486,7 @@ impl Resources<'_> {
     async fn inspect_bucket(&self, b: &str) -> Result<ResourceState, SeamError> {
         if let Err(e) = self.s3.head_bucket().bucket(b).send().await {
             return match classify(&format!("bucket {b}"), e) {
-                SeamError::NotFound(_) => Ok(ResourceState {
+                e if e.is_not_found() => Ok(ResourceState {
                     resource: b.to_string(),
                     health: Health::Missing,
                     detail: "bucket".into(),
@@ -516,7 +516,7 @@ impl Resources<'_> {
     ) -> Result<ResourceState, SeamError> {
         let queue = match self.queue(name).await {
             Ok(q) => q,
-            Err(SeamError::NotFound(_)) => {
+            Err(e) if e.is_not_found() => {
                 return Ok(ResourceState {
                     resource: name.to_string(),
                     health: Health::Missing,

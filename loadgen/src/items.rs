@@ -5,6 +5,31 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+/// Why the images of a run could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemsError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: neither a folder nor a .zip", .0.display())]
+    NotAFolderOrZip(PathBuf),
+    #[error("{}: python3 -m zipfile -e failed: {detail}", path.display())]
+    Unzip { path: PathBuf, detail: String },
+    #[error("no files in {}", .0.display())]
+    Empty(PathBuf),
+}
+
+/// An I/O error of `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ItemsError + '_ {
+    move |source| ItemsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// One image to send, with the name it should come back with when known.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -18,7 +43,7 @@ pub struct Item {
 /// is skipped), their expected names. A zip is extracted with the system's
 /// `python3 -m zipfile -e` into a temporary folder, removed once the images are read: no zip
 /// reader is among the workspace's dependencies (the tests unzip CSE546 the same way).
-pub fn load(path: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, String> {
+pub fn load(path: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, ItemsError> {
     if path.is_dir() {
         return load_dir(path, expected_csv);
     }
@@ -26,39 +51,41 @@ pub fn load(path: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, Strin
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
     if !is_zip {
-        return Err(format!("{}: neither a folder nor a .zip", path.display()));
+        return Err(ItemsError::NotAFolderOrZip(path.to_path_buf()));
     }
     let expected = read_expected(expected_csv)?;
-    let tmp = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
+    let tmp = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
     let out = std::process::Command::new("python3")
         .args(["-m", "zipfile", "-e"])
         .arg(path)
         .arg(tmp.path())
         .output()
-        .map_err(|e| format!("running python3 -m zipfile: {e}"))?;
+        .map_err(|e| ItemsError::Unzip {
+            path: path.to_path_buf(),
+            detail: format!("running python3: {e}"),
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "{}: python3 -m zipfile -e failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(ItemsError::Unzip {
+            path: path.to_path_buf(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     let mut paths = Vec::new();
     walk(tmp.path(), &mut paths)?;
     paths.sort();
     let items = read_items(paths, &expected)?;
     if items.is_empty() {
-        return Err(format!("no files in {}", path.display()));
+        return Err(ItemsError::Empty(path.to_path_buf()));
     }
     Ok(items)
 }
 
 /// Loads the images of a folder (sorted by name) and, from a CSV of `stem,name` lines (a
 /// header line is skipped), their expected names.
-pub fn load_dir(dir: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, String> {
+pub fn load_dir(dir: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, ItemsError> {
     let expected = read_expected(expected_csv)?;
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(io(dir))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.is_file())
@@ -66,15 +93,15 @@ pub fn load_dir(dir: &Path, expected_csv: Option<&Path>) -> Result<Vec<Item>, St
     paths.sort();
     let items = read_items(paths, &expected)?;
     if items.is_empty() {
-        return Err(format!("no files in {}", dir.display()));
+        return Err(ItemsError::Empty(dir.to_path_buf()));
     }
     Ok(items)
 }
 
-fn read_expected(csv: Option<&Path>) -> Result<BTreeMap<String, String>, String> {
+fn read_expected(csv: Option<&Path>) -> Result<BTreeMap<String, String>, ItemsError> {
     Ok(match csv {
         Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("{}: {e}", p.display()))?
+            .map_err(io(p))?
             .lines()
             .filter_map(|l| l.split_once(','))
             .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
@@ -84,9 +111,9 @@ fn read_expected(csv: Option<&Path>) -> Result<BTreeMap<String, String>, String>
 }
 
 /// The files under `dir` at any depth, leaving out hidden ones and macOS's `__MACOSX`.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ItemsError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
         let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -106,7 +133,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
 fn read_items(
     paths: Vec<PathBuf>,
     expected: &BTreeMap<String, String>,
-) -> Result<Vec<Item>, String> {
+) -> Result<Vec<Item>, ItemsError> {
     let mut items = Vec::with_capacity(paths.len());
     for p in paths {
         let filename = p
@@ -117,7 +144,7 @@ fn read_items(
             .file_stem()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let bytes = std::fs::read(&p).map_err(io(&p))?;
         items.push(Item {
             filename,
             bytes: Bytes::from(bytes),

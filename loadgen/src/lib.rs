@@ -20,6 +20,6 @@ pub mod synthetic;
 
 pub use client::call;
 pub use config::{Config, Route, files_per_batch};
-pub use items::{Item, load, load_dir};
+pub use items::{Item, ItemsError, load, load_dir};
 pub use report::{Latency, Report};
 pub use run::run;

@@ -243,32 +243,49 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Reads `{"status":"success","data":{"resultType":...,"result":...}}`. An empty vector is
-/// an error: a query that matches nothing says nothing about the backlog.
-pub fn parse_query_result(text: &str) -> Result<f64, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+/// Why a Prometheus answer gave no number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("query failed: {0}")]
+    Failed(String),
+    /// A query that matches nothing says nothing about the backlog.
+    #[error("no samples")]
+    NoSamples,
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    #[error("unsupported result type {0:?}")]
+    ResultType(Option<String>),
+}
+
+/// Reads `{"status":"success","data":{"resultType":...,"result":...}}`: a scalar, or the
+/// sum of a vector's samples. An empty vector is an error (`QueryError::NoSamples`).
+pub fn parse_query_result(text: &str) -> Result<f64, QueryError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| QueryError::NotJson(e.to_string()))?;
     if v["status"] != "success" {
-        return Err(format!(
-            "query failed: {}",
-            v["error"].as_str().unwrap_or("unknown error")
-        ));
+        let why = v["error"].as_str().unwrap_or("unknown error");
+        return Err(QueryError::Failed(why.into()));
     }
     let number =
         |pair: &serde_json::Value| -> Option<f64> { pair.get(1)?.as_str()?.parse::<f64>().ok() };
     let data = &v["data"];
     match data["resultType"].as_str() {
-        Some("scalar") => number(&data["result"]).ok_or_else(|| "bad scalar".into()),
+        Some("scalar") => number(&data["result"]).ok_or(QueryError::Malformed("scalar")),
         Some("vector") => {
-            let samples = data["result"].as_array().ok_or("bad vector")?;
+            let samples = data["result"]
+                .as_array()
+                .ok_or(QueryError::Malformed("vector"))?;
             if samples.is_empty() {
-                return Err("no samples".into());
+                return Err(QueryError::NoSamples);
             }
             samples
                 .iter()
-                .map(|s| number(&s["value"]).ok_or_else(|| "bad sample".to_string()))
+                .map(|s| number(&s["value"]).ok_or(QueryError::Malformed("sample")))
                 .sum()
         }
-        other => Err(format!("unsupported result type {other:?}")),
+        other => Err(QueryError::ResultType(other.map(str::to_owned))),
     }
 }
 
@@ -354,14 +371,16 @@ mod tests {
         let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#;
         assert_eq!(parse_query_result(scalar), Ok(2.5));
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert!(parse_query_result(empty).is_err());
+        assert_eq!(parse_query_result(empty), Err(QueryError::NoSamples));
         let error = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(
-            parse_query_result(error)
-                .unwrap_err()
-                .contains("parse error")
+        assert_eq!(
+            parse_query_result(error),
+            Err(QueryError::Failed("parse error".into()))
         );
-        assert!(parse_query_result("<html>").is_err());
+        assert!(matches!(
+            parse_query_result("<html>"),
+            Err(QueryError::NotJson(_))
+        ));
         assert_eq!(
             percent_encode("sum(x{a=\"b\"})"),
             "sum%28x%7Ba%3D%22b%22%7D%29"

@@ -1,7 +1,7 @@
 //! The AWS implementations of the seams (SQS queues, S3 buckets) and the resource layout
 //! of docs/interfaces.md: `${ID}-in-bucket`, `${ID}-out-bucket`, `${ID}-req-queue`,
-//! `${ID}-resp-queue`, `${ID}-dlq-queue` (created, checked and removed by
-//! [`crate::provision`]).
+//! `${ID}-resp-queue`, `${ID}-dlq-queue` (created, checked and removed by the
+//! `facerec-infra` crate).
 //!
 //! Clients use the SDK's standard retry mode with `MAX_RETRIES` retries, explicit
 //! connect/attempt/operation timeouts, honour `AWS_ENDPOINT_URL` (or an explicit endpoint)
@@ -14,15 +14,16 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use bytes::Bytes;
 
-use crate::SeamError;
 use crate::queue::{Depth, MAX_BATCH, Queue, Received};
 use crate::store::{BlobStore, Bucket, Listed};
+use crate::{SeamError, SeamErrorKind};
 
 /// Connection settings shared by every AWS client.
 #[derive(Debug, Clone)]
@@ -99,21 +100,49 @@ pub(crate) fn status<E>(e: &aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> Op
     e.raw_response().map(|r| r.status().as_u16())
 }
 
-/// Maps an SDK error: 4xx answers (except throttling and timeouts) are permanent, all
-/// else (5xx, network, timeouts) transient.
+/// Error codes that mean the bucket, object or queue does not exist.
+const NOT_FOUND_CODES: &[&str] = &[
+    "NoSuchKey",
+    "NoSuchBucket",
+    "NotFound",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+];
+
+/// Maps an SDK error by the service's error code, then by HTTP status: a missing
+/// resource is `NotFound`; the codes the SDK itself retries (throttling, request
+/// timeouts, `InternalError`, `ServiceUnavailable`), 5xx answers, 408, 429 and failures
+/// with no answer (network, timeouts) are transient; other 4xx answers and requests that
+/// could not be built are permanent. The code is kept on the error.
 pub fn classify<E>(what: &str, e: aws_sdk_sqs::error::SdkError<E, HttpResponse>) -> SeamError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let status = status(&e);
-    let msg = format!("{what}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e));
-    match status {
-        Some(404) => SeamError::NotFound(msg),
-        Some(400) if msg.contains("NonExistentQueue") || msg.contains("QueueDoesNotExist") => {
-            SeamError::NotFound(msg)
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    use aws_sdk_sqs::error::SdkError;
+    let code = e.code().map(str::to_owned);
+    let kind = match (code.as_deref(), status(&e)) {
+        (Some(c), _) if NOT_FOUND_CODES.contains(&c) => SeamErrorKind::NotFound,
+        (Some(c), _)
+            if THROTTLING_ERRORS.contains(&c)
+                || TRANSIENT_ERRORS.contains(&c)
+                || matches!(c, "InternalError" | "ServiceUnavailable") =>
+        {
+            SeamErrorKind::Transient
         }
-        Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => SeamError::Permanent(msg),
-        _ => SeamError::Transient(msg),
+        (_, Some(404)) => SeamErrorKind::NotFound,
+        (_, Some(408 | 429)) => SeamErrorKind::Transient,
+        (_, Some(400..=499)) => SeamErrorKind::Permanent,
+        _ if matches!(e, SdkError::ConstructionFailure(_)) => SeamErrorKind::Permanent,
+        _ => SeamErrorKind::Transient,
+    };
+    let error = SeamError::new(
+        kind,
+        format!("{what}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
+    );
+    match code {
+        Some(c) => error.with_code(c),
+        None => error,
     }
 }
 
@@ -134,7 +163,7 @@ impl SqsQueue {
             .map_err(|e| classify(&format!("queue {name}"), e))?;
         let url = out
             .queue_url()
-            .ok_or_else(|| SeamError::Permanent(format!("queue {name}: no URL")))?
+            .ok_or_else(|| SeamError::permanent(format!("queue {name}: no URL")))?
             .to_string();
         Ok(Self { client, url })
     }
@@ -156,11 +185,18 @@ fn batch_failures(
         .map(|f| format!("{} {}", f.code(), f.message().unwrap_or("")))
         .collect();
     let msg = format!("{what}: {} failed: {}", failed.len(), detail.join("; "));
-    if failed.iter().all(|f| f.sender_fault()) {
-        Err(SeamError::Permanent(msg))
+    let error = if failed.iter().all(|f| f.sender_fault()) {
+        SeamError::permanent(msg)
     } else {
-        Err(SeamError::Transient(msg))
-    }
+        SeamError::transient(msg)
+    };
+    // One code for the whole batch is kept; mixed codes stay in the message.
+    let code = failed[0].code();
+    Err(if failed.iter().all(|f| f.code() == code) {
+        error.with_code(code)
+    } else {
+        error
+    })
 }
 
 #[async_trait]
@@ -355,7 +391,7 @@ impl BlobStore for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| SeamError::Transient(format!("get {key}: reading body: {e}")))?;
+            .map_err(|e| SeamError::transient(format!("get {key}: reading body: {e}")))?;
         Ok(body.into_bytes())
     }
 
@@ -419,7 +455,7 @@ impl BlobStore for S3Store {
                 out.content_length().unwrap_or_default()
             ))),
             Err(e) => match classify(&format!("head {key}"), e) {
-                SeamError::NotFound(_) => Ok(None),
+                e if e.is_not_found() => Ok(None),
                 other => Err(other),
             },
         }
@@ -506,5 +542,67 @@ impl Aws {
             dead_letters: std::sync::Arc::new(self.queue(&self.names.dlq_queue).await?),
             store: std::sync::Arc::new(self.store()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::error::{ErrorMetadata, SdkError};
+    use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// A service's answer as the SDK hands it over: an error code and an HTTP status.
+    fn answered(code: &str, status: u16) -> SeamError {
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        let meta = ErrorMetadata::builder().code(code).message("m").build();
+        classify(
+            "receive",
+            SdkError::service_error(ReceiveMessageError::generic(meta), raw),
+        )
+    }
+
+    #[test]
+    fn classifies_by_error_code_then_status_and_keeps_the_code() {
+        for (code, status, kind) in [
+            ("NoSuchKey", 404, SeamErrorKind::NotFound),
+            // SQS answers a missing queue with 400.
+            (
+                "AWS.SimpleQueueService.NonExistentQueue",
+                400,
+                SeamErrorKind::NotFound,
+            ),
+            ("QueueDoesNotExist", 400, SeamErrorKind::NotFound),
+            // Throttling is retryable whatever its 4xx status.
+            ("ThrottlingException", 400, SeamErrorKind::Transient),
+            ("RequestThrottled", 403, SeamErrorKind::Transient),
+            ("SlowDown", 503, SeamErrorKind::Transient),
+            ("RequestTimeout", 400, SeamErrorKind::Transient),
+            ("InternalError", 500, SeamErrorKind::Transient),
+            ("AccessDenied", 403, SeamErrorKind::Permanent),
+            ("InvalidParameterValue", 400, SeamErrorKind::Permanent),
+            ("Unknown", 502, SeamErrorKind::Transient),
+            ("Unknown", 429, SeamErrorKind::Transient),
+        ] {
+            let e = answered(code, status);
+            assert_eq!(e.kind(), kind, "{code} {status}: {e}");
+            assert_eq!(e.code(), Some(code));
+            assert_eq!(e.is_retryable(), kind == SeamErrorKind::Transient);
+            assert!(e.message().starts_with("receive: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn failures_without_an_answer_are_retryable_unless_the_request_was_never_built() {
+        let timeout: SdkError<ReceiveMessageError, HttpResponse> =
+            SdkError::timeout_error("operation timed out");
+        let e = classify("receive", timeout);
+        assert!(e.is_retryable() && e.code().is_none(), "{e}");
+        let unbuilt: SdkError<ReceiveMessageError, HttpResponse> =
+            SdkError::construction_failure("missing queue url");
+        let e = classify("receive", unbuilt);
+        assert_eq!(e.kind(), SeamErrorKind::Permanent, "{e}");
     }
 }

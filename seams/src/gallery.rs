@@ -51,13 +51,13 @@ impl GalleryHandle {
         }
         let bytes = match store.get(Bucket::Out, GALLERY_KEY).await {
             Ok(b) => b,
-            Err(SeamError::NotFound(_)) => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e),
         };
         let gallery = Gallery::from_bytes(&bytes)
-            .map_err(|e| SeamError::Permanent(format!("{GALLERY_KEY}: {e}")))?;
+            .map_err(|e| SeamError::permanent(format!("{GALLERY_KEY}: {e}")))?;
         if gallery.model_id() != self.model_id {
-            return Err(SeamError::Permanent(format!(
+            return Err(SeamError::permanent(format!(
                 "{GALLERY_KEY} was built with model {} but this engine runs {}",
                 gallery.model_id(),
                 self.model_id

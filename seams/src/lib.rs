@@ -21,19 +21,88 @@ pub use metrics::Metrics;
 pub use queue::{Depth, LocalQueue, Queue, Received};
 pub use store::{BlobStore, Bucket, FsStore, Listed};
 
-/// A failure of a queue or store operation.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SeamError {
-    /// The object or queue does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// Worth retrying: network errors, timeouts, throttling, 5xx.
-    #[error("{0}")]
-    Transient(String),
-    /// Retrying will not help: invalid key, access denied, malformed request.
-    #[error("{0}")]
-    Permanent(String),
+/// A failure of a queue or store operation: its kind, which decides whether to retry
+/// ([`SeamError::is_retryable`]), the service's error code when one answered
+/// (`NoSuchKey`, `AWS.SimpleQueueService.NonExistentQueue`, `SlowDown`, ...) and a
+/// message for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeamError {
+    kind: SeamErrorKind,
+    code: Option<String>,
+    message: String,
 }
+
+/// What a failed queue or store operation means to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeamErrorKind {
+    /// The object or queue does not exist.
+    NotFound,
+    /// Worth retrying: network errors, timeouts, throttling, 5xx.
+    Transient,
+    /// Retrying will not help: invalid key, access denied, malformed request.
+    Permanent,
+}
+
+impl SeamError {
+    pub fn new(kind: SeamErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(SeamErrorKind::NotFound, message)
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(SeamErrorKind::Transient, message)
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(SeamErrorKind::Permanent, message)
+    }
+
+    /// The same error with the service's error code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn kind(&self) -> SeamErrorKind {
+        self.kind
+    }
+
+    /// The service's error code, when a service answered with one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the same call may succeed later (network, timeout, throttling, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        self.kind == SeamErrorKind::Transient
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == SeamErrorKind::NotFound
+    }
+}
+
+impl std::fmt::Display for SeamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == SeamErrorKind::NotFound {
+            write!(f, "not found: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SeamError {}
 
 /// The queues and store a deployment runs on.
 #[derive(Clone)]

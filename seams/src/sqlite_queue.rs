@@ -28,7 +28,7 @@ fn now_ms() -> i64 {
 }
 
 fn db_err(e: rusqlite::Error) -> SeamError {
-    SeamError::Transient(format!("queue database: {e}"))
+    SeamError::transient(format!("queue database: {e}"))
 }
 
 /// The database holding every queue of one process, with an in-process wake-up for long
@@ -50,7 +50,7 @@ impl Db {
             f(&mut conn).map_err(db_err)
         })
         .await
-        .map_err(|e| SeamError::Transient(format!("queue task failed: {e}")))?
+        .map_err(|e| SeamError::transient(format!("queue task failed: {e}")))?
     }
 }
 
@@ -65,7 +65,7 @@ impl SqliteQueues {
     /// the same `--data` fails with a clear error instead of sharing the queue.
     pub fn open(path: &Path) -> Result<Self, SeamError> {
         let conn = Connection::open(path).map_err(|e| {
-            SeamError::Permanent(format!("opening the queue {}: {e}", path.display()))
+            SeamError::permanent(format!("opening the queue {}: {e}", path.display()))
         })?;
         let setup = || -> rusqlite::Result<()> {
             // WAL: a commit is one append; NORMAL sync survives a killed process (the
@@ -97,12 +97,12 @@ impl SqliteQueues {
                 if f.code == rusqlite::ErrorCode::DatabaseBusy
                     || f.code == rusqlite::ErrorCode::DatabaseLocked =>
             {
-                SeamError::Permanent(format!(
+                SeamError::permanent(format!(
                     "the queue {} is in use by another process (one `facerec up` per --data)",
                     path.display()
                 ))
             }
-            e => SeamError::Permanent(format!("the queue {}: {e}", path.display())),
+            e => SeamError::permanent(format!("the queue {}: {e}", path.display())),
         })?;
         Ok(Self {
             db: Arc::new(Db {
@@ -342,6 +342,7 @@ impl Queue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SeamErrorKind;
 
     #[tokio::test]
     async fn sqs_semantics_and_redrive() {
@@ -427,7 +428,7 @@ mod tests {
         let _first = SqliteQueues::open(&path).unwrap();
         let second = SqliteQueues::open(&path);
         assert!(
-            matches!(&second, Err(SeamError::Permanent(m)) if m.contains("in use")),
+            matches!(&second, Err(e) if e.kind() == SeamErrorKind::Permanent && e.message().contains("in use")),
             "{:?}",
             second.err()
         );

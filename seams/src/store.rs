@@ -19,7 +19,7 @@ pub enum Bucket {
 
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Reads an object; `SeamError::NotFound` when it does not exist.
+    /// Reads an object; a `NotFound` error (`SeamError::is_not_found`) when it does not exist.
     async fn get(&self, bucket: Bucket, key: &str) -> Result<Bytes, SeamError>;
     /// Writes (replaces) an object atomically.
     async fn put(&self, bucket: Bucket, key: &str, body: Bytes) -> Result<(), SeamError>;
@@ -61,7 +61,7 @@ impl FsStore {
         let root = root.into();
         for b in ["in", "out"] {
             std::fs::create_dir_all(root.join(b))
-                .map_err(|e| SeamError::Permanent(format!("{}: {e}", root.join(b).display())))?;
+                .map_err(|e| SeamError::permanent(format!("{}: {e}", root.join(b).display())))?;
         }
         Ok(Self { root })
     }
@@ -78,7 +78,7 @@ impl FsStore {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             });
         if !safe {
-            return Err(SeamError::Permanent(format!("invalid object key {key:?}")));
+            return Err(SeamError::permanent(format!("invalid object key {key:?}")));
         }
         Ok(self.bucket_dir(bucket).join(key))
     }
@@ -147,9 +147,9 @@ impl FsStore {
 
 fn io_err(path: &Path, e: std::io::Error) -> SeamError {
     if e.kind() == std::io::ErrorKind::NotFound {
-        SeamError::NotFound(path.display().to_string())
+        SeamError::not_found(path.display().to_string())
     } else {
-        SeamError::Transient(format!("{}: {e}", path.display()))
+        SeamError::transient(format!("{}: {e}", path.display()))
     }
 }
 
@@ -180,7 +180,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, SeamError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| SeamError::Transient(format!("store task failed: {e}")))?
+        .map_err(|e| SeamError::transient(format!("store task failed: {e}")))?
 }
 
 #[async_trait]
@@ -298,6 +298,7 @@ impl BlobStore for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SeamErrorKind;
 
     #[tokio::test]
     async fn fs_store_semantics() {
@@ -305,7 +306,7 @@ mod tests {
         let s = FsStore::new(dir.path()).unwrap();
         assert!(matches!(
             s.get(Bucket::In, "uploads/a").await,
-            Err(SeamError::NotFound(_))
+            Err(e) if e.is_not_found()
         ));
         s.put(Bucket::In, "uploads/a", Bytes::from_static(b"x"))
             .await
@@ -329,7 +330,7 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a/../../b", "", "a//b"] {
             assert!(matches!(
                 s.get(Bucket::In, bad).await,
-                Err(SeamError::Permanent(_))
+                Err(e) if e.kind() == SeamErrorKind::Permanent
             ));
         }
         // No temporary files left behind.

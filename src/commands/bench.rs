@@ -16,9 +16,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         .to_string();
     anyhow::ensure!(!addr.contains('/'), "--url is http://host:port");
     let items = match (&args.images, args.route) {
-        (Some(dir), _) => {
-            loadgen::load(dir, args.expected.as_deref()).map_err(anyhow::Error::msg)?
-        }
+        (Some(dir), _) => loadgen::load(dir, args.expected.as_deref())?,
         (None, Route::Health) => vec![loadgen::Item {
             filename: String::new(),
             bytes: Default::default(),

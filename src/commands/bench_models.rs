@@ -220,7 +220,7 @@ fn pipeline_images(models: &Path, images: Option<&Path>) -> Result<Vec<Vec<u8>>>
     let source = images
         .map(Path::to_path_buf)
         .unwrap_or_else(|| models.join("parity"));
-    let items = loadgen::load(&source, None).map_err(anyhow::Error::msg)?;
+    let items = loadgen::load(&source, None)?;
     let photos: Vec<Vec<u8>> = items
         .into_iter()
         .filter(|i| {

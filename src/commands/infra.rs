@@ -19,7 +19,6 @@ use facerec_infra::provision::{Change, Health, ResourceState, Resources, Step};
 use facerec_infra::{policy, template};
 use facerec_scaler::Fleet;
 use facerec_scaler::ec2::{Ec2Fleet, LaunchSpec, ScaleIn, worker_template_name};
-use facerec_seams::SeamError;
 use facerec_seams::aws::{Aws, sdk_config};
 
 use crate::cli::infra::{InfraAction, InfraArgs, InfraUpArgs, RoleArgs};
@@ -230,7 +229,7 @@ async fn policy_inputs(
     for q in [&n.req_queue, &n.resp_queue, &n.dlq_queue] {
         match Resources(aws).queue_arn(q).await {
             Ok(arn) => arns.push(arn),
-            Err(SeamError::NotFound(_)) => {
+            Err(e) if e.is_not_found() => {
                 anyhow::bail!("queue {q} does not exist: run `facerec infra up` first")
             }
             Err(e) => return Err(e).with_context(|| format!("queue {q}")),

@@ -27,8 +27,7 @@ pub fn run(args: &SweepArgs) -> Result<ExitCode> {
         args.route != Route::Health,
         "a sweep measures recognition: --route original, recognize or batch"
     );
-    let items =
-        loadgen::load(&args.images, args.expected.as_deref()).map_err(anyhow::Error::msg)?;
+    let items = loadgen::load(&args.images, args.expected.as_deref())?;
     let requests = args.requests.unwrap_or(items.len()).max(1);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

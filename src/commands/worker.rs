@@ -49,8 +49,10 @@ pub fn run(cmd: &WorkerCommandArgs) -> Result<ExitCode> {
                     metrics.circuit_open.set(0);
                     break s;
                 }
-                Err(e @ facerec_seams::SeamError::Transient(_))
-                    if attempt + 1 < config.max_consecutive_failures && !shutdown.is_cancelled() =>
+                Err(e)
+                    if e.is_retryable()
+                        && attempt + 1 < config.max_consecutive_failures
+                        && !shutdown.is_cancelled() =>
                 {
                     attempt += 1;
                     // Open, as it is when polling fails later on.

@@ -92,7 +92,7 @@ impl Worker {
         } else {
             let existing = self.seams.store.get(Bucket::Out, &key).await?;
             String::from_utf8(existing.to_vec())
-                .map_err(|_| SeamError::Permanent(format!("{key} is not UTF-8")))
+                .map_err(|_| SeamError::permanent(format!("{key} is not UTF-8")))
         }
     }
 

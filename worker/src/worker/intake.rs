@@ -64,7 +64,7 @@ impl Worker {
                         ImageError::new(ErrorKind::Io, format!("malformed request: {reason}")),
                     )
                 });
-                self.dead_letter(&msg, dlq_reason::MALFORMED, &reason, result)
+                self.dead_letter(&msg, dlq_reason::MALFORMED, &reason.to_string(), result)
                     .await;
                 return;
             }
@@ -88,11 +88,11 @@ impl Worker {
                             let _ = self.seams.store.delete(Bucket::In, &req.key).await;
                         }
                     }
-                    Err(e) => self.retry_later(&msg, &e).await,
+                    Err(e) => self.retry_later(&msg, &e.to_string()).await,
                 }
                 return;
             }
-            Err(SeamError::NotFound(_)) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => {
                 self.failure("get_result", &e);
                 self.back_off(&msg, &e.to_string()).await;
@@ -116,20 +116,20 @@ impl Worker {
                     self.release(&job.msg).await;
                 }
             }
-            Err(SeamError::NotFound(e)) => {
+            Err(e) if e.is_not_found() => {
                 if msg.receive_count >= self.config.max_retries {
                     let err = ImageError::new(
                         ErrorKind::Io,
                         format!("the upload {} does not exist", req.key),
                     );
                     let result = ResultMessage::error_for(&req, err);
-                    self.dead_letter(&msg, dlq_reason::MISSING_OBJECT, &e, Some(result))
+                    self.dead_letter(&msg, dlq_reason::MISSING_OBJECT, e.message(), Some(result))
                         .await;
                 } else {
-                    self.retry_later(&msg, &e).await;
+                    self.retry_later(&msg, e.message()).await;
                 }
             }
-            Err(e @ SeamError::Permanent(_)) => {
+            Err(e) if e.kind() == SeamErrorKind::Permanent => {
                 self.failure("get_upload", &e);
                 self.retry_later(&msg, &e.to_string()).await;
             }

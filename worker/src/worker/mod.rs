@@ -36,7 +36,7 @@ use facerec_seams::gallery::GalleryHandle;
 use facerec_seams::metrics::{Metrics, dlq_reason};
 use facerec_seams::queue::{MAX_BATCH, Received};
 use facerec_seams::store::Bucket;
-use facerec_seams::{SeamError, Seams};
+use facerec_seams::{SeamError, SeamErrorKind, Seams};
 
 use crate::compute::{self, Compute};
 use breaker::Breaker;

@@ -7,20 +7,17 @@
 //! vectorises it; queries are processed in blocks that share each row load, and large
 //! galleries are split across threads with rayon.
 
+mod file;
+
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+
+pub use file::{FormatError, GalleryError};
 
 /// Embedding width of the recognition model.
 pub const DIM: usize = 128;
-const MAGIC: &[u8; 8] = b"FRGALLRY";
-/// Version 2 added each face's size (`sides`); version 1 files load with sizes unknown.
-const VERSION: u32 = 2;
 /// Rows per rayon task; below this a search stays on the calling thread.
 const PAR_ROWS: usize = 16_384;
 /// Queries scored together against each row.
@@ -262,151 +259,6 @@ impl Gallery {
                 },
             )
     }
-
-    /// Serialises the gallery (see `load` for the format).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(64 + self.matrix.len() * 4);
-        put_str(&mut body, &self.model_id);
-        body.extend_from_slice(&(DIM as u32).to_le_bytes());
-        body.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
-        for n in &self.names {
-            put_str(&mut body, n);
-        }
-        body.extend_from_slice(&(self.owner.len() as u64).to_le_bytes());
-        for &o in &self.owner {
-            body.extend_from_slice(&o.to_le_bytes());
-        }
-        for &side in &self.sides {
-            body.extend_from_slice(&side.to_le_bytes());
-        }
-        for &v in &self.matrix {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut out = Vec::with_capacity(body.len() + 48);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&Sha256::digest(&body));
-        out
-    }
-
-    /// Parses a gallery file: `FRGALLRY`, version u32, model id, dim u32, names, face
-    /// count u64, owners u32 each, face sides f32 each (from version 2), embeddings f32
-    /// each (all little-endian), then the sha256 of everything between the version and
-    /// the checksum.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < 12 + 32 || &bytes[..8] != MAGIC {
-            return Err("not a facerec gallery file".into());
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "short header")?);
-        if version != VERSION && version != 1 {
-            return Err(format!(
-                "gallery format version {version} is not supported (this build reads {VERSION})"
-            ));
-        }
-        let (body, sum) = bytes[12..].split_at(bytes.len() - 12 - 32);
-        if Sha256::digest(body).as_slice() != sum {
-            return Err("checksum mismatch: the file is truncated or corrupt".into());
-        }
-        let mut r = Reader { buf: body, pos: 0 };
-        let model_id = r.string()?;
-        let dim = r.u32()? as usize;
-        if dim != DIM {
-            return Err(format!("embedding width {dim}, expected {DIM}"));
-        }
-        let n_names = r.u32()? as usize;
-        let names = (0..n_names)
-            .map(|_| r.string())
-            .collect::<Result<Vec<_>, _>>()?;
-        let n = usize::try_from(r.u64()?).map_err(|_| "face count overflows")?;
-        let owner = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
-        if owner.iter().any(|&o| o as usize >= names.len()) {
-            return Err("face refers to a missing identity".into());
-        }
-        let sides = if version >= 2 {
-            (0..n).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?
-        } else {
-            vec![0.0; n]
-        };
-        let matrix = (0..n * DIM)
-            .map(|_| r.f32())
-            .collect::<Result<Vec<_>, _>>()?;
-        if r.pos != body.len() {
-            return Err("trailing bytes after the embeddings".into());
-        }
-        let norms = matrix.chunks_exact(DIM).map(|e| dot(e, e)).collect();
-        Ok(Self {
-            model_id,
-            names,
-            owner,
-            matrix,
-            norms,
-            sides,
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-        })
-    }
-
-    /// Loads a gallery file.
-    pub fn load(path: &Path) -> Result<Self, GalleryError> {
-        let bytes = fs::read(path).map_err(|e| GalleryError::io(path, e))?;
-        Self::from_bytes(&bytes).map_err(|message| GalleryError::Format {
-            path: path.display().to_string(),
-            message,
-        })
-    }
-
-    /// Saves atomically: written to a temporary file beside `path`, synced, renamed over
-    /// it and the directory synced, so a reader never sees a half-written gallery and a
-    /// crash at any point leaves the old gallery or the new one.
-    pub fn save(&self, path: &Path) -> Result<(), GalleryError> {
-        self.write_atomically(path)
-            .map_err(|e| GalleryError::io(path, e))
-    }
-
-    fn write_atomically(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let file_name = path
-            .file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&self.to_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // The rename itself survives a crash only once the directory is on disk.
-        fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    }
-}
-
-/// A gallery file that could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum GalleryError {
-    /// The bytes are not a gallery of a format this build reads.
-    #[error("gallery {path}: {message}")]
-    Format { path: String, message: String },
-    /// Reading or writing the file failed.
-    #[error("gallery {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl GalleryError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
-        GalleryError::Io {
-            path: path.display().to_string(),
-            source,
-        }
-    }
 }
 
 /// `|e|² - 2 q·e`: a row's squared distance to `q` less `|q|²`. The one formula behind
@@ -435,51 +287,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| "unexpected end of gallery file".to_string())?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().map_err(|_| "u32")?,
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().map_err(|_| "u64")?,
-        ))
-    }
-    fn f32(&mut self) -> Result<f32, String> {
-        Ok(f32::from_le_bytes(
-            self.take(4)?.try_into().map_err(|_| "f32")?,
-        ))
-    }
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "name is not UTF-8".to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A deterministic pseudo-random vector (tests only; real embeddings come from the model).
-    fn vector(seed: u64) -> Vec<f32> {
+    pub(super) fn vector(seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -568,100 +381,5 @@ mod tests {
     fn empty_gallery_matches_nothing() {
         let g = Gallery::new("m");
         assert_eq!(g.nearest(&[&vector(1)]), vec![None]);
-    }
-
-    #[test]
-    fn save_load_round_trip_and_remove() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("g.bin");
-        let mut g = Gallery::new("model-x");
-        g.add("alice", &vector(1));
-        g.add("bob", &vector(2));
-        g.add("alice", &vector(3));
-        g.save(&path).expect("save");
-        let back = Gallery::load(&path).expect("load");
-        assert_eq!(back.model_id(), "model-x");
-        assert_eq!(
-            back.identities(),
-            vec![
-                IdentitySummary {
-                    name: "alice".into(),
-                    faces: 2
-                },
-                IdentitySummary {
-                    name: "bob".into(),
-                    faces: 1
-                },
-            ]
-        );
-        let mut back = back;
-        assert_eq!(back.remove("alice"), 2);
-        assert_eq!(back.remove("nobody"), 0);
-        let m = back.nearest(&[&vector(3)]).remove(0).expect("bob left");
-        assert_eq!(m.name, "bob");
-    }
-
-    #[test]
-    fn corrupt_files_are_rejected_with_reasons() {
-        let mut g = Gallery::new("m");
-        g.add("a", &vector(1));
-        let bytes = g.to_bytes();
-        assert!(
-            Gallery::from_bytes(b"hello")
-                .unwrap_err()
-                .contains("not a facerec gallery")
-        );
-        let mut flipped = bytes.clone();
-        flipped[40] ^= 1;
-        assert!(
-            Gallery::from_bytes(&flipped)
-                .unwrap_err()
-                .contains("checksum")
-        );
-        let mut future = bytes.clone();
-        future[8] = 9;
-        assert!(
-            Gallery::from_bytes(&future)
-                .unwrap_err()
-                .contains("version 9")
-        );
-        assert!(Gallery::from_bytes(&bytes[..bytes.len() - 5]).is_err());
-    }
-
-    #[test]
-    fn face_sizes_round_trip_and_version_1_files_load_without_them() {
-        let mut g = Gallery::new("m");
-        g.add_face("a", &vector(1), 120.0);
-        g.add_face("b", &vector(2), 40.0);
-        let back = Gallery::from_bytes(&g.to_bytes()).expect("round trip");
-        let found = back.nearest(&[&vector(2)]);
-        assert_eq!(
-            found[0].as_ref().map(|m| (m.name.as_str(), m.side)),
-            Some(("b", 40.0))
-        );
-        // The same gallery as version 1 wrote it: no sides, checksum over the rest.
-        let mut body = Vec::new();
-        put_str(&mut body, "m");
-        body.extend_from_slice(&(DIM as u32).to_le_bytes());
-        body.extend_from_slice(&2u32.to_le_bytes());
-        put_str(&mut body, "a");
-        put_str(&mut body, "b");
-        body.extend_from_slice(&2u64.to_le_bytes());
-        body.extend_from_slice(&0u32.to_le_bytes());
-        body.extend_from_slice(&1u32.to_le_bytes());
-        for v in vector(1).into_iter().chain(vector(2)) {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut v1 = MAGIC.to_vec();
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&body);
-        v1.extend_from_slice(&Sha256::digest(&body));
-        let old = Gallery::from_bytes(&v1).expect("version 1 loads");
-        let found = old.nearest(&[&vector(1)]);
-        assert_eq!(
-            found[0].as_ref().map(|m| (m.name.as_str(), m.side)),
-            Some(("a", 0.0))
-        );
-        assert_eq!(old.identities().len(), 2);
     }
 }
