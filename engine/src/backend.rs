@@ -210,3 +210,24 @@ fn gpu_adapters() -> Vec<(Option<DeviceKind>, String)> {
     }
     out
 }
+
+/// A build without the `gpu` feature (`.ci/run` runs these on that build too).
+#[cfg(all(test, not(feature = "gpu")))]
+mod without_gpu {
+    use super::*;
+    use crate::gpu::{Gpu, GpuError};
+
+    #[test]
+    fn wgpu_is_refused_with_how_to_build_it_and_auto_takes_a_cpu_backend() {
+        let err = resolve(BackendChoice::Wgpu).expect_err("no wgpu in this build");
+        assert!(err.to_string().contains("--features gpu"), "{err}");
+        let auto = resolve(BackendChoice::Auto).expect("auto always resolves");
+        assert_ne!(auto.kind, BackendKind::Wgpu);
+        assert!(
+            auto.reason.contains("built without the gpu feature"),
+            "{}",
+            auto.reason
+        );
+        assert!(matches!(Gpu::open(), Err(GpuError::NotBuilt)));
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 
+use super::error::{FormatError, GalleryError};
 use super::{DIM, GENERATIONS, Gallery, dot};
 
 const MAGIC: &[u8; 8] = b"FRGALLRY";
@@ -53,7 +54,10 @@ impl Gallery {
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != VERSION && version != 1 {
-            return Err(FormatError::Version(version));
+            return Err(FormatError::Version {
+                found: version,
+                supported: VERSION,
+            });
         }
         let (body, sum) = bytes[12..].split_at(bytes.len() - 12 - 32);
         if Sha256::digest(body).as_slice() != sum {
@@ -63,7 +67,10 @@ impl Gallery {
         let model_id = r.string()?;
         let dim = r.u32()? as usize;
         if dim != DIM {
-            return Err(FormatError::Width(dim));
+            return Err(FormatError::Width {
+                found: dim,
+                expected: DIM,
+            });
         }
         let n_names = r.u32()? as usize;
         let names = (0..n_names)
@@ -135,51 +142,6 @@ impl Gallery {
         fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
-}
-
-/// A gallery file that could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum GalleryError {
-    /// The bytes are not a gallery of a format this build reads.
-    #[error("gallery {path}: {source}")]
-    Format {
-        path: String,
-        #[source]
-        source: FormatError,
-    },
-    /// Reading or writing the file failed.
-    #[error("gallery {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl GalleryError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
-        GalleryError::Io {
-            path: path.display().to_string(),
-            source,
-        }
-    }
-}
-
-/// Why bytes are not a gallery this build reads.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormatError {
-    #[error("not a facerec gallery file")]
-    NotAGallery,
-    #[error("gallery format version {0} is not supported (this build reads {VERSION})")]
-    Version(u32),
-    #[error("checksum mismatch: the file is truncated or corrupt")]
-    Checksum,
-    #[error("unexpected end of gallery file")]
-    Truncated,
-    #[error("embedding width {0}, expected {DIM}")]
-    Width(usize),
-    #[error("{0}")]
-    Invalid(&'static str),
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -276,7 +238,13 @@ mod tests {
         let mut future = bytes.clone();
         future[8] = 9;
         let err = Gallery::from_bytes(&future).unwrap_err();
-        assert_eq!(err, FormatError::Version(9));
+        assert_eq!(
+            err,
+            FormatError::Version {
+                found: 9,
+                supported: VERSION
+            }
+        );
         assert!(err.to_string().contains("version 9"), "{err}");
         assert!(Gallery::from_bytes(&bytes[..bytes.len() - 5]).is_err());
     }

@@ -7,6 +7,7 @@
 //! vectorises it; queries are processed in blocks that share each row load, and large
 //! galleries are split across threads with rayon.
 
+mod error;
 mod file;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-pub use file::{FormatError, GalleryError};
+pub use error::{FormatError, GalleryError};
 
 /// Embedding width of the recognition model.
 pub const DIM: usize = 128;

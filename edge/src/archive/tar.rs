@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{ArchiveError, Entry, Input};
+use super::input::{ArchiveError, Entry, Input};
 
 /// Reads a tar stream entry by entry, buffering at most one file (≤ `max_file` bytes).
 /// Understands ustar names with prefixes, GNU long names (`L`) and pax `path` records;
@@ -136,7 +136,7 @@ fn pax_path(data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::stream;
+    use crate::archive::input::tests::stream;
 
     fn header(name: &str, size: usize, kind: u8) -> Vec<u8> {
         let mut h = vec![0u8; 512];

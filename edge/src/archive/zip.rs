@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 
-use super::{ArchiveError, Entry, Input};
+use super::input::{ArchiveError, Entry, Input};
 
 /// Most bytes one deflated entry of unknown size may inflate to before the body is
 /// refused (a zip bomb); an entry past `MAX_FILE_SIZE` but below this is `TooLarge`.
@@ -214,7 +214,7 @@ fn zip64_sizes(extra: &[u8], size: &mut u64, comp: &mut u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::stream;
+    use crate::archive::input::tests::stream;
 
     /// A local header (no descriptor: sizes given) or, with `descriptor`, zeros and the
     /// descriptor after the data, as streaming writers do.

@@ -1,16 +1,18 @@
-//! Which detector passes an image gets (face crops to Tiny at 128, photos to SSD and Tiny
-//! on SSD's input, a second look at a crop where nothing was found) and running them in
-//! batches that share an input size.
+//! Running the detector passes (`passes`) in batches that share a network and an input
+//! size, with SSD's doubtful boxes given to Tiny for a second look.
 
 use image::RgbImage;
 
-use super::{Detector, Engine};
+use super::Engine;
+use super::passes::{
+    Detector, DetectorInput, Net, SSD_DOUBT, TINY_CROP_RETRY, TINY_CROP_RETRY_MIN_SCORE,
+    detector_passes, is_crop_shaped,
+};
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::EngineError;
 use crate::gpu::{DeviceImages, WarpJob};
-use crate::models;
 use crate::net::NetInput;
-use crate::prep;
+use crate::{models, prep};
 
 impl Engine {
     /// Face boxes per image, in original pixels, clipped to the image. Each image goes
@@ -196,122 +198,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// A face-less image at most this large on its longer side, and roughly square, is
-/// taken to be a pre-cropped face.
-const CROP_MAX_SIDE: u32 = 200;
-const CROP_MAX_ASPECT: f32 = 1.5;
-
-/// Default largest Tiny detector input side (`EngineConfig::tiny_max`).
-pub const TINY_MAX_SIDE: u32 = 608;
-/// Smallest Tiny detector input side: four grid cells.
-const TINY_MIN_SIDE: u32 = 128;
-/// A face crop goes to the Tiny detector with its longer side at this many pixels, in a
-/// `TINY_CROP_SIDE` square (the rest black). Measured on the ten distinct CSE546 crops
-/// (64 px, the face filling the frame): at a 64 px face (1x) Tiny finds none of them; with
-/// the face at 96 px in a 128 square it finds all ten, with the lowest score 0.67, the
-/// best margin of the sides (96-320) and scales (1-3x) tried, and the cheapest input.
-const TINY_CROP_FIT: u32 = 96;
-const TINY_CROP_SIDE: u32 = 128;
-/// The second try on a face crop where the first pass found nothing: Tiny again with a
-/// lower bar (`TINY_CROP_RETRY_MIN_SCORE`: the image is face-shaped, and the alternative
-/// is guessing the face from the whole frame), at the first pass's input and with the
-/// crop at 64 px in the 128 square, so a face that fills the frame (or more) gets the
-/// margin Tiny's anchors need; the first input's faces are kept first. On 684 tight crops
-/// of the evaluation faces (the face box filling 80-95% of a 64-200 px frame) the first
-/// pass misses one to four (a head tilted behind a hand, 0.38-0.47 at the first input; a
-/// tall face at 95%, found with the margin), and this finds them (`tests/accuracy.rs`).
-const TINY_CROP_RETRY: [DetectorInput; 2] = [
-    DetectorInput {
-        net: Net::Tiny,
-        fit: TINY_CROP_FIT,
-        side: TINY_CROP_SIDE,
-    },
-    DetectorInput {
-        net: Net::Tiny,
-        fit: 64,
-        side: TINY_CROP_SIDE,
-    },
-];
-const TINY_CROP_RETRY_MIN_SCORE: f32 = 0.3;
-/// The lowest SSD score that counts as a doubtful face (`Net::SsdThenTiny`): on the
-/// evaluation photos the two faces SSD missed scored 0.22 and 0.46; the six demo photos
-/// have no box between 0.15 and 0.5.
-const SSD_DOUBT: f32 = 0.15;
-
-/// A detector network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Net {
-    Ssd,
-    Tiny,
-    /// SSD, then, where SSD saw a doubtful face (`SSD_DOUBT`), Tiny on the same 512 input
-    /// for the faces SSD missed (`detect::add_unseen`): photos under `Auto`. SSD at 512
-    /// scores some faces low when other faces crowd them (in a collage of actors a 260 px
-    /// face at 0.22; a 62 px face between two people in a PASCAL VOC photo at 0.46); Tiny
-    /// finds both and adds no false face on the evaluation photos (104 faces in 17
-    /// photos). Sharing SSD's input costs no second resize of the photo, and face-api's
-    /// demo photos have no doubtful box, so they cost nothing more (`benches/RESULTS.md`).
-    SsdThenTiny,
-}
-
-/// How one image is detected: by which network, with its longer side resized to `fit`
-/// pixels inside a `side` x `side` input (`prep::letterbox_fit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct DetectorInput {
-    net: Net,
-    fit: u32,
-    side: u32,
-}
-
-/// The detector passes for a `w` x `h` image, the first one's faces kept first. `Auto`
-/// sends images that look like face crops (at most 200 px, roughly square) to Tiny at 128,
-/// and photos to SSD (which finds every face of face-api's demo photos where Tiny at 416
-/// or 608 misses one in five) and Tiny on SSD's input (`Net::SsdThenTiny`).
-fn detector_passes(detector: Detector, w: u32, h: u32, tiny_max: u32) -> Vec<DetectorInput> {
-    let ssd = DetectorInput {
-        net: Net::Ssd,
-        fit: models::SSD_SIZE,
-        side: models::SSD_SIZE,
-    };
-    let tiny = || {
-        let side = tiny_side(w, h, tiny_max);
-        DetectorInput {
-            net: Net::Tiny,
-            fit: side,
-            side,
-        }
-    };
-    let tiny_crop = DetectorInput {
-        net: Net::Tiny,
-        fit: TINY_CROP_FIT,
-        side: TINY_CROP_SIDE,
-    };
-    match detector {
-        Detector::Ssd => vec![ssd],
-        Detector::Auto | Detector::Tiny if is_crop_shaped(w, h) => vec![tiny_crop],
-        Detector::Auto => vec![DetectorInput {
-            net: Net::SsdThenTiny,
-            ..ssd
-        }],
-        Detector::Tiny => vec![tiny()],
-    }
-}
-
-/// The Tiny detector's input side for an image that is not a face crop: its longer side
-/// (upscaled at most `prep::MAX_UPSCALE`), at most `max`, rounded up to a multiple of 32.
-pub fn tiny_side(w: u32, h: u32, max: u32) -> u32 {
-    let max = (max / 32 * 32).max(TINY_MIN_SIDE);
-    let fitted = (w.max(h) as f32 * prep::MAX_UPSCALE).min(max as f32);
-    ((fitted / 32.0).ceil() as u32 * 32).clamp(TINY_MIN_SIDE, max)
-}
-
-pub(super) fn looks_like_face_crop(img: &RgbImage) -> bool {
-    let (w, h) = img.dimensions();
-    is_crop_shaped(w, h)
-}
-
-fn is_crop_shaped(w: u32, h: u32) -> bool {
-    let aspect = w.max(h) as f32 / w.min(h).max(1) as f32;
-    w.max(h) <= CROP_MAX_SIDE && w.min(h) >= 24 && aspect <= CROP_MAX_ASPECT
 }

@@ -19,35 +19,10 @@ use crate::net::NetInput;
 use crate::prep;
 
 mod detection;
+mod passes;
 
-use detection::looks_like_face_crop;
-pub use detection::{TINY_MAX_SIDE, tiny_side};
-
-/// Which face detector runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Detector {
-    /// Tiny for images that look like face crops; SSD and then Tiny on SSD's input for
-    /// the rest (`detector_passes`): the default.
-    #[default]
-    Auto,
-    /// SSD MobileNetV1, 512x512 input, for every image.
-    Ssd,
-    /// Tiny Face Detector (tiny-YOLOv2) for every image, at an input fitted to it (a face
-    /// crop at 128, a photo at `tiny_side`): the fastest, and misses faces in photos.
-    Tiny,
-}
-
-impl std::str::FromStr for Detector {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "ssd" | "ssd_mobilenetv1" => Ok(Self::Ssd),
-            "tiny" | "tiny_face_detector" => Ok(Self::Tiny),
-            other => Err(format!("unknown detector {other:?} (auto, ssd or tiny)")),
-        }
-    }
-}
+use passes::looks_like_face_crop;
+pub use passes::{Detector, TINY_MAX_SIDE, tiny_side};
 
 /// Engine settings.
 #[derive(Debug, Clone)]

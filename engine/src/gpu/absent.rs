@@ -8,7 +8,9 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
-use super::{GpuError, Neighbour, Normalize, WarpJob};
+use super::error::GpuError;
+use super::search::Neighbour;
+use super::warp::{Normalize, WarpJob};
 
 /// Has no values: each type below holds one, so none of them can exist.
 #[derive(Debug)]

@@ -15,6 +15,7 @@
 mod absent;
 #[cfg(feature = "gpu")]
 mod device;
+mod error;
 pub mod search;
 pub mod warp;
 
@@ -23,24 +24,7 @@ pub use absent::{DeviceImages, Gpu, GpuGallery};
 #[cfg(feature = "gpu")]
 pub(crate) use device::block_on;
 #[cfg(feature = "gpu")]
-pub use device::{DeviceImages, Gpu, GpuGallery};
+pub use device::{Gpu, gallery::GpuGallery, images::DeviceImages};
+pub use error::GpuError;
 pub use search::Neighbour;
 pub use warp::{Normalize, WarpJob};
-
-/// Why the GPU path is unavailable or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum GpuError {
-    #[error("no wgpu adapter (install a Vulkan driver, e.g. Debian mesa-vulkan-drivers): {0}")]
-    NoAdapter(String),
-    #[error("could not open the device: {0}")]
-    Device(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("reading results back failed: {0}")]
-    Readback(String),
-    #[error("out of device memory: {0}")]
-    OutOfMemory(String),
-    /// This binary was built without the `gpu` feature.
-    #[error("this build has no GPU support (build with `--features gpu`)")]
-    NotBuilt,
-}

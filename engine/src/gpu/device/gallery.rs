@@ -6,7 +6,7 @@ use burn::tensor::wgpu::wgpu;
 
 use super::{Gpu, entry};
 use crate::gallery::DIM;
-use crate::gpu::GpuError;
+use crate::gpu::error::GpuError;
 use crate::gpu::search::{MAX_K, Neighbour};
 
 const SHADER: &str = include_str!("../../../../shaders/search.wgsl");

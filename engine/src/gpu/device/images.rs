@@ -13,7 +13,7 @@ use cubecl::server::{Handle, KernelArguments};
 use cubecl::{CubeCount, CubeDim};
 use image::RgbImage;
 
-use crate::gpu::GpuError;
+use crate::gpu::error::GpuError;
 use crate::gpu::warp::{Normalize, WarpJob};
 use crate::prep::Sampler;
 

@@ -1,18 +1,15 @@
 //! The wgpu device the kernels share ([`Gpu`]), the warp kernel's device images
-//! ([`DeviceImages`]) and the search kernel's resident gallery ([`GpuGallery`]). Built with
-//! the `gpu` feature only.
+//! ([`images::DeviceImages`]) and the search kernel's resident gallery
+//! ([`gallery::GpuGallery`]). Built with the `gpu` feature only.
 
-mod gallery;
-mod images;
+pub mod gallery;
+pub mod images;
 
 use std::sync::Arc;
 
-pub use gallery::GpuGallery;
-pub use images::DeviceImages;
-
 use burn::tensor::wgpu::wgpu;
 
-use super::GpuError;
+use super::error::GpuError;
 
 /// One wgpu device and queue shared by the kernels.
 pub struct Gpu {
