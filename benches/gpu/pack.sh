@@ -14,7 +14,9 @@
 #   bash benches/gpu/pack.sh --restore
 #
 # Binary: $FACEREC_BIN, default $CARGO_TARGET_DIR/debug/facerec
-# (CARGO_TARGET_DIR default $HOME/.cache/facerec-target). Nothing is built here.
+# (CARGO_TARGET_DIR default $HOME/.cache/facerec-target), built with the `gpu` feature
+# (`cargo test --workspace --features gpu` or `cargo build --features gpu` makes it).
+# Nothing is built here.
 # usage: bash benches/gpu/pack.sh [--restore]
 set -euo pipefail
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
