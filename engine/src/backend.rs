@@ -1,6 +1,6 @@
 //! Compute backend selection, once at start-up: Burn's wgpu backend (Vulkan/Metal/DX12
-//! GPUs, or Mesa's software Vulkan; in builds with the `gpu` feature), onnxruntime on the CPU (when its library loads), or
-//! Burn's `flex` CPU backend (pure Rust, always there).
+//! GPUs, or Mesa's software Vulkan; in builds with the `gpu` feature), onnxruntime on the
+//! CPU (when its library loads), or Burn's `flex` CPU backend (pure Rust, always there).
 
 use std::fmt;
 use std::str::FromStr;
