@@ -37,7 +37,7 @@ pub struct Lanes {
 }
 
 /// A submitted task's answer.
-pub type Pending<T> = oneshot::Receiver<Result<T, String>>;
+pub type Pending<T> = oneshot::Receiver<Result<T, ComputeError>>;
 
 impl Lanes {
     /// Starts `threads` threads (at least one) named `<name>-<i>`.
@@ -80,10 +80,12 @@ impl Lanes {
             let _entered = span.enter();
             let out = std::panic::catch_unwind(AssertUnwindSafe(f));
             let _ = tx.send(out.map_err(|p| {
-                p.downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into())
+                ComputeError::Panicked(
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into()),
+                )
             }));
         });
         self.queue.send(task).map_err(|_| ComputeError::Stopped)?;
@@ -101,11 +103,7 @@ impl Lanes {
 
 /// Waits for a submitted task's answer.
 pub async fn answer<T>(pending: Pending<T>) -> Result<T, ComputeError> {
-    match pending.await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(p)) => Err(ComputeError::Panicked(p)),
-        Err(_) => Err(ComputeError::Stopped),
-    }
+    pending.await.unwrap_or(Err(ComputeError::Stopped))
 }
 
 /// The engine with its threads.
