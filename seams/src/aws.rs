@@ -136,13 +136,10 @@ where
         _ if matches!(e, SdkError::ConstructionFailure(_)) => SeamErrorKind::Permanent,
         _ => SeamErrorKind::Transient,
     };
-    let error = SeamError::new(
+    SeamError {
         kind,
-        format!("{what}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
-    );
-    match code {
-        Some(c) => error.with_code(c),
-        None => error,
+        message: format!("{what}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
+        code,
     }
 }
 
@@ -185,17 +182,21 @@ fn batch_failures(
         .map(|f| format!("{} {}", f.code(), f.message().unwrap_or("")))
         .collect();
     let msg = format!("{what}: {} failed: {}", failed.len(), detail.join("; "));
-    let error = if failed.iter().all(|f| f.sender_fault()) {
-        SeamError::permanent(msg)
+    let kind = if failed.iter().all(|f| f.sender_fault()) {
+        SeamErrorKind::Permanent
     } else {
-        SeamError::transient(msg)
+        SeamErrorKind::Transient
     };
     // One code for the whole batch is kept; mixed codes stay in the message.
-    let code = failed[0].code();
-    Err(if failed.iter().all(|f| f.code() == code) {
-        error.with_code(code)
-    } else {
-        error
+    let first = failed[0].code();
+    let code = failed
+        .iter()
+        .all(|f| f.code() == first)
+        .then(|| first.to_string());
+    Err(SeamError {
+        kind,
+        code,
+        message: msg,
     })
 }
 

@@ -64,12 +64,6 @@ impl SeamError {
         Self::new(SeamErrorKind::Permanent, message)
     }
 
-    /// The same error with the service's error code.
-    pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
-        self
-    }
-
     pub fn kind(&self) -> SeamErrorKind {
         self.kind
     }
