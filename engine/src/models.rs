@@ -347,7 +347,7 @@ fn load_burn<M: ModuleSnapshot + Send + Sync + 'static>(
         path: onnx.display().to_string(),
         message,
     };
-    let bpk = burnpack_for(onnx, &name, sha256).map_err(model_err)?;
+    let bpk = burnpack_for(onnx, &name, sha256).map_err(|e| model_err(e.to_string()))?;
     let mut model = new(device);
     let mut store = BurnpackStore::from_file(&bpk);
     if let Some(dtype) = cast {
@@ -376,9 +376,24 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("facerec-cache")
 }
 
+/// Why an ONNX file's weights could not be converted to Burn's format.
+#[derive(Debug, thiserror::Error)]
+enum ConvertError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("conversion produced no weights")]
+    NoWeights,
+    #[error("burn-onnx could not convert this file (see the log above)")]
+    Converter,
+}
+
 /// The `.bpk` weights for an ONNX file, converting it (once per content hash) with
 /// burn-onnx — the same converter that generated the network code at build time.
-fn burnpack_for(onnx: &Path, name: &str, sha256: &str) -> Result<PathBuf, String> {
+fn burnpack_for(onnx: &Path, name: &str, sha256: &str) -> Result<PathBuf, ConvertError> {
     let dir = cache_dir().join("models");
     let target = dir.join(format!("{name}-{}.bpk", &sha256[..16]));
     if target.exists() {
@@ -389,7 +404,11 @@ fn burnpack_for(onnx: &Path, name: &str, sha256: &str) -> Result<PathBuf, String
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let work = dir.join(format!(".convert-{name}-{}-{seq}", std::process::id()));
-    fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+    fs::create_dir_all(&work).map_err(|source| ConvertError::Io {
+        what: "creating",
+        path: work.clone(),
+        source,
+    })?;
     let onnx_owned = onnx.to_path_buf();
     let work_str = work.to_string_lossy().into_owned();
     // ModelGen reports failures by panicking; contain that to this model.
@@ -404,9 +423,13 @@ fn burnpack_for(onnx: &Path, name: &str, sha256: &str) -> Result<PathBuf, String
     let result = match converted {
         Ok(()) if produced.exists() => fs::rename(&produced, &target)
             .map(|_| target.clone())
-            .map_err(|e| format!("caching weights: {e}")),
-        Ok(()) => Err("conversion produced no weights".into()),
-        Err(_) => Err("burn-onnx could not convert this file (see the log above)".into()),
+            .map_err(|source| ConvertError::Io {
+                what: "caching weights in",
+                path: target.clone(),
+                source,
+            }),
+        Ok(()) => Err(ConvertError::NoWeights),
+        Err(_) => Err(ConvertError::Converter),
     };
     let _ = fs::remove_dir_all(&work);
     result

@@ -34,15 +34,39 @@ struct Loaded {
     runtime: Runtime,
 }
 
-static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
+static LOADED: OnceLock<Result<Loaded, LoadError>> = OnceLock::new();
+
+/// Why onnxruntime did not load: no library anywhere, or each one tried failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("no libonnxruntime found")]
+    NotFound,
+    #[error("{}", join(.0))]
+    Failed(Vec<LibraryError>),
+}
+
+/// One library file that was found but would not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {stage}: {message}", library.display())]
+pub struct LibraryError {
+    pub library: PathBuf,
+    /// `"loading"`, `"thread pool"` or `"environment"`.
+    pub stage: &'static str,
+    pub message: String,
+}
+
+fn join(failures: &[LibraryError]) -> String {
+    let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    all.join("; ")
+}
 
 /// Loads onnxruntime once per process (an environment with one global thread pool sized
 /// to the machine's cores); later calls return the first answer.
-pub fn load() -> Result<Runtime, String> {
+pub fn load() -> Result<Runtime, LoadError> {
     loaded().map(|l| l.runtime.clone())
 }
 
-fn loaded() -> Result<&'static Loaded, String> {
+fn loaded() -> Result<&'static Loaded, LoadError> {
     LOADED
         .get_or_init(|| {
             let candidates = candidates();
@@ -57,28 +81,33 @@ fn loaded() -> Result<&'static Loaded, String> {
                 }
             }
             Err(if tried.is_empty() {
-                "no libonnxruntime found".into()
+                LoadError::NotFound
             } else {
-                tried.join("; ")
+                LoadError::Failed(tried)
             })
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-fn init(path: &Path) -> Result<Loaded, String> {
-    let builder = ort::init_from(path).map_err(|e| e.to_string())?;
+fn init(path: &Path) -> Result<Loaded, LibraryError> {
+    let failed = |stage: &'static str, e: &dyn std::fmt::Display| LibraryError {
+        library: path.to_path_buf(),
+        stage,
+        message: e.to_string(),
+    };
+    let builder = ort::init_from(path).map_err(|e| failed("loading", &e))?;
     let threads = threads();
     let pool = GlobalThreadPoolOptions::default()
         .with_intra_threads(threads)
         .and_then(|p| p.with_inter_threads(1))
         .and_then(|p| p.with_spin_control(spin()))
-        .map_err(|e| format!("thread pool: {e}"))?;
+        .map_err(|e| failed("thread pool", &e))?;
     let env = builder
         .with_name("facerec")
         .with_global_thread_pool(pool)
         .build()
-        .map_err(|e| format!("onnxruntime environment: {e}"))?;
+        .map_err(|e| failed("environment", &e))?;
     let version = version_of(path, ort::info());
     Ok(Loaded {
         env,

@@ -15,6 +15,17 @@ use crate::items::Item;
 use crate::outcome::{OnDone, Outcome};
 use crate::pool::pool;
 
+/// Why a batch's results stopped before every image had one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BatchFailure {
+    /// The connection failed or an answer could not be read.
+    #[error("io")]
+    Io,
+    /// The upload or the results stream was refused with this status.
+    #[error("{0}")]
+    Refused(u16),
+}
+
 /// Sends `cfg.requests` images (cycling `items`) as batches, `cfg.concurrency` batches in
 /// flight at once; one outcome per image.
 pub(crate) async fn run(cfg: &Config, items: &[Item], on_done: OnDone) -> Vec<Outcome> {
@@ -43,7 +54,7 @@ async fn one_batch(cfg: &Config, batch: &[Item], on_done: &OnDone) -> Vec<Outcom
     let run = upload_and_stream(cfg, batch, start, &mut slots, on_done);
     let missing = match tokio::time::timeout(cfg.timeout, run).await {
         Err(_) => "timeout".to_string(),
-        Ok(Err(reason)) => reason,
+        Ok(Err(reason)) => reason.to_string(),
         // The stream ended without some lines.
         Ok(Ok(())) => "io".to_string(),
     };
@@ -65,7 +76,7 @@ async fn upload_and_stream(
     start: Instant,
     slots: &mut [Option<Outcome>],
     on_done: &OnDone,
-) -> Result<(), String> {
+) -> Result<(), BatchFailure> {
     let key = cfg.api_key.as_deref();
     let parts: Vec<(&str, &str, &[u8])> = batch
         .iter()
@@ -73,20 +84,20 @@ async fn upload_and_stream(
         .collect();
     let (status, body) = client::call(&cfg.addr, "POST", "/v1/batches", key, &parts)
         .await
-        .map_err(|_| "io".to_string())?;
+        .map_err(|_| BatchFailure::Io)?;
     if !(200..300).contains(&status) {
-        return Err(status.to_string());
+        return Err(BatchFailure::Refused(status));
     }
     let id = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_string))
-        .ok_or("io")?;
+        .ok_or(BatchFailure::Io)?;
     let path = format!("/v1/batches/{id}/results");
     let answer = http_client::send(&cfg.addr, client::request("GET", &path, key, &[]))
         .await
-        .map_err(|_| "io".to_string())?;
+        .map_err(|_| BatchFailure::Io)?;
     if answer.status() != hyper::StatusCode::OK {
-        return Err(answer.status().as_u16().to_string());
+        return Err(BatchFailure::Refused(answer.status().as_u16()));
     }
     let mut body = answer.into_body();
     let mut lines = LineStream::default();
@@ -95,7 +106,7 @@ async fn upload_and_stream(
         let Some(frame) = body.frame().await else {
             break;
         };
-        let Ok(data) = frame.map_err(|_| "io".to_string())?.into_data() else {
+        let Ok(data) = frame.map_err(|_| BatchFailure::Io)?.into_data() else {
             continue;
         };
         let ms = start.elapsed().as_secs_f64() * 1e3;

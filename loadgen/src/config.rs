@@ -19,17 +19,20 @@ pub enum Route {
     Batch,
 }
 
+/// A route name the harness does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown route {0:?} (original, recognize, health, batch)")]
+pub struct UnknownRoute(pub String);
+
 impl std::str::FromStr for Route {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRoute;
+    fn from_str(s: &str) -> Result<Self, UnknownRoute> {
         match s {
             "original" | "/" => Ok(Route::Original),
             "recognize" | "/v1/recognize" => Ok(Route::Recognize),
             "health" | "/health" => Ok(Route::Health),
             "batch" | "/v1/batches" => Ok(Route::Batch),
-            other => Err(format!(
-                "unknown route {other:?} (original, recognize, health, batch)"
-            )),
+            other => Err(UnknownRoute(other.to_string())),
         }
     }
 }

@@ -30,8 +30,22 @@ fn answered_name(route: Route, body: &[u8]) -> Option<String> {
 pub(crate) struct Outcome {
     pub status: String,
     pub ms: f64,
-    /// Checked against the expected name: right, or `file: expected → got`.
-    pub verdict: Option<Result<(), String>>,
+    /// Checked against the expected name: right, or what was answered instead.
+    pub verdict: Option<Result<(), Mismatch>>,
+}
+
+/// An answer that names someone other than the expected person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mismatch {
+    pub file: String,
+    pub expected: String,
+    pub got: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} → {}", self.file, self.expected, self.got)
+    }
 }
 
 impl Outcome {
@@ -43,7 +57,11 @@ impl Outcome {
                 Some(if &got == want {
                     Ok(())
                 } else {
-                    Err(format!("{}: {want} → {got}", item.filename))
+                    Err(Mismatch {
+                        file: item.filename.clone(),
+                        expected: want.clone(),
+                        got,
+                    })
                 })
             }
             _ => None,

@@ -111,7 +111,7 @@ pub(crate) fn summarise(cfg: &Config, outcomes: &[Outcome], wall: f64) -> Report
             Some(Err(e)) => {
                 wrong += 1;
                 if wrong_examples.len() < 10 {
-                    wrong_examples.push(e.clone());
+                    wrong_examples.push(e.to_string());
                 }
             }
             None => {}

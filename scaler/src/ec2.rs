@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::error::DisplayErrorContext;
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, Tag,
     TagSpecification,
@@ -58,8 +59,15 @@ pub struct Ec2Fleet {
     scale_in: ScaleIn,
 }
 
-fn err(op: &str, e: impl std::error::Error) -> FleetError {
-    FleetError(format!("{op}: {}", DisplayErrorContext(e)))
+/// An EC2 call's failure, classified as the queue and store seams classify theirs (the
+/// error code kept; throttling and 5xx retryable).
+fn err<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E, HttpResponse>) -> FleetError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    FleetError::Cloud {
+        source: facerec_seams::aws::classify(op, e),
+    }
 }
 
 impl Ec2Fleet {

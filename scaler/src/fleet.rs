@@ -14,8 +14,30 @@ use crate::decide::{Member, MemberState};
 
 /// A failed fleet call.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct FleetError(pub String);
+pub enum FleetError {
+    /// The fleet has no member by this id.
+    #[error("no worker {0}")]
+    NoWorker(String),
+    /// A worker process could not be started.
+    #[error("starting {}: {message}", program.display())]
+    Start {
+        program: std::path::PathBuf,
+        message: String,
+    },
+    /// A worker process could not be sent SIGTERM.
+    #[error("could not signal worker {id} (pid {pid})")]
+    Signal { id: String, pid: u32 },
+    /// A cloud API call failed (the AWS error code and kind are kept).
+    #[error("{source}")]
+    Cloud { source: facerec_seams::SeamError },
+}
+
+impl FleetError {
+    /// Whether trying the same call again later may succeed (throttling, a 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FleetError::Cloud { source } if source.is_retryable())
+    }
+}
 
 #[async_trait]
 pub trait Fleet: Send + Sync {
@@ -159,7 +181,7 @@ impl Fleet for InProcess {
                     r.stop.cancel();
                     r.stopping = true;
                 }
-                None => return Err(FleetError(format!("no worker {id}"))),
+                None => return Err(FleetError::NoWorker(id.clone())),
             }
         }
         Ok(())
@@ -231,10 +253,10 @@ impl Fleet for Processes {
                 }
                 Err(e) => {
                     return if i == 0 {
-                        Err(FleetError(format!(
-                            "starting {}: {e}",
-                            self.program.display()
-                        )))
+                        Err(FleetError::Start {
+                            program: self.program.clone(),
+                            message: e.to_string(),
+                        })
                     } else {
                         Ok(i)
                     };
@@ -249,7 +271,7 @@ impl Fleet for Processes {
         for id in ids {
             let (child, _, stopping) = children
                 .get_mut(id)
-                .ok_or_else(|| FleetError(format!("no worker {id}")))?;
+                .ok_or_else(|| FleetError::NoWorker(id.clone()))?;
             if let Some(pid) = child.id() {
                 // SIGTERM: the worker stops receiving, finishes or releases, and exits.
                 let status = std::process::Command::new("kill")
@@ -257,9 +279,10 @@ impl Fleet for Processes {
                     .arg(pid.to_string())
                     .status();
                 if !status.is_ok_and(|s| s.success()) {
-                    return Err(FleetError(format!(
-                        "could not signal worker {id} (pid {pid})"
-                    )));
+                    return Err(FleetError::Signal {
+                        id: id.clone(),
+                        pid,
+                    });
                 }
             }
             *stopping = true;
