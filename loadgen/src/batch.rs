@@ -56,7 +56,7 @@ async fn one_batch(cfg: &Config, batch: &[Item], on_done: &OnDone) -> Vec<Outcom
         Err(_) => "timeout".to_string(),
         Ok(Err(reason)) => reason.to_string(),
         // The stream ended without some lines.
-        Ok(Ok(())) => "io".to_string(),
+        Ok(Ok(())) => BatchFailure::Io.to_string(),
     };
     let ms = start.elapsed().as_secs_f64() * 1e3;
     slots

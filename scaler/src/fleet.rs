@@ -32,13 +32,6 @@ pub enum FleetError {
     Cloud { source: facerec_seams::SeamError },
 }
 
-impl FleetError {
-    /// Whether trying the same call again later may succeed (throttling, a 5xx).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, FleetError::Cloud { source } if source.is_retryable())
-    }
-}
-
 #[async_trait]
 pub trait Fleet: Send + Sync {
     /// `ec2`, `processes` or `in-process`.
