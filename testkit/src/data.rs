@@ -4,16 +4,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The workspace root (the directory holding `Cargo.lock`).
+/// The workspace root (the directory holding `Cargo.lock`): found from the package whose
+/// tests run (cargo sets `CARGO_MANIFEST_DIR` for them), else from where the kit was
+/// built. The first comes first because a build cache moved with a checkout keeps the
+/// old compile-time path.
 pub fn repo_root() -> PathBuf {
-    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = kit.parent().expect("the test kit sits in the workspace");
-    assert!(
-        root.join("Cargo.lock").exists(),
-        "no Cargo.lock in {}",
-        root.display()
-    );
-    root.to_path_buf()
+    let runtime = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    let candidates: Vec<PathBuf> = runtime.into_iter().chain([built]).collect();
+    candidates
+        .iter()
+        .flat_map(|start| start.ancestors())
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("no Cargo.lock above {candidates:?}"))
 }
 
 /// The committed models (`models/`).

@@ -1,7 +1,8 @@
 //! The worker on the local seams (in-process queue, filesystem store) with the real
 //! engine and real faces: every request gets exactly one correct result, poison messages
-//! are dead-lettered with reasons and still answered, duplicates give one result, and a
-//! worker killed mid-batch loses nothing.
+//! are dead-lettered with reasons and still answered, duplicates give one result, a
+//! worker killed mid-batch loses nothing, and one killed as it acknowledges leaves no
+//! upload behind.
 
 // Helpers of a test panic on failure like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -14,7 +15,10 @@ use bytes::Bytes;
 use facerec_contract::message::{input_key, result_key};
 use facerec_contract::{DeadLetter, Request, ResultMessage};
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
-use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Seams};
+use facerec_seams::{
+    BlobStore, Bucket, Depth, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Received,
+    SeamError, Seams,
+};
 use facerec_worker::{Compute, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -312,4 +316,111 @@ fn worker_killed_mid_batch_loses_nothing() {
     }
     assert_eq!(rt.block_on(s.req.depth()).unwrap(), Default::default());
     assert!(s.dlq.peek_bodies().is_empty());
+}
+
+/// The request queue of a process that dies as it acknowledges: the first
+/// acknowledgement reaches the queue, and neither it nor any later one returns.
+struct DiesOnAck {
+    inner: Arc<LocalQueue>,
+    acked: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Queue for DiesOnAck {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, SeamError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn send(&self, bodies: Vec<String>) -> Result<(), SeamError> {
+        self.inner.send(bodies).await
+    }
+    async fn ack(&self, receipts: Vec<String>) -> Result<(), SeamError> {
+        self.inner.ack(receipts).await?;
+        self.acked.notify_one();
+        std::future::pending().await
+    }
+    async fn set_visibility(
+        &self,
+        receipts: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(), SeamError> {
+        self.inner.set_visibility(receipts, timeout).await
+    }
+    async fn depth(&self) -> Result<Depth, SeamError> {
+        self.inner.depth().await
+    }
+}
+
+/// A worker that deletes answered uploads, killed right after a batch's
+/// acknowledgement reached the queue: the uploads of that batch were deleted before it
+/// (an acknowledged message is never seen again, so nothing would delete them later),
+/// and a second worker answers the rest; no upload is left behind.
+#[test]
+fn worker_killed_as_it_acknowledges_leaves_no_upload_behind() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(setup(20));
+    let config = WorkerConfig {
+        delete_uploads: true,
+        ..s.config()
+    };
+    let dies = Arc::new(DiesOnAck {
+        inner: s.req.clone(),
+        acked: tokio::sync::Notify::new(),
+    });
+    let rt_a = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = Worker::new(
+        Compute::new(engine(), 2),
+        s.gallery.clone(),
+        Seams {
+            requests: dies.clone(),
+            ..s.seams()
+        },
+        config.clone(),
+        Metrics::default(),
+    );
+    rt_a.spawn(a.run(CancellationToken::new()));
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), dies.acked.notified())
+            .await
+            .expect("worker A acknowledges a batch")
+    });
+    rt_a.shutdown_background();
+
+    let b = Worker::new(
+        Compute::new(engine(), 2),
+        s.gallery.clone(),
+        s.seams(),
+        config,
+        Metrics::default(),
+    );
+    let stop = CancellationToken::new();
+    let run_b = rt.spawn(b.run(stop.clone()));
+    let got = rt.block_on(collect(&s.resp, s.expected.len(), Duration::from_secs(240)));
+    let drained = rt.block_on(async {
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        while s.req.depth().await.unwrap() != Depth::default() && tokio::time::Instant::now() < end
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        s.req.depth().await.unwrap()
+    });
+    stop.cancel();
+    rt.block_on(run_b).unwrap().unwrap();
+
+    for (id, name) in &s.expected {
+        let r = got.get(id).unwrap_or_else(|| panic!("lost {id}"));
+        assert_eq!(r.name.as_deref(), Some(name.as_str()));
+    }
+    assert_eq!(drained, Depth::default());
+    let left = rt.block_on(s.store.list(Bucket::In, "uploads/")).unwrap();
+    assert!(left.is_empty(), "uploads left behind: {left:?}");
+    let results = rt.block_on(s.store.list(Bucket::Out, "results/")).unwrap();
+    assert_eq!(results.len(), s.expected.len(), "one result per request");
 }

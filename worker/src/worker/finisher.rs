@@ -59,23 +59,12 @@ impl Worker {
             dead.retain(|(m, _, _)| receipts_ok.contains(&m.receipt.as_str()));
             uploads.retain(|(r, _)| !dead.iter().any(|(m, _, _)| &m.receipt == r));
         }
-        let answered = self.respond_and_ack(to_send, Some(dead)).await;
-        if self.config.delete_uploads && answered {
-            // The result is durable and answered: the upload is no longer needed (a
-            // redelivery finds the result first). A failed delete leaves it to retention.
-            let deletes = uploads
-                .iter()
-                .map(|(_, key)| self.seams.store.delete(Bucket::In, key));
-            for (r, (_, key)) in futures_util::future::join_all(deletes)
-                .await
-                .iter()
-                .zip(&uploads)
-            {
-                if let Err(e) = r {
-                    tracing::warn!(key, error = %e, "deleting an answered upload failed");
-                }
-            }
-        }
+        let uploads: Vec<String> = if self.config.delete_uploads {
+            uploads.into_iter().map(|(_, key)| key).collect()
+        } else {
+            Vec::new()
+        };
+        self.respond_and_ack(to_send, Some(dead), &uploads).await;
     }
 
     /// Writes a result unless one exists; returns the stored body either way.
@@ -96,15 +85,21 @@ impl Worker {
         }
     }
 
-    /// Sends responses (and dead letters) for stored results, then acknowledges; false
-    /// when the responses could not be sent (the messages are retried).
+    /// Sends responses (and dead letters) for stored results, deletes the uploads they
+    /// answer, then acknowledges. Responses that could not be sent leave their messages
+    /// to be retried.
+    ///
+    /// The uploads go before the acknowledgement: a process stopped in between leaves
+    /// the message, whose redelivery finds the stored result and deletes the upload
+    /// again; the other order would leave an upload nothing refers to any more.
     pub(super) async fn respond_and_ack(
         &self,
         done: Vec<(Received, String)>,
         dead: Option<Vec<(Received, &'static str, String)>>,
-    ) -> bool {
+        uploads: &[String],
+    ) {
         if done.is_empty() {
-            return false;
+            return;
         }
         let bodies: Vec<String> = done.iter().map(|(_, b)| b.clone()).collect();
         if let Err(e) = self.seams.responses.send(bodies).await {
@@ -112,7 +107,7 @@ impl Worker {
             for (m, _) in &done {
                 self.back_off(m, &e.to_string()).await;
             }
-            return false;
+            return;
         }
         if let Some(dead) = dead.filter(|d| !d.is_empty()) {
             let letters: Vec<String> = dead
@@ -129,8 +124,24 @@ impl Worker {
                 }
             }
         }
+        // The result is durable and answered: the upload is no longer needed. A failed
+        // delete leaves it to retention.
+        let deletes = uploads
+            .iter()
+            .map(|key| self.seams.store.delete(Bucket::In, key));
+        for (r, key) in futures_util::future::join_all(deletes)
+            .await
+            .iter()
+            .zip(uploads)
+        {
+            match r {
+                Err(e) if !e.is_not_found() => {
+                    tracing::warn!(key, error = %e, "deleting an answered upload failed");
+                }
+                _ => {}
+            }
+        }
         self.ack(done.into_iter().map(|(m, _)| m).collect()).await;
-        true
     }
 
     pub(super) async fn ack(&self, msgs: Vec<Received>) {
@@ -170,6 +181,7 @@ impl Worker {
                     self.respond_and_ack(
                         vec![(msg.clone(), body)],
                         Some(vec![(msg.clone(), reason, message.to_string())]),
+                        &[],
                     )
                     .await;
                 }

@@ -82,11 +82,15 @@ impl Worker {
                     Ok(r) => {
                         tracing::info!(request_id = %req.request_id, "duplicate delivery answered from the stored result");
                         Metrics::count(&self.metrics.messages, "result", "duplicate");
-                        let answered = self.respond_and_ack(vec![(msg, r.to_json())], None).await;
-                        if answered && self.config.delete_uploads && r.error.is_none() {
-                            // Left over when the process stopped between answer and delete.
-                            let _ = self.seams.store.delete(Bucket::In, &req.key).await;
-                        }
+                        // The upload is still there when the process stopped between
+                        // answer and delete.
+                        let uploads = if self.config.delete_uploads && r.error.is_none() {
+                            vec![req.key.clone()]
+                        } else {
+                            Vec::new()
+                        };
+                        self.respond_and_ack(vec![(msg, r.to_json())], None, &uploads)
+                            .await;
                     }
                     Err(e) => self.retry_later(&msg, &e.to_string()).await,
                 }
