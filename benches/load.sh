@@ -30,7 +30,10 @@ IMAGES="$WORK/face_images_1000"
 cores=$(nproc)
 # Mesa's Vulkan loader (probed by --backend auto) wants a runtime directory.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-echo "== $(date -u +%FT%TZ) on $cores cores; binary $BIN" >&2
+# The processor, for the figures' heading: the same 2-core machine kind comes with other CPUs
+# (onnxruntime's speed follows the vector units), so a figure names the CPU it was taken on.
+cpu=$(python3 -c "import re; t = open('/proc/cpuinfo').read(); m = re.search(r'model name\s*: (.*)', t); f = re.search(r'^flags\s*: (.*)$', t, re.M); fl = f.group(1).split() if f else []; print((m.group(1) if m else 'unknown'), '+'.join(x for x in ('avx2', 'avx512f', 'avx512_vnni', 'amx_tile') if x in fl) or 'no avx2')")
+echo "== $(date -u +%FT%TZ) on $cores cores ($cpu); binary $BIN" >&2
 
 # The gallery: every distinct photo under its name (ten crops of eight people).
 rm -rf "$WORK/people"
@@ -107,9 +110,10 @@ echo "== 4. each network: facerec (ort, flex) and Python onnxruntime, $cores thr
   --seconds 2 --json "$WORK/nets-flex.json" >/dev/null
 python3 benches/ort_nets.py --threads "$cores" --batches 1,16 --seconds 2 > "$WORK/nets-py.json"
 
-python3 - "$WORK" "$backend" <<'PY'
+python3 - "$WORK" "$backend" "$cpu" "$cores" <<'PY'
 import json, sys
-work, backend = sys.argv[1], sys.argv[2]
+work, backend, processor, cores = sys.argv[1:5]
+print(f"machine: {cores} cores, {processor}\n")
 up = json.load(open(f"{work}/up.json"))
 cpu = float(open(f"{work}/up.cpu").read())
 peer = json.loads(open(f"{work}/peer.json").read())

@@ -71,20 +71,29 @@ pub fn letterbox(img: &RgbImage, size: u32) -> (Vec<f32>, f32) {
 /// As `letterbox`, with the image's longer side resized to `fit` (at most `size`) inside
 /// the `size` square: a margin of black around a small image.
 pub fn letterbox_fit(img: &RgbImage, fit: u32, size: u32) -> (Vec<f32>, f32) {
+    let mut out = vec![0f32; 3 * (size * size) as usize];
+    let scale = letterbox_fit_into(img, fit, size, &mut out);
+    (out, scale)
+}
+
+/// As `letterbox_fit`, written into `out` (`3 * size * size` values, overwritten whole):
+/// a batch's input is filled in place, image by image, with no buffer per image.
+pub fn letterbox_fit_into(img: &RgbImage, fit: u32, size: u32, out: &mut [f32]) -> f32 {
     let (w, h) = img.dimensions();
     let fit = fit.min(size);
     let sampler = Sampler::letterbox(w, h, fit);
     let (rw, rh) = sampler.extent;
     let small = resample(img, &sampler, rw, rh);
     let plane = (size * size) as usize;
-    let mut out = vec![0f32; 3 * plane];
+    assert_eq!(out.len(), 3 * plane, "a {size}x{size} planar input");
+    out.fill(0.0);
     for (x, y, p) in small.enumerate_pixels() {
         let i = (y * size + x) as usize;
         out[i] = p[0] as f32;
         out[plane + i] = p[1] as f32;
         out[2 * plane + i] = p[2] as f32;
     }
-    (out, letterbox_scale(w, h, fit))
+    letterbox_scale(w, h, fit)
 }
 
 /// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most
@@ -102,14 +111,22 @@ pub fn letterbox_extent(w: u32, h: u32, size: u32) -> (u32, u32) {
 
 /// Packs an RGB image into planar `[3, H, W]` floats, values 0..255.
 pub fn to_planar(img: &RgbImage) -> Vec<f32> {
-    let plane = (img.width() * img.height()) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, p) in img.pixels().enumerate() {
-        out[i] = p[0] as f32;
-        out[plane + i] = p[1] as f32;
-        out[2 * plane + i] = p[2] as f32;
-    }
+    let mut out = vec![0f32; 3 * (img.width() * img.height()) as usize];
+    to_planar_into(img, &mut out);
     out
+}
+
+/// As `to_planar`, written into `out` (`3 * width * height` values).
+pub fn to_planar_into(img: &RgbImage, out: &mut [f32]) {
+    let plane = (img.width() * img.height()) as usize;
+    assert_eq!(out.len(), 3 * plane, "a planar input of the image's size");
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (((p, r), g), b) in img.pixels().zip(r).zip(g).zip(b) {
+        *r = p[0] as f32;
+        *g = p[1] as f32;
+        *b = p[2] as f32;
+    }
 }
 
 /// Largest filter radius `Sampler` uses, in source pixels: a shrink by more than this

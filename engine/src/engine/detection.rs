@@ -8,6 +8,7 @@ use super::passes::{
     Detector, DetectorInput, Net, SSD_DOUBT, TINY_CROP_RETRY, TINY_CROP_RETRY_MIN_SCORE,
     detector_passes, is_crop_shaped,
 };
+use crate::backend::BackendKind;
 use crate::detect::{self, DetectParams, FaceBox};
 use crate::error::EngineError;
 use crate::gpu::{DeviceImages, WarpJob};
@@ -73,8 +74,14 @@ impl Engine {
         let mut order: Vec<usize> = (0..passes.len()).collect();
         order.sort_by_key(|&k| passes[k].1);
         let mut out = vec![Vec::new(); passes.len()];
-        let step = self.config.max_batch.max(1);
         for group in order.chunk_by(|&a, &b| passes[a].1 == passes[b].1) {
+            let step = match self.models.backend().kind {
+                BackendKind::Wgpu => self.config.max_batch.max(1),
+                _ => self
+                    .config
+                    .max_batch
+                    .clamp(1, passes[group[0]].1.net.max_cpu_batch()),
+            };
             for chunk in group.chunks(step) {
                 let which: Vec<usize> = chunk.iter().map(|&k| passes[k].0).collect();
                 let input = passes[chunk[0]].1;
@@ -119,8 +126,8 @@ impl Engine {
             .iter()
             .map(|&i| WarpJob::letterbox(i, images[i].width(), images[i].height(), fit))
             .collect();
-        let input = self.input(on_device, &jobs, size, |j| {
-            prep::letterbox_fit(images[j.source], fit, size).0
+        let input = self.input(on_device, &jobs, size, |j, out| {
+            prep::letterbox_fit_into(images[j.source], fit, size, out);
         })?;
         // SSD's boxes per image down to `floor`.
         let ssd = |input, floor: f32| -> Result<Vec<Vec<FaceBox>>, EngineError> {
@@ -184,8 +191,8 @@ impl Engine {
                         Some(batch) => batch.select(&doubtful),
                         None => {
                             let jobs: Vec<WarpJob> = doubtful.iter().map(|&k| jobs[k]).collect();
-                            self.input(None, &jobs, size, |j| {
-                                prep::letterbox_fit(images[j.source], fit, size).0
+                            self.input(None, &jobs, size, |j, out| {
+                                prep::letterbox_fit_into(images[j.source], fit, size, out);
                             })?
                         }
                     };

@@ -285,8 +285,11 @@ impl Engine {
         let chips = jobs
             .chunks(self.config.max_batch.max(1))
             .map(|chunk| {
-                self.input(on_device, chunk, size, |j| {
-                    prep::to_planar(&prep::resample(images[j.source], &j.sampler, size, size))
+                self.input(on_device, chunk, size, |j, out| {
+                    prep::to_planar_into(
+                        &prep::resample(images[j.source], &j.sampler, size, size),
+                        out,
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -350,8 +353,11 @@ impl Engine {
                     WarpJob::warp(i, prep::square_crop_map(cx, cy, side, size))
                 })
                 .collect();
-            let input = self.input(on_device, &jobs, size, |j| {
-                prep::to_planar(&prep::resample(images[j.source], &j.sampler, size, size))
+            let input = self.input(on_device, &jobs, size, |j, out| {
+                prep::to_planar_into(
+                    &prep::resample(images[j.source], &j.sampler, size, size),
+                    out,
+                )
             })?;
             let raw = self.models.landmarks_input(input)?;
             for (k, &(cx, cy, side)) in sq.iter().enumerate() {
@@ -367,14 +373,14 @@ impl Engine {
     }
 
     /// A network's `[jobs, 3, side, side]` input: warped on the device from `on_device`
-    /// (raw 0..255 values; the graphs normalise inside), or built on the CPU by `on_cpu`
-    /// per job, on rayon.
+    /// (raw 0..255 values; the graphs normalise inside), or built on the CPU by `on_cpu`,
+    /// which fills one job's `3 * side * side` values of the batch in place, on rayon.
     fn input(
         &self,
         on_device: Option<&DeviceImages>,
         jobs: &[WarpJob],
         side: u32,
-        on_cpu: impl Fn(&WarpJob) -> Vec<f32> + Sync + Send,
+        on_cpu: impl Fn(&WarpJob, &mut [f32]) + Sync + Send,
     ) -> Result<NetInput, EngineError> {
         match on_device {
             Some(d) => d
@@ -382,7 +388,11 @@ impl Engine {
                 .map(NetInput::Device)
                 .map_err(|e| EngineError::Inference(format!("pre-processing on the device: {e}"))),
             None => {
-                let data: Vec<f32> = jobs.par_iter().flat_map_iter(on_cpu).collect();
+                let per = 3 * (side * side) as usize;
+                let mut data = vec![0f32; jobs.len() * per];
+                data.par_chunks_mut(per)
+                    .zip(jobs)
+                    .for_each(|(out, j)| on_cpu(j, out));
                 Ok(self.models.input(data, jobs.len(), side))
             }
         }
