@@ -9,7 +9,8 @@
 #   3. real photos (the face-api demo photos, 1920x1280, 3-5 faces each, N copies) through
 #      `facerec identify`, faces found against the counts checked by eye;
 #   4. each network through facerec (`facerec bench models`, backend ort and flex) and through
-#      Python's onnxruntime with the same thread count (benches/ort_nets.py).
+#      Python's onnxruntime with the same thread count (benches/ort_nets.py), the two
+#      alternated net by net (facerec, Python, Python, facerec) and averaged.
 # usage: bash benches/load.sh    (BIN= the binary, default the release build; WORK= a folder
 #        to keep, default a temporary one; PHOTO_COPIES=10)
 # Needs: python3 with onnxruntime (models/scripts/requirements.txt) and the peer's packages
@@ -104,11 +105,19 @@ p2=$(date +%s.%N)
 echo "$p0 $p1 $p2" > "$WORK/photos.time"
 
 echo "== 4. each network: facerec (ort, flex) and Python onnxruntime, $cores threads" >&2
-"$BIN" bench models --backend ort --nets ssd,tiny,landmarks,recognition --batches 1,16 \
-  --seconds 2 --json "$WORK/nets-ort.json" >/dev/null
+# facerec's onnxruntime backend and Python's onnxruntime are timed net by net, in the order
+# facerec, Python, Python, facerec (each figure the mean of its two), so that a drift of the
+# machine's speed over the minutes of the run falls on both alike.
+ort_net() { "$BIN" bench models --backend ort --nets "$1" --batches 1,16 --seconds 2 --json "$2" >/dev/null; }
+py_net() { python3 benches/ort_nets.py --nets "$1" --threads "$cores" --batches 1,16 --seconds 2 > "$2"; }
+for net in ssd tiny landmarks recognition; do
+  ort_net "$net" "$WORK/nets-ort-$net-a.json"
+  py_net "$net" "$WORK/nets-py-$net-a.json"
+  py_net "$net" "$WORK/nets-py-$net-b.json"
+  ort_net "$net" "$WORK/nets-ort-$net-b.json"
+done
 "$BIN" bench models --backend cpu --nets ssd,tiny,landmarks,recognition --batches 1,16 \
   --seconds 2 --json "$WORK/nets-flex.json" >/dev/null
-python3 benches/ort_nets.py --threads "$cores" --batches 1,16 --seconds 2 > "$WORK/nets-py.json"
 
 python3 - "$WORK" "$backend" "$cpu" "$cores" <<'PY'
 import json, sys
@@ -152,9 +161,19 @@ print("| --- | ---: | ---: |")
 for stage, sec in sorted(stages.items(), key=lambda kv: -kv[1]):
     print(f"| {stage} | {sec:.2f} | {100 * sec / total:.0f}% |")
 print()
+import glob
 rows = lambda f: {(r["net"], r["batch"]): r["items_per_s"] for r in json.load(open(f))["results"]}  # noqa: E731
-ort, flex = rows(f"{work}/nets-ort.json"), rows(f"{work}/nets-flex.json")
-py = {(r["net"], r["batch"]): r["items_per_s"] for r in map(json.loads, open(f"{work}/nets-py.json")) if r}
+py_rows = lambda f: {(r["net"], r["batch"]): r["items_per_s"] for r in map(json.loads, open(f)) if r}  # noqa: E731
+
+
+def mean_of(pattern, read):
+    runs = [read(f) for f in sorted(glob.glob(f"{work}/{pattern}"))]
+    keys = set().union(*runs) if runs else set()
+    return {k: sum(r[k] for r in runs if k in r) / sum(k in r for r in runs) for k in keys}
+
+
+ort, flex = mean_of("nets-ort-*.json", rows), rows(f"{work}/nets-flex.json")
+py = mean_of("nets-py-*.json", py_rows)
 print("| net | batch | facerec ort (items/s) | facerec flex (items/s) | Python onnxruntime (items/s) | ort / Python | flex / Python |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for key in sorted(py):
