@@ -21,7 +21,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use crate::archive::{ArchiveError, Entry, TarReader, ZipReader};
+use crate::archive::{Archive, ArchiveError, Entry, TarReader, ZipReader};
 use crate::batch::{Job, Manifest, manifest_key};
 use crate::edge::Edge;
 use crate::idempotency::{idempotency_key, keyed_id};
@@ -204,11 +204,11 @@ impl Edge {
         } else if content_type.starts_with("application/x-tar")
             || content_type.starts_with("application/tar")
         {
-            self.read_tar(body, &mut sub).await
+            self.read_archive(body, &mut sub, false).await
         } else if content_type.starts_with("application/zip")
             || content_type.starts_with("application/x-zip-compressed")
         {
-            self.read_zip(body, &mut sub).await
+            self.read_archive(body, &mut sub, true).await
         } else {
             Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -266,23 +266,23 @@ impl Edge {
         Ok(())
     }
 
-    async fn read_tar(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
+    /// A tar body (`zip` false) or a zip body, entry by entry.
+    async fn read_archive(
+        &self,
+        body: Incoming,
+        sub: &mut Submitter<'_>,
+        zip: bool,
+    ) -> Result<(), ApiError> {
         let frames = multipart::data_frames(body, self.config.read_timeout);
-        let mut tar = TarReader::new(frames, self.config.max_file_size as u64);
+        let max_file = self.config.max_file_size as u64;
+        let mut archive = if zip {
+            Archive::Zip(ZipReader::new(frames, max_file))
+        } else {
+            Archive::Tar(TarReader::new(frames, max_file))
+        };
         loop {
-            let entry = tar.next_entry().await;
-            if !submit_entry(sub, entry, "tar").await? {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn read_zip(&self, body: Incoming, sub: &mut Submitter<'_>) -> Result<(), ApiError> {
-        let frames = multipart::data_frames(body, self.config.read_timeout);
-        let mut zip = ZipReader::new(frames, self.config.max_file_size as u64);
-        loop {
-            let entry = zip.next_entry().await;
-            if !submit_entry(sub, entry, "zip").await? {
+            let entry = archive.next_entry().await;
+            if !submit_entry(sub, entry, archive.kind()).await? {
                 return Ok(());
             }
         }

@@ -15,6 +15,37 @@ mod input;
 mod tar;
 mod zip;
 
+use bytes::Bytes;
+use futures_util::Stream;
+
 pub use input::{ArchiveError, Entry};
 pub use tar::TarReader;
 pub use zip::ZipReader;
+
+/// A tar or zip body, read entry by entry alike.
+pub enum Archive<S> {
+    Tar(TarReader<S>),
+    Zip(ZipReader<S>),
+}
+
+impl<S, E> Archive<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The next file, or `None` at the end of the archive.
+    pub async fn next_entry(&mut self) -> Result<Option<Entry>, ArchiveError> {
+        match self {
+            Archive::Tar(r) => r.next_entry().await,
+            Archive::Zip(r) => r.next_entry().await,
+        }
+    }
+
+    /// `"tar"` or `"zip"`, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Archive::Tar(_) => "tar",
+            Archive::Zip(_) => "zip",
+        }
+    }
+}
