@@ -101,12 +101,12 @@ impl Net {
     }
 }
 
-/// Most photos in one SSD call on a CPU backend. SSD's activations at 512x512 are large (a batch of 16 is
-/// a 50 MB input and several hundred MB of intermediate tensors), so larger calls buy no
-/// speed and cost fresh memory, most of it page faults: `facerec identify` on 60 demo
-/// photos on the 2-core machine spent 0.9-1.1 s of system time with SSD at 4 a call
-/// against 1.6-2.0 s at 16, and took 4-5% less wall time (`benches/RESULTS.md`). The
-/// networks after it keep the whole batch.
+/// Most photos in one SSD call on a CPU backend. SSD's activations at 512x512 are large
+/// (a batch of 16 is a 50 MB input and several hundred MB of intermediate tensors), so
+/// larger calls buy no speed and cost fresh memory, most of it page faults: `facerec
+/// identify` on 60 demo photos on the 2-core machine spent 0.9-1.1 s of system time with
+/// SSD at 4 a call against 1.6-2.0 s at 16, and less wall time (`benches/RESULTS.md`,
+/// 2026-12-06). The networks after it keep the whole batch.
 const SSD_MAX_BATCH: usize = 4;
 
 /// How one image is detected: by which network, with its longer side resized to `fit`
