@@ -86,12 +86,20 @@ pub fn letterbox_fit_into(img: &RgbImage, fit: u32, size: u32, out: &mut [f32]) 
     let small = resample(img, &sampler, rw, rh);
     let plane = (size * size) as usize;
     assert_eq!(out.len(), 3 * plane, "a {size}x{size} planar input");
-    out.fill(0.0);
-    for (x, y, p) in small.enumerate_pixels() {
-        let i = (y * size + x) as usize;
-        out[i] = p[0] as f32;
-        out[plane + i] = p[1] as f32;
-        out[2 * plane + i] = p[2] as f32;
+    let (rw, rh, size) = (rw as usize, rh as usize, size as usize);
+    for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
+        // Each value written once: the image's pixels, then the black margin.
+        for (y, row) in channel.chunks_exact_mut(size).enumerate() {
+            if y < rh {
+                let src = &small.as_raw()[y * rw * 3..(y + 1) * rw * 3];
+                for (v, p) in row[..rw].iter_mut().zip(src.chunks_exact(3)) {
+                    *v = p[c] as f32;
+                }
+                row[rw..].fill(0.0);
+            } else {
+                row.fill(0.0);
+            }
+        }
     }
     letterbox_scale(w, h, fit)
 }
@@ -419,6 +427,15 @@ mod tests {
             "bottom-right is padding"
         );
         assert_eq!(planar[2 * plane + 31 * 64 + 63], 50.0, "inside the image");
+    }
+
+    #[test]
+    fn letterbox_into_overwrites_every_value() {
+        let img = checker(100, 37);
+        let (want, scale) = letterbox_fit(&img, 48, 64);
+        let mut out = vec![7.0f32; 3 * 64 * 64];
+        assert_eq!(letterbox_fit_into(&img, 48, 64, &mut out), scale);
+        assert_eq!(out, want);
     }
 
     #[test]
