@@ -90,6 +90,14 @@ impl Manifest {
         Bytes::from(serde_json::to_vec(self).expect("manifests serialise"))
     }
 
+    /// Created more than `retention` ago: the job is gone, even where the store's sweep
+    /// has not deleted this manifest yet (its results, written after it was created, may
+    /// already be; a job restored from it would wait for them forever).
+    pub fn past(&self, retention: Duration) -> bool {
+        let age = unix_ms(SystemTime::now()).saturating_sub(self.created_ms);
+        Duration::from_millis(age) > retention
+    }
+
     /// Unsealed and unchanged for longer than `quiet`: its upload will not go on.
     pub fn stale(&self, quiet: Duration) -> bool {
         let age = unix_ms(SystemTime::now()).saturating_sub(self.updated_ms);
@@ -505,5 +513,17 @@ mod tests {
         let j3 = other.restore(&dead, vec![None, None], quiet);
         assert!(j3.progress().sealed);
         assert!(j3.progress().cut_off.is_some());
+    }
+
+    #[test]
+    fn a_manifest_is_past_its_retention_by_its_creation() {
+        let batches = Batches::default();
+        let job = batches.create("j4".into()).expect("a new job");
+        let mut m = job.manifest();
+        let day = Duration::from_secs(24 * 3600);
+        assert!(!m.past(day));
+        // Rewritten just now (its outcome), but created two days ago: gone.
+        m.created_ms -= 2 * 24 * 3600 * 1000;
+        assert!(m.past(day));
     }
 }

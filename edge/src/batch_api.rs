@@ -364,10 +364,12 @@ impl Edge {
         self.config.read_timeout * 2 + MANIFEST_EVERY * 2
     }
 
+    /// A job's stored manifest; `None` where there is none, or where the job is past its
+    /// retention (`Manifest::past`).
     pub(crate) async fn load_manifest(&self, id: &str) -> Result<Option<Manifest>, String> {
         match self.seams.store.get(Bucket::Out, &manifest_key(id)).await {
             Ok(body) => Manifest::parse(&body)
-                .map(Some)
+                .map(|m| (!m.past(self.config.job_retention)).then_some(m))
                 .map_err(|e| format!("manifest of {id}: {e}")),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.to_string()),
