@@ -137,31 +137,32 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Decodes the Tiny Face Detector's raw `[25, g, g]` output for one image (channel
-/// `a*5 + k` is anchor `a`, field `k` of `tx, ty, tw, th, score`).
+/// Decodes the Tiny Face Detector's raw `[25, rows, cols]` output for one image, `grid`
+/// = `(cols, rows)` cells of 32 input pixels (channel `a*5 + k` is anchor `a`, field `k`
+/// of `tx, ty, tw, th, score`). `input_scale` maps original pixels to input pixels.
 pub fn decode_tiny(
     raw: &[f32],
-    grid: usize,
-    input_size: u32,
+    grid: (usize, usize),
     input_scale: f32,
     params: &DetectParams,
 ) -> Vec<FaceBox> {
-    let plane = grid * grid;
-    let to_px = input_size as f32 / input_scale;
-    let g = grid as f32;
+    let (cols, rows) = grid;
+    let plane = cols * rows;
+    // One cell is 32 input pixels.
+    let to_px = 32.0 / input_scale;
     let mut candidates = Vec::new();
     for (a, &(aw, ah)) in TINY_ANCHORS.iter().enumerate() {
-        let at = |k: usize, r: usize, c: usize| raw[(a * 5 + k) * plane + r * grid + c];
-        for r in 0..grid {
-            for c in 0..grid {
+        let at = |k: usize, r: usize, c: usize| raw[(a * 5 + k) * plane + r * cols + c];
+        for r in 0..rows {
+            for c in 0..cols {
                 let score = sigmoid(at(4, r, c));
                 if score <= params.min_score {
                     continue;
                 }
-                let cx = (c as f32 + sigmoid(at(0, r, c))) / g;
-                let cy = (r as f32 + sigmoid(at(1, r, c))) / g;
-                let w = at(2, r, c).exp() * aw / g;
-                let h = at(3, r, c).exp() * ah / g;
+                let cx = c as f32 + sigmoid(at(0, r, c));
+                let cy = r as f32 + sigmoid(at(1, r, c));
+                let w = at(2, r, c).exp() * aw;
+                let h = at(3, r, c).exp() * ah;
                 candidates.push(FaceBox {
                     x: (cx - w / 2.0) * to_px,
                     y: (cy - h / 2.0) * to_px,
@@ -219,6 +220,37 @@ mod tests {
         let faces = decode_ssd(&boxes, &[0.9], 512, 0.5, &params);
         assert_eq!(faces, vec![fb(512.0, 256.0, 256.0, 256.0, 0.9)]);
         assert!(decode_ssd(&boxes, &[0.4], 512, 0.5, &params).is_empty());
+    }
+
+    #[test]
+    fn tiny_cells_on_a_wide_grid_map_to_their_pixels() {
+        // A 4-row, 6-column grid (a 192x128 input), the image at scale 0.5: anchor 0 sure of
+        // a face in row 2, column 5, centred in the cell, at the anchor's own size.
+        let (cols, rows) = (6, 4);
+        let plane = cols * rows;
+        let mut raw = vec![-20.0f32; 25 * plane];
+        for k in 0..4 {
+            raw[k * plane + 2 * cols + 5] = 0.0;
+        }
+        raw[4 * plane + 2 * cols + 5] = 5.0;
+        let params = DetectParams {
+            min_score: 0.5,
+            iou_threshold: 0.4,
+            max_results: 10,
+        };
+        let faces = decode_tiny(&raw, (cols, rows), 0.5, &params);
+        assert_eq!(faces.len(), 1);
+        let f = faces[0];
+        let (aw, ah) = TINY_ANCHORS[0];
+        let (cx, cy) = (f.x + f.w / 2.0, f.y + f.h / 2.0);
+        assert!(
+            (cx - 5.5 * 64.0).abs() < 1e-3 && (cy - 2.5 * 64.0).abs() < 1e-3,
+            "{f:?}"
+        );
+        assert!(
+            (f.w - aw * 64.0).abs() < 1e-3 && (f.h - ah * 64.0).abs() < 1e-3,
+            "{f:?}"
+        );
     }
 
     #[test]

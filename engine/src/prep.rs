@@ -79,17 +79,32 @@ pub fn letterbox_fit(img: &RgbImage, fit: u32, size: u32) -> (Vec<f32>, f32) {
 /// As `letterbox_fit`, written into `out` (`3 * size * size` values, overwritten whole):
 /// a batch's input is filled in place, image by image, with no buffer per image.
 pub fn letterbox_fit_into(img: &RgbImage, fit: u32, size: u32, out: &mut [f32]) -> f32 {
+    letterbox_cut_into(img, fit.min(size), size, size, out)
+}
+
+/// The top-left `width` x `height` of `letterbox_fit`'s square (`fit` at most the larger of
+/// the two), written into `out` (`3 * width * height` values, overwritten whole): where
+/// the image covers only part of the square (a landscape photo two thirds of its rows), a
+/// fully convolutional network is spared the margin (`letterbox_cut`). Returns the scale.
+pub fn letterbox_cut_into(
+    img: &RgbImage,
+    fit: u32,
+    width: u32,
+    height: u32,
+    out: &mut [f32],
+) -> f32 {
     let (w, h) = img.dimensions();
-    let fit = fit.min(size);
+    let fit = fit.min(width.max(height));
     let sampler = Sampler::letterbox(w, h, fit);
     let (rw, rh) = sampler.extent;
+    let (rw, rh) = (rw.min(width), rh.min(height));
     let small = resample(img, &sampler, rw, rh);
-    let plane = (size * size) as usize;
-    assert_eq!(out.len(), 3 * plane, "a {size}x{size} planar input");
-    let (rw, rh, size) = (rw as usize, rh as usize, size as usize);
+    let plane = (width * height) as usize;
+    assert_eq!(out.len(), 3 * plane, "a {width}x{height} planar input");
+    let (rw, rh, width) = (rw as usize, rh as usize, width as usize);
     for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
         // Each value written once: the image's pixels, then the black margin.
-        for (y, row) in channel.chunks_exact_mut(size).enumerate() {
+        for (y, row) in channel.chunks_exact_mut(width).enumerate() {
             if y < rh {
                 let src = &small.as_raw()[y * rw * 3..(y + 1) * rw * 3];
                 for (v, p) in row[..rw].iter_mut().zip(src.chunks_exact(3)) {
@@ -102,6 +117,16 @@ pub fn letterbox_fit_into(img: &RgbImage, fit: u32, size: u32, out: &mut [f32]) 
         }
     }
     letterbox_scale(w, h, fit)
+}
+
+/// The input `letterbox_cut_into` needs for a `w` x `h` image with its longer side at
+/// `fit` in a `side` square: the rows and columns the image covers, each rounded up to
+/// a multiple of 32 (the detectors' coarsest grid), at least 128 (four cells) and at most
+/// `side`. A 3:2 photo at 512 needs 512 x 352: a third less work for the detector.
+pub fn letterbox_cut(w: u32, h: u32, fit: u32, side: u32) -> (u32, u32) {
+    let (rw, rh) = letterbox_extent(w, h, fit.min(side));
+    let cut = |n: u32| n.div_ceil(32).saturating_mul(32).clamp(128.min(side), side);
+    (cut(rw), cut(rh))
 }
 
 /// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most
@@ -436,6 +461,23 @@ mod tests {
         let mut out = vec![7.0f32; 3 * 64 * 64];
         assert_eq!(letterbox_fit_into(&img, 48, 64, &mut out), scale);
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_cut_letterbox_is_the_top_left_of_the_square() {
+        let img = checker(600, 400);
+        assert_eq!(letterbox_cut(600, 400, 512, 512), (512, 352));
+        assert_eq!(letterbox_cut(400, 600, 512, 512), (352, 512));
+        // Small images: at least four cells, at most the square.
+        assert_eq!(letterbox_cut(60, 20, 96, 128), (128, 128));
+        assert_eq!(letterbox_cut(3000, 10, 512, 512), (512, 128));
+        let (square, scale) = letterbox_fit(&img, 512, 512);
+        let mut cut = vec![7.0f32; 3 * 512 * 352];
+        assert_eq!(letterbox_cut_into(&img, 512, 512, 352, &mut cut), scale);
+        for (c, plane) in cut.chunks_exact(512 * 352).enumerate() {
+            let full = &square[c * 512 * 512..][..512 * 352];
+            assert_eq!(plane, full, "channel {c}");
+        }
     }
 
     #[test]

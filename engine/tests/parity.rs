@@ -120,6 +120,66 @@ fn tiny_detector_at_other_sides_matches_onnxruntime() {
     }
 }
 
+/// SSD on the top-left cut of its square (the rows and columns a letterboxed photo covers):
+/// Burn flex against onnxruntime on the same real input (the anchors cut in the graph by
+/// `Shape` + `Slice`), and the faces the same as on the whole square.
+#[test]
+fn ssd_on_a_cut_input_matches_onnxruntime() {
+    let flex = load_on_cpu(&models_dir()).expect("models load");
+    let ort = load_on_ort(&models_dir()).expect("models load on onnxruntime");
+    let photo = image::load_from_memory(
+        &std::fs::read(models_dir().join("parity/ssd_input.png")).expect("png"),
+    )
+    .expect("decode")
+    .to_rgb8();
+    let faces = |boxes: &[f32], scores: &[f32]| -> Vec<[i32; 4]> {
+        let mut f: Vec<[i32; 4]> = scores
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s > 0.5)
+            .map(|(i, _)| std::array::from_fn(|k| (boxes[i * 4 + k] * 512.0).round() as i32))
+            .collect();
+        f.sort();
+        f
+    };
+    let (square, _) = prep::letterbox(&photo, 512);
+    let (full_boxes, full_scores) = ort.ssd(square, 1).expect("ssd on onnxruntime");
+    // The parity input is sample1 (3:2) letterboxed: its first 341 rows are the photo.
+    for (w, h) in [(512u32, 352u32), (512, 384), (352, 512)] {
+        let mut x = vec![0f32; (3 * w * h) as usize];
+        prep::letterbox_cut_into(&photo, 512, w, h, &mut x);
+        let (want_boxes, want_scores) = ort
+            .ssd_input(facerec_engine::net::NetInput::host(x.clone(), 1, h, w))
+            .expect("ssd on onnxruntime");
+        let (boxes, scores) = flex
+            .ssd_input(facerec_engine::net::NetInput::host(x, 1, h, w))
+            .expect("ssd on flex");
+        assert!(
+            want_scores.len() < 5118,
+            "{w}x{h}: {} anchors",
+            want_scores.len()
+        );
+        assert_close(&format!("ssd boxes at {w}x{h}"), &boxes, &want_boxes, 1e-4);
+        assert_close(
+            &format!("ssd scores at {w}x{h}"),
+            &scores,
+            &want_scores,
+            1e-4,
+        );
+        if w == 512 {
+            let (a, b) = (faces(&full_boxes, &full_scores), faces(&boxes, &scores));
+            assert!(a.len() >= 3, "{a:?}");
+            assert_eq!(a.len(), b.len(), "{w}x{h}");
+            for (p, q) in a.iter().zip(&b) {
+                assert!(
+                    (0..4).all(|k| (p[k] - q[k]).abs() <= 1),
+                    "{w}x{h}: {p:?} vs {q:?}"
+                );
+            }
+        }
+    }
+}
+
 fn every_model_matches_the_reference(models: &Models) {
     let m = manifest();
     let spec = |name: &str| m["models"][name].clone();

@@ -8,7 +8,7 @@ writes (opset 17, IR version 8, float32, batch dimension "N" dynamic, byte-for-b
 
   face_recognition.onnx    input [N,3,150,150] raw RGB 0..255 -> descriptor [N,128]
   tiny_face_detector.onnx  input [N,3,H,W] raw RGB 0..255 (H, W multiples of 32) -> raw [N,25,H/32,W/32]
-  ssd_mobilenetv1.onnx     input [N,3,512,512] raw RGB 0..255 -> boxes [N,5118,4], scores [N,5118]
+  ssd_mobilenetv1.onnx     input [N,3,H,W] raw RGB 0..255 (512x512 or its top-left cut) -> boxes [N,M,4], scores [N,M]
   face_landmark_68.onnx    input [N,3,112,112] raw RGB 0..255 -> landmarks [N,136]
   face_recognition_dlib.onnx  (--dlib) dlib's own float weights of the same recognition net
                            (PyPI face_recognition_models 0.3.0, read by dlib_weights.py), in the
@@ -398,6 +398,24 @@ def build_tiny_face_detector(model_dir: str, size: int = 416) -> onnx.ModelProto
 # =================================================================================================
 # SSD MobileNetV1 (package/src/ssdMobilenetv1/*.ts)
 # =================================================================================================
+def ssd_conv_pads(h: int, k: int, s: int):
+    """SSD's conv pads (top, left, bottom, right) and output side at input side `h`: TF 'SAME' at
+    every even side (all of them at 512), but nothing before and k-1 after on a stride-2 axis,
+    so that an odd side (a 512-wide input cut to 352 rows has 11 rows after /32) keeps its cells
+    where the 512 layout has them (TF 'SAME' would pad one row before and shift them by half a
+    cell). At an even side the extra row after is never read."""
+    if s == 1:
+        b, e, out = tf_same_pads(h, k, s)
+        assert b == e, (h, k)
+        return (b, b, e, e), out
+    assert s == 2, s
+    for even in (2 * h, 512):
+        assert tf_same_pads(even, k, s)[0] == 0, (even, k)
+    out = math.ceil(h / 2)
+    assert (h + k - 1 - k) // 2 + 1 == out
+    return (0, 0, k - 1, k - 1), out
+
+
 def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
     W = load_manifest(model_dir, "ssd_mobilenetv1_model")
     g = Graph("ssd_mobilenetv1")
@@ -406,7 +424,7 @@ def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
     def pointwise(x, h, prefix, stride, base):
         # pointwiseConvLayer.ts: conv2d 'same' (1x1 or 3x3) + batch_norm_offset, clip 0..6
         f = W[f"{prefix}/weights"]
-        pads, h = same_conv_pads(h, f.shape[0], stride)
+        pads, h = ssd_conv_pads(h, f.shape[0], stride)
         y = g.conv(x, tf_conv_w(f), W[f"{prefix}/convolution_bn_offset"], base, stride, pads)
         return g.relu6(y, base + "_relu6"), h
 
@@ -421,7 +439,7 @@ def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
         k = gamma / np.sqrt(var + SSD_BN_EPSILON)
         w = tf_dw_w(f) * k[:, None, None, None]
         b = beta - mean * k
-        pads, h = same_conv_pads(h, 3, stride)
+        pads, h = ssd_conv_pads(h, 3, stride)
         base = f"conv{idx}_dw"
         y = g.conv(x, w.astype(np.float32), b.astype(np.float32), base, stride, pads, group=f.shape[2])
         return g.relu6(y, base + "_relu6"), h
@@ -444,7 +462,11 @@ def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
         y, hy = pointwise(y, hy, f"Prediction/Conv2d_{i}_pointwise", 2 if i % 2 == 1 else 1, f"pred{i}")
         feats[f"pred{i}"] = (y, hy)
     sources = ["conv11", "x", "pred1", "pred3", "pred5", "pred7"]
-    box_parts, cls_parts, n_anchors_total = [], [], 0
+    anchors = W["Output/extra_dim"].reshape(-1, 4).astype(np.float32)
+    # outputLayer.ts decodeBoxesLayer: anchors as centre and size (float32 like tfjs).
+    a_sizes = np.stack([anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]], axis=1).astype(np.float32)
+    a_centers = (anchors[:, 0:2] + a_sizes / np.float32(2)).astype(np.float32)
+    box_parts, cls_parts, center_parts, size_parts, n_anchors_total = [], [], [], [], 0
     for i, src in enumerate(sources):
         t, th = feats[src]
         p = f"Prediction/BoxPredictor_{i}"
@@ -457,18 +479,25 @@ def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
             o = g.op("Transpose", [o], f"box{i}_{kind}_nhwc", perm=[0, 2, 3, 1])
             shape = g.shared(np.array([0, -1, depth], np.int64), f"shape_n_m1_{depth}")
             parts.append(g.op("Reshape", [o, shape], f"box{i}_{kind}_flat"))
-        n_anchors_total += th * th * (W[f"{p}/ClassPredictor/biases"].shape[0] // 3)
-    anchors = W["Output/extra_dim"]
-    assert anchors.shape == (1, n_anchors_total, 4), (anchors.shape, n_anchors_total)
-    enc = g.op("Concat", box_parts, "box_encodings", axis=1)  # [N,5118,4]
-    cls = g.op("Concat", cls_parts, "class_predictions", axis=1)  # [N,5118,3]
-
-    # outputLayer.ts decodeBoxesLayer, anchors folded to constants (float32 like tfjs):
-    a = anchors.reshape(-1, 4).astype(np.float32)
-    sizes = np.stack([a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]], axis=1).astype(np.float32)
-    centers = (a[:, 0:2] + sizes / np.float32(2)).astype(np.float32)
-    sizes_c = g.const(sizes[None], "anchor_sizes")  # [1,5118,2]
-    centers_c = g.const(centers[None], "anchor_centers")  # [1,5118,2]
+            if depth == 4:
+                nhwc = o
+        # This layer's anchors, laid out [1, H, W, A, 2] on its grid at 512x512 and cut to the
+        # grid the input gives (its top-left cells: the image sits at the top left of the input).
+        n_a = W[f"{p}/ClassPredictor/biases"].shape[0] // 3
+        layer = slice(n_anchors_total, n_anchors_total + th * th * n_a)
+        n_anchors_total += th * th * n_a
+        grid_hw = g.op("Shape", [nhwc], f"box{i}_grid", start=1, end=3)
+        for arr, parts, name in ((a_centers, center_parts, "centers"), (a_sizes, size_parts, "sizes")):
+            full = g.const(arr[layer].reshape(1, th, th, n_a, 2), f"anchor{i}_{name}")
+            cut = g.op("Slice", [full, g.shared(np.array([0, 0], np.int64), "starts_0_0"), grid_hw,
+                                 g.shared(np.array([1, 2], np.int64), "axes_1_2")], f"anchor{i}_{name}_cut")
+            parts.append(g.op("Reshape", [cut, g.shared(np.array([0, -1, 2], np.int64), "shape_n_m1_2")],
+                              f"anchor{i}_{name}_flat"))
+    assert n_anchors_total == anchors.shape[0], (anchors.shape, n_anchors_total)
+    enc = g.op("Concat", box_parts, "box_encodings", axis=1)  # [N,M,4], M = 5118 at 512x512
+    cls = g.op("Concat", cls_parts, "class_predictions", axis=1)  # [N,M,3]
+    sizes_c = g.op("Concat", size_parts, "anchor_sizes", axis=1)  # [1,M,2]
+    centers_c = g.op("Concat", center_parts, "anchor_centers", axis=1)  # [1,M,2]
 
     def slice_last(t, start, end, base):
         return g.op("Slice", [t, g.shared(np.array([start], np.int64), f"starts_{start}"),
@@ -492,15 +521,18 @@ def build_ssd_mobilenetv1(model_dir: str) -> onnx.ModelProto:
     s = g.op("Sigmoid", [s], "face_prob")
     g.op("Flatten", [s], "scores", output="scores", axis=1)
     return g.finish(
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", n_anchors_total, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", n_anchors_total])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", "M", 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", "M"])],
         "face-api SsdMobilenetv1 face detector. input: RGB 0..255 NCHW 512x512, image zero-padded to "
-        "square at bottom/right then resized; x/127.5-1 inside the graph. outputs: decoded boxes "
-        "[ymin,xmin,ymax,xmax] relative to the 512x512 input (not clipped), face probability "
-        "(sigmoid). NMS not included (face-api: iou 0.5, maxResults 100, minConfidence 0.5).",
+        "square at bottom/right then resized; or the top-left H x W of that input, H and W multiples "
+        "of 32 up to 512 (the rows and columns the image covers: each anchor grid is cut to its "
+        "top-left cells); x/127.5-1 inside the graph. outputs: decoded boxes [ymin,xmin,ymax,xmax] "
+        "relative to the 512x512 input (not clipped), face probability (sigmoid); M = 5118 anchors "
+        "at 512x512. NMS not included (face-api: iou 0.5, maxResults 100, minConfidence 0.5).",
         common_meta(["ssd_mobilenetv1_model-weights_manifest.json", "ssd_mobilenetv1_model.bin"],
-                    {"input_format": "RGB float 0..255 NCHW [N,3,512,512]",
+                    {"input_format": "RGB float 0..255 NCHW [N,3,H,W]: 512x512, or its top-left "
+                                     "H x W (multiples of 32)",
                      "box_format": "ymin,xmin,ymax,xmax relative to the 512x512 input"}),
     )
 

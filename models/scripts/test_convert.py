@@ -30,11 +30,11 @@ import convert  # noqa: E402
 
 ALLOWED_OPS = {"Conv", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool",
                "GlobalAveragePool", "Pad", "Concat", "Reshape", "Transpose", "MatMul", "Gemm", "Sigmoid",
-               "Exp", "Slice", "Flatten"}
+               "Exp", "Slice", "Flatten", "Shape"}
 SIGNATURES = {
     "face_recognition": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
     "tiny_face_detector": ({"input": ["N", 3, "H", "W"]}, {"raw": ["N", 25, "H/32", "W/32"]}),
-    "ssd_mobilenetv1": ({"input": ["N", 3, 512, 512]}, {"boxes": ["N", 5118, 4], "scores": ["N", 5118]}),
+    "ssd_mobilenetv1": ({"input": ["N", 3, "H", "W"]}, {"boxes": ["N", "M", 4], "scores": ["N", "M"]}),
     "face_landmark_68": ({"input": ["N", 3, 112, 112]}, {"landmarks": ["N", 136]}),
     "face_recognition_dlib": ({"input": ["N", 3, 150, 150]}, {"descriptor": ["N", 128]}),
 }
@@ -133,6 +133,50 @@ def test_tiny_detector_takes_any_multiple_of_32():
         x = rng.uniform(0, 255, size=[1, 3, h, w]).astype(np.float32)
         (raw,) = s.run(None, {"input": x})
         assert raw.shape == (1, 25, h // 32, w // 32), raw.shape
+
+
+def test_ssd_takes_the_top_left_cut_of_its_square():
+    """SSD at 512x512 gives its 5118 anchors; on the top-left H x W of that input (the rows
+    and columns a letterboxed image covers) it gives the anchors of the cells there, in the
+    same order, and finds the same faces as on the whole square."""
+    import onnxruntime as ort
+    import facepipe as fp
+    from make_parity import png_batch
+
+    s = ort.InferenceSession(onnx_path("ssd_mobilenetv1"), providers=["CPUExecutionProvider"])
+    with open(os.path.join(PARITY, "parity.json"), encoding="utf-8") as f:
+        pj = json.load(f)
+    e = pj["models"]["ssd_mobilenetv1"]
+    x = png_batch([os.path.join(PARITY, e["inputs"]["input"]["files"][0])])
+    boxes, scores = s.run(None, {"input": x})
+    assert boxes.shape == (1, 5118, 4) and scores.shape == (1, 5118)
+    w, h = pj["source_image_size_wh"]
+    full = fp.ssd_locate_faces(boxes[0], scores[0], w, h)
+    assert len(full) >= 3
+    # Anchors per layer (grid side at 512, anchors per cell): the cut keeps each grid's
+    # top-left rows x cols, so its anchors are those cells' anchors.
+    layers = [(32, 3), (16, 6), (8, 6), (4, 6), (2, 6), (1, 6)]
+    for ch, cw in [(352, 512), (512, 352), (384, 512), (128, 512)]:
+        cb, cs = s.run(None, {"input": np.ascontiguousarray(x[:, :, :ch, :cw])})
+        want, start = [], 0
+        for g, a in layers:
+            rows, cols = -(-ch // (512 // g)), -(-cw // (512 // g))
+            idx = np.arange(g * g * a).reshape(g, g, a)[:rows, :cols].ravel()
+            want.append(start + idx)
+            start += g * g * a
+        want = np.concatenate(want)
+        assert cs.shape == (1, len(want)), (ch, cw, cs.shape)
+        if ch >= 352 and cw == 512:
+            # The sample (3:2) covers the first 341 rows: a cut that keeps them finds the same
+            # faces, and the boxes of their anchors stay within a pixel of the square's.
+            cut = fp.ssd_locate_faces(cb[0], cs[0], w, h)
+            assert len(cut) == len(full), (ch, cw)
+            for a, b in zip(full, cut):
+                assert abs(a.score - b.score) < 0.05, (ch, cw, a, b)
+            top = np.argsort(scores[0])[::-1][:len(full)]
+            sel = np.searchsorted(want, top)
+            assert (want[sel] == top).all(), (ch, cw)
+            assert np.abs(cb[0][sel] - boxes[0][top]).max() * 512 < 1.0, (ch, cw)
 
 
 def test_model_cards_name_the_onnx_sha256():

@@ -111,7 +111,8 @@ impl Engine {
         let DetectorInput {
             net,
             fit,
-            side: size,
+            width,
+            height,
         } = input;
         let params = |iou_threshold| DetectParams {
             min_score,
@@ -126,13 +127,15 @@ impl Engine {
             .iter()
             .map(|&i| WarpJob::letterbox(i, images[i].width(), images[i].height(), fit))
             .collect();
-        let input = self.input(on_device, &jobs, size, |j, out| {
-            prep::letterbox_fit_into(images[j.source], fit, size, out);
-        })?;
+        let letterbox = |j: &WarpJob, out: &mut [f32]| {
+            prep::letterbox_cut_into(images[j.source], fit, width, height, out);
+        };
+        let input = self.input_rect(on_device, &jobs, width, height, letterbox)?;
         // SSD's boxes per image down to `floor`.
         let ssd = |input, floor: f32| -> Result<Vec<Vec<FaceBox>>, EngineError> {
             let (boxes, scores) = self.models.ssd_input(input)?;
-            let a = models::SSD_ANCHORS;
+            // Anchors per image: 5118 at 512x512, fewer on a cut input.
+            let a = scores.len() / which.len().max(1);
             let params = DetectParams {
                 min_score: floor,
                 ..params(0.5)
@@ -142,7 +145,7 @@ impl Engine {
                     detect::decode_ssd(
                         &boxes[k * a * 4..(k + 1) * a * 4],
                         &scores[k * a..(k + 1) * a],
-                        size,
+                        models::SSD_SIZE,
                         scales[k],
                         &params,
                     )
@@ -152,19 +155,13 @@ impl Engine {
         // Tiny's boxes for the images `ks` of the batch (`input` holds just those).
         let tiny = |input, ks: &[usize]| -> Result<Vec<Vec<FaceBox>>, EngineError> {
             let raw = self.models.tiny_input(input)?;
-            let grid = (size / 32) as usize;
-            let per = 25 * grid * grid;
+            let grid = ((width / 32) as usize, (height / 32) as usize);
+            let per = 25 * grid.0 * grid.1;
             Ok(ks
                 .iter()
                 .enumerate()
                 .map(|(j, &k)| {
-                    detect::decode_tiny(
-                        &raw[j * per..(j + 1) * per],
-                        grid,
-                        size,
-                        scales[k],
-                        &params(0.4),
-                    )
+                    detect::decode_tiny(&raw[j * per..(j + 1) * per], grid, scales[k], &params(0.4))
                 })
                 .collect())
         };
@@ -191,9 +188,7 @@ impl Engine {
                         Some(batch) => batch.select(&doubtful),
                         None => {
                             let jobs: Vec<WarpJob> = doubtful.iter().map(|&k| jobs[k]).collect();
-                            self.input(None, &jobs, size, |j, out| {
-                                prep::letterbox_fit_into(images[j.source], fit, size, out);
-                            })?
+                            self.input_rect(None, &jobs, width, height, letterbox)?
                         }
                     };
                     let second = tiny(again, &doubtful)?;

@@ -372,9 +372,7 @@ impl Engine {
         Ok(out)
     }
 
-    /// A network's `[jobs, 3, side, side]` input: warped on the device from `on_device`
-    /// (raw 0..255 values; the graphs normalise inside), or built on the CPU by `on_cpu`,
-    /// which fills one job's `3 * side * side` values of the batch in place, on rayon.
+    /// A network's `[jobs, 3, side, side]` input (`input_rect` with a square).
     fn input(
         &self,
         on_device: Option<&DeviceImages>,
@@ -382,18 +380,32 @@ impl Engine {
         side: u32,
         on_cpu: impl Fn(&WarpJob, &mut [f32]) + Sync + Send,
     ) -> Result<NetInput, EngineError> {
+        self.input_rect(on_device, jobs, side, side, on_cpu)
+    }
+
+    /// A network's `[jobs, 3, height, width]` input: warped on the device from `on_device`
+    /// (raw 0..255 values; the graphs normalise inside), or built on the CPU by `on_cpu`,
+    /// which fills one job's `3 * height * width` values of the batch in place, on rayon.
+    fn input_rect(
+        &self,
+        on_device: Option<&DeviceImages>,
+        jobs: &[WarpJob],
+        width: u32,
+        height: u32,
+        on_cpu: impl Fn(&WarpJob, &mut [f32]) + Sync + Send,
+    ) -> Result<NetInput, EngineError> {
         match on_device {
             Some(d) => d
-                .warp(jobs, side, side, Normalize::RAW)
+                .warp(jobs, width, height, Normalize::RAW)
                 .map(NetInput::Device)
                 .map_err(|e| EngineError::Inference(format!("pre-processing on the device: {e}"))),
             None => {
-                let per = 3 * (side * side) as usize;
+                let per = 3 * (width * height) as usize;
                 let mut data = vec![0f32; jobs.len() * per];
                 data.par_chunks_mut(per)
                     .zip(jobs)
                     .for_each(|(out, j)| on_cpu(j, out));
-                Ok(self.models.input(data, jobs.len(), side))
+                Ok(NetInput::host(data, jobs.len(), height, width))
             }
         }
     }

@@ -14,7 +14,7 @@ pub enum Detector {
     /// the rest (`detector_passes`): the default.
     #[default]
     Auto,
-    /// SSD MobileNetV1, 512x512 input, for every image.
+    /// SSD MobileNetV1, the image at 512 (in a 512x512 input, cut to the image), for every image.
     Ssd,
     /// Tiny Face Detector (tiny-YOLOv2) for every image, at an input fitted to it (a face
     /// crop at 128, a photo at `tiny_side`): the fastest, and misses faces in photos.
@@ -61,12 +61,14 @@ pub(super) const TINY_CROP_RETRY: [DetectorInput; 2] = [
     DetectorInput {
         net: Net::Tiny,
         fit: TINY_CROP_FIT,
-        side: TINY_CROP_SIDE,
+        width: TINY_CROP_SIDE,
+        height: TINY_CROP_SIDE,
     },
     DetectorInput {
         net: Net::Tiny,
         fit: 64,
-        side: TINY_CROP_SIDE,
+        width: TINY_CROP_SIDE,
+        height: TINY_CROP_SIDE,
     },
 ];
 pub(super) const TINY_CROP_RETRY_MIN_SCORE: f32 = 0.3;
@@ -80,7 +82,7 @@ pub(super) const SSD_DOUBT: f32 = 0.15;
 pub(super) enum Net {
     Ssd,
     Tiny,
-    /// SSD, then, where SSD saw a doubtful face (`SSD_DOUBT`), Tiny on the same 512 input
+    /// SSD, then, where SSD saw a doubtful face (`SSD_DOUBT`), Tiny on the same input
     /// for the faces SSD missed (`detect::add_unseen`): photos under `Auto`. SSD at 512
     /// scores some faces low when other faces crowd them (in a collage of actors a 260 px
     /// face at 0.22; a 62 px face between two people in a PASCAL VOC photo at 0.46); Tiny
@@ -110,12 +112,29 @@ impl Net {
 const SSD_MAX_BATCH: usize = 4;
 
 /// How one image is detected: by which network, with its longer side resized to `fit`
-/// pixels inside a `side` x `side` input (`prep::letterbox_fit`).
+/// pixels at the top left of a `width` x `height` input (`prep::letterbox_cut_into`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct DetectorInput {
     pub(super) net: Net,
     pub(super) fit: u32,
-    pub(super) side: u32,
+    pub(super) width: u32,
+    pub(super) height: u32,
+}
+
+impl DetectorInput {
+    /// `net` on a `w` x `h` image letterboxed at `fit` into a `side` square, cut to the
+    /// rows and columns the image covers (`prep::letterbox_cut`): both detectors are fully
+    /// convolutional, and their grids keep the square's top-left cells (SSD's anchors are
+    /// cut with them, `models/ssd_mobilenetv1.md`). A 3:2 photo costs SSD a third less.
+    fn cut(net: Net, fit: u32, side: u32, w: u32, h: u32) -> Self {
+        let (width, height) = prep::letterbox_cut(w, h, fit, side);
+        Self {
+            net,
+            fit,
+            width,
+            height,
+        }
+    }
 }
 
 /// The detector passes for a `w` x `h` image, the first one's faces kept first. `Auto`
@@ -128,32 +147,21 @@ pub(super) fn detector_passes(
     h: u32,
     tiny_max: u32,
 ) -> Vec<DetectorInput> {
-    let ssd = DetectorInput {
-        net: Net::Ssd,
-        fit: models::SSD_SIZE,
-        side: models::SSD_SIZE,
-    };
-    let tiny = || {
-        let side = tiny_side(w, h, tiny_max);
-        DetectorInput {
-            net: Net::Tiny,
-            fit: side,
-            side,
-        }
-    };
-    let tiny_crop = DetectorInput {
-        net: Net::Tiny,
-        fit: TINY_CROP_FIT,
-        side: TINY_CROP_SIDE,
-    };
+    let ssd = |net| DetectorInput::cut(net, models::SSD_SIZE, models::SSD_SIZE, w, h);
     match detector {
-        Detector::Ssd => vec![ssd],
-        Detector::Auto | Detector::Tiny if is_crop_shaped(w, h) => vec![tiny_crop],
-        Detector::Auto => vec![DetectorInput {
-            net: Net::SsdThenTiny,
-            ..ssd
-        }],
-        Detector::Tiny => vec![tiny()],
+        Detector::Ssd => vec![ssd(Net::Ssd)],
+        Detector::Auto | Detector::Tiny if is_crop_shaped(w, h) => vec![DetectorInput::cut(
+            Net::Tiny,
+            TINY_CROP_FIT,
+            TINY_CROP_SIDE,
+            w,
+            h,
+        )],
+        Detector::Auto => vec![ssd(Net::SsdThenTiny)],
+        Detector::Tiny => {
+            let side = tiny_side(w, h, tiny_max);
+            vec![DetectorInput::cut(Net::Tiny, side, side, w, h)]
+        }
     }
 }
 
