@@ -336,66 +336,131 @@ fn axis_taps(f: f32, r: f32, n: u32, clamp: bool) -> Option<(Vec<(usize, f32)>, 
     Some((taps, total))
 }
 
+/// One axis's taps (`axis_taps`) for every output coordinate, flattened: output `i` reads
+/// the source pixels `start..start + len` (a tent's taps inside the image are contiguous)
+/// with the weights `weights[offset..offset + len]`, and divides by `total`; `None` where
+/// the coordinate is far outside any image.
+struct Span {
+    start: usize,
+    offset: usize,
+    len: usize,
+    total: f32,
+}
+
+struct AxisSpans {
+    spans: Vec<Option<Span>>,
+    weights: Vec<f32>,
+}
+
+impl AxisSpans {
+    fn new(n_out: u32, coord: impl Fn(u32) -> f32, r: f32, n: u32, clamp: bool) -> Self {
+        let mut weights = Vec::new();
+        let spans = (0..n_out)
+            .map(|i| {
+                let (taps, total) = axis_taps(coord(i), r, n, clamp)?;
+                let start = taps.first().map_or(0, |t| t.0);
+                debug_assert!(taps.iter().enumerate().all(|(k, t)| t.0 == start + k));
+                let offset = weights.len();
+                weights.extend(taps.iter().map(|t| t.1));
+                Some(Span {
+                    start,
+                    offset,
+                    len: taps.len(),
+                    total,
+                })
+            })
+            .collect();
+        Self { spans, weights }
+    }
+
+    /// The source indices any output reads, as a range (empty when none).
+    fn reads(&self) -> std::ops::Range<usize> {
+        let (lo, hi) = self
+            .spans
+            .iter()
+            .flatten()
+            .filter(|s| s.len > 0)
+            .fold((usize::MAX, 0), |(lo, hi), s| {
+                (lo.min(s.start), hi.max(s.start + s.len))
+            });
+        lo.min(hi)..hi
+    }
+
+    fn weights(&self, s: &Span) -> &[f32] {
+        &self.weights[s.offset..s.offset + s.len]
+    }
+}
+
 /// `resample` for a map without rotation (letterbox, square crops), in two 1-D passes:
 /// the tent's weights are a product of per-axis weights, so this is the same sum as
 /// `Sampler::sample` in a different order, at (2r+1) instead of (2r+1)^2 reads a pixel.
+/// Each pass walks memory in order: a source row is widened to floats once, and the
+/// vertical pass adds whole rows (each output value still sums its taps in tap order).
 fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32) -> RgbImage {
     let Sampler {
         map, radius, clamp, ..
     } = *sampler;
     let (w, h) = img.dimensions();
     let (ew, eh) = (out_w.min(sampler.extent.0), out_h.min(sampler.extent.1));
-    let cols: Vec<_> = (0..ew)
-        .map(|x| axis_taps(map.a * (x as f32 + 0.5) + map.tx - 0.5, radius, w, clamp))
-        .collect();
-    let rows: Vec<_> = (0..eh)
-        .map(|y| axis_taps(map.d * (y as f32 + 0.5) + map.ty - 0.5, radius, h, clamp))
-        .collect();
-    // Horizontal pass over the source rows the vertical taps read.
-    let (lo, hi) = rows
-        .iter()
-        .flatten()
-        .flat_map(|(t, _)| t.iter().map(|&(i, _)| i))
-        .fold((usize::MAX, 0), |(lo, hi), i| (lo.min(i), hi.max(i + 1)));
+    let centre = |scale: f32, shift: f32| move |i: u32| scale * (i as f32 + 0.5) + shift - 0.5;
+    let cols = AxisSpans::new(ew, centre(map.a, map.tx), radius, w, clamp);
+    let rows = AxisSpans::new(eh, centre(map.d, map.ty), radius, h, clamp);
+    // Horizontal pass over the source rows the vertical taps read, and only the source
+    // columns the horizontal taps read.
+    let (ys, xs) = (rows.reads(), cols.reads());
     let stride = ew as usize * 3;
     let raw = img.as_raw();
-    let mut tmp = vec![0f32; hi.saturating_sub(lo) * stride];
-    for (sy, row) in tmp.chunks_exact_mut(stride).enumerate() {
-        let src = &raw[(lo + sy) * w as usize * 3..(lo + sy + 1) * w as usize * 3];
-        for (x, col) in cols.iter().enumerate() {
-            if let Some((taps, _)) = col {
-                let mut acc = [0f32; 3];
-                for &(ix, wx) in taps {
-                    for (a, &v) in acc.iter_mut().zip(&src[ix * 3..ix * 3 + 3]) {
-                        *a += wx * v as f32;
-                    }
-                }
-                row[x * 3..x * 3 + 3].copy_from_slice(&acc);
+    let mut tmp = vec![0f32; ys.len() * stride];
+    let mut wide = vec![0f32; xs.len() * 3];
+    for (sy, row) in ys.clone().zip(tmp.chunks_exact_mut(stride)) {
+        let src = &raw[(sy * w as usize + xs.start) * 3..(sy * w as usize + xs.end) * 3];
+        for (f, &v) in wide.iter_mut().zip(src) {
+            *f = v as f32;
+        }
+        for (out, span) in row.chunks_exact_mut(3).zip(&cols.spans) {
+            let Some(span) = span.as_ref().filter(|s| s.len > 0) else {
+                continue;
+            };
+            let px = &wide[(span.start - xs.start) * 3..];
+            let mut acc = [0f32; 3];
+            for (&wx, p) in cols.weights(span).iter().zip(px.chunks_exact(3)) {
+                acc[0] += wx * p[0];
+                acc[1] += wx * p[1];
+                acc[2] += wx * p[2];
             }
+            out.copy_from_slice(&acc);
         }
     }
-    let mut out = RgbImage::new(out_w, out_h);
-    for (y, row) in rows.iter().enumerate() {
-        let Some((ytaps, ty)) = row else { continue };
-        for (x, col) in cols.iter().enumerate() {
-            let Some((_, tx)) = col else { continue };
-            let total = tx * ty;
+    let out_stride = out_w as usize * 3;
+    let mut out = vec![0u8; out_stride * out_h as usize];
+    let mut acc = vec![0f32; stride];
+    for (y, row) in rows.spans.iter().enumerate() {
+        let Some(row) = row else { continue };
+        acc.fill(0.0);
+        for (k, &wy) in rows.weights(row).iter().enumerate() {
+            let src = &tmp[(row.start + k - ys.start) * stride..][..stride];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += wy * v;
+            }
+        }
+        let dst = &mut out[y * out_stride..][..stride];
+        for ((d, a), col) in dst
+            .chunks_exact_mut(3)
+            .zip(acc.chunks_exact(3))
+            .zip(&cols.spans)
+        {
+            let Some(col) = col else { continue };
+            let total = col.total * row.total;
             if total <= 0.0 {
                 continue;
             }
-            let mut acc = [0f32; 3];
-            for &(iy, wy) in ytaps {
-                let t = &tmp[(iy - lo) * stride + x * 3..][..3];
-                for (a, &v) in acc.iter_mut().zip(t) {
-                    *a += wy * v;
-                }
-            }
             // Non-negative: the cast is the floor.
-            let p = acc.map(|a| (a / total + 0.5) as u8);
-            out.put_pixel(x as u32, y as u32, image::Rgb(p));
+            for (d, &a) in d.iter_mut().zip(a) {
+                *d = (a / total + 0.5) as u8;
+            }
         }
     }
-    out
+    RgbImage::from_raw(out_w, out_h, out).expect("out_w * out_h * 3 values")
 }
 
 /// Samples an `out_w` x `out_h` image whose pixel `(u, v)` comes from `img` at
