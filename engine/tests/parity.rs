@@ -95,10 +95,9 @@ fn every_model_matches_onnxruntime_on_the_ort_backend() {
     every_model_matches_the_reference(&models);
 }
 
-/// The tiny detector at the other sides the engine runs it at (a face crop at 160, a photo
-/// at 608, a non-square batch side): Burn flex against onnxruntime on the same real input.
-#[test]
-fn tiny_detector_at_other_sides_matches_onnxruntime() {
+/// The models on Burn flex and on onnxruntime, and the parity photo (sample1 letterboxed
+/// to 512: its first 341 rows are the photo).
+fn flex_ort_and_photo() -> (Models, Models, image::RgbImage) {
     let flex = load_on_cpu(&models_dir()).expect("models load");
     let ort = load_on_ort(&models_dir()).expect("models load on onnxruntime");
     let photo = image::load_from_memory(
@@ -106,6 +105,14 @@ fn tiny_detector_at_other_sides_matches_onnxruntime() {
     )
     .expect("decode")
     .to_rgb8();
+    (flex, ort, photo)
+}
+
+/// The tiny detector at the other sides the engine runs it at (a face crop at 160, a photo
+/// at 608, a non-square batch side): Burn flex against onnxruntime on the same real input.
+#[test]
+fn tiny_detector_at_other_sides_matches_onnxruntime() {
+    let (flex, ort, photo) = flex_ort_and_photo();
     for side in [128u32, 160, 608] {
         let (x, _) = prep::letterbox(&photo, side);
         let want = ort
@@ -125,13 +132,7 @@ fn tiny_detector_at_other_sides_matches_onnxruntime() {
 /// `Shape` + `Slice`), and the faces the same as on the whole square.
 #[test]
 fn ssd_on_a_cut_input_matches_onnxruntime() {
-    let flex = load_on_cpu(&models_dir()).expect("models load");
-    let ort = load_on_ort(&models_dir()).expect("models load on onnxruntime");
-    let photo = image::load_from_memory(
-        &std::fs::read(models_dir().join("parity/ssd_input.png")).expect("png"),
-    )
-    .expect("decode")
-    .to_rgb8();
+    let (flex, ort, photo) = flex_ort_and_photo();
     let faces = |boxes: &[f32], scores: &[f32]| -> Vec<[i32; 4]> {
         let mut f: Vec<[i32; 4]> = scores
             .iter()
@@ -144,7 +145,6 @@ fn ssd_on_a_cut_input_matches_onnxruntime() {
     };
     let (square, _) = prep::letterbox(&photo, 512);
     let (full_boxes, full_scores) = ort.ssd(square, 1).expect("ssd on onnxruntime");
-    // The parity input is sample1 (3:2) letterboxed: its first 341 rows are the photo.
     for (w, h) in [(512u32, 352u32), (512, 384), (352, 512)] {
         let mut x = vec![0f32; (3 * w * h) as usize];
         prep::letterbox_cut_into(&photo, 512, w, h, &mut x);
