@@ -12,7 +12,7 @@
 // normalised by the weights, rounded to a whole grey level as an 8-bit image is. Source
 // pixels outside the image count as black, or with `clamp` are left out (the edge
 // repeats, as in a resize). Output pixels at or beyond (extent_w, extent_h) are black
-// (a letterbox's padding). The definition is `prep::Sampler` in engine/src/prep.rs.
+// (a letterbox's padding). The definition is `prep::Sampler` in engine/src/prep/resample.rs.
 //
 // Launched on Burn's own wgpu device (Burn's `template` API), so the output buffer is
 // the networks' input tensor. Every binding is a storage buffer (Burn's allocations are).
