@@ -38,8 +38,6 @@ pub const SSD_SIZE: u32 = 512;
 pub const TINY_SIZE: u32 = 416;
 pub const LANDMARK_SIZE: u32 = 112;
 pub const RECOGNITION_SIZE: u32 = 150;
-/// Anchors of the SSD head at 512x512 (an input cut to the image has fewer).
-pub const SSD_ANCHORS: usize = 5118;
 
 /// Which weights the recognition network runs with: the same dlib ResNet architecture,
 /// either face-api's uint8-quantised port (`face_recognition.onnx`) or dlib's own float

@@ -83,7 +83,7 @@ pub fn letterbox_fit(img: &RgbImage, fit: u32, size: u32) -> (Vec<f32>, f32) {
 /// As `letterbox_fit`, written into `out` (`3 * size * size` values, overwritten whole):
 /// a batch's input is filled in place, image by image, with no buffer per image.
 pub fn letterbox_fit_into(img: &RgbImage, fit: u32, size: u32, out: &mut [f32]) -> f32 {
-    letterbox_cut_into(img, fit.min(size), size, size, out)
+    letterbox_cut_into(img, fit, size, size, out)
 }
 
 /// The top-left `width` x `height` of `letterbox_fit`'s square (`fit` at most the larger of
@@ -123,14 +123,27 @@ pub fn letterbox_cut_into(
     letterbox_scale(w, h, fit)
 }
 
+/// The detectors' coarsest grid cell, in input pixels: their input sides are multiples
+/// of it.
+pub const DETECTOR_CELL: u32 = 32;
+/// The smallest detector input side: four cells.
+pub const DETECTOR_MIN_SIDE: u32 = 128;
+
+/// `n` input pixels rounded up to whole detector cells, at least `DETECTOR_MIN_SIDE` and at
+/// most `max`.
+pub fn detector_side(n: u32, max: u32) -> u32 {
+    n.div_ceil(DETECTOR_CELL)
+        .saturating_mul(DETECTOR_CELL)
+        .clamp(DETECTOR_MIN_SIDE.min(max), max)
+}
+
 /// The input `letterbox_cut_into` needs for a `w` x `h` image with its longer side at
-/// `fit` in a `side` square: the rows and columns the image covers, each rounded up to
-/// a multiple of 32 (the detectors' coarsest grid), at least 128 (four cells) and at most
-/// `side`. A 3:2 photo at 512 needs 512 x 352: a third less work for the detector.
+/// `fit` in a `side` square: the rows and columns the image covers, each a
+/// `detector_side` of at most `side`. A 3:2 photo at 512 needs 512 x 352: a third less
+/// work for the detector.
 pub fn letterbox_cut(w: u32, h: u32, fit: u32, side: u32) -> (u32, u32) {
     let (rw, rh) = letterbox_extent(w, h, fit.min(side));
-    let cut = |n: u32| n.div_ceil(32).saturating_mul(32).clamp(128.min(side), side);
-    (cut(rw), cut(rh))
+    (detector_side(rw, side), detector_side(rh, side))
 }
 
 /// The scale `letterbox` applies to a `w` x `h` image: longer side to `size`, at most

@@ -155,7 +155,8 @@ impl Engine {
         // Tiny's boxes for the images `ks` of the batch (`input` holds just those).
         let tiny = |input, ks: &[usize]| -> Result<Vec<Vec<FaceBox>>, EngineError> {
             let raw = self.models.tiny_input(input)?;
-            let grid = ((width / 32) as usize, (height / 32) as usize);
+            let cell = prep::DETECTOR_CELL;
+            let grid = ((width / cell) as usize, (height / cell) as usize);
             let per = 25 * grid.0 * grid.1;
             Ok(ks
                 .iter()

@@ -40,8 +40,6 @@ const CROP_MAX_ASPECT: f32 = 1.5;
 
 /// Default largest Tiny detector input side (`EngineConfig::tiny_max`).
 pub const TINY_MAX_SIDE: u32 = 608;
-/// Smallest Tiny detector input side: four grid cells.
-const TINY_MIN_SIDE: u32 = 128;
 /// A face crop goes to the Tiny detector with its longer side at this many pixels, in a
 /// `TINY_CROP_SIDE` square (the rest black). Measured on the ten distinct CSE546 crops
 /// (64 px, the face filling the frame): at a 64 px face (1x) Tiny finds none of them; with
@@ -168,9 +166,9 @@ pub(super) fn detector_passes(
 /// The Tiny detector's input side for an image that is not a face crop: its longer side
 /// (upscaled at most `prep::MAX_UPSCALE`), at most `max`, rounded up to a multiple of 32.
 pub fn tiny_side(w: u32, h: u32, max: u32) -> u32 {
-    let max = (max / 32 * 32).max(TINY_MIN_SIDE);
+    let max = (max / prep::DETECTOR_CELL * prep::DETECTOR_CELL).max(prep::DETECTOR_MIN_SIDE);
     let fitted = (w.max(h) as f32 * prep::MAX_UPSCALE).min(max as f32);
-    ((fitted / 32.0).ceil() as u32 * 32).clamp(TINY_MIN_SIDE, max)
+    prep::detector_side(fitted.ceil() as u32, max)
 }
 
 pub(super) fn looks_like_face_crop(img: &RgbImage) -> bool {

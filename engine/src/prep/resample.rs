@@ -156,34 +156,10 @@ pub fn resample(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32) -> Rg
     out
 }
 
-/// The tent taps of one output coordinate along one axis: in-image source indices with
-/// their weights, and the weights' total (out-of-image taps count unless `clamp`). None
-/// when the coordinate is far outside any image.
-fn axis_taps(f: f32, r: f32, n: u32, clamp: bool) -> Option<(Vec<(usize, f32)>, f32)> {
-    if !near(f) {
-        return None;
-    }
-    let mut taps = Vec::new();
-    let mut total = 0f32;
-    for i in ceil(f - r)..=floor(f + r) {
-        let w = tent(i, f, r);
-        if w <= 0.0 {
-            continue;
-        }
-        if (0..n as i64).contains(&i) {
-            taps.push((i as usize, w));
-            total += w;
-        } else if !clamp {
-            total += w;
-        }
-    }
-    Some((taps, total))
-}
-
-/// One axis's taps (`axis_taps`) for every output coordinate, flattened: output `i` reads
-/// the source pixels `start..start + len` (a tent's taps inside the image are contiguous)
-/// with the weights `weights[offset..offset + len]`, and divides by `total`; `None` where
-/// the coordinate is far outside any image.
+/// One axis's tent taps for every output coordinate, flattened: output `i` reads the
+/// source pixels `start..start + len` with the weights `weights[offset..offset + len]`,
+/// and divides by `total` (the weights' sum; taps outside the image count too unless the
+/// sampler clamps); `None` where the coordinate is far outside any image.
 struct Span {
     start: usize,
     offset: usize,
@@ -201,15 +177,30 @@ impl AxisSpans {
         let mut weights = Vec::new();
         let spans = (0..n_out)
             .map(|i| {
-                let (taps, total) = axis_taps(coord(i), r, n, clamp)?;
-                let start = taps.first().map_or(0, |t| t.0);
-                debug_assert!(taps.iter().enumerate().all(|(k, t)| t.0 == start + k));
-                let offset = weights.len();
-                weights.extend(taps.iter().map(|t| t.1));
+                let f = coord(i);
+                if !near(f) {
+                    return None;
+                }
+                // The tent is positive inside its radius, so the taps inside the image
+                // are one run of source indices.
+                let (offset, mut start, mut total) = (weights.len(), None, 0f32);
+                for j in ceil(f - r)..=floor(f + r) {
+                    let w = tent(j, f, r);
+                    if w <= 0.0 {
+                        continue;
+                    }
+                    if (0..n as i64).contains(&j) {
+                        start.get_or_insert(j as usize);
+                        weights.push(w);
+                        total += w;
+                    } else if !clamp {
+                        total += w;
+                    }
+                }
                 Some(Span {
-                    start,
+                    start: start.unwrap_or(0),
                     offset,
-                    len: taps.len(),
+                    len: weights.len() - offset,
                     total,
                 })
             })
