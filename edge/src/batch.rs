@@ -81,6 +81,11 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How long ago `ms` (unix milliseconds) was; zero for a time in the future.
+fn since(ms: u64) -> Duration {
+    Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(ms))
+}
+
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
@@ -94,14 +99,12 @@ impl Manifest {
     /// has not deleted this manifest yet (its results, written after it was created, may
     /// already be; a job restored from it would wait for them forever).
     pub fn past(&self, retention: Duration) -> bool {
-        let age = unix_ms(SystemTime::now()).saturating_sub(self.created_ms);
-        Duration::from_millis(age) > retention
+        since(self.created_ms) > retention
     }
 
     /// Unsealed and unchanged for longer than `quiet`: its upload will not go on.
     pub fn stale(&self, quiet: Duration) -> bool {
-        let age = unix_ms(SystemTime::now()).saturating_sub(self.updated_ms);
-        !self.sealed && Duration::from_millis(age) > quiet
+        !self.sealed && since(self.updated_ms) > quiet
     }
 }
 
@@ -355,8 +358,7 @@ impl Batches {
         results: Vec<Option<(String, bool)>>,
         quiet: Duration,
     ) -> Arc<Job> {
-        let age =
-            Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(manifest.created_ms));
+        let age = since(manifest.created_ms);
         let job = {
             let mut jobs = lock(&self.jobs);
             if let Some(job) = jobs.get(&manifest.id) {
