@@ -229,6 +229,40 @@ fn bad_images_are_reported_and_the_rest_still_processed() {
     assert_eq!(kinds, vec!["empty", "not_an_image", "io", "ok"]);
     assert_eq!(lines[3]["faces"][0]["identity"], "German");
 
+    // A batch per image: the batches run on two engine threads at once, and the lines
+    // still come in the order of the arguments.
+    let mut args = vec!["identify", "--gallery", g, "--json", "--batch", "1"];
+    let good2 = w.image("test_000");
+    let files = [
+        good2.as_str(),
+        empty.to_str().expect("p"),
+        &good,
+        text.to_str().expect("p"),
+        missing.to_str().expect("p"),
+        &good2,
+        &good,
+    ];
+    args.extend(files);
+    let out = facerec(&args, w.path());
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["image"].as_str().expect("image"),
+                l["error"]["kind"].as_str().unwrap_or("ok"),
+            )
+        })
+        .collect();
+    let kinds = ["ok", "empty", "ok", "not_an_image", "io", "ok", "ok"];
+    assert_eq!(got, files.into_iter().zip(kinds).collect::<Vec<_>>());
+    assert_eq!(lines[2]["faces"][0]["identity"], "German");
+    assert_eq!(lines[6]["faces"][0]["identity"], "German");
+
     // Plain output keeps one line per image.
     let out = facerec(
         &["identify", "--gallery", g, text.to_str().expect("p"), &good],

@@ -77,6 +77,8 @@ pub struct ResolvedBackend {
     pub adapter: String,
     /// Why this backend was taken, for the start-up log line.
     pub reason: String,
+    /// Threads that run networks on it at once (`resolve_for`).
+    pub lanes: usize,
 }
 
 /// Resolves a choice to a backend. `Auto` probes the wgpu adapters and takes the first
@@ -84,15 +86,24 @@ pub struct ResolvedBackend {
 /// count, as the CPU backends are much faster than emulated Vulkan. Without one it takes
 /// onnxruntime when the library loads, else `flex`.
 pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
+    resolve_for(choice, 1)
+}
+
+/// `resolve` for `lanes` threads that will run networks at once (at least one): on
+/// onnxruntime each network gets a session per lane and the thread pool the cores shared
+/// out between the lanes (`onnxruntime::load_for`).
+pub fn resolve_for(choice: BackendChoice, lanes: usize) -> Result<ResolvedBackend, EngineError> {
+    let lanes = lanes.max(1);
     let cpu = |reason: String| ResolvedBackend {
         kind: BackendKind::Flex,
         device: Device::flex(),
         name: "cpu",
         adapter: "flex".into(),
         reason,
+        lanes,
     };
     let ort = |reason: &str| {
-        crate::onnxruntime::load().map(|rt| ResolvedBackend {
+        crate::onnxruntime::load_for(lanes).map(|rt| ResolvedBackend {
             kind: BackendKind::Ort,
             device: Device::flex(),
             name: "ort",
@@ -103,6 +114,7 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
                 rt.threads
             ),
             reason: reason.into(),
+            lanes,
         })
     };
     match choice {
@@ -110,8 +122,8 @@ pub fn resolve(choice: BackendChoice) -> Result<ResolvedBackend, EngineError> {
         BackendChoice::Ort => ort("asked for (--backend ort)").map_err(|e| {
             EngineError::Device(format!("onnxruntime did not load ({e}); {ORT_HINT}"))
         }),
-        BackendChoice::Wgpu => wgpu_default(),
-        BackendChoice::Auto => Ok(match hardware_gpu() {
+        BackendChoice::Wgpu => wgpu_default(lanes),
+        BackendChoice::Auto => Ok(match hardware_gpu(lanes) {
             Some(gpu) => gpu,
             None => match ort(&format!("auto: {NO_GPU}; onnxruntime loaded")) {
                 Ok(b) => b,
@@ -128,7 +140,7 @@ pub const ORT_HINT: &str = "for the fast CPU path install onnxruntime (`python3 
 
 /// Burn's wgpu backend on the default adapter, as `--backend wgpu` asks.
 #[cfg(feature = "gpu")]
-fn wgpu_default() -> Result<ResolvedBackend, EngineError> {
+fn wgpu_default(lanes: usize) -> Result<ResolvedBackend, EngineError> {
     let adapter = gpu_adapters()
         .into_iter()
         .next()
@@ -140,11 +152,12 @@ fn wgpu_default() -> Result<ResolvedBackend, EngineError> {
         name: "wgpu",
         adapter,
         reason: "asked for (--backend wgpu)".into(),
+        lanes,
     })
 }
 
 #[cfg(not(feature = "gpu"))]
-fn wgpu_default() -> Result<ResolvedBackend, EngineError> {
+fn wgpu_default(_lanes: usize) -> Result<ResolvedBackend, EngineError> {
     Err(EngineError::Device(format!(
         "--backend wgpu: {}",
         crate::gpu::GpuError::NotBuilt
@@ -159,7 +172,7 @@ const NO_GPU: &str = "built without the gpu feature";
 
 /// Burn's wgpu backend on the first hardware GPU adapter, if there is one.
 #[cfg(feature = "gpu")]
-fn hardware_gpu() -> Option<ResolvedBackend> {
+fn hardware_gpu(lanes: usize) -> Option<ResolvedBackend> {
     let (kind, adapter) = gpu_adapters()
         .into_iter()
         .find_map(|(kind, info)| kind.map(|k| (k, info)))?;
@@ -169,11 +182,12 @@ fn hardware_gpu() -> Option<ResolvedBackend> {
         name: "wgpu",
         adapter,
         reason: "auto: a hardware GPU adapter".into(),
+        lanes,
     })
 }
 
 #[cfg(not(feature = "gpu"))]
-fn hardware_gpu() -> Option<ResolvedBackend> {
+fn hardware_gpu(_lanes: usize) -> Option<ResolvedBackend> {
     None
 }
 

@@ -184,6 +184,7 @@ impl Models {
             }
         };
         let ort = backend.kind == BackendKind::Ort;
+        let lanes = backend.lanes;
         let net = |name: &str, burn: &LoadBurn| {
             let onnx = dir.join(format!("{name}.onnx"));
             let bytes = fs::read(&onnx).map_err(|e| EngineError::Model {
@@ -192,7 +193,7 @@ impl Models {
             })?;
             let sha256 = hex(&Sha256::digest(&bytes));
             let net: Box<dyn Network> = if ort {
-                Box::new(OrtNet::load(&onnx, &bytes)?)
+                Box::new(OrtNet::load(&onnx, &bytes, lanes)?)
             } else {
                 burn(&onnx, &sha256)?
             };

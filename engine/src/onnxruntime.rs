@@ -7,7 +7,7 @@
 //! `onnxruntime/capi/libonnxruntime.so.<version>`), and last the system loader's search path.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 
 use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::session::Session;
@@ -25,7 +25,7 @@ pub const MIN_VERSION: &str = "1.22";
 pub struct Runtime {
     pub library: PathBuf,
     pub version: String,
-    /// Threads of the one intra-op pool all sessions share.
+    /// Threads of the one intra-op pool all sessions share (`threads`).
     pub threads: usize,
 }
 
@@ -63,10 +63,16 @@ fn join(failures: &[LibraryError]) -> String {
 /// Loads onnxruntime once per process (an environment with one global thread pool sized
 /// to the machine's cores); later calls return the first answer.
 pub fn load() -> Result<Runtime, LoadError> {
-    loaded().map(|l| l.runtime.clone())
+    load_for(1)
 }
 
-fn loaded() -> Result<&'static Loaded, LoadError> {
+/// `load` for `lanes` threads running networks at once: the pool gets the cores shared
+/// out between them (`threads`). The first call in a process sizes the pool.
+pub fn load_for(lanes: usize) -> Result<Runtime, LoadError> {
+    loaded(lanes).map(|l| l.runtime.clone())
+}
+
+fn loaded(lanes: usize) -> Result<&'static Loaded, LoadError> {
     LOADED
         .get_or_init(|| {
             let candidates = candidates();
@@ -75,7 +81,7 @@ fn loaded() -> Result<&'static Loaded, LoadError> {
                 if path.components().count() > 1 && !path.exists() {
                     continue;
                 }
-                match init(&path) {
+                match init(&path, lanes) {
                     Ok(l) => return Ok(l),
                     Err(e) => tried.push(e),
                 }
@@ -90,14 +96,14 @@ fn loaded() -> Result<&'static Loaded, LoadError> {
         .map_err(Clone::clone)
 }
 
-fn init(path: &Path) -> Result<Loaded, LibraryError> {
+fn init(path: &Path, lanes: usize) -> Result<Loaded, LibraryError> {
     let failed = |stage: &'static str, e: &dyn std::fmt::Display| LibraryError {
         library: path.to_path_buf(),
         stage,
         message: e.to_string(),
     };
     let builder = ort::init_from(path).map_err(|e| failed("loading", &e))?;
-    let threads = threads();
+    let threads = threads(lanes);
     let pool = GlobalThreadPoolOptions::default()
         .with_intra_threads(threads)
         .and_then(|p| p.with_inter_threads(1))
@@ -137,13 +143,22 @@ fn version_of(path: &Path, info: &str) -> String {
         .map_or_else(|| "(version unknown)".into(), str::to_string)
 }
 
-/// One intra-op thread per core (`FACEREC_ORT_THREADS` overrides).
-fn threads() -> usize {
+/// Intra-op threads: the cores shared out between `lanes` callers, rounded up
+/// (`FACEREC_ORT_THREADS` overrides). One caller gets a thread per core. Several (the
+/// engine threads of `facerec up`, each running its own batch on its own session) get
+/// fewer each: on 2 cores with two lanes, each lane runs its networks on one core without
+/// waiting for the other, which keeps both cores busier than two lanes taking turns on a
+/// 2-thread pool (`facerec up` on 1000 face crops, alternated: ~13% more images/s, 1.85-1.87
+/// cores busy against 1.80-1.85; `benches/RESULTS.md`, 2026-12-06).
+fn threads(lanes: usize) -> usize {
     std::env::var("FACEREC_ORT_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores.div_ceil(lanes.max(1))
+        })
 }
 
 /// Whether idle pool threads spin (`FACEREC_ORT_SPIN=1`) instead of sleeping. They sleep
@@ -217,37 +232,44 @@ fn python_package_dir() -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
-/// One ONNX graph in an onnxruntime session (CPU execution provider, all graph
-/// optimisations, the shared thread pool). Runs are serialised per session.
+/// One ONNX graph in onnxruntime sessions (CPU execution provider, all graph
+/// optimisations, the shared thread pool): one session per lane, as one session runs one
+/// call at a time (`ort`'s `Session::run` takes `&mut self`; its notes advise a session
+/// per thread).
 pub struct OrtNet {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
     outputs: Vec<String>,
 }
 
 impl OrtNet {
-    /// Opens `onnx` (already read by the caller, so the bytes hashed are the bytes run).
-    pub fn load(onnx: &Path, bytes: &[u8]) -> Result<Self, EngineError> {
+    /// Opens `onnx` (already read by the caller, so the bytes hashed are the bytes run) in
+    /// `lanes` sessions (at least one).
+    pub fn load(onnx: &Path, bytes: &[u8], lanes: usize) -> Result<Self, EngineError> {
         let model_err = |message: String| EngineError::Model {
             path: onnx.display().to_string(),
             message,
         };
-        let loaded = loaded().map_err(|e| EngineError::Device(format!("onnxruntime: {e}")))?;
-        let session = Session::builder(&loaded.env)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(Into::into)
-            })
-            .and_then(|mut b| b.commit_from_memory(bytes))
-            .map_err(|e| model_err(format!("onnxruntime could not load it: {e}")))?;
-        let outputs = session
+        let loaded = loaded(lanes).map_err(|e| EngineError::Device(format!("onnxruntime: {e}")))?;
+        let open = || {
+            Session::builder(&loaded.env)
+                .and_then(|b| {
+                    b.with_optimization_level(GraphOptimizationLevel::Level3)
+                        .map_err(Into::into)
+                })
+                .and_then(|mut b| b.commit_from_memory(bytes))
+                .map_err(|e| model_err(format!("onnxruntime could not load it: {e}")))
+        };
+        let first = open()?;
+        let outputs = first
             .outputs()
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        Ok(Self {
-            session: Mutex::new(session),
-            outputs,
-        })
+        let mut sessions = vec![Mutex::new(first)];
+        for _ in 1..lanes {
+            sessions.push(Mutex::new(open()?));
+        }
+        Ok(Self { sessions, outputs })
     }
 }
 
@@ -256,10 +278,17 @@ impl Network for OrtNet {
         let err = |e: ort::Error| EngineError::Inference(format!("onnxruntime: {e}"));
         let (data, shape) = input.into_host()?;
         let tensor = Tensor::from_array((shape, data)).map_err(err)?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| EngineError::Inference("an earlier onnxruntime run panicked".into()))?;
+        let panicked = |_| EngineError::Inference("an earlier onnxruntime run panicked".into());
+        // A free session if there is one, else wait for the first.
+        let free = self.sessions.iter().find_map(|s| match s.try_lock() {
+            Ok(guard) => Some(Ok(guard)),
+            Err(TryLockError::Poisoned(p)) => Some(Err(panicked(p))),
+            Err(TryLockError::WouldBlock) => None,
+        });
+        let mut session = match free {
+            Some(s) => s?,
+            None => self.sessions[0].lock().map_err(panicked)?,
+        };
         let outputs = session.run(ort::inputs![tensor]).map_err(err)?;
         self.outputs
             .iter()

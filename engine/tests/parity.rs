@@ -95,6 +95,24 @@ fn every_model_matches_onnxruntime_on_the_ort_backend() {
     every_model_matches_the_reference(&models);
 }
 
+/// Two lanes (`facerec up`'s two engine threads, each network in two sessions) running
+/// every network at the same time: each answers as one lane does, to within 1e-4 of the
+/// Python reference.
+#[test]
+fn two_lanes_at_once_match_onnxruntime_on_the_ort_backend() {
+    let backend = backend::resolve_for(BackendChoice::Ort, 2).expect("onnxruntime loads");
+    assert_eq!(backend.lanes, 2);
+    let models = Models::load(&models_dir(), backend).expect("models load on onnxruntime");
+    std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| every_model_matches_the_reference(&models)))
+            .collect();
+        for lane in lanes {
+            lane.join().expect("a lane matched the reference");
+        }
+    });
+}
+
 /// The models on Burn flex and on onnxruntime, and the parity photo (sample1 letterboxed
 /// to 512: its first 341 rows are the photo).
 fn flex_ort_and_photo() -> (Models, Models, image::RgbImage) {

@@ -59,7 +59,8 @@ pub struct WorkerArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// Engine threads: batches of every worker in the process run on these, first formed,
     /// first run. Two (the default) let one batch's CPU stages (decode, pre-processing)
-    /// overlap another's networks; one keeps the order strict.
+    /// overlap another's networks, and on onnxruntime each thread runs its own sessions on
+    /// its share of the cores; one keeps the order strict.
     #[arg(long, env = "FACEREC_ENGINE_THREADS", default_value_t = facerec_worker::compute::DEFAULT_THREADS)]
     pub engine_threads: usize,
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::cli::engine::EngineArgs;
 use crate::cli::offline::EmbedArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, offline_lanes};
 use crate::support::offline::print_reports;
 
 pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
@@ -15,6 +15,6 @@ pub fn run(args: &EmbedArgs) -> Result<ExitCode> {
 }
 
 fn embed(args: &EngineArgs, images: &[PathBuf], json: bool) -> Result<ExitCode> {
-    let engine = build_engine(args)?;
+    let engine = build_engine(args, offline_lanes(args, images.len()))?;
     print_reports(&engine, images, None, args.threshold.rule, json, true)
 }

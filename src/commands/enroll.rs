@@ -9,7 +9,7 @@ use facerec_engine::{ErrorKind, ImageError};
 
 use crate::cli::engine::EngineArgs;
 use crate::cli::offline::EnrollArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, offline_lanes};
 use crate::support::offline::{analyze_paths, load_gallery_for};
 
 pub fn run(args: &EnrollArgs) -> Result<ExitCode> {
@@ -58,7 +58,7 @@ fn enroll(
     jobs: Vec<(String, PathBuf)>,
     json: bool,
 ) -> Result<ExitCode> {
-    let engine = build_engine(args)?;
+    let engine = build_engine(args, offline_lanes(args, jobs.len()))?;
     let mut gallery = load_gallery_for(&engine, gallery_path, true)?;
     let paths: Vec<PathBuf> = jobs.iter().map(|j| j.1.clone()).collect();
     let mut names = jobs.iter().map(|j| j.0.clone());

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::cli::engine::EngineArgs;
 use crate::cli::offline::IdentifyArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, offline_lanes};
 use crate::support::offline::{load_gallery_for, print_reports};
 
 pub fn run(args: &IdentifyArgs) -> Result<ExitCode> {
@@ -20,7 +20,7 @@ fn identify(
     images: &[PathBuf],
     json: bool,
 ) -> Result<ExitCode> {
-    let engine = build_engine(args)?;
+    let engine = build_engine(args, offline_lanes(args, images.len()))?;
     let gallery = load_gallery_for(&engine, gallery_path, false)?;
     print_reports(
         &engine,

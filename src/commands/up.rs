@@ -39,7 +39,7 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
     let retention = Duration::from_secs_f64(up.retention_hours * 3600.0)
         .max(Duration::from_secs(edge_args.request_timeout.max(1) * 2));
     let max_retries = up.retries.max_retries;
-    let engine = Arc::new(build_engine(engine_args)?);
+    let engine = Arc::new(build_engine(engine_args, worker_args.engine_threads)?);
     let config = worker_args.config(engine_args, engine.config().max_batch, max_retries)?;
     let data = &up.data;
     let store =

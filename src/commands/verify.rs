@@ -10,7 +10,7 @@ use facerec_engine::{ErrorKind, ImageError};
 
 use crate::cli::engine::EngineArgs;
 use crate::cli::offline::VerifyArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, offline_lanes};
 use crate::support::offline::analyze_paths;
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
@@ -56,7 +56,7 @@ fn read_pairs(csv: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 fn verify(args: &EngineArgs, pairs: &[(PathBuf, PathBuf)], json: bool) -> Result<ExitCode> {
-    let engine = build_engine(args)?;
+    let engine = build_engine(args, offline_lanes(args, 2 * pairs.len()))?;
     // Every distinct image is analysed once, in batches.
     let mut unique: Vec<PathBuf> = pairs
         .iter()

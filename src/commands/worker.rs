@@ -16,7 +16,7 @@ use crate::support::runtime::{runtime, shutdown_signal};
 
 pub fn run(cmd: &WorkerCommandArgs) -> Result<ExitCode> {
     let (engine_args, aws_args, args) = (&cmd.engine, &cmd.aws, &cmd.worker);
-    let engine = Arc::new(build_engine(engine_args)?);
+    let engine = Arc::new(build_engine(engine_args, args.engine_threads)?);
     let config = args.config(
         engine_args,
         engine.config().max_batch,

@@ -30,8 +30,10 @@ pub fn models_dir(arg: &ModelsArg) -> PathBuf {
 /// A file every models directory has.
 const MARKER: &str = "face_recognition.onnx";
 
-pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
+/// The engine for `lanes` threads running batches at once (`EngineConfig::lanes`).
+pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     let mut config = EngineConfig::new(models_dir(&args.models));
+    config.lanes = lanes;
     config.backend = args.backend;
     config.detector = args.detector;
     config.recognizer = args.recognizer.weights;
@@ -68,4 +70,19 @@ pub fn build_engine(args: &EngineArgs) -> Result<Engine> {
         engine.set_max_batch(report.chosen);
     }
     Ok(engine)
+}
+
+/// Lanes for an offline command over `images` files (`offline::analyze_batches`): one
+/// batch's reading and decoding overlap another's networks when there is more than one
+/// batch; a single batch keeps the whole machine for itself.
+pub fn offline_lanes(args: &EngineArgs, images: usize) -> usize {
+    let batch = match args.batch {
+        BatchSize::Fixed(n) => n.max(1),
+        BatchSize::Auto => 1,
+    };
+    if images > batch {
+        facerec_worker::compute::DEFAULT_THREADS
+    } else {
+        1
+    }
 }

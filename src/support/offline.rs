@@ -2,11 +2,14 @@
 //! `identify`, `verify` and `embed` share. A progress bar on stderr follows long runs; a bad
 //! image is reported on its own line and the run goes on, ending with exit status 1.
 
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use facerec_engine::report::{self, ImageReport};
 use facerec_engine::{Analysis, Engine, ErrorKind, Gallery, ImageError, Threshold};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,39 +44,79 @@ pub fn analyze_paths(
 
 /// Reads and analyses `paths` in engine-sized batches, calling `each` once per batch with
 /// its paths and their results, in input order.
+///
+/// Batches run on the engine's lanes (`EngineConfig::lanes`, a thread each) at once, as on
+/// `facerec up`'s engine threads: one batch's reading, decoding and pre-processing overlap
+/// another's networks. A batch done early waits for its turn as analyses only (boxes,
+/// landmarks, embeddings), not decoded images.
 pub fn analyze_batches(
     engine: &Engine,
     paths: &[PathBuf],
     mut each: impl FnMut(&[PathBuf], &[Result<&Analysis, &ImageError>]) -> Result<()>,
 ) -> Result<()> {
     let bar = progress(paths.len());
-    let batch = engine.config().max_batch;
-    for chunk in paths.chunks(batch) {
-        let read: Vec<Result<Vec<u8>, ImageError>> = chunk
-            .iter()
-            .map(|p| {
-                std::fs::read(p).map_err(|e| {
-                    ImageError::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display()))
-                })
-            })
-            .collect();
-        let ok: Vec<&[u8]> = read.iter().filter_map(|r| r.as_deref().ok()).collect();
-        let (mut analysed, _) = engine.analyze(&ok);
-        analysed.reverse();
-        let results = read
-            .iter()
-            .map(|r| match r {
-                Ok(_) => analysed.pop().context("one result per image"),
-                Err(e) => Ok(Err(e.clone())),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<Result<&Analysis, &ImageError>> =
-            results.iter().map(Result::as_ref).collect();
-        each(chunk, &refs)?;
-        bar.inc(chunk.len() as u64);
-    }
+    let chunks: Vec<&[PathBuf]> = paths.chunks(engine.config().max_batch.max(1)).collect();
+    let lanes = engine.config().lanes.min(chunks.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Vec<Result<Analysis, ImageError>>)>();
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..lanes {
+            let tx = tx.clone();
+            let (next, stop, chunks) = (&next, &stop, &chunks);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(k) else { break };
+                    if tx.send((k, analyze_chunk(engine, chunk))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done = BTreeMap::new();
+        let mut want = 0;
+        let result = rx.iter().try_for_each(|(k, results)| {
+            done.insert(k, results);
+            while let Some(results) = done.remove(&want) {
+                let refs: Vec<Result<&Analysis, &ImageError>> =
+                    results.iter().map(Result::as_ref).collect();
+                each(chunks[want], &refs)?;
+                bar.inc(chunks[want].len() as u64);
+                want += 1;
+            }
+            Ok(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// One batch: its files read (a file that cannot be read gets its error) and analysed.
+fn analyze_chunk(engine: &Engine, chunk: &[PathBuf]) -> Vec<Result<Analysis, ImageError>> {
+    let read: Vec<Result<Vec<u8>, ImageError>> = chunk
+        .iter()
+        .map(|p| {
+            std::fs::read(p).map_err(|e| {
+                ImageError::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display()))
+            })
+        })
+        .collect();
+    let ok: Vec<&[u8]> = read.iter().filter_map(|r| r.as_deref().ok()).collect();
+    let (analysed, _) = engine.analyze(&ok);
+    let mut analysed = analysed.into_iter();
+    read.into_iter()
+        .map(|r| {
+            r.and_then(|_| {
+                analysed
+                    .next()
+                    .expect("engine.analyze answers one result per image")
+            })
+        })
+        .collect()
 }
 
 pub fn stem(path: &Path) -> String {

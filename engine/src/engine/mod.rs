@@ -40,6 +40,9 @@ pub struct EngineConfig {
     pub tiny_max: u32,
     /// Largest batch handed to a network in one forward pass.
     pub max_batch: usize,
+    /// Threads that run batches on this engine at once (at least one; `backend::resolve_for`):
+    /// on onnxruntime, a session per lane and the cores shared out between them.
+    pub lanes: usize,
     pub limits: DecodeLimits,
     /// On the wgpu backend, pre-process on the device (`shaders/warp.wgsl`, the default):
     /// decoded images go up once per batch and the networks' inputs never leave the
@@ -61,6 +64,7 @@ impl EngineConfig {
             min_score: 0.5,
             tiny_max: TINY_MAX_SIDE,
             max_batch: 32,
+            lanes: 1,
             limits: DecodeLimits::default(),
             device_prep: true,
             gallery_search: SearchChoice::Auto,
@@ -115,7 +119,7 @@ const DEVICE_UPLOAD_BYTES: usize = 128 << 20;
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
-        let backend = backend::resolve(config.backend)?;
+        let backend = backend::resolve_for(config.backend, config.lanes)?;
         tracing::info!(backend = backend.name, adapter = %backend.adapter, reason = %backend.reason, "compute backend");
         let device_prep = config.device_prep && backend.kind == BackendKind::Wgpu;
         tracing::info!(
