@@ -274,6 +274,33 @@ impl Models {
         &self.recognition.sha256
     }
 
+    /// Runs a batch of black `side` x `side` images of each network's input through it
+    /// once, on every session (`Network::warm`): SSD at `ssd` images (none: not run),
+    /// Tiny at `tiny` images of `tiny_side` (none: not run), landmarks and recognition at
+    /// `faces`.
+    pub fn warm(
+        &self,
+        ssd: usize,
+        (tiny, tiny_side): (usize, u32),
+        faces: usize,
+    ) -> Result<(), EngineError> {
+        let black = |n: usize, side: u32| {
+            NetInput::host(vec![0.0; n * 3 * (side * side) as usize], n, side, side)
+        };
+        if ssd > 0 {
+            self.ssd.net.warm(black(ssd, SSD_SIZE))?;
+        }
+        if tiny > 0 {
+            self.tiny.net.warm(black(tiny, tiny_side))?;
+        }
+        self.landmarks
+            .net
+            .warm(black(faces.max(1), LANDMARK_SIZE))?;
+        self.recognition
+            .net
+            .warm(black(faces.max(1), RECOGNITION_SIZE))
+    }
+
     /// A `[n, 3, side, side]` input batch from planar host data.
     pub fn input(&self, data: Vec<f32>, n: usize, side: u32) -> NetInput {
         NetInput::host(data, n, side, side)

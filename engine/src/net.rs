@@ -73,6 +73,12 @@ pub trait Network: Send + Sync {
     /// Runs one batch; returns the graph's outputs in their declared order, each
     /// flattened in C order.
     fn run(&self, input: NetInput) -> Result<Vec<Vec<f32>>, EngineError>;
+
+    /// Runs `input` once for its side effects only (memory grown to its shape, first-call
+    /// set-up), on every instance that serves calls (each onnxruntime session).
+    fn warm(&self, input: NetInput) -> Result<(), EngineError> {
+        self.run(input).map(drop)
+    }
 }
 
 /// How a Burn network is called: the generated `forward`, its outputs as host data.

@@ -271,24 +271,12 @@ impl OrtNet {
         }
         Ok(Self { sessions, outputs })
     }
-}
 
-impl Network for OrtNet {
-    fn run(&self, input: NetInput) -> Result<Vec<Vec<f32>>, EngineError> {
+    /// One call on `session`.
+    fn run_on(&self, session: &mut Session, input: NetInput) -> Result<Vec<Vec<f32>>, EngineError> {
         let err = |e: ort::Error| EngineError::Inference(format!("onnxruntime: {e}"));
         let (data, shape) = input.into_host()?;
         let tensor = Tensor::from_array((shape, data)).map_err(err)?;
-        let panicked = |_| EngineError::Inference("an earlier onnxruntime run panicked".into());
-        // A free session if there is one, else wait for the first.
-        let free = self.sessions.iter().find_map(|s| match s.try_lock() {
-            Ok(guard) => Some(Ok(guard)),
-            Err(TryLockError::Poisoned(p)) => Some(Err(panicked(p))),
-            Err(TryLockError::WouldBlock) => None,
-        });
-        let mut session = match free {
-            Some(s) => s?,
-            None => self.sessions[0].lock().map_err(panicked)?,
-        };
         let outputs = session.run(ort::inputs![tensor]).map_err(err)?;
         self.outputs
             .iter()
@@ -299,6 +287,35 @@ impl Network for OrtNet {
                 Ok(values.to_vec())
             })
             .collect()
+    }
+}
+
+fn panicked<T>(_: T) -> EngineError {
+    EngineError::Inference("an earlier onnxruntime run panicked".into())
+}
+
+impl Network for OrtNet {
+    fn run(&self, input: NetInput) -> Result<Vec<Vec<f32>>, EngineError> {
+        // A free session if there is one, else wait for the first.
+        let free = self.sessions.iter().find_map(|s| match s.try_lock() {
+            Ok(guard) => Some(Ok(guard)),
+            Err(TryLockError::Poisoned(p)) => Some(Err(panicked(p))),
+            Err(TryLockError::WouldBlock) => None,
+        });
+        let mut session = match free {
+            Some(s) => s?,
+            None => self.sessions[0].lock().map_err(panicked)?,
+        };
+        self.run_on(&mut session, input)
+    }
+
+    /// Every session in turn, each growing its own memory arena to `input`'s shape.
+    fn warm(&self, input: NetInput) -> Result<(), EngineError> {
+        for session in &self.sessions {
+            let mut session = session.lock().map_err(panicked)?;
+            self.run_on(&mut session, input.clone())?;
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use facerec_engine::backend::{self, BackendChoice};
 use facerec_engine::models::{Models, Precision, Recognizer};
 use facerec_engine::prep;
+use facerec_engine::{Engine, EngineConfig};
 use serde_json::Value;
 
 fn models_dir() -> PathBuf {
@@ -95,14 +96,18 @@ fn every_model_matches_onnxruntime_on_the_ort_backend() {
     every_model_matches_the_reference(&models);
 }
 
-/// Two lanes (`facerec up`'s two engine threads, each network in two sessions) running
-/// every network at the same time: each answers as one lane does, to within 1e-4 of the
-/// Python reference.
+/// Two lanes (`facerec up`'s two engine threads, each network in two sessions), warmed up
+/// as a server warms them (every session at its largest batch), then running every
+/// network at the same time: each answers as one lane does, to within 1e-4 of the Python
+/// reference.
 #[test]
 fn two_lanes_at_once_match_onnxruntime_on_the_ort_backend() {
     let backend = backend::resolve_for(BackendChoice::Ort, 2).expect("onnxruntime loads");
     assert_eq!(backend.lanes, 2);
     let models = Models::load(&models_dir(), backend).expect("models load on onnxruntime");
+    models
+        .warm(4, (16, 128), 16)
+        .expect("every session warms up");
     std::thread::scope(|s| {
         let lanes: Vec<_> = (0..2)
             .map(|_| s.spawn(|| every_model_matches_the_reference(&models)))
@@ -327,4 +332,19 @@ fn dlib_weights_match_dlib_itself() {
         .map(|v| v.as_f64().expect("number") as f32)
         .collect();
     assert_close("dlib descriptors", &got, &want, 1e-4);
+}
+
+/// A server warms the networks up on onnxruntime only (`Engine::warm_up`); Burn's backends
+/// build their kernels on first use.
+#[test]
+fn engines_warm_up_on_onnxruntime() {
+    let engine = |backend| {
+        let mut config = EngineConfig::new(models_dir());
+        config.backend = backend;
+        config.lanes = 2;
+        config.max_batch = 4;
+        Engine::new(config).expect("engine loads")
+    };
+    assert!(engine(BackendChoice::Ort).warm_up().expect("warms up"));
+    assert!(!engine(BackendChoice::Cpu).warm_up().expect("nothing to do"));
 }

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::serve::UpArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, warmed};
 use crate::support::runtime::{runtime, shutdown_signal};
 use crate::support::serve::serve_edge;
 
@@ -39,7 +39,10 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
     let retention = Duration::from_secs_f64(up.retention_hours * 3600.0)
         .max(Duration::from_secs(edge_args.request_timeout.max(1) * 2));
     let max_retries = up.retries.max_retries;
-    let engine = Arc::new(build_engine(engine_args, worker_args.engine_threads)?);
+    let engine = Arc::new(warmed(build_engine(
+        engine_args,
+        worker_args.engine_threads,
+    )?)?);
     let config = worker_args.config(engine_args, engine.config().max_batch, max_retries)?;
     let data = &up.data;
     let store =

@@ -11,12 +11,12 @@ use facerec_worker::{Compute, Worker};
 use prometheus_client::registry::Registry;
 
 use crate::cli::serve::WorkerCommandArgs;
-use crate::support::engine::build_engine;
+use crate::support::engine::{build_engine, warmed};
 use crate::support::runtime::{runtime, shutdown_signal};
 
 pub fn run(cmd: &WorkerCommandArgs) -> Result<ExitCode> {
     let (engine_args, aws_args, args) = (&cmd.engine, &cmd.aws, &cmd.worker);
-    let engine = Arc::new(build_engine(engine_args, args.engine_threads)?);
+    let engine = Arc::new(warmed(build_engine(engine_args, args.engine_threads)?)?);
     let config = args.config(
         engine_args,
         engine.config().max_batch,

@@ -86,3 +86,17 @@ pub fn offline_lanes(args: &EngineArgs, images: usize) -> usize {
         1
     }
 }
+
+/// A server's engine, warmed before it takes work (`Engine::warm_up`), with a log line.
+pub fn warmed(engine: Engine) -> Result<Engine> {
+    let t = std::time::Instant::now();
+    if engine.warm_up().context("warming the networks up")? {
+        tracing::info!(
+            ms = t.elapsed().as_millis() as u64,
+            lanes = engine.config().lanes,
+            batch = engine.config().max_batch,
+            "networks warmed up"
+        );
+    }
+    Ok(engine)
+}

@@ -414,6 +414,29 @@ impl Engine {
         }
     }
 
+    /// On onnxruntime, runs each network this engine's detector uses once on every session
+    /// at the largest batch it will get (black images; SSD at its 512x512 square, Tiny at a
+    /// face crop's input), so the first requests after start-up do not pay for the
+    /// sessions' memory arenas growing (hundreds of MB of page faults on two lanes) and
+    /// first-call set-up. A server calls it before it takes work. The Burn backends build
+    /// their kernels on first use and are not warmed here. Returns whether it ran.
+    pub fn warm_up(&self) -> Result<bool, EngineError> {
+        if self.models.backend().kind != BackendKind::Ort {
+            return Ok(false);
+        }
+        let batch = self.config.max_batch.max(1);
+        let uses_ssd = matches!(self.config.detector, Detector::Auto | Detector::Ssd);
+        let uses_tiny = matches!(self.config.detector, Detector::Auto | Detector::Tiny);
+        let ssd = if uses_ssd {
+            batch.min(passes::Net::Ssd.max_cpu_batch())
+        } else {
+            0
+        };
+        let tiny = (if uses_tiny { batch } else { 0 }, passes::TINY_CROP_SIDE);
+        self.models.warm(ssd, tiny, batch)?;
+        Ok(true)
+    }
+
     /// Embeds aligned 150x150 planar chips in batches of at most `max_batch`.
     pub fn embed_planar(&self, chips: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, EngineError> {
         let mut out = Vec::with_capacity(chips.len());

@@ -46,7 +46,7 @@ pub const TINY_MAX_SIDE: u32 = 608;
 /// the face at 96 px in a 128 square it finds all ten, with the lowest score 0.67, the
 /// best margin of the sides (96-320) and scales (1-3x) tried, and the cheapest input.
 const TINY_CROP_FIT: u32 = 96;
-const TINY_CROP_SIDE: u32 = 128;
+pub(super) const TINY_CROP_SIDE: u32 = 128;
 /// The second try on a face crop where the first pass found nothing: Tiny again with a
 /// lower bar (`TINY_CROP_RETRY_MIN_SCORE`: the image is face-shaped, and the alternative
 /// is guessing the face from the whole frame), at the first pass's input and with the
