@@ -32,10 +32,23 @@ pub use up::{Up, facerec_bin};
 /// A TCP port that was free a moment ago, for a child process that cannot report the port
 /// it bound (moto, Prometheus). Servers of this repository bind port 0 and say which.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // The system may hand the same just-released port to two tests running at once (each
+    // then starts a server on it, one fails to bind, and both talk to the other's until it
+    // stops): a port is handed out once per test process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `addr` accepts TCP connections, at most `limit`; `what` names the server in
