@@ -240,9 +240,12 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
     let centre = |scale: f32, shift: f32| move |i: u32| scale * (i as f32 + 0.5) + shift - 0.5;
     let cols = AxisSpans::new(ew, centre(map.a, map.tx), radius, w, clamp);
     let rows = AxisSpans::new(eh, centre(map.d, map.ty), radius, h, clamp);
+    let (ys, xs) = (rows.reads(), cols.reads());
+    if (eh as usize) < ys.len() {
+        return shrink_rows_first(img, (&cols, &rows), xs, (out_w, out_h));
+    }
     // Horizontal pass over the source rows the vertical taps read, and only the source
     // columns the horizontal taps read.
-    let (ys, xs) = (rows.reads(), cols.reads());
     let stride = ew as usize * 3;
     let raw = img.as_raw();
     let mut tmp = vec![0f32; ys.len() * stride];
@@ -291,6 +294,57 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
             }
             // Non-negative: the cast is the floor.
             for (d, &a) in d.iter_mut().zip(a) {
+                *d = (a / total + 0.5) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(out_w, out_h, out).expect("out_w * out_h * 3 values")
+}
+
+/// `resample_separable` for a vertical shrink (a photo letterboxed for a detector: 1280
+/// source rows into 341), in the other order: each output row first sums its taps of whole
+/// source rows (bytes widened as they are read; contiguous, so it vectorises), then the
+/// horizontal taps run over the output rows only, not over every source row. The same
+/// per-axis weights; the sum in another order (to a grey level at a half level, as the
+/// other order is).
+fn shrink_rows_first(
+    img: &RgbImage,
+    (cols, rows): (&AxisSpans, &AxisSpans),
+    xs: std::ops::Range<usize>,
+    (out_w, out_h): (u32, u32),
+) -> RgbImage {
+    let w = img.width() as usize;
+    let raw = img.as_raw();
+    let wide = xs.len() * 3;
+    let out_stride = out_w as usize * 3;
+    let mut out = vec![0u8; out_stride * out_h as usize];
+    let mut acc = vec![0f32; wide];
+    for (y, row) in rows.spans.iter().enumerate() {
+        let Some(row) = row else { continue };
+        acc.fill(0.0);
+        for (k, &wy) in rows.weights(row).iter().enumerate() {
+            let sy = row.start + k;
+            let src = &raw[(sy * w + xs.start) * 3..][..wide];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += wy * v as f32;
+            }
+        }
+        let dst = &mut out[y * out_stride..][..out_stride];
+        for (d, col) in dst.chunks_exact_mut(3).zip(&cols.spans) {
+            let Some(col) = col else { continue };
+            let total = col.total * row.total;
+            if total <= 0.0 {
+                continue;
+            }
+            let px = &acc[(col.start.max(xs.start) - xs.start) * 3..];
+            let mut sum = [0f32; 3];
+            for (&wx, p) in cols.weights(col).iter().zip(px.chunks_exact(3)) {
+                sum[0] += wx * p[0];
+                sum[1] += wx * p[1];
+                sum[2] += wx * p[2];
+            }
+            // Non-negative: the cast is the floor.
+            for (d, a) in d.iter_mut().zip(sum) {
                 *d = (a / total + 0.5) as u8;
             }
         }
