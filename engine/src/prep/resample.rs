@@ -260,13 +260,7 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
                 continue;
             };
             let px = &wide[(span.start - xs.start) * 3..];
-            let mut acc = [0f32; 3];
-            for (&wx, p) in cols.weights(span).iter().zip(px.chunks_exact(3)) {
-                acc[0] += wx * p[0];
-                acc[1] += wx * p[1];
-                acc[2] += wx * p[2];
-            }
-            out.copy_from_slice(&acc);
+            out.copy_from_slice(&taps(cols.weights(span), px));
         }
     }
     let out_stride = out_w as usize * 3;
@@ -274,13 +268,9 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
     let mut acc = vec![0f32; stride];
     for (y, row) in rows.spans.iter().enumerate() {
         let Some(row) = row else { continue };
-        acc.fill(0.0);
-        for (k, &wy) in rows.weights(row).iter().enumerate() {
-            let src = &tmp[(row.start + k - ys.start) * stride..][..stride];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a += wy * v;
-            }
-        }
+        sum_rows(&mut acc, rows.weights(row), |k| {
+            &tmp[(row.start + k - ys.start) * stride..][..stride]
+        });
         let dst = &mut out[y * out_stride..][..stride];
         for ((d, a), col) in dst
             .chunks_exact_mut(3)
@@ -321,14 +311,9 @@ fn shrink_rows_first(
     let mut acc = vec![0f32; wide];
     for (y, row) in rows.spans.iter().enumerate() {
         let Some(row) = row else { continue };
-        acc.fill(0.0);
-        for (k, &wy) in rows.weights(row).iter().enumerate() {
-            let sy = row.start + k;
-            let src = &raw[(sy * w + xs.start) * 3..][..wide];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a += wy * v as f32;
-            }
-        }
+        sum_rows(&mut acc, rows.weights(row), |k| {
+            &raw[((row.start + k) * w + xs.start) * 3..][..wide]
+        });
         let dst = &mut out[y * out_stride..][..out_stride];
         for (d, col) in dst.chunks_exact_mut(3).zip(&cols.spans) {
             let Some(col) = col else { continue };
@@ -336,13 +321,10 @@ fn shrink_rows_first(
             if total <= 0.0 {
                 continue;
             }
-            let px = &acc[(col.start.max(xs.start) - xs.start) * 3..];
-            let mut sum = [0f32; 3];
-            for (&wx, p) in cols.weights(col).iter().zip(px.chunks_exact(3)) {
-                sum[0] += wx * p[0];
-                sum[1] += wx * p[1];
-                sum[2] += wx * p[2];
-            }
+            let sum = taps(
+                cols.weights(col),
+                &acc[(col.start.max(xs.start) - xs.start) * 3..],
+            );
             // Non-negative: the cast is the floor.
             for (d, a) in d.iter_mut().zip(sum) {
                 *d = (a / total + 0.5) as u8;
@@ -350,6 +332,32 @@ fn shrink_rows_first(
         }
     }
     RgbImage::from_raw(out_w, out_h, out).expect("out_w * out_h * 3 values")
+}
+
+/// `acc` = the sum over taps `k` of `weights[k]` times `row(k)`, value by value, in tap
+/// order.
+fn sum_rows<'a, T: Copy + Into<f32> + 'a>(
+    acc: &mut [f32],
+    weights: &[f32],
+    row: impl Fn(usize) -> &'a [T],
+) {
+    acc.fill(0.0);
+    for (k, &wy) in weights.iter().enumerate() {
+        for (a, &v) in acc.iter_mut().zip(row(k)) {
+            *a += wy * v.into();
+        }
+    }
+}
+
+/// One output pixel of a horizontal pass: `weights` over the RGB pixels from `px` on.
+fn taps(weights: &[f32], px: &[f32]) -> [f32; 3] {
+    let mut acc = [0f32; 3];
+    for (&wx, p) in weights.iter().zip(px.chunks_exact(3)) {
+        acc[0] += wx * p[0];
+        acc[1] += wx * p[1];
+        acc[2] += wx * p[2];
+    }
+    acc
 }
 
 #[cfg(test)]
