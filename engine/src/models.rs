@@ -183,20 +183,43 @@ impl Models {
                 )));
             }
         };
-        let ort = backend.kind == BackendKind::Ort;
-        let lanes = backend.lanes;
+        if backend.kind == BackendKind::Ort {
+            // Four sessions built at once (graph optimisation is most of a CLI's start-up).
+            let lanes = backend.lanes;
+            let names = [
+                "ssd_mobilenetv1",
+                "tiny_face_detector",
+                "face_landmark_68",
+                recognizer.file_stem(),
+            ];
+            let [ssd, tiny, landmarks, recognition] = std::thread::scope(|s| {
+                names
+                    .map(|name| {
+                        s.spawn(move || {
+                            let (onnx, bytes, sha256) = read_model(dir, name)?;
+                            let net: Box<dyn Network> =
+                                Box::new(OrtNet::load(&onnx, &bytes, lanes)?);
+                            Ok::<_, EngineError>(Loaded { net, sha256 })
+                        })
+                    })
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(EngineError::Inference("loading a network panicked".into()))
+                        })
+                    })
+            });
+            return Ok(Self {
+                ssd: ssd?,
+                tiny: tiny?,
+                landmarks: landmarks?,
+                recognition: recognition?,
+                backend,
+                precision,
+            });
+        }
         let net = |name: &str, burn: &LoadBurn| {
-            let onnx = dir.join(format!("{name}.onnx"));
-            let bytes = fs::read(&onnx).map_err(|e| EngineError::Model {
-                path: onnx.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let sha256 = hex(&Sha256::digest(&bytes));
-            let net: Box<dyn Network> = if ort {
-                Box::new(OrtNet::load(&onnx, &bytes, lanes)?)
-            } else {
-                burn(&onnx, &sha256)?
-            };
+            let (onnx, _, sha256) = read_model(dir, name)?;
+            let net = burn(&onnx, &sha256)?;
             Ok::<_, EngineError>(Loaded { net, sha256 })
         };
         let ssd = net("ssd_mobilenetv1", &|onnx, sha| {
@@ -356,6 +379,17 @@ impl Models {
 /// Loads one network into Burn: converts the ONNX file to burnpack (cached by content
 /// hash), then loads it into the compiled network (files with the same graph share one
 /// network).
+/// `<dir>/<name>.onnx`: its path, bytes and sha256.
+fn read_model(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>, String), EngineError> {
+    let onnx = dir.join(format!("{name}.onnx"));
+    let bytes = fs::read(&onnx).map_err(|e| EngineError::Model {
+        path: onnx.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    Ok((onnx, bytes, sha256))
+}
+
 fn load_burn<M: ModuleSnapshot + Send + Sync + 'static>(
     onnx: &Path,
     sha256: &str,

@@ -75,9 +75,8 @@ pub fn load_for(lanes: usize) -> Result<Runtime, LoadError> {
 fn loaded(lanes: usize) -> Result<&'static Loaded, LoadError> {
     LOADED
         .get_or_init(|| {
-            let candidates = candidates();
             let mut tried = Vec::new();
-            for path in candidates {
+            for path in candidates() {
                 if path.components().count() > 1 && !path.exists() {
                     continue;
                 }
@@ -172,31 +171,28 @@ fn spin() -> bool {
 
 const LIB_NAME: &str = "libonnxruntime.so";
 
-/// Library paths to try, most explicit first.
-fn candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for var in ["FACEREC_ORT_LIB", "ORT_DYLIB_PATH"] {
-        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+/// Library paths to try, most explicit first. Lazy: `python3` is asked only when nothing
+/// before it loaded (a `FACEREC_ORT_LIB` that loads saves the interpreter's start-up).
+fn candidates() -> impl Iterator<Item = PathBuf> {
+    let explicit = ["FACEREC_ORT_LIB", "ORT_DYLIB_PATH"]
+        .into_iter()
+        .filter_map(|var| std::env::var_os(var).filter(|v| !v.is_empty()))
+        .flat_map(|v| {
             let p = PathBuf::from(v);
-            if p.is_dir() {
-                out.extend(in_dir(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    if let Some(dir) = std::env::current_exe()
+            if p.is_dir() { in_dir(&p) } else { vec![p] }
+        });
+    let beside_exe = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        out.extend(in_dir(&dir));
-        out.extend(in_dir(&dir.join("../lib")));
-    }
-    if let Some(dir) = python_package_dir() {
-        out.extend(in_dir(&dir.join("capi")));
-    }
-    out.push(PathBuf::from(LIB_NAME));
-    out
+        .into_iter()
+        .flat_map(|dir| [in_dir(&dir), in_dir(&dir.join("../lib"))].concat());
+    let python = std::iter::once_with(python_package_dir)
+        .flatten()
+        .flat_map(|dir| in_dir(&dir.join("capi")));
+    explicit
+        .chain(beside_exe)
+        .chain(python)
+        .chain(std::iter::once(PathBuf::from(LIB_NAME)))
 }
 
 /// `libonnxruntime.so` or `libonnxruntime.so.<version>` files in `dir`, newest name last.
