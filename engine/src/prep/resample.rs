@@ -263,32 +263,14 @@ fn resample_separable(img: &RgbImage, sampler: &Sampler, out_w: u32, out_h: u32)
             out.copy_from_slice(&taps(cols.weights(span), px));
         }
     }
-    let out_stride = out_w as usize * 3;
-    let mut out = vec![0u8; out_stride * out_h as usize];
-    let mut acc = vec![0f32; stride];
-    for (y, row) in rows.spans.iter().enumerate() {
-        let Some(row) = row else { continue };
-        sum_rows(&mut acc, rows.weights(row), |k| {
-            &tmp[(row.start + k - ys.start) * stride..][..stride]
-        });
-        let dst = &mut out[y * out_stride..][..stride];
-        for ((d, a), col) in dst
-            .chunks_exact_mut(3)
-            .zip(acc.chunks_exact(3))
-            .zip(&cols.spans)
-        {
-            let Some(col) = col else { continue };
-            let total = col.total * row.total;
-            if total <= 0.0 {
-                continue;
-            }
-            // Non-negative: the cast is the floor.
-            for (d, &a) in d.iter_mut().zip(a) {
-                *d = (a / total + 0.5) as u8;
-            }
-        }
-    }
-    RgbImage::from_raw(out_w, out_h, out).expect("out_w * out_h * 3 values")
+    let rows_of_tmp = |sy: usize| &tmp[(sy - ys.start) * stride..][..stride];
+    sum_and_write(
+        (&cols, &rows),
+        stride,
+        rows_of_tmp,
+        (out_w, out_h),
+        |acc, x, _| [acc[x * 3], acc[x * 3 + 1], acc[x * 3 + 2]],
+    )
 }
 
 /// `resample_separable` for a vertical shrink (a photo letterboxed for a detector: 1280
@@ -306,27 +288,47 @@ fn shrink_rows_first(
     let w = img.width() as usize;
     let raw = img.as_raw();
     let wide = xs.len() * 3;
+    let source_row = |sy: usize| &raw[(sy * w + xs.start) * 3..][..wide];
+    sum_and_write(
+        (cols, rows),
+        wide,
+        source_row,
+        (out_w, out_h),
+        |acc, _, col| {
+            taps(
+                cols.weights(col),
+                &acc[(col.start.max(xs.start) - xs.start) * 3..],
+            )
+        },
+    )
+}
+
+/// The row loop both orders share: for each output row, `acc` (`width` values) = its
+/// vertical taps over `row(source index)`; then output pixel `x` is `pixel(acc, x, its
+/// column's span)` over the two spans' total, rounded to a grey level (black where a span
+/// is missing or its total is not positive).
+fn sum_and_write<'a, T: Copy + Into<f32> + 'a>(
+    (cols, rows): (&AxisSpans, &AxisSpans),
+    width: usize,
+    row: impl Fn(usize) -> &'a [T],
+    (out_w, out_h): (u32, u32),
+    pixel: impl Fn(&[f32], usize, &Span) -> [f32; 3],
+) -> RgbImage {
     let out_stride = out_w as usize * 3;
     let mut out = vec![0u8; out_stride * out_h as usize];
-    let mut acc = vec![0f32; wide];
-    for (y, row) in rows.spans.iter().enumerate() {
-        let Some(row) = row else { continue };
-        sum_rows(&mut acc, rows.weights(row), |k| {
-            &raw[((row.start + k) * w + xs.start) * 3..][..wide]
-        });
+    let mut acc = vec![0f32; width];
+    for (y, span) in rows.spans.iter().enumerate() {
+        let Some(span) = span else { continue };
+        sum_rows(&mut acc, rows.weights(span), |k| row(span.start + k));
         let dst = &mut out[y * out_stride..][..out_stride];
-        for (d, col) in dst.chunks_exact_mut(3).zip(&cols.spans) {
+        for (x, (d, col)) in dst.chunks_exact_mut(3).zip(&cols.spans).enumerate() {
             let Some(col) = col else { continue };
-            let total = col.total * row.total;
+            let total = col.total * span.total;
             if total <= 0.0 {
                 continue;
             }
-            let sum = taps(
-                cols.weights(col),
-                &acc[(col.start.max(xs.start) - xs.start) * 3..],
-            );
             // Non-negative: the cast is the floor.
-            for (d, a) in d.iter_mut().zip(sum) {
+            for (d, a) in d.iter_mut().zip(pixel(&acc, x, col)) {
                 *d = (a / total + 0.5) as u8;
             }
         }
