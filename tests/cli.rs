@@ -601,3 +601,78 @@ fn onnxruntime_backend_identifies_and_auto_explains_its_choice() {
         "the hint names the fix: {log}"
     );
 }
+
+/// The library search asks `python3` where the `onnxruntime` package is only when nothing
+/// before it loaded: with `FACEREC_ORT_LIB` naming the library, no interpreter starts (its
+/// start-up was most of a one-photo command's); without it, the package `python3` imports
+/// is found and loaded. A `python3` first on `PATH` records each call.
+#[test]
+fn onnxruntime_search_asks_python_only_when_nothing_before_it_loads() {
+    let w = Workload::new();
+    let real = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let bin = w.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let calls = w.path().join("python3-calls");
+    let fake = bin.join("python3");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{real}' \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .expect("write the recording python3");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |ort_lib: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
+        cmd.args(["--log-json", "embed", "--json", &w.image("test_000")])
+            .current_dir(w.path())
+            .env("FACEREC_BACKEND", "ort")
+            .env("FACEREC_LOG", "info")
+            .env("FACEREC_MODELS", facerec_testkit::models_dir())
+            .env("PATH", &path)
+            .env_remove("FACEREC_ORT_LIB")
+            .env_remove("ORT_DYLIB_PATH");
+        if let Some(lib) = ort_lib {
+            cmd.env("FACEREC_ORT_LIB", lib);
+        }
+        let out = cmd.output().expect("facerec runs");
+        assert_succeeded(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // Found through python3: the library is the package's `capi/` one.
+    let log = run(None);
+    assert!(log.contains(r#""backend":"ort""#), "{log}");
+    let asked = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(asked.contains("find_spec('onnxruntime')"), "{asked}");
+    let package = Command::new(&real)
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let capi = format!("{}/capi", String::from_utf8_lossy(&package.stdout).trim());
+    assert!(log.contains(&capi), "the package's library: {log}");
+
+    // Named: loaded without asking.
+    std::fs::remove_file(&calls).expect("clear the record");
+    let log = run(Some(&capi));
+    assert!(log.contains(r#""backend":"ort""#), "{log}");
+    assert!(
+        !calls.exists(),
+        "python3 was asked: {:?}",
+        std::fs::read_to_string(&calls)
+    );
+}

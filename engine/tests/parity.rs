@@ -96,6 +96,42 @@ fn every_model_matches_onnxruntime_on_the_ort_backend() {
     every_model_matches_the_reference(&models);
 }
 
+/// The four networks load at once on onnxruntime: a models folder with one file missing,
+/// or one that is not an ONNX graph, is an error that names that file (not a panic, not
+/// another file), whichever thread met it.
+#[test]
+fn a_missing_or_broken_model_is_named_when_loading_on_onnxruntime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in [
+        "ssd_mobilenetv1",
+        "tiny_face_detector",
+        "face_landmark_68",
+        "face_recognition",
+    ] {
+        let file = format!("{name}.onnx");
+        std::fs::copy(models_dir().join(&file), dir.path().join(&file)).expect("copy a model");
+    }
+    let broken = dir.path().join("face_landmark_68.onnx");
+    std::fs::write(&broken, b"not an onnx graph").expect("write");
+    let err = load_on_ort(dir.path()).err().expect("a broken model fails");
+    let text = err.to_string();
+    assert!(
+        matches!(err, facerec_engine::EngineError::Model { ref path, .. } if path.ends_with("face_landmark_68.onnx")),
+        "{text}"
+    );
+
+    std::fs::remove_file(dir.path().join("tiny_face_detector.onnx")).expect("remove");
+    std::fs::copy(models_dir().join("face_landmark_68.onnx"), &broken).expect("restore");
+    let err = load_on_ort(dir.path())
+        .err()
+        .expect("a missing model fails");
+    let text = err.to_string();
+    assert!(
+        matches!(err, facerec_engine::EngineError::Model { ref path, .. } if path.ends_with("tiny_face_detector.onnx")),
+        "{text}"
+    );
+}
+
 /// Two lanes (`facerec up`'s two engine threads, each network in two sessions), warmed up
 /// as a server warms them (every session at its largest batch), then running every
 /// network at the same time: each answers as one lane does, to within 1e-4 of the Python
