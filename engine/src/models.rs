@@ -376,9 +376,6 @@ impl Models {
     }
 }
 
-/// Loads one network into Burn: converts the ONNX file to burnpack (cached by content
-/// hash), then loads it into the compiled network (files with the same graph share one
-/// network).
 /// `<dir>/<name>.onnx`: its path, bytes and sha256.
 fn read_model(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>, String), EngineError> {
     let onnx = dir.join(format!("{name}.onnx"));
@@ -390,6 +387,9 @@ fn read_model(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>, String), Engi
     Ok((onnx, bytes, sha256))
 }
 
+/// Loads one network into Burn: converts the ONNX file to burnpack (cached by content
+/// hash), then loads it into the compiled network (files with the same graph share one
+/// network).
 fn load_burn<M: ModuleSnapshot + Send + Sync + 'static>(
     onnx: &Path,
     sha256: &str,
