@@ -112,6 +112,12 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// The detectors' and the landmark net's files in a models folder (`<stem>.onnx`; the
+/// recognition file is the `Recognizer`'s).
+const SSD_FILE: &str = "ssd_mobilenetv1";
+const TINY_FILE: &str = "tiny_face_detector";
+const LANDMARKS_FILE: &str = "face_landmark_68";
+
 /// Loads one ONNX file (path, sha256) into a Burn network.
 type LoadBurn<'a> = dyn Fn(&Path, &str) -> Result<Box<dyn Network>, EngineError> + 'a;
 
@@ -186,12 +192,7 @@ impl Models {
         if backend.kind == BackendKind::Ort {
             // Four sessions built at once (graph optimisation is most of a CLI's start-up).
             let lanes = backend.lanes;
-            let names = [
-                "ssd_mobilenetv1",
-                "tiny_face_detector",
-                "face_landmark_68",
-                recognizer.file_stem(),
-            ];
+            let names = [SSD_FILE, TINY_FILE, LANDMARKS_FILE, recognizer.file_stem()];
             let [ssd, tiny, landmarks, recognition] = std::thread::scope(|s| {
                 names
                     .map(|name| {
@@ -222,7 +223,7 @@ impl Models {
             let net = burn(&onnx, &sha256)?;
             Ok::<_, EngineError>(Loaded { net, sha256 })
         };
-        let ssd = net("ssd_mobilenetv1", &|onnx, sha| {
+        let ssd = net(SSD_FILE, &|onnx, sha| {
             load_burn(
                 onnx,
                 sha,
@@ -235,7 +236,7 @@ impl Models {
                 }),
             )
         })?;
-        let tiny = net("tiny_face_detector", &|onnx, sha| {
+        let tiny = net(TINY_FILE, &|onnx, sha| {
             load_burn(
                 onnx,
                 sha,
@@ -245,7 +246,7 @@ impl Models {
                 Box::new(|m, x| vec![m.forward(x).into_data()]),
             )
         })?;
-        let landmarks = net("face_landmark_68", &|onnx, sha| {
+        let landmarks = net(LANDMARKS_FILE, &|onnx, sha| {
             load_burn(
                 onnx,
                 sha,
