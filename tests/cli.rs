@@ -510,6 +510,59 @@ fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
     assert_eq!(stdout(&out).trim(), want[0]);
 }
 
+/// Without `--batch` the engine takes its backend's default (8 on the CPU backends, 16 on
+/// wgpu) and says so; `--batch N` and `FACEREC_BATCH` replace it.
+#[test]
+fn the_default_batch_follows_the_backend_and_a_flag_replaces_it() {
+    let w = Workload::new();
+    let gallery = w.path().join("gallery.bin");
+    let g = gallery.to_str().expect("utf-8");
+    assert_succeeded(&facerec(
+        &["enroll", "--gallery", g, "--dir", "people"],
+        w.path(),
+    ));
+    let image = w.image(&w.expected[10].0);
+    let want = format!("{}:{}", w.expected[10].0, w.expected[10].1);
+    let batch_line = |args: &[&str], env: &[(&str, &str)]| -> serde_json::Value {
+        let mut env = env.to_vec();
+        env.push(("FACEREC_LOG", "info"));
+        let mut args = args.to_vec();
+        args.extend(["--gallery", g]);
+        let out = facerec_env(&args, w.path(), &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(stdout(&out).trim(), want);
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "batch size")
+            .collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        lines[0]["fields"].clone()
+    };
+    let mut defaults = vec![("ort", 8), ("cpu", 8)];
+    if cfg!(feature = "gpu") {
+        // Mesa's software Vulkan here; a GPU takes larger batches.
+        defaults.push(("wgpu", 16));
+    }
+    for (backend, batch) in defaults {
+        let line = batch_line(&["identify", "--backend", backend, &image], &[]);
+        assert_eq!(line["batch"], batch, "{line}");
+        assert_eq!(line["backend"], backend, "{line}");
+        assert_eq!(line["from"], "the backend's default", "{line}");
+    }
+    let line = batch_line(&["identify", "--batch", "3", &image], &[]);
+    assert_eq!(
+        (&line["batch"], &line["from"]),
+        (&3.into(), &"--batch".into())
+    );
+    let line = batch_line(&["identify", &image], &[("FACEREC_BATCH", "5")]);
+    assert_eq!(
+        (&line["batch"], &line["from"]),
+        (&5.into(), &"--batch".into())
+    );
+}
+
 #[test]
 fn bad_batch_values_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

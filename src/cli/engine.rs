@@ -35,8 +35,9 @@ pub struct EngineArgs {
     /// Largest batch per forward pass: a number, or `auto` to time the recognition net and
     /// the detector at batches 1, 2, 4, ... 256 after loading and take the smallest batch
     /// within 90% of the best throughput (a few seconds at start-up; logged at info).
-    #[arg(long, env = "FACEREC_BATCH", default_value = "16")]
-    pub batch: BatchSize,
+    /// Default: 8 on the CPU backends (onnxruntime, flex), 16 on wgpu.
+    #[arg(long, env = "FACEREC_BATCH")]
+    pub batch: Option<BatchSize>,
     /// Float precision of the recognition network: f32, or f16 (half the memory traffic;
     /// descriptors move by about 1e-3; needs a device with f16 support).
     #[arg(long, env = "FACEREC_PRECISION", default_value = "f32")]

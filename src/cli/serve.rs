@@ -85,7 +85,10 @@ impl WorkerArgs {
             wait: Duration::from_secs(self.poll_wait.min(20)),
             max_batch: max_batch.max(1),
             batch_wait: Duration::from_millis(self.batch_wait_ms),
-            max_in_hand: (max_batch.max(1) * 3).max(20),
+            // A batch on each engine thread, one being answered and one ready: a thread
+            // that frees up finds a full batch (holding one batch fewer, the batch after
+            // an answer waited on the queue and often ran part-full).
+            max_in_hand: ((self.engine_threads.max(1) + 2) * max_batch.max(1)).max(20),
             visibility: Duration::from_secs(self.visibility_timeout.max(1)),
             max_retries: max_retries.max(1),
             retry_delay: Duration::from_secs_f64(self.retry_delay),

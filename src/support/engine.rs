@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use facerec_engine::tune::{self, TuneOptions};
-use facerec_engine::{DecodeLimits, Engine, EngineConfig};
+use facerec_engine::{BackendKind, DecodeLimits, Engine, EngineConfig};
 
 use crate::cli::engine::{BatchSize, EngineArgs};
 use crate::cli::shared::ModelsArg;
@@ -30,6 +30,25 @@ pub fn models_dir(arg: &ModelsArg) -> PathBuf {
 /// A file every models directory has.
 const MARKER: &str = "face_recognition.onnx";
 
+/// `--batch`'s default on the CPU backends (onnxruntime, flex). A worker takes at most a
+/// batch from the queue at once, and the requests of one batch are answered together: with
+/// two engine threads on 2 cores, 8 keeps a busy `facerec up` as fair as its queue (p99 about
+/// 1.2x p50 under 100 clients, against 1.4x at 16) at the same images/s
+/// (`benches/RESULTS.md`).
+pub const CPU_BATCH: usize = 8;
+
+/// `--batch`'s default on wgpu: a GPU gains from larger batches (`--batch auto` measures
+/// the device).
+pub const GPU_BATCH: usize = 16;
+
+/// `--batch`'s default for the backend the engine resolved to.
+pub fn default_batch(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Wgpu => GPU_BATCH,
+        BackendKind::Ort | BackendKind::Flex => CPU_BATCH,
+    }
+}
+
 /// The engine for `lanes` threads running batches at once (`EngineConfig::lanes`).
 pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     let mut config = EngineConfig::new(models_dir(&args.models));
@@ -46,8 +65,10 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     }
     config.tiny_max = args.tiny_max;
     config.max_batch = match args.batch {
-        BatchSize::Fixed(n) => n.max(1),
-        BatchSize::Auto => 1,
+        Some(BatchSize::Fixed(n)) => n.max(1),
+        Some(BatchSize::Auto) => 1,
+        // Replaced by the resolved backend's default once the engine is built.
+        None => CPU_BATCH,
     };
     config.device_prep = args.device_prep;
     config.precision = args.precision;
@@ -57,7 +78,27 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     };
     config.gallery_search = args.gallery_search;
     let mut engine = Engine::new(config).context("loading the models")?;
-    if args.batch == BatchSize::Auto {
+    let backend = engine.models().backend();
+    let (kind, name) = (backend.kind, backend.name);
+    match args.batch {
+        None => {
+            engine.set_max_batch(default_batch(kind));
+            tracing::info!(
+                batch = engine.config().max_batch,
+                backend = name,
+                from = "the backend's default",
+                "batch size"
+            );
+        }
+        Some(BatchSize::Fixed(_)) => tracing::info!(
+            batch = engine.config().max_batch,
+            backend = name,
+            from = "--batch",
+            "batch size"
+        ),
+        Some(BatchSize::Auto) => {}
+    }
+    if args.batch == Some(BatchSize::Auto) {
         let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
             .context("timing the networks for --batch auto")?;
         tracing::info!(
@@ -77,8 +118,9 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
 /// batch; a single batch keeps the whole machine for itself.
 pub fn offline_lanes(args: &EngineArgs, images: usize) -> usize {
     let batch = match args.batch {
-        BatchSize::Fixed(n) => n.max(1),
-        BatchSize::Auto => 1,
+        Some(BatchSize::Fixed(n)) => n.max(1),
+        Some(BatchSize::Auto) => 1,
+        None => CPU_BATCH,
     };
     if images > batch {
         facerec_worker::compute::DEFAULT_THREADS
