@@ -203,3 +203,33 @@ pub struct UpArgs {
     #[arg(long, env = "FACEREC_RETENTION_HOURS", default_value_t = 168.0)]
     pub retention_hours: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    /// A worker holds a batch for each engine thread, one being answered and one ready.
+    #[test]
+    fn a_worker_holds_a_batch_per_engine_thread_plus_two() {
+        for (threads, batch, held) in [("2", 8, 32), ("1", 16, 48), ("3", 64, 320), ("2", 1, 20)] {
+            let flags = Flags::try_parse_from(["facerec", "--engine-threads", threads])
+                .expect("flags parse");
+            let config = flags
+                .worker
+                .config(&flags.engine, batch, 3)
+                .expect("a worker config");
+            assert_eq!(config.max_in_hand, held, "{threads} threads, batch {batch}");
+            assert_eq!(config.max_batch, batch);
+        }
+    }
+}

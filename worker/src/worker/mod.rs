@@ -61,7 +61,8 @@ pub struct WorkerConfig {
     pub max_batch: usize,
     /// How long the batcher waits for more images once it has one.
     pub batch_wait: Duration,
-    /// Most request messages held at once (received and not yet answered).
+    /// Most request messages held at once (received and not yet answered); the command
+    /// line makes it a batch per engine thread plus two (`WorkerArgs::config`).
     pub max_in_hand: usize,
     /// The request queue's visibility timeout; held messages are extended before it ends.
     pub visibility: Duration,
