@@ -499,6 +499,13 @@ fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
     let b = chosen["fields"]["batch"].as_u64().expect("batch field");
     assert!((1..=256).contains(&b), "{chosen}");
     assert_eq!(chosen["fields"]["detector"], "ssd");
+    let size = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "batch size")
+        .unwrap_or_else(|| panic!("no batch size log line in {stderr}"));
+    assert_eq!(size["fields"]["batch"], b, "{size}");
+    assert_eq!(size["fields"]["from"], "--batch auto", "{size}");
 
     // The same through the environment variable.
     let out = facerec_env(

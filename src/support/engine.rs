@@ -49,6 +49,17 @@ pub fn default_batch(kind: BackendKind) -> usize {
     }
 }
 
+/// The batch `--batch` gives before the backend is known: the number, 1 for `auto` (timed
+/// after loading), else the CPU backends' default (`build_engine` replaces it with the
+/// resolved backend's).
+fn batch_before_load(args: &EngineArgs) -> usize {
+    match args.batch {
+        Some(BatchSize::Fixed(n)) => n.max(1),
+        Some(BatchSize::Auto) => 1,
+        None => CPU_BATCH,
+    }
+}
+
 /// The engine for `lanes` threads running batches at once (`EngineConfig::lanes`).
 pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     let mut config = EngineConfig::new(models_dir(&args.models));
@@ -64,12 +75,7 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
         );
     }
     config.tiny_max = args.tiny_max;
-    config.max_batch = match args.batch {
-        Some(BatchSize::Fixed(n)) => n.max(1),
-        Some(BatchSize::Auto) => 1,
-        // Replaced by the resolved backend's default once the engine is built.
-        None => CPU_BATCH,
-    };
+    config.max_batch = batch_before_load(args);
     config.device_prep = args.device_prep;
     config.precision = args.precision;
     config.limits = DecodeLimits {
@@ -80,36 +86,32 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
     let mut engine = Engine::new(config).context("loading the models")?;
     let backend = engine.models().backend();
     let (kind, name) = (backend.kind, backend.name);
-    match args.batch {
+    let from = match args.batch {
+        Some(BatchSize::Fixed(_)) => "--batch",
         None => {
             engine.set_max_batch(default_batch(kind));
-            tracing::info!(
-                batch = engine.config().max_batch,
-                backend = name,
-                from = "the backend's default",
-                "batch size"
-            );
+            "the backend's default"
         }
-        Some(BatchSize::Fixed(_)) => tracing::info!(
-            batch = engine.config().max_batch,
-            backend = name,
-            from = "--batch",
-            "batch size"
-        ),
-        Some(BatchSize::Auto) => {}
-    }
-    if args.batch == Some(BatchSize::Auto) {
-        let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
-            .context("timing the networks for --batch auto")?;
-        tracing::info!(
-            batch = report.chosen,
-            detector = report.detector,
-            stop = %report.stop,
-            points = report.points.len(),
-            "batch autotune chose a batch size"
-        );
-        engine.set_max_batch(report.chosen);
-    }
+        Some(BatchSize::Auto) => {
+            let report = tune::autotune(engine.models(), args.detector, &TuneOptions::default())
+                .context("timing the networks for --batch auto")?;
+            tracing::info!(
+                batch = report.chosen,
+                detector = report.detector,
+                stop = %report.stop,
+                points = report.points.len(),
+                "batch autotune chose a batch size"
+            );
+            engine.set_max_batch(report.chosen);
+            "--batch auto"
+        }
+    };
+    tracing::info!(
+        batch = engine.config().max_batch,
+        backend = name,
+        from,
+        "batch size"
+    );
     Ok(engine)
 }
 
@@ -117,12 +119,7 @@ pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
 /// batch's reading and decoding overlap another's networks when there is more than one
 /// batch; a single batch keeps the whole machine for itself.
 pub fn offline_lanes(args: &EngineArgs, images: usize) -> usize {
-    let batch = match args.batch {
-        Some(BatchSize::Fixed(n)) => n.max(1),
-        Some(BatchSize::Auto) => 1,
-        None => CPU_BATCH,
-    };
-    if images > batch {
+    if images > batch_before_load(args) {
         facerec_worker::compute::DEFAULT_THREADS
     } else {
         1
