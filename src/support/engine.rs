@@ -32,8 +32,8 @@ const MARKER: &str = "face_recognition.onnx";
 
 /// `--batch`'s default on the CPU backends (onnxruntime, flex). A worker takes at most a
 /// batch from the queue at once, and the requests of one batch are answered together: with
-/// two engine threads on 2 cores, 8 keeps a busy `facerec up` as fair as its queue (p99 about
-/// 1.2x p50 under 100 clients, against 1.4x at 16) at the same images/s
+/// two engine threads on 2 cores, 8 keeps a busy `facerec up` closer to arrival order (p99 /
+/// p50 under 100 clients: median 1.23 over 14 runs, against 1.34 at 16) at the same images/s
 /// (`benches/RESULTS.md`).
 pub const CPU_BATCH: usize = 8;
 
