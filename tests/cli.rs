@@ -34,6 +34,15 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The JSON log lines of `stderr` whose message is `message`.
+fn logged(stderr: &str, message: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == message)
+        .collect()
+}
+
 /// The ten distinct CSE546 photos and their expected names, plus a people/ folder with
 /// one sub-folder per person.
 struct Workload {
@@ -491,18 +500,16 @@ fn batch_auto_picks_and_logs_a_batch_and_answers_correctly() {
     let want: Vec<String> = batch.iter().map(|(s, n)| format!("{s}:{n}")).collect();
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
 
-    let chosen = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "batch autotune chose a batch size")
+    let chosen = logged(&stderr, "batch autotune chose a batch size")
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no autotune log line in {stderr}"));
     let b = chosen["fields"]["batch"].as_u64().expect("batch field");
     assert!((1..=256).contains(&b), "{chosen}");
     assert_eq!(chosen["fields"]["detector"], "ssd");
-    let size = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "batch size")
+    let size = logged(&stderr, "batch size")
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no batch size log line in {stderr}"));
     assert_eq!(size["fields"]["batch"], b, "{size}");
     assert_eq!(size["fields"]["from"], "--batch auto", "{size}");
@@ -539,11 +546,7 @@ fn the_default_batch_follows_the_backend_and_a_flag_replaces_it() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert_eq!(stdout(&out).trim(), want);
-        let lines: Vec<serde_json::Value> = stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|l| l["fields"]["message"] == "batch size")
-            .collect();
+        let lines = logged(&stderr, "batch size");
         assert_eq!(lines.len(), 1, "{stderr}");
         lines[0]["fields"].clone()
     };
