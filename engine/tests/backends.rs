@@ -71,3 +71,39 @@ fn onnxruntime_and_flex_agree_with_the_tiny_detector() {
 fn onnxruntime_and_flex_agree_with_the_ssd_detector() {
     agree(Detector::Ssd);
 }
+
+/// Several lanes on a CPU backend (`facerec up`'s engine threads, `identify`'s batches)
+/// each run their batches in a rayon pool of their own, their share of the cores with the
+/// lane's thread the first of them, and answer exactly as the process's shared pool does;
+/// one lane keeps the shared pool.
+#[test]
+fn each_lane_runs_on_a_pool_of_its_own_and_answers_alike() {
+    let files = inputs();
+    let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for backend in [BackendChoice::Ort, BackendChoice::Cpu] {
+        let mut config = EngineConfig::new(common::models_dir());
+        config.backend = backend;
+        config.lanes = 2;
+        let engine = Engine::new(config).unwrap_or_else(|e| panic!("{backend} engine: {e}"));
+        assert!(engine.lane_pool(1).is_none(), "{backend}: one lane shares the pool");
+        let shared = format!("{:?}", analyze(&engine, &refs[..8]));
+        std::thread::scope(|s| {
+            let lanes: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let pool = engine.lane_pool(2).expect("a pool for the lane");
+                        assert_eq!(rayon::current_thread_index(), Some(0));
+                        assert_eq!(rayon::current_num_threads(), (cores / 2).max(1));
+                        assert_eq!(pool.current_num_threads(), (cores / 2).max(1));
+                        format!("{:?}", analyze(&engine, &refs[..8]))
+                    })
+                })
+                .collect();
+            for lane in lanes {
+                let got = lane.join().expect("the lane answers");
+                assert!(got == shared, "{backend}: a lane's answers differ from the shared pool's");
+            }
+        });
+    }
+}

@@ -66,6 +66,7 @@ pub fn analyze_batches(
             let tx = tx.clone();
             let (next, stop, chunks) = (&next, &stop, &chunks);
             s.spawn(move || {
+                let _pool = engine.lane_pool(lanes);
                 while !stop.load(Ordering::Relaxed) {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(chunk) = chunks.get(k) else { break };

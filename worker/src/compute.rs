@@ -44,13 +44,26 @@ pub type Pending<T> = oneshot::Receiver<Result<T, ComputeError>>;
 impl Lanes {
     /// Starts `threads` threads (at least one) named `<name>-<i>`.
     pub fn new(threads: usize, name: &str) -> Self {
+        Self::with_setup(threads, name, || ())
+    }
+
+    /// `new`, each thread first calling `setup` and keeping what it returns until it
+    /// ends (an engine lane's rayon pool, `Engine::lane_pool`).
+    pub fn with_setup<G: 'static>(
+        threads: usize,
+        name: &str,
+        setup: impl Fn() -> G + Send + Sync + 'static,
+    ) -> Self {
         let (queue, rx) = mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
+        let setup = Arc::new(setup);
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let setup = setup.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let _kept = setup();
                     loop {
                         // Take the oldest task; the lock is released before it runs.
                         let task = match rx.lock() {
@@ -120,9 +133,13 @@ impl Compute {
     /// Starts `threads` engine threads (at least one) for `engine`.
     pub fn new(engine: Arc<Engine>, threads: usize) -> Self {
         let threads = threads.max(1);
+        let lanes = {
+            let engine = engine.clone();
+            Lanes::with_setup(threads, "facerec-engine", move || engine.lane_pool(threads))
+        };
         Self {
             engine,
-            lanes: Arc::new(Lanes::new(threads, "facerec-engine")),
+            lanes: Arc::new(lanes),
             threads,
         }
     }

@@ -147,6 +147,34 @@ impl Engine {
         &self.config
     }
 
+    /// The rayon pool one of `lanes` threads running this engine at once should run its
+    /// batches in, built on the calling thread (which becomes the pool's first worker:
+    /// keep the pool for the thread's life and run the batches on this thread), or `None`
+    /// where the lanes share the process's pool.
+    ///
+    /// On the CPU backends each lane of several gets its share of the cores, as its
+    /// networks do (`onnxruntime::threads`): on 2 cores and 2 lanes, one thread, so a
+    /// batch's decoding and pre-processing run on the lane's own thread. In the shared pool
+    /// each of a batch's parallel steps (decode, each network's input) handed its work to
+    /// the pool's threads and waited for them to wake and finish: on the 2-core machine,
+    /// `facerec up` under 100 clients left 0.06-0.14 of its 2 cores idle, and 0.01-0.02 with
+    /// a pool per lane (`benches/RESULTS.md`, 2026-12-06). A GPU backend keeps the shared
+    /// pool: its lanes wait on the device, not on the cores.
+    pub fn lane_pool(&self, lanes: usize) -> Option<rayon::ThreadPool> {
+        if lanes < 2 || self.models.backend().kind == BackendKind::Wgpu {
+            return None;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lane = std::thread::current().name().unwrap_or("lane").to_string();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / lanes).max(1))
+            .use_current_thread()
+            .thread_name(move |i| format!("{lane}-cpu{i}"))
+            .build()
+            .inspect_err(|e| tracing::warn!(error = %e, "no rayon pool for an engine lane; it shares the process's"))
+            .ok()
+    }
+
     pub fn models(&self) -> &Models {
         &self.models
     }
