@@ -47,8 +47,10 @@ pub fn analyze_paths(
 ///
 /// Batches run on the engine's lanes (`EngineConfig::lanes`, a thread each) at once, as on
 /// `facerec up`'s engine threads: one batch's reading, decoding and pre-processing overlap
-/// another's networks. A batch done early waits for its turn as analyses only (boxes,
-/// landmarks, embeddings), not decoded images.
+/// another's networks, and on the CPU backends each lane runs its batches in a rayon pool
+/// of its own (`Engine::lane_pool`; 60 demo photos on 2 cores, alternated: 15.1 photos/s
+/// against 13.9 with the process's shared pool). A batch done early waits for its turn as
+/// analyses only (boxes, landmarks, embeddings), not decoded images.
 pub fn analyze_batches(
     engine: &Engine,
     paths: &[PathBuf],
