@@ -86,7 +86,10 @@ fn each_lane_runs_on_a_pool_of_its_own_and_answers_alike() {
         config.backend = backend;
         config.lanes = 2;
         let engine = Engine::new(config).unwrap_or_else(|e| panic!("{backend} engine: {e}"));
-        assert!(engine.lane_pool(1).is_none(), "{backend}: one lane shares the pool");
+        assert!(
+            engine.lane_pool(1).is_none(),
+            "{backend}: one lane shares the pool"
+        );
         let shared = format!("{:?}", analyze(&engine, &refs[..8]));
         std::thread::scope(|s| {
             let lanes: Vec<_> = (0..2)
@@ -102,7 +105,10 @@ fn each_lane_runs_on_a_pool_of_its_own_and_answers_alike() {
                 .collect();
             for lane in lanes {
                 let got = lane.join().expect("the lane answers");
-                assert!(got == shared, "{backend}: a lane's answers differ from the shared pool's");
+                assert!(
+                    got == shared,
+                    "{backend}: a lane's answers differ from the shared pool's"
+                );
             }
         });
     }
