@@ -171,7 +171,7 @@ impl Engine {
             .use_current_thread()
             .thread_name(move |i| format!("{lane}-cpu{i}"))
             .build()
-            .inspect_err(|e| tracing::warn!(error = %e, "no rayon pool for an engine lane; it shares the process's"))
+            .inspect_err(|e| tracing::warn!(error = %e, "an engine lane shares the rayon pool"))
             .ok()
     }
 
