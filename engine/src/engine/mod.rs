@@ -152,9 +152,10 @@ impl Engine {
     /// keep the pool for the thread's life and run the batches on this thread), or `None`
     /// where the lanes share the process's pool.
     ///
-    /// On the CPU backends each lane of several gets its share of the cores, as its
-    /// networks do (`onnxruntime::threads`): on 2 cores and 2 lanes, one thread, so a
-    /// batch's decoding and pre-processing run on the lane's own thread. In the shared pool
+    /// On the CPU backends each lane of several gets its share of the cores: cores / lanes,
+    /// rounded down, at least one (the networks' share, `onnxruntime::threads`, rounds up;
+    /// the two agree whenever the lanes divide the cores). On 2 cores and 2 lanes, one
+    /// thread, so a batch's decoding and pre-processing run on the lane's own thread. In the shared pool
     /// each of a batch's parallel steps (decode, each network's input) handed its work to
     /// the pool's threads and waited for them to wake and finish: on the 2-core machine,
     /// `facerec up` under 100 clients left 0.06-0.14 of its 2 cores idle, and 0.01-0.02 with
