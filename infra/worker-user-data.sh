@@ -24,6 +24,8 @@ token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token \
 instance=$(curl -sf -H "X-aws-ec2-metadata-token: ${token}" \
   http://169.254.169.254/latest/meta-data/instance-id || hostname)
 echo "FACEREC_WORKER_NAME=${instance}" >> /etc/facerec/worker.env
+# It may hold a secret (DATABASE_URL's password): root reads it for systemd, nobody else.
+chmod 0600 /etc/facerec/worker.env
 
 cat > /etc/systemd/system/facerec-worker.service <<'UNIT'
 [Unit]

@@ -45,6 +45,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Bench(a) => match a.command {
             Some(BenchCommand::Sweep(sweep)) => commands::sweep::run(&sweep),
             Some(BenchCommand::Models(models)) => commands::bench_models::run(&models),
+            Some(BenchCommand::Faces(faces)) => commands::bench_faces::run(&faces),
             None => commands::bench::run(&a.args),
         },
     }

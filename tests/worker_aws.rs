@@ -508,8 +508,14 @@ async fn scaler_starts_worker_processes_from_zero_and_stops_them_after() {
 
 /// `facerec edge` on a free port against moto, its log in `log`.
 fn spawn_edge(id: &str, endpoint: &str, port: u16, log: &Path) -> Child {
+    spawn_edge_with(id, endpoint, port, log, &[])
+}
+
+/// `facerec edge` with extra flags.
+fn spawn_edge_with(id: &str, endpoint: &str, port: u16, log: &Path, extra: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_facerec"));
     cmd.args(["--log-json", "edge"])
+        .args(extra)
         .env("FACEREC_LISTEN", format!("127.0.0.1:{port}"))
         .env("REQUEST_TIMEOUT", "120")
         .stdout(Stdio::null())
@@ -608,6 +614,105 @@ async fn a_bulk_job_posted_to_one_edge_is_served_by_another_and_after_a_restart(
     blocking(|| check(&a));
 
     for mut e in [edge_a, edge_b] {
+        let _ = e.kill();
+        let _ = e.wait();
+    }
+    stop(worker);
+}
+
+/// A fleet keeps every enrolment: four `facerec edge` processes and a worker on one
+/// deployment (moto) and one PostgreSQL face store; 200 enrolments (a different real face
+/// each) sent through the four edges at once all answer 200, every edge lists all 200
+/// within 2 s of the last answer, and so does an edge started afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolments_through_four_edges_at_once_are_all_kept_and_listed_everywhere() {
+    const N: usize = 200;
+    let moto = Moto::start();
+    let pg = kit::Postgres::start();
+    let database = pg.database();
+    let w = Workload::new();
+    let id = "facerec-t6";
+    let out = facerec(id, &moto.url, &["infra", "up", "--visibility-timeout", "6"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = ["--database-url", database.as_str()];
+    let worker = spawn_worker(id, &moto.url, &db, &w.dir.path().join("worker.log"));
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut edges: Vec<Child> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            let log = w.dir.path().join(format!("edge-{i}.log"));
+            spawn_edge_with(id, &moto.url, port, &log, &db)
+        })
+        .collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let picks: Vec<Vec<u8>> = w
+        .expected
+        .iter()
+        .take(N)
+        .map(|(s, _)| std::fs::read(w.image(s)).unwrap())
+        .collect();
+    let clients: Vec<_> = picks
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let addr = addrs[i % addrs.len()].clone();
+            std::thread::spawn(move || {
+                let r = kit::post_files(
+                    &addr,
+                    &format!("/v1/identities/person{i}/faces"),
+                    &[("image", "face.jpg", &bytes)],
+                    &[],
+                );
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, text) = tokio::task::block_in_place(|| c.join().unwrap());
+        assert_eq!(status, 200, "{text}");
+    }
+    let listed = |addr: &str| -> usize {
+        let r = kit::http(addr, "GET", "/v1/identities", &[], b"").json();
+        r["identities"].as_array().map_or(0, Vec::len)
+    };
+    let start = Instant::now();
+    for addr in &addrs {
+        tokio::task::block_in_place(|| {
+            while listed(addr) < N {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "{addr} lists {} of {N} identities 2 s after the last answer",
+                    listed(addr)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        assert_eq!(tokio::task::block_in_place(|| listed(addr)), N);
+    }
+    // An edge (re)started afterwards loads them all.
+    let _ = edges[0].kill();
+    let _ = edges[0].wait();
+    edges[0] = spawn_edge_with(
+        id,
+        &moto.url,
+        ports[0],
+        &w.dir.path().join("edge-0b.log"),
+        &db,
+    );
+    assert_eq!(tokio::task::block_in_place(|| listed(&addrs[0])), N);
+    assert_eq!(
+        pg.psql_in(
+            database.rsplit('/').next().unwrap(),
+            "SELECT COUNT(*) FROM facerec_faces"
+        ),
+        N.to_string()
+    );
+    for mut e in edges {
         let _ = e.kill();
         let _ = e.wait();
     }

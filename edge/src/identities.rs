@@ -1,5 +1,9 @@
-//! The gallery routes: list, enroll faces under a name, remove a name.
+//! The gallery routes: list, enroll faces under a name, rename, remove a name. Changes are
+//! transactions of the face store (`facerec_seams::faces`), whatever the gallery's size.
 
+use facerec_seams::faces::{FaceStoreError, NewFace};
+use facerec_seams::gallery::GalleryChangeError;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
@@ -39,20 +43,19 @@ impl Edge {
             .map(|r| largest_face(r?))
             .collect::<Result<Vec<_>, _>>()?;
         let added = faces.len();
-        let gallery = self
-            .gallery
-            .update(self.seams.store.as_ref(), |g| {
-                for (e, side) in &faces {
-                    g.add_face(name, e, *side);
-                }
-            })
-            .await
-            .map_err(|e| ApiError::unavailable(format!("saving the gallery: {e}")))?;
-        let faces = gallery
-            .identities()
+        let faces: Vec<NewFace> = faces
             .into_iter()
-            .find(|i| i.name == name)
-            .map_or(0, |i| i.faces);
+            .map(|(embedding, side)| NewFace {
+                embedding,
+                side,
+                source: None,
+            })
+            .collect();
+        let faces = self
+            .gallery
+            .enroll(self.seams.store.as_ref(), name, &faces)
+            .await
+            .map_err(change_error)?;
         tracing::info!(request_id = rid, name, added, "enrolled");
         Ok(json_response(
             StatusCode::OK,
@@ -68,25 +71,76 @@ impl Edge {
         rid: &str,
     ) -> Result<Response<Body>, ApiError> {
         self.check_key(headers)?;
-        if !self
+        let removed = self
             .gallery
-            .get()
-            .identities()
-            .iter()
-            .any(|i| i.name == name)
-        {
-            return Err(ApiError::not_found(&format!("no identity {name:?}")));
-        }
-        let mut removed = 0;
-        self.gallery
-            .update(self.seams.store.as_ref(), |g| removed = g.remove(name))
+            .remove(self.seams.store.as_ref(), name)
             .await
-            .map_err(|e| ApiError::unavailable(format!("saving the gallery: {e}")))?;
+            .map_err(change_error)?;
+        tracing::info!(request_id = rid, name, removed, "identity removed");
         Ok(json_response(
             StatusCode::OK,
             &json!({"name": name, "removed": removed}),
             rid,
         ))
+    }
+
+    /// `PATCH /v1/identities/{name}` with `{"name": "<new name>"}`: renames, keeping the
+    /// faces.
+    pub(crate) async fn rename(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        rid: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        self.check_key(req.headers())?;
+        let body = http_body_util::Limited::new(req.into_body(), 4096)
+            .collect()
+            .await
+            .map_err(|_| ApiError::bad_request("a rename is a JSON body under 4 KiB"))?
+            .to_bytes();
+        let to = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("name")?.as_str().map(str::to_string))
+            .ok_or_else(|| {
+                ApiError::bad_request("a rename is a JSON body {\"name\": \"<new name>\"}")
+            })?;
+        validate_name(&to)?;
+        let faces = self
+            .gallery
+            .rename(self.seams.store.as_ref(), name, &to)
+            .await
+            .map_err(change_error)?;
+        tracing::info!(
+            request_id = rid,
+            from = name,
+            to = to.as_str(),
+            faces,
+            "identity renamed"
+        );
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"name": to, "renamed_from": name, "faces": faces}),
+            rid,
+        ))
+    }
+}
+
+/// A gallery change that failed, as the API answers it.
+fn change_error(e: GalleryChangeError) -> ApiError {
+    match e {
+        GalleryChangeError::ReadOnly => {
+            ApiError::new(StatusCode::CONFLICT, "read_only", e.to_string())
+        }
+        GalleryChangeError::Store(FaceStoreError::NotFound(m)) => ApiError::not_found(&m),
+        GalleryChangeError::Store(FaceStoreError::Conflict(m)) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", m)
+        }
+        GalleryChangeError::Store(FaceStoreError::Unavailable(m)) => ApiError::unavailable(m),
+        GalleryChangeError::Store(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "face_store",
+            e.to_string(),
+        ),
     }
 }
 

@@ -106,6 +106,10 @@ impl Edge {
                 "/v1/batches/results",
                 self.batch_results(req.headers(), id, rid).await,
             ),
+            (&Method::PATCH, ["v1", "identities", name]) => match percent_decode(name) {
+                Ok(name) => ("/v1/identities", self.rename(req, &name, rid).await),
+                Err(e) => ("/v1/identities", Err(e)),
+            },
             (&Method::DELETE, ["v1", "identities", name]) => match percent_decode(name) {
                 Ok(name) => (
                     "/v1/identities",
@@ -136,10 +140,20 @@ impl Edge {
         let store = self.seams.store.ping().await;
         let queue = self.seams.requests.depth().await;
         let ok = store.is_ok() && queue.is_ok();
+        // The face store is reported, not required: recognition matches the gallery in
+        // memory while the database is away (only changes to it wait).
+        let faces = match self.gallery.store() {
+            None => "none".to_string(),
+            Some(s) => s
+                .status()
+                .await
+                .map_or_else(|e| e.to_string(), |_| "ok".to_string()),
+        };
         let body = json!({
             "ready": ok,
             "store": store.err().map_or("ok".to_string(), |e| e.to_string()),
             "queue": queue.err().map_or("ok".to_string(), |e| e.to_string()),
+            "face_store": faces,
         });
         let status = if ok {
             StatusCode::OK

@@ -18,6 +18,13 @@ impl Edge {
             tokio::spawn(self.clone().dispatch_responses(shutdown.clone()));
         }
         tokio::spawn(self.clone().sweep_batches(shutdown.clone()));
+        // Enrolments through other edges (and the gallery object's new versions) reach
+        // this one's listings and matching.
+        tokio::spawn(self.gallery.clone().follow(
+            self.seams.store.clone(),
+            shutdown.clone(),
+            |_| {},
+        ));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let drain = self.config.drain;
         // After the shutdown signal: connections are still accepted (nothing queued in the

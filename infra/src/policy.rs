@@ -148,11 +148,6 @@ pub fn document(role: Role, i: &Inputs) -> Value {
                 ],
             ),
             allow(
-                "SaveGallery",
-                &["s3:PutObject"],
-                vec![i.objects(&n.out_bucket, GALLERY_KEY)],
-            ),
-            allow(
                 "BucketsForNotFoundAndReadiness",
                 &["s3:ListBucket"],
                 vec![i.bucket(&n.in_bucket), i.bucket(&n.out_bucket)],

@@ -1,34 +1,101 @@
-//! The gallery shared by workers and the edge. It lives in the output bucket (one
-//! object, [`GALLERY_KEY`]), so every worker of a fleet matches against the same
-//! identities; workers poll its version and reload it when it changes.
+//! The gallery every edge and worker matches against, kept in memory and fed from where it
+//! is stored:
+//!
+//! - **a face store** ([`FaceStore`]: SQLite for `facerec up`, PostgreSQL for a fleet):
+//!   enrolments, removals and renames are small transactions through any process, and
+//!   every process applies the store's change feed to its in-memory gallery
+//!   ([`GalleryHandle::sync`], every [`STORE_POLL`]), so a change is seen everywhere
+//!   within about a second whatever the gallery's size;
+//! - **the gallery object** of earlier versions ([`GALLERY_KEY`] in the output bucket),
+//!   read-only, for a fleet without a database: reloaded when its version changes. With a
+//!   face store the object is imported once, on the first start.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use bytes::Bytes;
 use facerec_contract::Gallery;
 
 use crate::SeamError;
+use crate::faces::{Change, FaceStore, FaceStoreError, NewFace};
 use crate::store::{BlobStore, Bucket};
 
-/// Where the gallery is stored in the output bucket.
+/// Where earlier versions kept the gallery in the output bucket (imported once into a
+/// face store; read as it is without one).
 pub const GALLERY_KEY: &str = "gallery/gallery.frg";
+/// How often a process applies a face store's change feed.
+pub const STORE_POLL: Duration = Duration::from_millis(500);
+/// How often a process looks for a new version of the gallery object.
+pub const OBJECT_POLL: Duration = Duration::from_secs(10);
+/// Changes read from the feed at a time.
+const FEED_PAGE: usize = 1000;
+
+/// Where a process's gallery comes from.
+enum Source {
+    /// The gallery object's last version seen.
+    Object(Mutex<Option<String>>),
+    /// A face store and the last change applied (also serialising the appliers).
+    Store {
+        store: Arc<dyn FaceStore>,
+        applied: tokio::sync::Mutex<i64>,
+    },
+}
+
+/// Why a gallery change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GalleryChangeError {
+    /// There is no face store (a fleet without `DATABASE_URL`): the gallery is read-only.
+    #[error(
+        "this deployment keeps no face store (set DATABASE_URL): the gallery is read-only here"
+    )]
+    ReadOnly,
+    #[error(transparent)]
+    Store(#[from] FaceStoreError),
+}
 
 pub struct GalleryHandle {
     current: RwLock<Arc<Gallery>>,
-    version: Mutex<Option<String>>,
     model_id: String,
-    writer: tokio::sync::Mutex<()>,
+    source: Source,
 }
 
 impl GalleryHandle {
-    /// An empty gallery for the given recognition model.
+    /// An empty gallery for the given recognition model, fed from the gallery object.
     pub fn new(model_id: impl Into<String>) -> Self {
-        let model_id = model_id.into();
+        Self::with_source(model_id.into(), Source::Object(Mutex::new(None)))
+    }
+
+    /// An empty gallery fed from a face store (call [`GalleryHandle::load`] first).
+    pub fn with_store(model_id: impl Into<String>, store: Arc<dyn FaceStore>) -> Self {
+        Self::with_source(
+            model_id.into(),
+            Source::Store {
+                store,
+                applied: tokio::sync::Mutex::new(0),
+            },
+        )
+    }
+
+    fn with_source(model_id: String, source: Source) -> Self {
         Self {
             current: RwLock::new(Arc::new(Gallery::new(model_id.clone()))),
-            version: Mutex::new(None),
             model_id,
-            writer: tokio::sync::Mutex::new(()),
+            source,
+        }
+    }
+
+    /// The face store, when the gallery comes from one.
+    pub fn store(&self) -> Option<&Arc<dyn FaceStore>> {
+        match &self.source {
+            Source::Store { store, .. } => Some(store),
+            Source::Object(_) => None,
+        }
+    }
+
+    /// How often [`GalleryHandle::sync`] is worth calling.
+    pub fn poll_interval(&self) -> Duration {
+        match self.source {
+            Source::Store { .. } => STORE_POLL,
+            Source::Object(_) => OBJECT_POLL,
         }
     }
 
@@ -40,18 +107,151 @@ impl GalleryHandle {
             .clone()
     }
 
-    /// Reloads the gallery from the store if its version changed; true when it did.
-    pub async fn refresh(&self, store: &dyn BlobStore) -> Result<bool, SeamError> {
-        // Serialised with `update`: a reload must never replace a newer local change with
-        // the older object it read before that change was stored.
-        let _writer = self.writer.lock().await;
-        let version = store.version(Bucket::Out, GALLERY_KEY).await?;
-        if version.is_none() || *self.version.lock().unwrap_or_else(|p| p.into_inner()) == version {
-            return Ok(false);
+    /// At start: with a face store, imports the gallery object of an earlier version
+    /// (once in the store's life), then loads the store; without one, reads the object.
+    pub async fn load(&self, blobs: &dyn BlobStore) -> Result<(), SeamError> {
+        let Source::Store { store, applied } = &self.source else {
+            self.refresh_object(blobs).await?;
+            return Ok(());
+        };
+        let mut applied = applied.lock().await;
+        if let Some(old) = self.read_object(blobs).await? {
+            match store.import_once(&old).await.map_err(seam_error)? {
+                Some(faces) => tracing::info!(
+                    faces,
+                    from = GALLERY_KEY,
+                    store = %store.describe(),
+                    "gallery of an earlier version imported into the face store"
+                ),
+                None => tracing::debug!("the gallery object was imported before"),
+            }
         }
-        let bytes = match store.get(Bucket::Out, GALLERY_KEY).await {
+        let (gallery, seq) = store.load(&self.model_id).await.map_err(seam_error)?;
+        tracing::info!(faces = gallery.len(), seq, store = %store.describe(), "gallery loaded");
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gallery);
+        *applied = seq;
+        Ok(())
+    }
+
+    /// Brings the gallery up to date with where it is stored; true when it changed.
+    pub async fn sync(&self, blobs: &dyn BlobStore) -> Result<bool, SeamError> {
+        match &self.source {
+            Source::Object(_) => self.refresh_object(blobs).await,
+            Source::Store { store, applied } => {
+                let mut applied = applied.lock().await;
+                let mut changed = false;
+                loop {
+                    let changes = store
+                        .changes(*applied, FEED_PAGE)
+                        .await
+                        .map_err(seam_error)?;
+                    let Some(last) = changes.last().map(Change::seq) else {
+                        return Ok(changed);
+                    };
+                    self.apply(&changes);
+                    *applied = last;
+                    changed = true;
+                }
+            }
+        }
+    }
+
+    /// Applies changes in place when no snapshot of the gallery is held elsewhere, else on
+    /// a copy that replaces it.
+    fn apply(&self, changes: &[Change]) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let gallery = Arc::make_mut(&mut current);
+        for change in changes {
+            change.apply(gallery);
+        }
+    }
+
+    /// Enrols faces under `name` in the face store and applies the change here at once
+    /// (the other processes see it at their next sync); the identity's faces after it.
+    pub async fn enroll(
+        &self,
+        blobs: &dyn BlobStore,
+        name: &str,
+        faces: &[NewFace],
+    ) -> Result<usize, GalleryChangeError> {
+        let enrolled = self.writable()?.enroll(name, faces).await?;
+        self.settle(blobs).await;
+        Ok(enrolled.faces)
+    }
+
+    /// Removes an identity from the face store; how many faces went.
+    pub async fn remove(
+        &self,
+        blobs: &dyn BlobStore,
+        name: &str,
+    ) -> Result<usize, GalleryChangeError> {
+        let removed = self.writable()?.remove(name).await?;
+        self.settle(blobs).await;
+        Ok(removed)
+    }
+
+    /// Renames an identity in the face store; how many faces it has.
+    pub async fn rename(
+        &self,
+        blobs: &dyn BlobStore,
+        from: &str,
+        to: &str,
+    ) -> Result<usize, GalleryChangeError> {
+        let faces = self.writable()?.rename(from, to).await?;
+        self.settle(blobs).await;
+        Ok(faces)
+    }
+
+    fn writable(&self) -> Result<&Arc<dyn FaceStore>, GalleryChangeError> {
+        self.store().ok_or(GalleryChangeError::ReadOnly)
+    }
+
+    /// After a committed change: applies the feed so this process answers with it. A
+    /// failure here loses nothing (the change is stored; the next sync applies it).
+    async fn settle(&self, blobs: &dyn BlobStore) {
+        if let Err(e) = self.sync(blobs).await {
+            tracing::warn!(error = %e, "gallery sync after a change failed; the next sync applies it");
+        }
+    }
+
+    /// Follows where the gallery is stored until `shutdown`: a sync every
+    /// [`GalleryHandle::poll_interval`]; `on_change` runs after each sync that changed it.
+    pub async fn follow(
+        self: Arc<Self>,
+        blobs: Arc<dyn BlobStore>,
+        shutdown: tokio_util::sync::CancellationToken,
+        on_change: impl Fn(&Gallery) + Send,
+    ) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.poll_interval()) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match self.sync(blobs.as_ref()).await {
+                Ok(changed) => {
+                    if failing {
+                        tracing::info!("gallery sync recovered");
+                        failing = false;
+                    }
+                    if changed {
+                        on_change(&self.get());
+                    }
+                }
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "gallery sync failed; matching goes on with the gallery in memory");
+                    failing = true;
+                }
+                Err(e) => tracing::debug!(error = %e, "gallery sync still failing"),
+            }
+        }
+    }
+
+    /// The gallery object, if there is one, checked against this process's model.
+    async fn read_object(&self, blobs: &dyn BlobStore) -> Result<Option<Gallery>, SeamError> {
+        let bytes = match blobs.get(Bucket::Out, GALLERY_KEY).await {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
         let gallery = Gallery::from_bytes(&bytes)
@@ -63,28 +263,33 @@ impl GalleryHandle {
                 self.model_id
             )));
         }
-        tracing::info!(faces = gallery.len(), "gallery reloaded");
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gallery);
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
-        Ok(true)
+        Ok(Some(gallery))
     }
 
-    /// Applies a change, stores the result and publishes it. Changes are serialised.
-    pub async fn update(
-        &self,
-        store: &dyn BlobStore,
-        change: impl FnOnce(&mut Gallery),
-    ) -> Result<Arc<Gallery>, SeamError> {
-        let _writer = self.writer.lock().await;
-        let mut next = (*self.get()).clone();
-        change(&mut next);
-        store
-            .put(Bucket::Out, GALLERY_KEY, Bytes::from(next.to_bytes()))
-            .await?;
-        let version = store.version(Bucket::Out, GALLERY_KEY).await?;
-        let next = Arc::new(next);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
-        Ok(next)
+    /// Reloads the gallery object if its version changed; true when it did.
+    async fn refresh_object(&self, blobs: &dyn BlobStore) -> Result<bool, SeamError> {
+        let Source::Object(seen) = &self.source else {
+            return Ok(false);
+        };
+        let version = blobs.version(Bucket::Out, GALLERY_KEY).await?;
+        if version.is_none() || *seen.lock().unwrap_or_else(|p| p.into_inner()) == version {
+            return Ok(false);
+        }
+        let Some(gallery) = self.read_object(blobs).await? else {
+            return Ok(false);
+        };
+        tracing::info!(faces = gallery.len(), "gallery reloaded");
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gallery);
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = version;
+        Ok(true)
+    }
+}
+
+/// A face store failure as a seam failure (retryable when the database may come back).
+fn seam_error(e: FaceStoreError) -> SeamError {
+    if e.is_retryable() {
+        SeamError::transient(e.to_string())
+    } else {
+        SeamError::permanent(e.to_string())
     }
 }

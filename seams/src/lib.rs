@@ -6,6 +6,7 @@
 //! Nothing here runs a network: the edge and the scaler build on these without the engine.
 
 pub mod aws;
+pub mod faces;
 pub mod gallery;
 pub mod http;
 pub mod http_client;
@@ -16,6 +17,7 @@ pub mod store;
 
 use std::sync::Arc;
 
+pub use faces::{FaceStore, FaceStoreError};
 pub use gallery::GalleryHandle;
 pub use metrics::Metrics;
 pub use queue::{Depth, LocalQueue, Queue, Received};

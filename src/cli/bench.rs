@@ -27,6 +27,35 @@ pub enum BenchCommand {
     /// (GPU kernel and CPU) on this machine's backend; a markdown table on stdout, `--json`
     /// for the report script; `--autotune` shows what `--batch auto` would choose.
     Models(ModelsArgs),
+    /// The face store at scale: a synthetic gallery of --faces faces, then one enrolment
+    /// (latency, bytes written) and a start-up (time, peak RSS, in a child process) on
+    /// SQLite and, with --database-url, PostgreSQL, beside the gallery file of earlier
+    /// versions in the same run; a markdown table on stdout.
+    Faces(FacesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FacesArgs {
+    /// Faces in the gallery.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub faces: usize,
+    /// Faces per identity.
+    #[arg(long, default_value_t = 4)]
+    pub per_identity: usize,
+    /// Enrolments timed (one face each) per store.
+    #[arg(long, default_value_t = 20)]
+    pub enrolments: usize,
+    /// Where the SQLite store and the gallery file are written [default: a temporary
+    /// directory].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// A PostgreSQL database to measure as well (its facerec_* tables are dropped first).
+    #[command(flatten)]
+    pub database: super::shared::DatabaseArg,
+    /// Internal: load the store at this URL (or the gallery file at this path) as a
+    /// starting process does and print its time and peak RSS.
+    #[arg(long, hide = true)]
+    pub child_load: Option<String>,
 }
 
 #[derive(Debug, Args)]

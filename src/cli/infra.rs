@@ -6,12 +6,16 @@ use clap::{Args, Subcommand};
 use facerec_infra::policy::Role;
 
 use super::serve::AwsArgs;
+use super::shared::DatabaseArg;
 
 /// Create, remove or inspect the AWS resources of `ID`; print their IAM policies.
 #[derive(Debug, Args)]
 pub struct InfraArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
+    /// With `status`: the face store is checked too (reachable, schema, counts).
+    #[command(flatten)]
+    pub database: DatabaseArg,
     #[command(subcommand)]
     pub action: InfraAction,
 }

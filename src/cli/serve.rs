@@ -9,7 +9,9 @@ use clap::Args;
 use facerec_worker::WorkerConfig;
 
 use super::engine::EngineArgs;
-use super::shared::{ApiKeyArg, AwsClientArgs, ModelsArg, RecognizerArg, Retries, ThresholdArg};
+use super::shared::{
+    ApiKeyArg, AwsClientArgs, DatabaseArg, ModelsArg, RecognizerArg, Retries, ThresholdArg,
+};
 use facerec_seams::aws::AwsSettings;
 
 /// Where the AWS resources are: the original design's `.env` names.
@@ -150,6 +152,8 @@ pub struct WorkerCommandArgs {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArg,
 }
 
 /// Web tier only, in front of SQS/S3 (or AWS_ENDPOINT_URL).
@@ -165,6 +169,8 @@ pub struct EdgeCommandArgs {
     pub recognizer: RecognizerArg,
     #[command(flatten)]
     pub threshold: ThresholdArg,
+    #[command(flatten)]
+    pub database: DatabaseArg,
 }
 
 /// The embedded default: web tier + recognition workers in one process, local queue,
@@ -177,9 +183,12 @@ pub struct UpArgs {
     pub edge: EdgeArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
-    /// State directory: uploads, results, gallery.
+    /// State directory: uploads, results, the queue and the face store (`faces.db`).
     #[arg(long, env = "FACEREC_DATA", default_value = "facerec-data")]
     pub data: PathBuf,
+    /// The face store; by default SQLite at `--data/faces.db`.
+    #[command(flatten)]
+    pub database: DatabaseArg,
     /// In-process workers kept running, sharing the models (0 with --max-workers 0:
     /// the web tier alone).
     #[arg(long, env = "FACEREC_WORKERS", default_value_t = 1)]

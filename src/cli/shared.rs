@@ -88,3 +88,31 @@ pub struct ApiKeyArg {
     )]
     pub key: Option<String>,
 }
+
+/// `DATABASE_URL`: the face store.
+#[derive(Clone, Args)]
+pub struct DatabaseArg {
+    /// The face store (enrolled identities and their faces):
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`, the database a fleet's edges and workers
+    /// share (on AWS an RDS or Aurora PostgreSQL), or `sqlite:PATH`. `facerec up` keeps
+    /// SQLite at `--data/faces.db` without it; `edge` and `worker` without it match
+    /// against the gallery object of earlier versions, read-only.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArg")
+            .field(
+                "url",
+                &self.url.as_deref().map(facerec_seams::faces::redact),
+            )
+            .finish()
+    }
+}

@@ -37,7 +37,9 @@ pub fn run(args: &InfraArgs) -> Result<ExitCode> {
         match action {
             InfraAction::Up(args) => up(&aws, &ec2, aws_args, args).await,
             InfraAction::Down => down(&aws, &ec2, &aws_args.id).await,
-            InfraAction::Status => status(&aws, &ec2, &aws_args.id).await,
+            InfraAction::Status => {
+                status(&aws, &ec2, &aws_args.id, args.database.url.as_deref()).await
+            }
             InfraAction::Policy { role, roles } => {
                 let inputs = policy_inputs(&aws, &ec2, &aws_args.id, roles).await?;
                 print!("{}", policy::render(*role, &inputs)?);
@@ -180,9 +182,17 @@ async fn down(aws: &Aws, ec2: &aws_sdk_ec2::Client, id: &str) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(aws: &Aws, ec2: &aws_sdk_ec2::Client, id: &str) -> Result<ExitCode> {
+async fn status(
+    aws: &Aws,
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    database_url: Option<&str>,
+) -> Result<ExitCode> {
     let mut states: Vec<ResourceState> = Resources(aws).inspect().await?;
     states.push(template::inspect(ec2, &worker_template_name(id)).await?);
+    if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
+        states.push(face_store_state(url).await);
+    }
     let width = states.iter().map(|s| s.resource.len()).max().unwrap_or(0);
     for s in &states {
         println!(
@@ -215,6 +225,33 @@ async fn status(aws: &Aws, ec2: &aws_sdk_ec2::Client, id: &str) -> Result<ExitCo
             states.len()
         );
         Ok(ExitCode::from(1))
+    }
+}
+
+/// The face store `DATABASE_URL` names, as one line of `status`: reachable with its
+/// schema and counts, reachable and empty (`missing`: the first edge or worker creates
+/// it), or why it cannot be reached (`drift`, so the status fails).
+async fn face_store_state(url: &str) -> ResourceState {
+    use facerec_seams::faces;
+    let resource = format!("face-store {}", faces::redact(url));
+    let (health, detail) = match faces::probe(url).await {
+        Ok(Some(s)) => (
+            Health::Exists,
+            format!(
+                "schema {}, {} identities, {} faces, change {}",
+                s.schema, s.identities, s.faces, s.seq
+            ),
+        ),
+        Ok(None) => (
+            Health::Missing,
+            "reachable, no face store yet (the first edge or worker creates it)".to_string(),
+        ),
+        Err(e) => (Health::Drift, e.to_string()),
+    };
+    ResourceState {
+        resource,
+        health,
+        detail,
     }
 }
 

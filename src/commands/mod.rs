@@ -2,6 +2,7 @@
 //! import each other: what they share is in `support/`.
 
 pub mod bench;
+pub mod bench_faces;
 pub mod bench_models;
 pub mod edge;
 pub mod embed;

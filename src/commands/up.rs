@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use facerec_seams::{GalleryHandle, Metrics, Seams};
+use facerec_seams::{Metrics, Seams};
 use facerec_worker::{Compute, Worker, WorkerConfig};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::serve::UpArgs;
 use crate::support::engine::{build_engine, warmed};
 use crate::support::runtime::{runtime, shutdown_signal};
-use crate::support::serve::serve_edge;
+use crate::support::serve::{open_gallery, serve_edge};
 
 /// `facerec up`: edge + in-process workers sized by the local autoscaler, on a local queue
 /// and a filesystem store.
@@ -62,11 +62,17 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
             dead_letters: dlq,
             store: store.clone(),
         };
-        let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
-        gallery
-            .refresh(seams.store.as_ref())
-            .await
-            .context("loading the gallery")?;
+        let database_url = up
+            .database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", data.join("faces.db").display()));
+        let gallery = open_gallery(
+            Some(&database_url),
+            engine.models().recognition_id().to_string(),
+            seams.store.as_ref(),
+        )
+        .await?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let edge_metrics = facerec_edge::EdgeMetrics::register(&mut registry);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use facerec_seams::Metrics;
 use facerec_seams::aws::Aws;
-use facerec_seams::{GalleryHandle, Metrics};
 use facerec_worker::{Compute, Worker};
 use prometheus_client::registry::Registry;
 
@@ -64,7 +64,12 @@ pub fn run(cmd: &WorkerCommandArgs) -> Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             }
         };
-        let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
+        let gallery = crate::support::serve::open_gallery(
+            cmd.database.url.as_deref(),
+            engine.models().recognition_id().to_string(),
+            seams.store.as_ref(),
+        )
+        .await?;
         let compute = Compute::new(engine, args.engine_threads);
         let worker = Worker::new(compute, gallery, seams, config, metrics);
         worker.run(shutdown).await?;

@@ -36,3 +36,34 @@ pub fn recognition_model_id(
         .map(|b| format!("{b:02x}"))
         .collect())
 }
+
+/// The gallery of a serving process, loaded: from the face store `database_url` names
+/// (the gallery object of an earlier version imported into it once), or, without one,
+/// from the gallery object, read-only.
+pub async fn open_gallery(
+    database_url: Option<&str>,
+    model_id: String,
+    blobs: &dyn facerec_seams::BlobStore,
+) -> Result<Arc<facerec_seams::GalleryHandle>> {
+    use facerec_seams::GalleryHandle;
+    let Some(url) = database_url.filter(|u| !u.trim().is_empty()) else {
+        let gallery = Arc::new(GalleryHandle::new(model_id));
+        if let Err(e) = gallery.load(blobs).await {
+            tracing::warn!(error = %e, "gallery not loaded");
+        }
+        tracing::info!(
+            faces = gallery.get().len(),
+            "no face store (DATABASE_URL): the gallery object is matched, read-only"
+        );
+        return Ok(gallery);
+    };
+    let store = facerec_seams::faces::open(url, &model_id)
+        .await
+        .context("opening the face store (DATABASE_URL)")?;
+    let gallery = Arc::new(GalleryHandle::with_store(model_id, store));
+    gallery
+        .load(blobs)
+        .await
+        .context("loading the gallery from the face store")?;
+    Ok(gallery)
+}

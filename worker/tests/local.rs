@@ -94,7 +94,14 @@ async fn setup(n: usize) -> Setup {
     let resp = Arc::new(LocalQueue::new("resp", Duration::from_secs(30)));
     let store = Arc::new(FsStore::new(dir.path()).unwrap());
     let engine = engine();
-    let gallery = Arc::new(GalleryHandle::new(engine.models().recognition_id()));
+    let faces_db = format!("sqlite:{}", dir.path().join("faces.db").display());
+    let gallery = Arc::new(GalleryHandle::with_store(
+        engine.models().recognition_id(),
+        facerec_seams::faces::open(&faces_db, engine.models().recognition_id())
+            .await
+            .unwrap(),
+    ));
+    gallery.load(store.as_ref()).await.unwrap();
 
     let cse = facerec_testkit::cse546_dir();
     let expected = facerec_testkit::cse546_expected();
@@ -112,14 +119,17 @@ async fn setup(n: usize) -> Setup {
         let face = a.remove(0).unwrap().faces.remove(0);
         embeddings.push((name.clone(), face.embedding));
     }
-    gallery
-        .update(store.as_ref(), |g| {
-            for (name, e) in &embeddings {
-                g.add(name, e);
-            }
-        })
-        .await
-        .unwrap();
+    for (name, embedding) in embeddings {
+        let face = facerec_seams::faces::NewFace {
+            embedding,
+            side: 0.0,
+            source: None,
+        };
+        gallery
+            .enroll(store.as_ref(), &name, &[face])
+            .await
+            .unwrap();
+    }
 
     let s = Setup {
         _dir: dir,

@@ -96,6 +96,7 @@ impl Gallery {
         let norms = matrix.chunks_exact(DIM).map(|e| dot(e, e)).collect();
         Ok(Self {
             model_id,
+            index: super::index_of(&names),
             names,
             owner,
             matrix,

@@ -10,7 +10,7 @@
 mod error;
 mod file;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -52,6 +52,8 @@ pub struct Gallery {
     /// gallery is only comparable with embeddings of the same model.
     model_id: String,
     names: Vec<String>,
+    /// Each name's position in `names`.
+    index: HashMap<String, u32>,
     /// Row `i` of `matrix` belongs to `names[owner[i]]`.
     owner: Vec<u32>,
     matrix: Vec<f32>,
@@ -120,10 +122,12 @@ impl Gallery {
     /// source image (`FaceBox::side`).
     pub fn add_face(&mut self, name: &str, embedding: &[f32], side: f32) {
         assert_eq!(embedding.len(), DIM, "embeddings are {DIM}-dimensional");
-        let idx = match self.names.iter().position(|n| n == name) {
-            Some(i) => i,
+        let idx = match self.index.get(name) {
+            Some(&i) => i as usize,
             None => {
                 self.names.push(name.to_string());
+                self.index
+                    .insert(name.to_string(), (self.names.len() - 1) as u32);
                 self.names.len() - 1
             }
         };
@@ -136,10 +140,9 @@ impl Gallery {
 
     /// Removes an identity and all its faces; returns how many faces went.
     pub fn remove(&mut self, name: &str) -> usize {
-        let Some(idx) = self.names.iter().position(|n| n == name) else {
+        let Some(&idx) = self.index.get(name) else {
             return 0;
         };
-        let idx = idx as u32;
         let mut removed = 0;
         let (mut owner, mut matrix, mut norms, mut sides) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -154,9 +157,56 @@ impl Gallery {
             sides.push(self.sides[i]);
         }
         self.names.remove(idx as usize);
+        self.reindex();
         (self.owner, self.matrix, self.norms, self.sides) = (owner, matrix, norms, sides);
         self.changed();
         removed
+    }
+
+    /// Gives the faces of `from` the name `to`, keeping their rows (merged into `to`'s
+    /// when it exists). Nothing happens for an unknown `from`.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        let Some(&idx) = self.index.get(from) else {
+            return;
+        };
+        if from == to {
+            return;
+        }
+        match self.index.get(to).copied() {
+            None => {
+                self.names[idx as usize] = to.to_string();
+                self.index.remove(from);
+                self.index.insert(to.to_string(), idx);
+            }
+            Some(into) => {
+                for o in &mut self.owner {
+                    if *o == idx {
+                        *o = into;
+                    }
+                    if *o > idx {
+                        *o -= 1;
+                    }
+                }
+                self.names.remove(idx as usize);
+                self.reindex();
+            }
+        }
+        self.changed();
+    }
+
+    fn reindex(&mut self) {
+        self.index = index_of(&self.names);
+    }
+
+    /// Every face in row order: its identity, embedding and size (`FaceBox::side`).
+    pub fn faces(&self) -> impl Iterator<Item = (&str, &[f32], f32)> + '_ {
+        (0..self.len()).map(|r| {
+            (
+                self.names[self.owner[r] as usize].as_str(),
+                &self.matrix[r * DIM..(r + 1) * DIM],
+                self.sides[r],
+            )
+        })
     }
 
     /// The enrolled matrix (row-major, `len() x DIM`) and each row's squared norm, e.g.
@@ -260,6 +310,15 @@ impl Gallery {
                 },
             )
     }
+}
+
+/// Each name's position.
+fn index_of(names: &[String]) -> HashMap<String, u32> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u32))
+        .collect()
 }
 
 /// `|e|² - 2 q·e`: a row's squared distance to `q` less `|q|²`. The one formula behind
@@ -376,6 +435,32 @@ mod tests {
         assert!(g.generation() > second);
         let loaded = Gallery::from_bytes(&g.to_bytes()).expect("round trip");
         assert!(loaded.generation() > g.generation());
+    }
+
+    #[test]
+    fn a_rename_keeps_the_rows_and_merges_into_an_existing_name() {
+        let mut g = Gallery::new("m");
+        g.add("a", &vector(1));
+        g.add("b", &vector(2));
+        g.add("a", &vector(3));
+        g.add("c", &vector(4));
+        let q = vector(3);
+        g.rename("a", "z");
+        assert_eq!(g.nearest(&[&q])[0].as_ref().expect("match").name, "z");
+        let names: Vec<_> = g.faces().map(|f| f.0.to_string()).collect();
+        assert_eq!(names, ["z", "b", "z", "c"]);
+        g.rename("z", "c");
+        let names: Vec<_> = g.faces().map(|f| f.0.to_string()).collect();
+        assert_eq!(names, ["c", "b", "c", "c"]);
+        assert_eq!(g.identities().len(), 2);
+        g.add("b", &vector(5));
+        assert_eq!(g.remove("c"), 3);
+        assert_eq!(g.faces().map(|f| f.0).collect::<Vec<_>>(), ["b", "b"]);
+        g.add("d", &vector(6));
+        assert_eq!(
+            g.nearest(&[&vector(6)])[0].as_ref().expect("match").name,
+            "d"
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Worker {
                 self.clone().gallery_refresher(every, stop.clone()),
             ));
         }
-        if let Err(e) = self.gallery.refresh(self.seams.store.as_ref()).await {
+        if let Err(e) = self.gallery.sync(self.seams.store.as_ref()).await {
             tracing::warn!(error = %e, "gallery not loaded");
         }
         self.prepare_gallery().await;

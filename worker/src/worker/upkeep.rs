@@ -41,12 +41,18 @@ impl Worker {
         every: Duration,
         stop: CancellationToken,
     ) {
+        // A face store's feed is cheap to poll: it is followed at its own pace.
+        let every = if self.gallery.store().is_some() {
+            self.gallery.poll_interval()
+        } else {
+            every
+        };
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = stop.cancelled() => return,
             }
-            match self.gallery.refresh(self.seams.store.as_ref()).await {
+            match self.gallery.sync(self.seams.store.as_ref()).await {
                 Ok(true) => {
                     self.metrics
                         .gallery_faces

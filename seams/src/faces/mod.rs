@@ -1,0 +1,418 @@
+//! The face store: enrolled identities and their faces as rows of a database — SQLite for
+//! one machine ([`sqlite`]), PostgreSQL for a fleet ([`postgres`]) — behind one trait,
+//! [`FaceStore`].
+//!
+//! Every change (an enrolment, a removal, a rename) is one small transaction that also
+//! takes the next number of one counter and writes a row to a change feed. The counter's
+//! row is locked until the transaction commits, so writers through any number of
+//! processes are serialised and commit in the order of their numbers: a reader that has
+//! seen change `n` has seen every change before it. Processes keep the gallery in memory
+//! for matching ([`crate::GalleryHandle`]) and apply the feed from the last number they
+//! applied, so an enrolment costs its own rows, whatever the gallery's size.
+//!
+//! One schema, versioned migrations (`seams/migrations/<database>/NNNN_*.sql`) applied at
+//! start-up; a database whose schema is newer than the binary is refused.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use facerec_contract::Gallery;
+use facerec_contract::gallery::DIM;
+
+/// A face to enrol: its embedding, its size in its source image (`FaceBox::side`) and
+/// where it came from (a file name, for people reading the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFace {
+    pub embedding: Vec<f32>,
+    pub side: f32,
+    pub source: Option<String>,
+}
+
+/// What an enrolment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The change's number in the feed.
+    pub seq: i64,
+    /// The identity's faces after the enrolment.
+    pub faces: usize,
+}
+
+/// One entry of the change feed, in the order the changes committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Faces added to `name` (created if new); `faces` are (embedding, side) in the order
+    /// they were enrolled. Empty when the faces were removed since.
+    Enrolled {
+        seq: i64,
+        name: String,
+        faces: Vec<(Vec<f32>, f32)>,
+    },
+    /// The identity and all its faces removed.
+    Removed { seq: i64, name: String },
+    /// The identity renamed, its faces kept.
+    Renamed { seq: i64, from: String, to: String },
+}
+
+impl Change {
+    pub fn seq(&self) -> i64 {
+        match self {
+            Change::Enrolled { seq, .. }
+            | Change::Removed { seq, .. }
+            | Change::Renamed { seq, .. } => *seq,
+        }
+    }
+
+    /// Applies the change to an in-memory gallery.
+    pub fn apply(&self, gallery: &mut Gallery) {
+        match self {
+            Change::Enrolled { name, faces, .. } => {
+                for (embedding, side) in faces {
+                    gallery.add_face(name, embedding, *side);
+                }
+            }
+            Change::Removed { name, .. } => {
+                gallery.remove(name);
+            }
+            Change::Renamed { from, to, .. } => gallery.rename(from, to),
+        }
+    }
+}
+
+/// What `facerec infra status` and readiness report of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The schema version the database is at.
+    pub schema: i64,
+    pub identities: u64,
+    pub faces: u64,
+    /// The last change's number.
+    pub seq: i64,
+}
+
+/// Why a face store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaceStoreError {
+    /// The database cannot be reached or failed; the same call may succeed later.
+    #[error("face store unavailable: {0}")]
+    Unavailable(String),
+    /// No such identity.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with what is stored (a rename onto an existing name).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database's schema is newer than this binary's, or not facerec's.
+    #[error("{0}")]
+    Schema(String),
+    /// The store cannot be used as configured: a malformed `DATABASE_URL`, embeddings
+    /// of another recognition model, a corrupt row.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FaceStoreError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FaceStoreError::Unavailable(_))
+    }
+}
+
+/// The face store seam: SQLite ([`sqlite::SqliteFaces`]) and PostgreSQL
+/// ([`postgres::PgFaces`]) implement it, and one conformance suite runs against both.
+#[async_trait]
+pub trait FaceStore: Send + Sync {
+    /// Where the store is, for logs (never a password).
+    fn describe(&self) -> String;
+
+    /// Adds `faces` to the identity `name` (created if new), as one change.
+    async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError>;
+
+    /// Removes the identity and its faces; how many faces went. `NotFound` when there is
+    /// no such identity.
+    async fn remove(&self, name: &str) -> Result<usize, FaceStoreError>;
+
+    /// Renames an identity; how many faces it has. `NotFound` for an unknown `from`,
+    /// `Conflict` when `to` exists.
+    async fn rename(&self, from: &str, to: &str) -> Result<usize, FaceStoreError>;
+
+    /// The whole gallery as of one change, and that change's number (0: none yet). Faces
+    /// are in the order they were enrolled, as applying the feed from 0 gives them.
+    async fn load(&self, model_id: &str) -> Result<(Gallery, i64), FaceStoreError>;
+
+    /// The changes after `after`, oldest first, at most about `limit` of them.
+    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<Change>, FaceStoreError>;
+
+    /// Imports a gallery kept by an earlier version (the gallery file), once in the
+    /// store's life: `Some(faces)` when this call imported it, `None` when a gallery was
+    /// imported before (by any process). Each identity becomes one change.
+    async fn import_once(&self, gallery: &Gallery) -> Result<Option<usize>, FaceStoreError>;
+
+    /// Schema version and counts.
+    async fn status(&self) -> Result<StoreStatus, FaceStoreError>;
+}
+
+/// Opens the store a `DATABASE_URL` names, applying migrations, for embeddings of
+/// `model_id`: `postgres://…` or `postgresql://…` (PostgreSQL), `sqlite:PATH` or
+/// `sqlite://PATH` (SQLite; created if missing).
+pub async fn open(url: &str, model_id: &str) -> Result<Arc<dyn FaceStore>, FaceStoreError> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgFaces::connect(url, model_id).await?))
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(FaceStoreError::Invalid(
+                "DATABASE_URL sqlite: names no file (sqlite:PATH)".into(),
+            ));
+        }
+        Ok(Arc::new(
+            sqlite::SqliteFaces::open(std::path::Path::new(path), model_id).await?,
+        ))
+    } else {
+        Err(FaceStoreError::Invalid(format!(
+            "DATABASE_URL {:?} is neither postgres://USER:PASSWORD@HOST:PORT/DB nor sqlite:PATH",
+            redact(url)
+        )))
+    }
+}
+
+/// Checks the store a `DATABASE_URL` names without changing it (`facerec infra status`):
+/// its schema and counts, or `None` when the database is reachable but holds no face store
+/// yet (the first edge or worker creates it).
+pub async fn probe(url: &str) -> Result<Option<StoreStatus>, FaceStoreError> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PgFaces::probe(url).await
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        sqlite::probe(std::path::Path::new(path)).await
+    } else {
+        Err(FaceStoreError::Invalid(format!(
+            "DATABASE_URL {:?} is neither postgres://USER:PASSWORD@HOST:PORT/DB nor sqlite:PATH",
+            redact(url)
+        )))
+    }
+}
+
+/// A URL with its password (between `user:` and `@`) replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The model the store's embeddings belong to: its `model_id` meta value is set when the
+/// store is first opened, and a store of another model is refused while it holds faces.
+pub(crate) fn model_mismatch(stored: &str, running: &str, faces: u64) -> Option<FaceStoreError> {
+    (stored != running && faces > 0).then(|| {
+        FaceStoreError::Invalid(format!(
+            "the face store holds {faces} faces enrolled with recognition model {stored}, but this process runs {running}: enrol them again with this model, or run the model they were enrolled with"
+        ))
+    })
+}
+
+/// An embedding as stored: `DIM` little-endian f32.
+pub(crate) fn encode(embedding: &[f32]) -> Vec<u8> {
+    embedding.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The stored bytes back to an embedding; a row of the wrong size is corrupt.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<f32>, FaceStoreError> {
+    if bytes.len() != DIM * 4 {
+        return Err(FaceStoreError::Invalid(format!(
+            "a stored embedding has {} bytes, not {}",
+            bytes.len(),
+            DIM * 4
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Refuses faces the gallery cannot hold, before anything is written.
+pub(crate) fn check_faces(faces: &[NewFace]) -> Result<(), FaceStoreError> {
+    if faces.is_empty() {
+        return Err(FaceStoreError::Invalid("no faces to enrol".into()));
+    }
+    match faces
+        .iter()
+        .find(|f| f.embedding.len() != DIM || f.embedding.iter().any(|v| !v.is_finite()))
+    {
+        Some(f) => Err(FaceStoreError::Invalid(format!(
+            "an embedding must be {DIM} finite numbers (got {})",
+            f.embedding.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Groups the rows of a change query — (seq, kind, identity, renamed_to, embedding,
+/// side), ordered by seq then face — into changes.
+pub(crate) fn group_changes(
+    rows: impl IntoIterator<Item = ChangeRow>,
+) -> Result<Vec<Change>, FaceStoreError> {
+    let mut out: Vec<Change> = Vec::new();
+    for row in rows {
+        let face = match row.embedding {
+            Some(bytes) => Some((decode(&bytes)?, row.side.unwrap_or(0.0))),
+            None => None,
+        };
+        if let Some(Change::Enrolled { seq, faces, .. }) = out.last_mut()
+            && *seq == row.seq
+        {
+            faces.extend(face);
+            continue;
+        }
+        out.push(match row.kind.as_str() {
+            "enrol" => Change::Enrolled {
+                seq: row.seq,
+                name: row.identity,
+                faces: face.into_iter().collect(),
+            },
+            "remove" => Change::Removed {
+                seq: row.seq,
+                name: row.identity,
+            },
+            "rename" => Change::Renamed {
+                seq: row.seq,
+                from: row.identity,
+                to: row.renamed_to.unwrap_or_default(),
+            },
+            other => {
+                return Err(FaceStoreError::Schema(format!(
+                    "the change feed holds a change of kind {other:?}, unknown to this binary"
+                )));
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// One identity's consecutive faces: its name and each face's stored embedding and size.
+pub(crate) type Run = (String, Vec<(Vec<u8>, f32)>);
+
+/// A gallery's faces in order, as runs of consecutive faces of one identity (one change
+/// each when imported, so the imported order is the file's).
+pub(crate) fn runs_of(gallery: &Gallery) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (name, embedding, side) in gallery.faces() {
+        match runs.last_mut() {
+            Some((n, rows)) if n == name => rows.push((encode(embedding), side)),
+            _ => runs.push((name.to_string(), vec![(encode(embedding), side)])),
+        }
+    }
+    runs
+}
+
+/// One row of the change query (see [`group_changes`]).
+pub(crate) struct ChangeRow {
+    pub seq: i64,
+    pub kind: String,
+    pub identity: String,
+    pub renamed_to: Option<String>,
+    pub embedding: Option<Vec<u8>>,
+    pub side: Option<f32>,
+}
+
+/// Milliseconds since the Unix epoch, for the rows' times.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The migrations of one database, numbered from 1, in order.
+pub(crate) struct Migrations(pub &'static [(i64, &'static str)]);
+
+impl Migrations {
+    pub fn latest(&self) -> i64 {
+        self.0.last().map_or(0, |m| m.0)
+    }
+
+    /// The ones to apply to a database at `current`, or the refusal of a newer schema.
+    pub fn pending(
+        &self,
+        current: i64,
+        what: &str,
+    ) -> Result<&[(i64, &'static str)], FaceStoreError> {
+        if current > self.latest() {
+            return Err(FaceStoreError::Schema(format!(
+                "{what}'s schema is version {current}, newer than this binary's {}: upgrade facerec (or point it at another database)",
+                self.latest()
+            )));
+        }
+        let start = self
+            .0
+            .iter()
+            .position(|m| m.0 > current)
+            .unwrap_or(self.0.len());
+        Ok(&self.0[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db.example:5432/faces"),
+            "postgres://app:***@db.example:5432/faces"
+        );
+        assert_eq!(redact("postgres://db/faces"), "postgres://db/faces");
+        assert_eq!(redact("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_refused_with_the_forms_it_takes() {
+        for url in ["mysql://root:pw@h/db", "", "faces.db", "sqlite:"] {
+            let err = open(url, "m").await.err().expect("refused");
+            assert!(matches!(err, FaceStoreError::Invalid(_)), "{url}: {err}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_older_ones_get_the_rest() {
+        let m = Migrations(&[(1, "a"), (2, "b")]);
+        assert_eq!(m.pending(0, "db").expect("ok").len(), 2);
+        assert_eq!(m.pending(1, "db").expect("ok")[0].0, 2);
+        assert!(m.pending(2, "db").expect("ok").is_empty());
+        let err = m.pending(3, "the face store").expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("version 3, newer than this binary's 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn embeddings_round_trip_and_a_short_row_is_corrupt() {
+        let e: Vec<f32> = (0..DIM).map(|i| i as f32 * 0.5 - 3.0).collect();
+        assert_eq!(decode(&encode(&e)).expect("decodes"), e);
+        assert!(decode(&[0u8; 12]).is_err());
+    }
+}

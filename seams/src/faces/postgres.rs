@@ -1,0 +1,473 @@
+//! The face store on PostgreSQL: a fleet's edges and workers share one database (on AWS an
+//! RDS or Aurora PostgreSQL named by `DATABASE_URL`), through a small pool of connections
+//! per process that replaces a connection the server closed.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::tokio_postgres::{self, IsolationLevel, NoTls};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use facerec_contract::Gallery;
+
+use super::{
+    Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, StoreStatus,
+    check_faces, decode, encode, group_changes, model_mismatch, now_ms, redact, runs_of,
+};
+
+const MIGRATIONS: Migrations = Migrations(&[(
+    1,
+    include_str!("../../migrations/postgres/0001_gallery.sql"),
+)]);
+
+/// Serialises migrations across processes starting at once (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x0066_6163_6572_6563;
+/// Connections per process.
+const POOL_SIZE: usize = 8;
+/// How long a call waits for a connection (or to open one) before it fails as unavailable.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+fn pg_err(e: tokio_postgres::Error) -> FaceStoreError {
+    match e.as_db_error() {
+        Some(db) => FaceStoreError::Unavailable(format!(
+            "postgres: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
+        None => FaceStoreError::Unavailable(format!("postgres: {e}")),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> FaceStoreError {
+    FaceStoreError::Unavailable(format!("postgres: {e}"))
+}
+
+/// The face store in a PostgreSQL database.
+pub struct PgFaces {
+    pool: Pool,
+    describe: String,
+}
+
+impl PgFaces {
+    /// Connects to the database a `postgres://` URL names, applies migrations and checks
+    /// the recognition model. The URL's password never reaches a message.
+    pub async fn connect(url: &str, model_id: &str) -> Result<Self, FaceStoreError> {
+        let store = Self::pool(url)?;
+        store.migrate(model_id).await?;
+        Ok(store)
+    }
+
+    /// The schema and counts of the database at `url`, changing nothing; `None` when it
+    /// holds no face store yet.
+    pub async fn probe(url: &str) -> Result<Option<StoreStatus>, FaceStoreError> {
+        let store = Self::pool(url)?;
+        let client = store.pool.get().await.map_err(pool_err)?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('facerec_counter') IS NOT NULL", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        drop(client);
+        if !exists {
+            return Ok(None);
+        }
+        store.status().await.map(Some)
+    }
+
+    fn pool(url: &str) -> Result<Self, FaceStoreError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            FaceStoreError::Invalid(format!(
+                "DATABASE_URL {:?} is not a PostgreSQL URL: {}",
+                redact(url),
+                redact(&e.to_string())
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_WAIT);
+        }
+        config.keepalives(true);
+        if config.get_application_name().is_none() {
+            config.application_name("facerec");
+        }
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let describe = format!(
+            "postgres {}:{}/{}",
+            hosts.join(","),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_dbname().unwrap_or("")
+        );
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_WAIT))
+            .create_timeout(Some(CONNECT_WAIT))
+            .recycle_timeout(Some(CONNECT_WAIT))
+            .build()
+            .map_err(|e| FaceStoreError::Invalid(format!("postgres pool: {e}")))?;
+        Ok(Self { pool, describe })
+    }
+
+    async fn migrate(&self, model_id: &str) -> Result<(), FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS facerec_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(pg_err)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM facerec_schema",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let what = format!("the face store ({})", self.describe);
+        for (version, sql) in MIGRATIONS.pending(current, &what)? {
+            tx.batch_execute(sql).await.map_err(|e| {
+                FaceStoreError::Schema(format!("{what}: migration {version}: {}", pg_err(e)))
+            })?;
+            tx.execute(
+                "INSERT INTO facerec_schema (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(pg_err)?;
+            tracing::info!(store = %self.describe, version, "face store migrated");
+        }
+        let stored: Option<String> = tx
+            .query_opt("SELECT value FROM facerec_meta WHERE key = 'model_id'", &[])
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        let faces: i64 = tx
+            .query_one("SELECT COUNT(*) FROM facerec_faces", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        if let Some(e) = stored
+            .as_deref()
+            .and_then(|s| model_mismatch(s, model_id, faces as u64))
+        {
+            return Err(e);
+        }
+        tx.execute(
+            "INSERT INTO facerec_meta (key, value) VALUES ('model_id', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&model_id],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+}
+
+/// A read-only transaction that sees one snapshot for all its statements.
+async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, FaceStoreError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)
+}
+
+/// The next change number; the counter row stays locked until the transaction ends, so
+/// changes commit in the order of their numbers.
+async fn next_seq(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, FaceStoreError> {
+    Ok(tx
+        .query_one(
+            "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .get(0))
+}
+
+async fn identity_id(
+    tx: &deadpool_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<Option<i64>, FaceStoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT id FROM facerec_identities WHERE collection = 'default' AND name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0)))
+}
+
+async fn face_count(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: i64,
+) -> Result<usize, FaceStoreError> {
+    let n: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM facerec_faces WHERE identity_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    Ok(n as usize)
+}
+
+/// Adds faces to `name` under change `seq` (the change row included).
+async fn add_faces(
+    tx: &deadpool_postgres::Transaction<'_>,
+    seq: i64,
+    name: &str,
+    faces: &[(Vec<u8>, f32, Option<String>)],
+) -> Result<i64, FaceStoreError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES ('default', $1, $2)
+         ON CONFLICT (collection, name) DO NOTHING",
+        &[&name, &now],
+    )
+    .await
+    .map_err(pg_err)?;
+    let id = identity_id(tx, name).await?.ok_or_else(|| {
+        FaceStoreError::Unavailable("an identity vanished mid-transaction".into())
+    })?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO facerec_faces (identity_id, seq, embedding, side, source, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(pg_err)?;
+    for (embedding, side, source) in faces {
+        tx.execute(&insert, &[&id, &seq, embedding, side, source, &now])
+            .await
+            .map_err(pg_err)?;
+    }
+    tx.execute(
+        "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES ($1, 'enrol', $2, $3)",
+        &[&seq, &name, &now],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(id)
+}
+
+#[async_trait]
+impl FaceStore for PgFaces {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError> {
+        check_faces(faces)?;
+        let rows: Vec<_> = faces
+            .iter()
+            .map(|f| (encode(&f.embedding), f.side, f.source.clone()))
+            .collect();
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let seq = next_seq(&tx).await?;
+        let id = add_faces(&tx, seq, name, &rows).await?;
+        let faces = face_count(&tx, id).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Enrolled { seq, faces })
+    }
+
+    async fn remove(&self, name: &str) -> Result<usize, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let seq = next_seq(&tx).await?;
+        let Some(id) = identity_id(&tx, name).await? else {
+            return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
+        };
+        let removed = tx
+            .execute("DELETE FROM facerec_faces WHERE identity_id = $1", &[&id])
+            .await
+            .map_err(pg_err)?;
+        tx.execute("DELETE FROM facerec_identities WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES ($1, 'remove', $2, $3)",
+            &[&seq, &name, &now_ms()],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(removed as usize)
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<usize, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let seq = next_seq(&tx).await?;
+        let Some(id) = identity_id(&tx, from).await? else {
+            return Err(FaceStoreError::NotFound(format!("no identity {from:?}")));
+        };
+        let faces = face_count(&tx, id).await?;
+        if from == to {
+            return Ok(faces);
+        }
+        if identity_id(&tx, to).await?.is_some() {
+            return Err(FaceStoreError::Conflict(format!(
+                "an identity {to:?} exists"
+            )));
+        }
+        tx.execute(
+            "UPDATE facerec_identities SET name = $1 WHERE id = $2",
+            &[&to, &id],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO facerec_changes (seq, kind, identity, renamed_to, created_ms)
+             VALUES ($1, 'rename', $2, $3, $4)",
+            &[&seq, &from, &to, &now_ms()],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(faces)
+    }
+
+    async fn load(&self, model_id: &str) -> Result<(Gallery, i64), FaceStoreError> {
+        use futures_util::TryStreamExt;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        // One snapshot: the rows and the counter as of one commit.
+        let tx = snapshot(&mut client).await?;
+        let seq: i64 = tx
+            .query_one("SELECT last FROM facerec_counter WHERE id = 1", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        // Streamed: a million rows are never held at once.
+        let rows = tx
+            .query_raw(
+                "SELECT i.name, f.embedding, f.side FROM facerec_faces f
+                 JOIN facerec_identities i ON i.id = f.identity_id
+                 WHERE i.collection = 'default' ORDER BY f.seq, f.id",
+                std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut rows = std::pin::pin!(rows);
+        let mut gallery = Gallery::new(model_id);
+        while let Some(row) = rows.try_next().await.map_err(pg_err)? {
+            let name: &str = row.get(0);
+            let bytes: &[u8] = row.get(1);
+            let side: f32 = row.get(2);
+            gallery.add_face(name, &decode(bytes)?, side);
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok((gallery, seq))
+    }
+
+    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<Change>, FaceStoreError> {
+        let limit = limit.max(1) as i64;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = snapshot(&mut client).await?;
+        let upto: i64 = tx
+            .query_opt(
+                "SELECT seq FROM facerec_changes WHERE seq > $1 ORDER BY seq LIMIT 1 OFFSET $2",
+                &[&after, &(limit - 1)],
+            )
+            .await
+            .map_err(pg_err)?
+            .map_or(i64::MAX, |r| r.get(0));
+        let rows = tx
+            .query(
+                "SELECT c.seq, c.kind, c.identity, c.renamed_to, f.embedding, f.side
+                 FROM facerec_changes c LEFT JOIN facerec_faces f ON f.seq = c.seq
+                 WHERE c.seq > $1 AND c.seq <= $2 AND c.collection = 'default'
+                 ORDER BY c.seq, f.id",
+                &[&after, &upto],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        group_changes(rows.into_iter().map(|r| ChangeRow {
+            seq: r.get(0),
+            kind: r.get(1),
+            identity: r.get(2),
+            renamed_to: r.get(3),
+            embedding: r.get(4),
+            side: r.get(5),
+        }))
+    }
+
+    async fn import_once(&self, gallery: &Gallery) -> Result<Option<usize>, FaceStoreError> {
+        let runs = runs_of(gallery);
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The counter's lock first: two processes importing at once take turns, and the
+        // second finds the mark.
+        let mut seq = next_seq(&tx).await?;
+        let done = tx
+            .query_opt(
+                "SELECT value FROM facerec_meta WHERE key = 'legacy_import'",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        if done.is_some() {
+            return Ok(None);
+        }
+        let mut faces = 0;
+        for (i, (name, rows)) in runs.into_iter().enumerate() {
+            if i > 0 {
+                seq = next_seq(&tx).await?;
+            }
+            faces += rows.len();
+            let rows: Vec<_> = rows.into_iter().map(|(e, s)| (e, s, None)).collect();
+            add_faces(&tx, seq, &name, &rows).await?;
+        }
+        tx.execute(
+            "INSERT INTO facerec_meta (key, value) VALUES ('legacy_import', $1)",
+            &[&format!("{faces} faces, {} ms", now_ms())],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(faces))
+    }
+
+    async fn status(&self) -> Result<StoreStatus, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT COALESCE(MAX(version), 0)::BIGINT FROM facerec_schema),
+                        (SELECT COUNT(*) FROM facerec_identities),
+                        (SELECT COUNT(*) FROM facerec_faces),
+                        (SELECT last FROM facerec_counter WHERE id = 1)",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(StoreStatus {
+            schema: row.get(0),
+            identities: row.get::<_, i64>(1) as u64,
+            faces: row.get::<_, i64>(2) as u64,
+            seq: row.get(3),
+        })
+    }
+}

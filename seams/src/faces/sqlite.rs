@@ -1,0 +1,433 @@
+//! The face store on SQLite: one file (WAL mode, so a killed process loses no committed
+//! row), the embedded default's (`facerec up` keeps it at `--data/faces.db`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use facerec_contract::Gallery;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{
+    Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, StoreStatus,
+    check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+};
+
+const MIGRATIONS: Migrations =
+    Migrations(&[(1, include_str!("../../migrations/sqlite/0001_gallery.sql"))]);
+
+fn db_err(e: rusqlite::Error) -> FaceStoreError {
+    FaceStoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+/// The face store in one SQLite file.
+pub struct SqliteFaces {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteFaces {
+    /// Opens (creating) the file, applies migrations and checks the recognition model.
+    pub async fn open(path: &Path, model_id: &str) -> Result<Self, FaceStoreError> {
+        let (p, model) = (path.to_path_buf(), model_id.to_string());
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&p, &model))
+            .await
+            .map_err(|e| FaceStoreError::Unavailable(format!("opening the face store: {e}")))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, FaceStoreError> + Send + 'static,
+    ) -> Result<T, FaceStoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| FaceStoreError::Unavailable(format!("face store task failed: {e}")))?
+    }
+}
+
+fn open_blocking(path: &Path, model_id: &str) -> Result<Connection, FaceStoreError> {
+    let what = format!("the face store {}", path.display());
+    let mut conn = Connection::open(path)
+        .map_err(|e| FaceStoreError::Unavailable(format!("opening {what}: {e}")))?;
+    let setup = |conn: &mut Connection| -> rusqlite::Result<()> {
+        // WAL: a commit is one append and survives a killed process; readers never wait
+        // for the writer. Several processes may share the file (busy_timeout).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(())
+    };
+    setup(&mut conn).map_err(|e| FaceStoreError::Unavailable(format!("{what}: {e}")))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS facerec_schema (version INTEGER NOT NULL)")
+        .map_err(db_err)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM facerec_schema",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    for (version, sql) in MIGRATIONS.pending(current, &what)? {
+        tx.execute_batch(sql)
+            .map_err(|e| FaceStoreError::Schema(format!("{what}: migration {version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO facerec_schema (version) VALUES (?1)",
+            [version],
+        )
+        .map_err(db_err)?;
+        tracing::info!(store = %path.display(), version, "face store migrated");
+    }
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM facerec_meta WHERE key = 'model_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let faces: i64 = tx
+        .query_row("SELECT COUNT(*) FROM facerec_faces", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if let Some(e) = stored
+        .as_deref()
+        .and_then(|s| model_mismatch(s, model_id, faces as u64))
+    {
+        return Err(e);
+    }
+    tx.execute(
+        "INSERT INTO facerec_meta (key, value) VALUES ('model_id', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [model_id],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(conn)
+}
+
+/// The schema and counts of the file at `path`, changing nothing; `None` when it holds no
+/// face store yet (or does not exist).
+pub(super) async fn probe(path: &Path) -> Result<Option<StoreStatus>, FaceStoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(db_err)?;
+        let exists: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'facerec_counter'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if !exists {
+            return Ok(None);
+        }
+        status_of(&conn).map(Some)
+    })
+    .await
+    .map_err(|e| FaceStoreError::Unavailable(format!("face store task failed: {e}")))?
+}
+
+fn status_of(conn: &Connection) -> Result<StoreStatus, FaceStoreError> {
+    let one = |sql: &str| -> Result<i64, FaceStoreError> {
+        conn.query_row(sql, [], |r| r.get(0)).map_err(db_err)
+    };
+    Ok(StoreStatus {
+        schema: one("SELECT COALESCE(MAX(version), 0) FROM facerec_schema")?,
+        identities: one("SELECT COUNT(*) FROM facerec_identities")? as u64,
+        faces: one("SELECT COUNT(*) FROM facerec_faces")? as u64,
+        seq: one("SELECT last FROM facerec_counter WHERE id = 1")?,
+    })
+}
+
+/// A write transaction with the change's number: the counter's row is written first, so
+/// SQLite's one writer holds it to the commit.
+fn begin_change(conn: &mut Connection) -> Result<(Transaction<'_>, i64), FaceStoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let seq = tx
+        .query_row(
+            "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    Ok((tx, seq))
+}
+
+fn identity_id(tx: &Transaction<'_>, name: &str) -> Result<Option<i64>, FaceStoreError> {
+    tx.query_row(
+        "SELECT id FROM facerec_identities WHERE collection = 'default' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+fn face_count(tx: &Transaction<'_>, id: i64) -> Result<usize, FaceStoreError> {
+    let n: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM facerec_faces WHERE identity_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    Ok(n as usize)
+}
+
+/// Adds faces to `name` under change `seq` (the change row included).
+fn add_faces(
+    tx: &Transaction<'_>,
+    seq: i64,
+    name: &str,
+    faces: impl IntoIterator<Item = (Vec<u8>, f32, Option<String>)>,
+) -> Result<i64, FaceStoreError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES ('default', ?1, ?2)
+         ON CONFLICT (collection, name) DO NOTHING",
+        params![name, now],
+    )
+    .map_err(db_err)?;
+    let id = identity_id(tx, name)?.ok_or_else(|| {
+        FaceStoreError::Unavailable("an identity vanished mid-transaction".into())
+    })?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO facerec_faces (identity_id, seq, embedding, side, source, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db_err)?;
+    for (embedding, side, source) in faces {
+        insert
+            .execute(params![id, seq, embedding, side, source, now])
+            .map_err(db_err)?;
+    }
+    tx.execute(
+        "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES (?1, 'enrol', ?2, ?3)",
+        params![seq, name, now],
+    )
+    .map_err(db_err)?;
+    Ok(id)
+}
+
+#[async_trait]
+impl FaceStore for SqliteFaces {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError> {
+        check_faces(faces)?;
+        let name = name.to_string();
+        let rows: Vec<_> = faces
+            .iter()
+            .map(|f| (encode(&f.embedding), f.side, f.source.clone()))
+            .collect();
+        self.run(move |conn| {
+            let (tx, seq) = begin_change(conn)?;
+            let id = add_faces(&tx, seq, &name, rows)?;
+            let faces = face_count(&tx, id)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Enrolled { seq, faces })
+        })
+        .await
+    }
+
+    async fn remove(&self, name: &str) -> Result<usize, FaceStoreError> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let (tx, seq) = begin_change(conn)?;
+            let Some(id) = identity_id(&tx, &name)? else {
+                return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
+            };
+            let removed = tx
+                .execute("DELETE FROM facerec_faces WHERE identity_id = ?1", [id])
+                .map_err(db_err)?;
+            tx.execute("DELETE FROM facerec_identities WHERE id = ?1", [id])
+                .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES (?1, 'remove', ?2, ?3)",
+                params![seq, name, now_ms()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<usize, FaceStoreError> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.run(move |conn| {
+            let (tx, seq) = begin_change(conn)?;
+            let Some(id) = identity_id(&tx, &from)? else {
+                return Err(FaceStoreError::NotFound(format!("no identity {from:?}")));
+            };
+            let faces = face_count(&tx, id)?;
+            if from == to {
+                return Ok(faces);
+            }
+            if identity_id(&tx, &to)?.is_some() {
+                return Err(FaceStoreError::Conflict(format!(
+                    "an identity {to:?} exists"
+                )));
+            }
+            tx.execute(
+                "UPDATE facerec_identities SET name = ?1 WHERE id = ?2",
+                params![to, id],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO facerec_changes (seq, kind, identity, renamed_to, created_ms)
+                 VALUES (?1, 'rename', ?2, ?3, ?4)",
+                params![seq, from, to, now_ms()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(faces)
+        })
+        .await
+    }
+
+    async fn load(&self, model_id: &str) -> Result<(Gallery, i64), FaceStoreError> {
+        let model_id = model_id.to_string();
+        self.run(move |conn| {
+            // One read transaction: the rows and the counter as of one commit.
+            let tx = conn.transaction().map_err(db_err)?;
+            let seq: i64 = tx
+                .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            let mut gallery = Gallery::new(model_id);
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT i.name, f.embedding, f.side FROM facerec_faces f
+                         JOIN facerec_identities i ON i.id = f.identity_id
+                         WHERE i.collection = 'default' ORDER BY f.seq, f.id",
+                    )
+                    .map_err(db_err)?;
+                let mut rows = stmt.query([]).map_err(db_err)?;
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    let name: String = row.get(0).map_err(db_err)?;
+                    let bytes: Vec<u8> = row.get(1).map_err(db_err)?;
+                    let side: f64 = row.get(2).map_err(db_err)?;
+                    gallery.add_face(&name, &decode(&bytes)?, side as f32);
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok((gallery, seq))
+        })
+        .await
+    }
+
+    async fn changes(&self, after: i64, limit: usize) -> Result<Vec<Change>, FaceStoreError> {
+        let limit = limit.max(1) as i64;
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let upto: i64 = tx
+                .query_row(
+                    "SELECT seq FROM facerec_changes WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+                    params![after, limit - 1],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?
+                .unwrap_or(i64::MAX);
+            let rows = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT c.seq, c.kind, c.identity, c.renamed_to, f.embedding, f.side
+                         FROM facerec_changes c LEFT JOIN facerec_faces f ON f.seq = c.seq
+                         WHERE c.seq > ?1 AND c.seq <= ?2 AND c.collection = 'default'
+                         ORDER BY c.seq, f.id",
+                    )
+                    .map_err(db_err)?;
+                stmt.query_map(params![after, upto], |r| {
+                    Ok(ChangeRow {
+                        seq: r.get(0)?,
+                        kind: r.get(1)?,
+                        identity: r.get(2)?,
+                        renamed_to: r.get(3)?,
+                        embedding: r.get(4)?,
+                        side: r.get::<_, Option<f64>>(5)?.map(|s| s as f32),
+                    })
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?
+            };
+            tx.commit().map_err(db_err)?;
+            group_changes(rows)
+        })
+        .await
+    }
+
+    async fn import_once(&self, gallery: &Gallery) -> Result<Option<usize>, FaceStoreError> {
+        let runs = super::runs_of(gallery);
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let done: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM facerec_meta WHERE key = 'legacy_import'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if done.is_some() {
+                return Ok(None);
+            }
+            let mut faces = 0;
+            for (name, rows) in runs {
+                let seq: i64 = tx
+                    .query_row(
+                        "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                faces += rows.len();
+                add_faces(&tx, seq, &name, rows.into_iter().map(|(e, s)| (e, s, None)))?;
+            }
+            tx.execute(
+                "INSERT INTO facerec_meta (key, value) VALUES ('legacy_import', ?1)",
+                [format!("{faces} faces, {} ms", now_ms())],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Some(faces))
+        })
+        .await
+    }
+
+    async fn status(&self) -> Result<StoreStatus, FaceStoreError> {
+        self.run(|conn| {
+            // One read transaction: the counts as of one commit.
+            let tx = conn.transaction().map_err(db_err)?;
+            status_of(&tx)
+        })
+        .await
+    }
+}

@@ -1,0 +1,305 @@
+//! `facerec bench faces`: the face store at scale, beside the gallery file of earlier
+//! versions in the same run.
+//!
+//! A synthetic gallery (`--faces` unit vectors, `--per-identity` faces per name) is written
+//! once to each store: the gallery file, SQLite under `--dir`, and PostgreSQL when
+//! `--database-url` names an empty database. Then, per store:
+//! - **one enrolment** (one face), `--enrolments` times: what a serving process does — for
+//!   the file, copy the gallery, add the face and write the file again (the earlier
+//!   versions' `GalleryHandle::update`); for a face store, the transaction and the change
+//!   feed applied to the gallery in memory (`GalleryHandle::enroll`). Bytes written are
+//!   this process's `write` calls (`/proc/self/io` `wchar`; PostgreSQL's are the server's);
+//! - **start-up**, twice, each in a fresh child process: the time to a loaded gallery and
+//!   the child's peak RSS (`VmHWM`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use facerec_engine::gallery::{DIM, Gallery};
+use facerec_seams::faces::{self, NewFace};
+use facerec_seams::{FsStore, GalleryHandle};
+
+use crate::cli::bench::FacesArgs;
+use crate::support::runtime::runtime;
+
+/// The model id of the synthetic embeddings.
+const MODEL: &str = "bench-faces";
+
+pub fn run(args: &FacesArgs) -> Result<ExitCode> {
+    if let Some(target) = &args.child_load {
+        return child_load(target);
+    }
+    anyhow::ensure!(
+        args.faces > 0 && args.per_identity > 0,
+        "--faces and --per-identity must be positive"
+    );
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => tempfile_dir()?,
+    };
+    eprintln!("building a synthetic gallery of {} faces", args.faces);
+    let gallery = synthetic(args.faces, args.per_identity);
+    let mut rows = vec![file_row(args, &dir, &gallery)?];
+    let sqlite = dir.join("faces.db");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", sqlite.display()));
+    }
+    rows.push(store_row(
+        args,
+        &dir,
+        &gallery,
+        &format!("sqlite:{}", sqlite.display()),
+    )?);
+    if let Some(url) = args.database.url.as_deref().filter(|u| !u.is_empty()) {
+        rows.push(store_row(args, &dir, &gallery, url)?);
+    }
+    println!(
+        "| store ({} faces, {} per identity) | write it all once | one enrolment: median | max | bytes written | start-up: first | again | peak RSS |",
+        args.faces, args.per_identity
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        println!(
+            "| {} | {:.1} s | {:.1} ms | {:.1} ms | {} | {:.2} s | {:.2} s | {:.0} MB |",
+            r.store,
+            r.write_all.as_secs_f64(),
+            r.enrol_median.as_secs_f64() * 1e3,
+            r.enrol_max.as_secs_f64() * 1e3,
+            r.bytes.map_or("(server side)".to_string(), human_bytes),
+            r.starts[0].0,
+            r.starts[1].0,
+            r.starts[0].1.max(r.starts[1].1),
+        );
+    }
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Row {
+    store: String,
+    write_all: Duration,
+    enrol_median: Duration,
+    enrol_max: Duration,
+    /// Bytes written per enrolment (median), when this process writes them.
+    bytes: Option<u64>,
+    /// (seconds, peak RSS MB) of two starts.
+    starts: [(f64, f64); 2],
+}
+
+/// The earlier versions' gallery file.
+fn file_row(args: &FacesArgs, dir: &Path, gallery: &Gallery) -> Result<Row> {
+    let path = dir.join("gallery.frg");
+    eprintln!("gallery file: writing {}", path.display());
+    let t = Instant::now();
+    gallery.save(&path)?;
+    let write_all = t.elapsed();
+    let mut times = Vec::new();
+    let mut bytes = Vec::new();
+    // Each rewrite costs as much as the first: a few suffice.
+    for k in 0..args.enrolments.clamp(1, 5) {
+        let before = wchar();
+        let t = Instant::now();
+        let mut next = gallery.clone();
+        next.add_face(&format!("new{k}"), &vector(u64::MAX - k as u64), 120.0);
+        next.save(&path)?;
+        times.push(t.elapsed());
+        bytes.push(wchar().saturating_sub(before));
+    }
+    let starts = [
+        child(&path.display().to_string())?,
+        child(&path.display().to_string())?,
+    ];
+    Ok(summarise(
+        "gallery file (earlier versions)",
+        write_all,
+        times,
+        Some(bytes),
+        starts,
+    ))
+}
+
+/// A face store at `url`: bulk-written, then enrolments and starts.
+fn store_row(args: &FacesArgs, dir: &Path, gallery: &Gallery, url: &str) -> Result<Row> {
+    let label = faces::redact(url);
+    let rt = runtime()?;
+    let blobs = FsStore::new(dir.join("blobs"))?;
+    let write_all = rt.block_on(async {
+        let store = faces::open(url, MODEL).await?;
+        let status = store.status().await?;
+        if status.faces > 0 {
+            bail!(
+                "{label} already holds {} faces: give the bench an empty database",
+                status.faces
+            );
+        }
+        eprintln!("{label}: writing {} faces", gallery.len());
+        let t = Instant::now();
+        store.import_once(gallery).await?;
+        Ok(t.elapsed())
+    })?;
+    let starts = [child(url)?, child(url)?];
+    let server_side = url.starts_with("postgres");
+    let (times, bytes) = rt.block_on(async {
+        let handle = GalleryHandle::with_store(MODEL, faces::open(url, MODEL).await?);
+        handle.load(&blobs).await?;
+        let (mut times, mut bytes) = (Vec::new(), Vec::new());
+        for k in 0..args.enrolments.max(1) {
+            let face = NewFace {
+                embedding: vector(u64::MAX - k as u64),
+                side: 120.0,
+                source: None,
+            };
+            let before = wchar();
+            let t = Instant::now();
+            handle.enroll(&blobs, &format!("new{k}"), &[face]).await?;
+            times.push(t.elapsed());
+            bytes.push(wchar().saturating_sub(before));
+        }
+        anyhow::ensure!(handle.get().len() == gallery.len() + args.enrolments.max(1));
+        Ok::<_, anyhow::Error>((times, bytes))
+    })?;
+    Ok(summarise(
+        &label,
+        write_all,
+        times,
+        (!server_side).then_some(bytes),
+        starts,
+    ))
+}
+
+fn summarise(
+    store: &str,
+    write_all: Duration,
+    mut times: Vec<Duration>,
+    bytes: Option<Vec<u64>>,
+    starts: [(f64, f64); 2],
+) -> Row {
+    times.sort();
+    Row {
+        store: store.to_string(),
+        write_all,
+        enrol_median: times[times.len() / 2],
+        enrol_max: times[times.len() - 1],
+        bytes: bytes.map(|mut b| {
+            b.sort_unstable();
+            b[b.len() / 2]
+        }),
+        starts,
+    }
+}
+
+/// Starts a child that loads `target` as a serving process does; (seconds, peak RSS MB).
+fn child(target: &str) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(["bench", "faces", "--child-load", target])
+        .output()
+        .context("starting the child")?;
+    if !out.status.success() {
+        bail!("loading {target}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let (s, rss) = (v["seconds"].as_f64(), v["rss_peak_mb"].as_f64());
+    eprintln!("start-up from {}: {v}", faces::redact(target));
+    Ok((s.unwrap_or(f64::NAN), rss.unwrap_or(f64::NAN)))
+}
+
+/// The child: load, then print the time and the peak RSS as JSON.
+fn child_load(target: &str) -> Result<ExitCode> {
+    let t = Instant::now();
+    let faces = if target.starts_with("sqlite:") || target.starts_with("postgres") {
+        let dir = tempfile_dir()?;
+        let blobs = FsStore::new(&dir)?;
+        let len = runtime()?.block_on(async {
+            let handle = GalleryHandle::with_store(MODEL, faces::open(target, MODEL).await?);
+            handle.load(&blobs).await?;
+            Ok::<_, anyhow::Error>(handle.get().len())
+        })?;
+        let _ = std::fs::remove_dir_all(dir);
+        len
+    } else {
+        Gallery::load(Path::new(target))?.len()
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"seconds": seconds, "faces": faces, "rss_peak_mb": peak_rss_mb()})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A synthetic gallery: unit vectors, `per` faces per identity.
+fn synthetic(n: usize, per: usize) -> Gallery {
+    let mut g = Gallery::new(MODEL);
+    for i in 0..n {
+        g.add_face(&format!("person{}", i / per), &vector(i as u64), 120.0);
+    }
+    g
+}
+
+/// A deterministic unit vector.
+fn vector(seed: u64) -> Vec<f32> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut v: Vec<f32> = (0..DIM)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}
+
+/// Bytes this process has passed to `write` calls so far.
+fn wchar() -> u64 {
+    proc_field("/proc/self/io", "wchar:").unwrap_or(0.0) as u64
+}
+
+fn peak_rss_mb() -> f64 {
+    proc_field("/proc/self/status", "VmHWM:").unwrap_or(f64::NAN) / 1024.0
+}
+
+/// The number after `key` in a /proc file.
+fn proc_field(path: &str, key: &str) -> Option<f64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..10_000 => format!("{b} B"),
+        10_000..10_000_000 => format!("{:.1} KB", b as f64 / 1e3),
+        _ => format!("{:.0} MB", b as f64 / 1e6),
+    }
+}
+
+/// A fresh directory under the system's temporary directory (kept: the caller removes it).
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "facerec-bench-faces-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
