@@ -40,7 +40,7 @@ fn search(c: &mut Criterion) {
         gallery.add(&format!("person{}", i % 10_000), r);
     }
     let (m, norms) = gallery.rows();
-    let on_gpu = GpuGallery::upload(gpu, m, norms).expect("upload");
+    let on_gpu = GpuGallery::upload(gpu, &m, &norms).expect("upload");
     let mut group = c.benchmark_group(format!("search_{n}"));
     group.sample_size(10);
     for q in [16usize, 256] {

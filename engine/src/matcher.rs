@@ -241,7 +241,7 @@ impl GpuSearch {
         }
         let t = std::time::Instant::now();
         let (matrix, norms) = gallery.rows();
-        let rows = GpuGallery::upload(self.gpu.clone(), matrix, norms).inspect_err(|_| {
+        let rows = GpuGallery::upload(self.gpu.clone(), &matrix, &norms).inspect_err(|_| {
             self.failed.store(gallery.generation(), Ordering::Relaxed);
         })?;
         tracing::info!(

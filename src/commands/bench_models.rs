@@ -305,7 +305,7 @@ fn time_search(
         Ok(gpu) => {
             let adapter = gpu.adapter.clone();
             let (matrix, norms) = gallery.rows();
-            let g = GpuGallery::upload(gpu, matrix, norms).context("uploading the gallery")?;
+            let g = GpuGallery::upload(gpu, &matrix, &norms).context("uploading the gallery")?;
             Some((g, adapter))
         }
         Err(e) => {

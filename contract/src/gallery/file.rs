@@ -19,22 +19,28 @@ const VERSION: u32 = 2;
 impl Gallery {
     /// Serialises the gallery (see `load` for the format).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(64 + self.matrix.len() * 4);
+        let mut body = Vec::with_capacity(64 + self.len() * (DIM + 2) * 4);
         put_str(&mut body, &self.model_id);
         body.extend_from_slice(&(DIM as u32).to_le_bytes());
         body.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
         for n in &self.names {
             put_str(&mut body, n);
         }
-        body.extend_from_slice(&(self.owner.len() as u64).to_le_bytes());
-        for &o in &self.owner {
-            body.extend_from_slice(&o.to_le_bytes());
+        body.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        for c in &self.chunks {
+            for &o in &c.owner {
+                body.extend_from_slice(&o.to_le_bytes());
+            }
         }
-        for &side in &self.sides {
-            body.extend_from_slice(&side.to_le_bytes());
+        for c in &self.chunks {
+            for &side in &c.sides {
+                body.extend_from_slice(&side.to_le_bytes());
+            }
         }
-        for &v in &self.matrix {
-            body.extend_from_slice(&v.to_le_bytes());
+        for c in &self.chunks {
+            for &v in &c.matrix {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
         }
         let mut out = Vec::with_capacity(body.len() + 48);
         out.extend_from_slice(MAGIC);
@@ -74,7 +80,7 @@ impl Gallery {
         }
         let n_names = r.u32()? as usize;
         let names = (0..n_names)
-            .map(|_| r.string())
+            .map(|_| r.string().map(std::sync::Arc::<str>::from))
             .collect::<Result<Vec<_>, _>>()?;
         let n =
             usize::try_from(r.u64()?).map_err(|_| FormatError::Invalid("face count overflows"))?;
@@ -93,17 +99,17 @@ impl Gallery {
         if r.pos != body.len() {
             return Err(FormatError::Invalid("trailing bytes after the embeddings"));
         }
-        let norms = matrix.chunks_exact(DIM).map(|e| dot(e, e)).collect();
-        Ok(Self {
+        let mut gallery = Self {
             model_id,
             index: super::index_of(&names),
             names,
-            owner,
-            matrix,
-            norms,
-            sides,
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-        })
+            ..Self::default()
+        };
+        for (r, e) in matrix.chunks_exact(DIM).enumerate() {
+            gallery.push_row(owner[r], e, dot(e, e), sides[r]);
+        }
+        gallery.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        Ok(gallery)
     }
 
     /// Loads a gallery file.

@@ -2,15 +2,17 @@
 //! small versioned binary file that many workers can load.
 //!
 //! Search is exact: every query is compared with every enrolled face. Embeddings live in
-//! one contiguous row-major matrix with precomputed squared norms, so a query costs one
+//! row-major chunks of 16,384 rows with precomputed squared norms, so a query costs one
 //! dot product per face (`|q-e|² = |q|² + |e|² - 2 q·e`), written so the compiler
 //! vectorises it; queries are processed in blocks that share each row load, and large
-//! galleries are split across threads with rayon.
+//! galleries are split across threads with rayon, a chunk per task.
 
 mod error;
 mod file;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -19,8 +21,10 @@ pub use error::{FormatError, GalleryError};
 
 /// Embedding width of the recognition model.
 pub const DIM: usize = 128;
-/// Rows per rayon task; below this a search stays on the calling thread.
-const PAR_ROWS: usize = 16_384;
+/// Rows per chunk: the unit of copy-on-write and of a rayon task in a search.
+const CHUNK: usize = 16_384;
+/// Below twice this many rows a search stays on the calling thread.
+const PAR_ROWS: usize = CHUNK;
 /// Queries scored together against each row.
 const QUERY_BLOCK: usize = 4;
 /// Source of `Gallery::generation` values; 0 is left to empty default galleries.
@@ -46,22 +50,52 @@ pub struct IdentitySummary {
 }
 
 /// An in-memory gallery.
+///
+/// Rows live in chunks of [`CHUNK`] rows behind `Arc`s: a clone shares them, and a change
+/// to a clone copies only the chunks it touches (an enrolment: at most the last one), so a
+/// gallery in use by a search (an `Arc<Gallery>` snapshot) can take a change in
+/// milliseconds whatever its size. Every chunk but the last is full: row `r` is row
+/// `r % CHUNK` of chunk `r / CHUNK`.
 #[derive(Debug, Clone, Default)]
 pub struct Gallery {
     /// Identifier of the model that made the embeddings (sha256 of its ONNX file); a
     /// gallery is only comparable with embeddings of the same model.
     model_id: String,
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     /// Each name's position in `names`.
-    index: HashMap<String, u32>,
-    /// Row `i` of `matrix` belongs to `names[owner[i]]`.
-    owner: Vec<u32>,
-    matrix: Vec<f32>,
-    norms: Vec<f32>,
-    /// Row `i`'s face size in its source image (`FaceBox::side`), 0 when unknown.
-    sides: Vec<f32>,
+    index: HashMap<Arc<str>, u32>,
+    chunks: Vec<Arc<Chunk>>,
     /// Names this content: a fresh process-wide value on every change (see `generation`).
     generation: u64,
+}
+
+/// Up to [`CHUNK`] consecutive rows.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    /// Row `i` belongs to `names[owner[i]]`.
+    owner: Vec<u32>,
+    /// Row-major, `DIM` per row.
+    matrix: Vec<f32>,
+    norms: Vec<f32>,
+    /// Each row's face size in its source image (`FaceBox::side`), 0 when unknown.
+    sides: Vec<f32>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.owner.len()
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.matrix[i * DIM..(i + 1) * DIM]
+    }
+
+    fn push(&mut self, owner: u32, embedding: &[f32], norm: f32, side: f32) {
+        self.owner.push(owner);
+        self.matrix.extend_from_slice(embedding);
+        self.norms.push(norm);
+        self.sides.push(side);
+    }
 }
 
 impl Gallery {
@@ -77,9 +111,9 @@ impl Gallery {
     }
 
     /// Identifies the enrolled rows: unique in the process to each change (`add`, `remove`,
-    /// `from_bytes`) and kept by `clone`, so two galleries with the same generation have
-    /// the same rows (0: an empty gallery never changed). Device mirrors of the matrix
-    /// (`matcher::Matcher`) are keyed by it; later changes have larger values.
+    /// `rename`, `from_bytes`) and kept by `clone`, so two galleries with the same
+    /// generation have the same rows (0: an empty gallery never changed). Device mirrors of
+    /// the matrix (`matcher::Matcher`) are keyed by it; later changes have larger values.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -90,20 +124,32 @@ impl Gallery {
 
     /// Number of enrolled faces.
     pub fn len(&self) -> usize {
-        self.owner.len()
+        match self.chunks.last() {
+            Some(last) => (self.chunks.len() - 1) * CHUNK + last.len(),
+            None => 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owner.is_empty()
+        self.len() == 0
     }
 
     /// Identities with their face counts, sorted by name.
     pub fn identities(&self) -> Vec<IdentitySummary> {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for &o in &self.owner {
-            *counts.entry(&self.names[o as usize]).or_default() += 1;
+        let mut counts = vec![0usize; self.names.len()];
+        for chunk in &self.chunks {
+            for &o in &chunk.owner {
+                counts[o as usize] += 1;
+            }
         }
-        counts
+        let sorted: BTreeMap<&str, usize> = self
+            .names
+            .iter()
+            .zip(counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(n, c)| (&**n, c))
+            .collect();
+        sorted
             .into_iter()
             .map(|(name, faces)| IdentitySummary {
                 name: name.to_string(),
@@ -123,18 +169,20 @@ impl Gallery {
     pub fn add_face(&mut self, name: &str, embedding: &[f32], side: f32) {
         assert_eq!(embedding.len(), DIM, "embeddings are {DIM}-dimensional");
         let idx = match self.index.get(name) {
-            Some(&i) => i as usize,
+            Some(&i) => i,
             None => {
-                self.names.push(name.to_string());
-                self.index
-                    .insert(name.to_string(), (self.names.len() - 1) as u32);
-                self.names.len() - 1
+                let name: Arc<str> = name.into();
+                self.names.push(name.clone());
+                let i = (self.names.len() - 1) as u32;
+                self.index.insert(name, i);
+                i
             }
         };
-        self.owner.push(idx as u32);
-        self.matrix.extend_from_slice(embedding);
-        self.norms.push(dot(embedding, embedding));
-        self.sides.push(side);
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Arc::default());
+        }
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        Arc::make_mut(last).push(idx, embedding, dot(embedding, embedding), side);
         self.changed();
     }
 
@@ -143,24 +191,37 @@ impl Gallery {
         let Some(&idx) = self.index.get(name) else {
             return 0;
         };
-        let mut removed = 0;
-        let (mut owner, mut matrix, mut norms, mut sides) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, &o) in self.owner.iter().enumerate() {
-            if o == idx {
-                removed += 1;
-                continue;
+        let before = self.len();
+        let mut kept = Gallery::new(std::mem::take(&mut self.model_id));
+        kept.names = std::mem::take(&mut self.names);
+        kept.names.remove(idx as usize);
+        kept.index = index_of(&kept.names);
+        for chunk in &self.chunks {
+            for i in 0..chunk.len() {
+                let o = chunk.owner[i];
+                if o == idx {
+                    continue;
+                }
+                let o = if o > idx { o - 1 } else { o };
+                kept.push_row(o, chunk.row(i), chunk.norms[i], chunk.sides[i]);
             }
-            owner.push(if o > idx { o - 1 } else { o });
-            matrix.extend_from_slice(&self.matrix[i * DIM..(i + 1) * DIM]);
-            norms.push(self.norms[i]);
-            sides.push(self.sides[i]);
         }
-        self.names.remove(idx as usize);
-        self.reindex();
-        (self.owner, self.matrix, self.norms, self.sides) = (owner, matrix, norms, sides);
+        let removed = before - kept.len();
+        *self = Gallery {
+            generation: self.generation,
+            ..kept
+        };
         self.changed();
         removed
+    }
+
+    /// Appends a row to the last chunk (a new one when it is full), keeping the invariant.
+    fn push_row(&mut self, owner: u32, embedding: &[f32], norm: f32, side: f32) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Arc::default());
+        }
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        Arc::make_mut(last).push(owner, embedding, norm, side);
     }
 
     /// Gives the faces of `from` the name `to`, keeping their rows (merged into `to`'s
@@ -174,51 +235,63 @@ impl Gallery {
         }
         match self.index.get(to).copied() {
             None => {
-                self.names[idx as usize] = to.to_string();
+                let to: Arc<str> = to.into();
+                self.names[idx as usize] = to.clone();
                 self.index.remove(from);
-                self.index.insert(to.to_string(), idx);
+                self.index.insert(to, idx);
             }
             Some(into) => {
-                for o in &mut self.owner {
-                    if *o == idx {
-                        *o = into;
-                    }
-                    if *o > idx {
-                        *o -= 1;
+                for chunk in &mut self.chunks {
+                    for o in &mut Arc::make_mut(chunk).owner {
+                        if *o == idx {
+                            *o = into;
+                        }
+                        if *o > idx {
+                            *o -= 1;
+                        }
                     }
                 }
                 self.names.remove(idx as usize);
-                self.reindex();
+                self.index = index_of(&self.names);
             }
         }
         self.changed();
     }
 
-    fn reindex(&mut self) {
-        self.index = index_of(&self.names);
-    }
-
     /// Every face in row order: its identity, embedding and size (`FaceBox::side`).
     pub fn faces(&self) -> impl Iterator<Item = (&str, &[f32], f32)> + '_ {
-        (0..self.len()).map(|r| {
-            (
-                self.names[self.owner[r] as usize].as_str(),
-                &self.matrix[r * DIM..(r + 1) * DIM],
-                self.sides[r],
-            )
+        self.chunks.iter().flat_map(move |c| {
+            (0..c.len()).map(move |i| (&*self.names[c.owner[i] as usize], c.row(i), c.sides[i]))
         })
     }
 
     /// The enrolled matrix (row-major, `len() x DIM`) and each row's squared norm, e.g.
-    /// to upload to a device (`gpu::GpuGallery`).
-    pub fn rows(&self) -> (&[f32], &[f32]) {
-        (&self.matrix, &self.norms)
+    /// to upload to a device (`gpu::GpuGallery`): borrowed when the gallery is one chunk,
+    /// else gathered.
+    pub fn rows(&self) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
+        match self.chunks.as_slice() {
+            [] => (Cow::Borrowed(&[][..]), Cow::Borrowed(&[][..])),
+            [one] => (
+                Cow::Borrowed(&one.matrix[..]),
+                Cow::Borrowed(&one.norms[..]),
+            ),
+            many => (
+                Cow::Owned(many.iter().flat_map(|c| c.matrix.iter().copied()).collect()),
+                Cow::Owned(many.iter().flat_map(|c| c.norms.iter().copied()).collect()),
+            ),
+        }
+    }
+
+    /// The chunk and the index in it of row `r` (which must exist).
+    fn at(&self, r: usize) -> (&Chunk, usize) {
+        (&self.chunks[r / CHUNK], r % CHUNK)
     }
 
     /// The identity a row of `rows()` belongs to.
     pub fn row_name(&self, row: usize) -> Option<&str> {
-        let owner = *self.owner.get(row)? as usize;
-        self.names.get(owner).map(String::as_str)
+        let chunk = self.chunks.get(row / CHUNK)?;
+        let owner = *chunk.owner.get(row % CHUNK)? as usize;
+        self.names.get(owner).map(|n| &**n)
     }
 
     /// The nearest enrolled face for each query (`None` for an empty gallery). Among
@@ -259,61 +332,62 @@ impl Gallery {
     }
 
     fn score(&self, q: &[f32], r: usize) -> f32 {
-        score(self.norms[r], &self.matrix[r * DIM..(r + 1) * DIM], q)
+        let (c, i) = self.at(r);
+        score(c.norms[i], c.row(i), q)
     }
 
     fn found(&self, q: &[f32], score: f32, row: usize) -> Match {
         let d2 = (score + dot(q, q)).max(0.0);
+        let (c, i) = self.at(row);
         Match {
-            name: self.names[self.owner[row] as usize].clone(),
+            name: self.names[c.owner[i] as usize].to_string(),
             distance: d2.sqrt(),
-            side: self.sides[row],
+            side: c.sides[i],
         }
     }
 
     /// For up to `QUERY_BLOCK` queries: (min over rows of |e|² - 2 q·e, argmin row).
     fn nearest_block(&self, block: &[&[f32]]) -> Vec<(f32, usize)> {
-        let rows = self.len();
-        let scan = |start: usize, end: usize| -> Vec<(f32, usize)> {
+        let scan = |chunk: usize| -> Vec<(f32, usize)> {
+            let c = &self.chunks[chunk];
+            let base = chunk * CHUNK;
             let mut best = vec![(f32::INFINITY, 0usize); block.len()];
-            for r in start..end {
-                let e = &self.matrix[r * DIM..(r + 1) * DIM];
+            for i in 0..c.len() {
+                let e = c.row(i);
                 for (b, q) in best.iter_mut().zip(block) {
-                    let s = score(self.norms[r], e, q);
+                    let s = score(c.norms[i], e, q);
                     if s < b.0 {
-                        *b = (s, r);
+                        *b = (s, base + i);
                     }
                 }
             }
             best
         };
-        if rows < 2 * PAR_ROWS {
-            return scan(0, rows);
+        let earlier = |a: Vec<(f32, usize)>, b: Vec<(f32, usize)>| -> Vec<(f32, usize)> {
+            a.into_iter()
+                .zip(b)
+                .map(|(x, y)| {
+                    if y.0 < x.0 || (y.0 == x.0 && y.1 < x.1) {
+                        y
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        };
+        let none = || vec![(f32::INFINITY, 0usize); block.len()];
+        if self.len() < 2 * PAR_ROWS {
+            return (0..self.chunks.len()).map(scan).fold(none(), earlier);
         }
-        let starts: Vec<usize> = (0..rows).step_by(PAR_ROWS).collect();
-        starts
-            .par_iter()
-            .map(|&s| scan(s, (s + PAR_ROWS).min(rows)))
-            .reduce(
-                || vec![(f32::INFINITY, 0usize); block.len()],
-                |a, b| {
-                    a.into_iter()
-                        .zip(b)
-                        .map(|(x, y)| {
-                            if y.0 < x.0 || (y.0 == x.0 && y.1 < x.1) {
-                                y
-                            } else {
-                                x
-                            }
-                        })
-                        .collect()
-                },
-            )
+        (0..self.chunks.len())
+            .into_par_iter()
+            .map(scan)
+            .reduce(none, earlier)
     }
 }
 
 /// Each name's position.
-fn index_of(names: &[String]) -> HashMap<String, u32> {
+fn index_of(names: &[Arc<str>]) -> HashMap<Arc<str>, u32> {
     names
         .iter()
         .enumerate()
@@ -367,16 +441,15 @@ mod tests {
     }
 
     fn brute(g: &Gallery, q: &[f32]) -> (String, f32) {
-        (0..g.len())
-            .map(|r| {
-                let e = &g.matrix[r * DIM..(r + 1) * DIM];
+        g.faces()
+            .map(|(name, e, _)| {
                 let d = e
                     .iter()
                     .zip(q)
                     .map(|(a, b)| (a - b) * (a - b))
                     .sum::<f32>()
                     .sqrt();
-                (g.names[g.owner[r] as usize].clone(), d)
+                (name.to_string(), d)
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .expect("non-empty")
@@ -461,6 +534,40 @@ mod tests {
             g.nearest(&[&vector(6)])[0].as_ref().expect("match").name,
             "d"
         );
+    }
+
+    /// A change to a gallery whose snapshot is held elsewhere copies only the chunk it
+    /// touches; the snapshot keeps its rows; search across chunks is unchanged by a
+    /// removal that shifts rows between them.
+    #[test]
+    fn a_change_copies_only_the_chunk_it_touches() {
+        let mut g = Gallery::new("m");
+        for i in 0..(2 * CHUNK + 10) as u64 {
+            g.add(&format!("p{}", i % 5), &vector(i));
+        }
+        let snapshot = g.clone();
+        g.add("new", &vector(999_999));
+        assert!(Arc::ptr_eq(&g.chunks[0], &snapshot.chunks[0]));
+        assert!(Arc::ptr_eq(&g.chunks[1], &snapshot.chunks[1]));
+        assert!(!Arc::ptr_eq(&g.chunks[2], &snapshot.chunks[2]));
+        assert_eq!((snapshot.len(), g.len()), (2 * CHUNK + 10, 2 * CHUNK + 11));
+        assert_eq!(g.row_name(2 * CHUNK + 10), Some("new"));
+        assert_eq!(snapshot.row_name(2 * CHUNK + 10), None);
+        let q = vector(2 * CHUNK as u64 + 3);
+        assert_eq!(g.remove("p0"), (2 * CHUNK + 10).div_ceil(5));
+        assert!(
+            g.chunks[..g.chunks.len() - 1]
+                .iter()
+                .all(|c| c.len() == CHUNK)
+        );
+        let got = g.nearest(&[&q]).remove(0).expect("non-empty");
+        let (name, d) = brute(&g, &q);
+        assert_eq!(got.name, name);
+        assert!((got.distance - d).abs() < 1e-3);
+        let (matrix, norms) = g.rows();
+        assert_eq!((matrix.len(), norms.len()), (g.len() * DIM, g.len()));
+        let last = g.len() - 1;
+        assert_eq!(&matrix[last * DIM..], g.faces().last().expect("rows").1);
     }
 
     #[test]
