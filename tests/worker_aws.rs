@@ -133,19 +133,7 @@ impl Workload {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::copy(self_image(dir.path(), stem), d.join(format!("{stem}.jpg"))).unwrap();
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
-            .args(["enroll", "--backend", "cpu", "--gallery"])
-            .arg(dir.path().join("gallery.frg"))
-            .arg("--dir")
-            .arg(dir.path().join("people"))
-            .env("FACEREC_MODELS", facerec_testkit::models_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kit::enroll_gallery_file(&dir.path().join("gallery.frg"), &dir.path().join("people"));
         Self { dir, expected }
     }
 

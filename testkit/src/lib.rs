@@ -29,7 +29,7 @@ pub use http::{
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use prometheus::Prometheus;
-pub use up::{Up, facerec_bin};
+pub use up::{Up, enroll_gallery_file, facerec_bin};
 
 /// A TCP port that was free a moment ago, for a child process that cannot report the port
 /// it bound (moto, Prometheus). Servers of this repository bind port 0 and say which.

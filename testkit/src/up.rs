@@ -28,6 +28,24 @@ pub fn facerec_bin() -> PathBuf {
     bin
 }
 
+/// A gallery file as the offline CLI writes it: `facerec enroll --backend cpu --gallery
+/// GALLERY --dir PEOPLE`, each sub-folder of PEOPLE an identity.
+pub fn enroll_gallery_file(gallery: &Path, people: &Path) {
+    let out = Command::new(facerec_bin())
+        .args(["enroll", "--backend", "cpu", "--gallery"])
+        .arg(gallery)
+        .arg("--dir")
+        .arg(people)
+        .env("FACEREC_MODELS", models_dir())
+        .output()
+        .expect("facerec runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `facerec up` on a free port with the repo's models and a temporary data directory,
 /// killed on drop.
 pub struct Up {

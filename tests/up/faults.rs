@@ -478,19 +478,9 @@ fn a_gallery_file_of_an_earlier_version_is_imported_once() {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(format!("{stem}.jpg")), w.bytes(stem)).unwrap();
     }
-    let file = server.data().join("out/gallery/gallery.frg");
-    let out = std::process::Command::new(kit::facerec_bin())
-        .args(["enroll", "--backend", "cpu", "--gallery"])
-        .arg(&file)
-        .arg("--dir")
-        .arg(dir.path().join("people"))
-        .env("FACEREC_MODELS", kit::models_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    kit::enroll_gallery_file(
+        &server.data().join("out/gallery/gallery.frg"),
+        &dir.path().join("people"),
     );
     assert_eq!(faces_of(&server.addr, "Paul"), 0, "not read while running");
     server.kill_and_restart();

@@ -448,6 +448,12 @@ impl FaceStore for PgFaces {
         .await
         .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
+        // Statistics for the planner at once (autovacuum comes later): without them the
+        // change feed's query scans the whole feed after a large import.
+        client
+            .batch_execute("ANALYZE facerec_identities, facerec_faces, facerec_changes")
+            .await
+            .map_err(pg_err)?;
         Ok(Some(faces))
     }
 
