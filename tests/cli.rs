@@ -739,3 +739,28 @@ fn onnxruntime_search_asks_python_only_when_nothing_before_it_loads() {
         std::fs::read_to_string(&calls)
     );
 }
+
+/// The binary finds its models wherever it is started (here in a folder of its own, with
+/// no `FACEREC_MODELS`), and a `--models` that does not exist is an error naming the flag.
+#[test]
+fn the_binary_finds_its_models_from_any_directory() {
+    let w = Workload::new();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let image = w.image("test_005");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facerec"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("FACEREC_BACKEND", "cpu")
+            .env_remove("FACEREC_MODELS")
+            .output()
+            .expect("facerec runs")
+    };
+    let out = run(&["embed", "--json", &image]);
+    assert_succeeded(&out);
+    assert!(stdout(&out).contains("\"embedding\""), "{}", stdout(&out));
+    let out = run(&["embed", "--models", "no-such-models", &image]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--models no-such-models"), "{err}");
+}

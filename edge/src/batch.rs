@@ -19,7 +19,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::sync::lock;
+use facerec_seams::sync::lock;
 
 /// Jobs kept in memory; beyond that the oldest finished ones are dropped.
 const MAX_JOBS: usize = 1000;

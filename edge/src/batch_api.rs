@@ -10,23 +10,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::{Request as HttpRequest, State};
+use axum::response::Response;
 use bytes::Bytes;
 use facerec_contract::message::{input_key, result_key};
 use facerec_contract::{ErrorKind, ImageError};
 use facerec_contract::{Request, ResultMessage};
 use facerec_seams::Bucket;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::{Response, StatusCode};
+use hyper::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use crate::api::result_line;
 use crate::archive::{Archive, ArchiveError, Entry, TarReader, ZipReader};
 use crate::batch::{Job, Manifest, manifest_key};
 use crate::edge::Edge;
 use crate::idempotency::{idempotency_key, keyed_id};
 use crate::multipart;
-use crate::response::{ApiError, Body, json_response, result_line};
+use crate::response::{ApiError, Kind, json_response};
+use crate::routes::{RequestId, Segment, Shared};
 
 /// Requests queued per send call (SQS batches hold 10).
 const SEND_BATCH: usize = 10;
@@ -55,8 +58,7 @@ impl Submitter<'_> {
         let max = self.edge.config.max_batch_files;
         if self.next == max {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_files",
+                Kind::TooManyFiles,
                 format!("at most {max} images per batch"),
             ));
         }
@@ -153,12 +155,51 @@ impl Submitter<'_> {
     }
 }
 
+/// `POST /v1/batches`: a bulk job from a multipart, zip or tar body.
+pub(crate) async fn create(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    req: HttpRequest,
+) -> Result<Response, ApiError> {
+    edge.create_batch(req, &rid).await
+}
+
+/// `GET /v1/batches/{id}`: a job's progress.
+pub(crate) async fn progress(
+    State(edge): Shared,
+    Segment(id): Segment,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = edge.job(&headers, &id).await?;
+    Ok(json_response(StatusCode::OK, &progress_json(&job)))
+}
+
+/// `GET /v1/batches`: the jobs this edge holds and the `LIST_STORED` newest stored
+/// ones (taken by other edges, or by this one before a restart; until their
+/// retention), newest first. A stored job is read from its manifest alone when it
+/// finished (its outcome is there), else loaded like `GET /v1/batches/{id}`.
+pub(crate) async fn list(State(edge): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    edge.batch_list(&headers).await
+}
+
+/// `GET /v1/batches/{id}/results`: NDJSON, one line per image, streamed as results
+/// arrive; ends when all are in.
+pub(crate) async fn results(
+    State(edge): Shared,
+    Segment(id): Segment,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = edge.job(&headers, &id).await?;
+    let body = Body::from_stream(job.stream().map(Ok::<_, std::convert::Infallible>));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .expect("valid response parts"))
+}
+
 impl Edge {
-    pub(crate) async fn create_batch(
-        &self,
-        req: hyper::Request<Incoming>,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
+    async fn create_batch(&self, req: HttpRequest, rid: &str) -> Result<Response, ApiError> {
         self.check_key(req.headers())?;
         let (parts, body) = req.into_parts();
         let content_type = parts
@@ -173,7 +214,7 @@ impl Edge {
             None => rid.to_string(),
             Some(key) => {
                 let id = keyed_id(&key);
-                let replayed = self.replay(&parts.headers, &id, rid).await;
+                let replayed = self.replay(&parts.headers, &id).await;
                 if !matches!(replayed, Ok(None)) {
                     // Read the body the client sends anyway, so it gets the answer rather
                     // than a reset connection.
@@ -186,8 +227,7 @@ impl Edge {
         let Some(job) = self.batches.create(id.clone()) else {
             self.drain(body).await;
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "batch_exists",
+                Kind::BatchExists,
                 format!("batch {id} for this Idempotency-Key is being uploaded by another request"),
             ));
         };
@@ -211,8 +251,7 @@ impl Edge {
             self.read_archive(body, &mut sub, true).await
         } else {
             Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_body",
+                Kind::UnsupportedBody,
                 "a batch is multipart/form-data with image files, an application/zip or an \
                  application/x-tar body",
             ))
@@ -238,13 +277,13 @@ impl Edge {
         }
         tracing::info!(batch = %job.id, total = p.total, rejected = p.failed, "batch accepted");
         let body = json!({"id": job.id, "total": p.total, "done": p.done, "failed": p.failed});
-        Ok(json_response(StatusCode::ACCEPTED, &body, rid))
+        Ok(json_response(StatusCode::ACCEPTED, &body))
     }
 
     async fn read_multipart(
         &self,
-        headers: &hyper::HeaderMap,
-        body: Incoming,
+        headers: &HeaderMap,
+        body: Body,
         sub: &mut Submitter<'_>,
     ) -> Result<(), ApiError> {
         let max = self.config.max_batch_files.saturating_add(1);
@@ -269,7 +308,7 @@ impl Edge {
     /// A tar body (`zip` false) or a zip body, entry by entry.
     async fn read_archive(
         &self,
-        body: Incoming,
+        body: Body,
         sub: &mut Submitter<'_>,
         zip: bool,
     ) -> Result<(), ApiError> {
@@ -293,19 +332,14 @@ impl Edge {
     /// again), `409` while another request is still uploading it or when its upload was cut
     /// off (it holds only part of the files: post again under a new key). `None`: no such
     /// job yet.
-    async fn replay(
-        &self,
-        headers: &hyper::HeaderMap,
-        id: &str,
-        rid: &str,
-    ) -> Result<Option<Response<Body>>, ApiError> {
+    async fn replay(&self, headers: &HeaderMap, id: &str) -> Result<Option<Response>, ApiError> {
         let job = match self.job(headers, id).await {
             Ok(job) => job,
-            Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
+            Err(e) if e.kind == Kind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let p = job.progress();
-        let conflict = |why: String| ApiError::new(StatusCode::CONFLICT, "batch_exists", why);
+        let conflict = |why: String| ApiError::new(Kind::BatchExists, why);
         if let Some(why) = p.cut_off {
             return Err(conflict(format!(
                 "batch {id} for this Idempotency-Key was cut off ({why}); post again with another key"
@@ -317,27 +351,23 @@ impl Edge {
             )));
         }
         tracing::info!(batch = id, "batch answered again for its Idempotency-Key");
-        Ok(Some(json_response(
-            StatusCode::OK,
-            &progress_json(&job),
-            rid,
-        )))
+        Ok(Some(json_response(StatusCode::OK, &progress_json(&job))))
     }
 
     /// Reads a request body to its end (or until it stalls), keeping nothing.
-    async fn drain(&self, body: Incoming) {
+    async fn drain(&self, body: Body) {
         let mut frames = std::pin::pin!(multipart::data_frames(body, self.config.read_timeout));
         while let Some(Ok(_)) = frames.next().await {}
     }
 
     /// A job by id: in this edge's table, else loaded from the store (taken by another
     /// edge, or by this one before a restart).
-    async fn job(&self, headers: &hyper::HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
+    async fn job(&self, headers: &HeaderMap, id: &str) -> Result<Arc<Job>, ApiError> {
         self.check_key(headers)?;
         if let Some(job) = self.batches.get(id) {
             return Ok(job);
         }
-        let not_found = || ApiError::not_found(&format!("no batch {id}"));
+        let not_found = || ApiError::not_found(format!("no batch {id}"));
         if id.is_empty() || id.contains(['/', '\\', '.']) {
             return Err(not_found());
         }
@@ -424,25 +454,7 @@ impl Edge {
         }
     }
 
-    pub(crate) async fn batch_progress(
-        &self,
-        headers: &hyper::HeaderMap,
-        id: &str,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
-        let job = self.job(headers, id).await?;
-        Ok(json_response(StatusCode::OK, &progress_json(&job), rid))
-    }
-
-    /// `GET /v1/batches`: the jobs this edge holds and the `LIST_STORED` newest stored
-    /// ones (taken by other edges, or by this one before a restart; until their
-    /// retention), newest first. A stored job is read from its manifest alone when it
-    /// finished (its outcome is there), else loaded like `GET /v1/batches/{id}`.
-    pub(crate) async fn batch_list(
-        &self,
-        headers: &hyper::HeaderMap,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
+    async fn batch_list(&self, headers: &HeaderMap) -> Result<Response, ApiError> {
         self.check_key(headers)?;
         let mut jobs: Vec<(u64, serde_json::Value)> = self
             .batches
@@ -483,30 +495,7 @@ impl Edge {
         }
         jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
         let jobs: Vec<serde_json::Value> = jobs.into_iter().map(|(_, v)| v).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "batches": jobs }),
-            rid,
-        ))
-    }
-
-    /// NDJSON, one line per image, streamed as results arrive; ends when all are in.
-    pub(crate) async fn batch_results(
-        &self,
-        headers: &hyper::HeaderMap,
-        id: &str,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
-        let job = self.job(headers, id).await?;
-        let frames = job
-            .stream()
-            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
-        Ok(Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/x-ndjson")
-            .header("x-request-id", rid)
-            .body(BodyExt::boxed(StreamBody::new(frames)))
-            .expect("valid response parts"))
+        Ok(json_response(StatusCode::OK, &json!({ "batches": jobs })))
     }
 }
 
@@ -522,7 +511,7 @@ async fn submit_entry(
         Ok(Some(Entry::File { name, bytes })) => sub.submit(&name, bytes).await.map(|()| true),
         Ok(Some(Entry::TooLarge { name, size })) => sub.too_large(&name, size).map(|()| true),
         Err(ArchiveError::Body(e)) => Err(multipart::BodyError::answer(e.as_ref())),
-        Err(e) => Err(ApiError::bad_request(&format!("bad {what} body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!("bad {what} body: {e}"))),
     }
 }
 

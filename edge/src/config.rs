@@ -37,23 +37,28 @@ pub struct EdgeConfig {
     pub max_connections: usize,
 }
 
+impl EdgeConfig {
+    /// The defaults, the one source of them (the CLI's flags take theirs from here).
+    pub const DEFAULT: Self = Self {
+        request_timeout: Duration::from_secs(60),
+        max_file_size: 10_485_760,
+        max_files: 100,
+        max_in_flight: 512,
+        api_key: None,
+        threshold: facerec_contract::Threshold::DEFAULT,
+        result_poll: Duration::from_secs(3),
+        response_pollers: 2,
+        response_wait: Duration::from_secs(20),
+        max_batch_files: 10_000,
+        read_timeout: Duration::from_secs(30),
+        job_retention: Duration::from_secs(7 * 24 * 3600),
+        drain: Duration::from_secs(10),
+        max_connections: 10_000,
+    };
+}
+
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(60),
-            max_file_size: 10_485_760,
-            max_files: 100,
-            max_in_flight: 512,
-            api_key: None,
-            threshold: facerec_contract::Threshold::DEFAULT,
-            result_poll: Duration::from_secs(3),
-            response_pollers: 2,
-            response_wait: Duration::from_secs(20),
-            max_batch_files: 10_000,
-            read_timeout: Duration::from_secs(30),
-            job_retention: Duration::from_secs(7 * 24 * 3600),
-            drain: Duration::from_secs(10),
-            max_connections: 10_000,
-        }
+        Self::DEFAULT
     }
 }

@@ -14,11 +14,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::result_line;
 use crate::batch;
 use crate::config::EdgeConfig;
 use crate::metrics::EdgeMetrics;
-use crate::response::{ApiError, result_line, validate_image};
-use crate::sync::lock;
+use crate::response::{ApiError, Kind, validate_image};
+use facerec_seams::sync::lock;
 
 pub struct Edge {
     pub(crate) config: EdgeConfig,
@@ -203,8 +204,7 @@ impl Edge {
         match given {
             Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => Ok(()),
             _ => Err(ApiError::new(
-                hyper::StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                Kind::Unauthorized,
                 "missing or wrong API key (Authorization: Bearer <FACEREC_API_KEY>)",
             )),
         }
@@ -232,11 +232,11 @@ impl Waiter<'_> {
             tokio::select! {
                 r = &mut rx => match r {
                     Ok(result) => return Ok(result),
-                    Err(_) => return Err(ApiError::unavailable("the edge is shutting down".into())),
+                    Err(_) => return Err(ApiError::unavailable("the edge is shutting down")),
                 },
                 () = self.edge.closing.cancelled() => {
                     return Err(ApiError::unavailable(
-                        "the server is shutting down (drain time over); retry".into(),
+                        "the server is shutting down (drain time over); retry",
                     ));
                 }
                 () = tokio::time::sleep(nap) => {}

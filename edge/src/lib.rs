@@ -7,6 +7,7 @@
 //! each get their own answer. If a response message is missed (another edge took it),
 //! the waiter finds the result in the output bucket, where every result is stored.
 
+pub mod api;
 pub mod archive;
 pub mod batch;
 mod batch_api;
@@ -21,10 +22,9 @@ mod recognize;
 mod response;
 mod routes;
 mod server;
-mod sync;
 
 pub use config::EdgeConfig;
 pub use edge::Edge;
 pub use metrics::EdgeMetrics;
-pub use response::ApiError;
+pub use response::{ApiError, Kind};
 pub use server::run;

@@ -5,13 +5,12 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyStream;
-use hyper::StatusCode;
-use hyper::body::Incoming;
 
-use crate::response::ApiError;
+use crate::response::{ApiError, Kind};
 
 /// One uploaded file.
 pub struct Part {
@@ -33,7 +32,7 @@ pub enum BodyError {
     #[error("the request body stalled: no bytes for {} s", .0.as_secs_f64())]
     Stalled(Duration),
     #[error("reading the request body: {0}")]
-    Read(#[from] hyper::Error),
+    Read(#[from] axum::Error),
 }
 
 impl BodyError {
@@ -41,13 +40,11 @@ impl BodyError {
     /// an archive reader) passed on: 408 when the body stalled, else 400.
     pub fn answer(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ApiError {
         match e.downcast_ref::<Self>() {
-            Some(stalled @ Self::Stalled(_)) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                stalled.to_string(),
-            ),
-            Some(read @ Self::Read(_)) => ApiError::bad_request(&read.to_string()),
-            None => ApiError::bad_request(&format!("reading the request body: {e}")),
+            Some(stalled @ Self::Stalled(_)) => {
+                ApiError::new(Kind::BodyTimeout, stalled.to_string())
+            }
+            Some(read @ Self::Read(_)) => ApiError::bad_request(read.to_string()),
+            None => ApiError::bad_request(format!("reading the request body: {e}")),
         }
     }
 }
@@ -56,7 +53,7 @@ pub(crate) type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + S
 
 /// The data frames of a request body as a stream of bytes (trailers dropped); the stream
 /// fails with `BodyError::Stalled` when no frame arrives within `idle`.
-pub(crate) fn data_frames(body: Incoming, idle: Duration) -> Frames {
+pub(crate) fn data_frames(body: Body, idle: Duration) -> Frames {
     let frames = BodyStream::new(body).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
@@ -81,7 +78,7 @@ pub(crate) fn data_frames(body: Incoming, idle: Duration) -> Frames {
 /// a file over the limit fails the request with 413.
 pub async fn read(
     headers: &hyper::HeaderMap,
-    body: Incoming,
+    body: Body,
     max_file: usize,
     max_files: usize,
     idle: Duration,
@@ -108,7 +105,7 @@ pub struct Files {
 impl Files {
     pub fn new(
         headers: &hyper::HeaderMap,
-        body: Incoming,
+        body: Body,
         max_file: usize,
         max_files: usize,
         idle: Duration,
@@ -168,8 +165,7 @@ impl Files {
             let Some(filename) = filename else { continue };
             if self.count == self.max_files {
                 return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_many_files",
+                    Kind::TooManyFiles,
                     format!("at most {} files per request", self.max_files),
                 ));
             }
@@ -191,6 +187,148 @@ fn error(e: multer::Error, max_file: usize) -> ApiError {
     match e {
         multer::Error::StreamSizeExceeded { .. } => ApiError::too_large(max_file),
         multer::Error::StreamReadFailed(inner) => BodyError::answer(inner.as_ref()),
-        other => ApiError::bad_request(&format!("malformed multipart body: {other}")),
+        other => ApiError::bad_request(format!("malformed multipart body: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDARY: &str = "XyZ";
+
+    fn headers() -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}")
+                .parse()
+                .unwrap(),
+        );
+        h
+    }
+
+    /// A multipart body of `(field, filename, bytes)` parts; a `None` filename is a plain
+    /// form field.
+    fn body(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (field, filename, bytes) in parts {
+            b.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+            let disposition = match filename {
+                Some(f) => format!("form-data; name=\"{field}\"; filename=\"{f}\""),
+                None => format!("form-data; name=\"{field}\""),
+            };
+            b.extend_from_slice(format!("Content-Disposition: {disposition}\r\n\r\n").as_bytes());
+            b.extend_from_slice(bytes);
+            b.extend_from_slice(b"\r\n");
+        }
+        b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        b
+    }
+
+    const IDLE: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn files_are_read_in_order_and_form_fields_skipped() {
+        let b = body(&[
+            ("image", Some("a.jpg"), b"aaa"),
+            ("note", None, b"hello"),
+            ("image", Some("b.png"), b"bb"),
+        ]);
+        let parts = read(&headers(), Body::from(b), 10, 5, IDLE).await.unwrap();
+        let got: Vec<(&str, &str, &[u8])> = parts
+            .iter()
+            .map(|p| (p.field.as_str(), p.filename.as_str(), p.bytes.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("image", "a.jpg", &b"aaa"[..]),
+                ("image", "b.png", &b"bb"[..])
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_over_the_limit_is_413_or_an_item_and_the_next_files_are_read() {
+        let b = body(&[
+            ("image", Some("big.jpg"), &[7u8; 11]),
+            ("image", Some("ok.jpg"), b"fine"),
+        ]);
+        let e = read(&headers(), Body::from(b.clone()), 10, 5, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((e.kind, e.status().as_u16()), (Kind::TooLarge, 413));
+        let mut files = Files::new(&headers(), Body::from(b), 10, 5, IDLE).unwrap();
+        assert!(matches!(
+            files.next().await.unwrap(),
+            Some(Item::TooLarge { size: 11, .. })
+        ));
+        assert!(
+            matches!(files.next().await.unwrap(), Some(Item::File(p)) if p.filename == "ok.jpg")
+        );
+        assert!(files.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn more_files_than_allowed_is_413_too_many_files() {
+        let b = body(&[
+            ("image", Some("1.jpg"), b"1"),
+            ("image", Some("2.jpg"), b"2"),
+            ("image", Some("3.jpg"), b"3"),
+        ]);
+        let e = read(&headers(), Body::from(b), 10, 2, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, Kind::TooManyFiles);
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_400_with_what_is_wrong() {
+        // No boundary in the content type.
+        let mut plain = hyper::HeaderMap::new();
+        plain.insert(hyper::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        let e = read(&plain, Body::from("x"), 10, 5, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.message.contains("boundary"), "{}", e.message);
+        // A part without a Content-Disposition name.
+        let b = format!("--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\nxx\r\n--{BOUNDARY}--\r\n");
+        let e = read(&headers(), Body::from(b), 10, 5, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, Kind::BadRequest);
+        assert!(
+            e.message.starts_with("malformed multipart body"),
+            "{}",
+            e.message
+        );
+        // A declared length past what MAX_FILE_SIZE x max_files allows: refused unread.
+        let mut long = headers();
+        long.insert(hyper::header::CONTENT_LENGTH, "999999999".parse().unwrap());
+        let e = read(&long, Body::from("x"), 10, 5, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, Kind::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_is_408_after_the_idle_time() {
+        let first = body(&[("image", Some("a.jpg"), b"aaa")]);
+        let head = Bytes::copy_from_slice(&first[..first.len() / 2]);
+        let stalls = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) })
+            .chain(futures_util::stream::pending());
+        let started = std::time::Instant::now();
+        let e = read(&headers(), Body::from_stream(stalls), 10, 5, IDLE)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!((e.kind, e.status().as_u16()), (Kind::BodyTimeout, 408));
+        assert!(started.elapsed() >= IDLE);
     }
 }

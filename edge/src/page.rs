@@ -1,21 +1,20 @@
 //! The built-in web page (GET `/`): static, embedded in the binary, no build step.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Response, StatusCode};
+use axum::body::Body;
+use axum::response::Response;
+use hyper::StatusCode;
 
 const INDEX: &str = include_str!("page.html");
 
-pub fn index(request_id: &str) -> Response<crate::response::Body> {
+pub(crate) async fn index() -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/html; charset=utf-8")
-        .header("x-request-id", request_id)
         .header(
             "content-security-policy",
             "default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
         )
-        .body(Full::new(Bytes::from_static(INDEX.as_bytes())).boxed())
+        .body(Body::from(INDEX))
         .expect("valid response parts")
 }
 
@@ -25,12 +24,11 @@ const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 3
 <rect x=\"7\" y=\"7\" width=\"18\" height=\"18\" fill=\"none\" stroke=\"#2ecc71\" stroke-width=\"2.5\"/>\
 </svg>";
 
-pub fn icon(request_id: &str) -> Response<crate::response::Body> {
+pub(crate) async fn icon() -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "image/svg+xml")
         .header("cache-control", "public, max-age=86400")
-        .header("x-request-id", request_id)
-        .body(Full::new(Bytes::from_static(ICON.as_bytes())).boxed())
+        .body(Body::from(ICON))
         .expect("valid response parts")
 }

@@ -3,20 +3,23 @@
 
 use std::path::Path;
 
+use axum::extract::{Request, State};
+use axum::response::Response;
 use facerec_contract::ResultMessage;
 use facerec_contract::message::result_key;
 use facerec_seams::Bucket;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::json;
 
+use crate::api::recognition_json;
 use crate::edge::Edge;
 use crate::idempotency::{idempotency_key, keyed_id};
 use crate::multipart::{self, Part};
-use crate::response::{ApiError, Body, json_response, result_json, text_response};
+use crate::response::{ApiError, Kind, json_response, text_response};
+use crate::routes::{RequestId, Shared};
 
 impl Edge {
-    pub(crate) async fn files(&self, req: Request<Incoming>) -> Result<Vec<Part>, ApiError> {
+    pub(crate) async fn files(&self, req: Request) -> Result<Vec<Part>, ApiError> {
         let (parts, body) = req.into_parts();
         multipart::read(
             &parts.headers,
@@ -69,117 +72,109 @@ impl Edge {
         });
         futures_util::future::join_all(jobs).await
     }
+}
 
-    /// The original contract: multipart `inputFile` → `text/plain` `<stem>:<name>`.
-    pub(crate) async fn original(
-        &self,
-        req: Request<Incoming>,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
-        let parts = self.files(req).await?;
-        let Some(part) = parts.into_iter().find(|p| p.field == "inputFile") else {
-            return Err(ApiError::bad_request("missing file field \"inputFile\""));
-        };
-        // The answer is `<file stem>:<name>`: a file without a name has no stem.
-        if Path::new(&part.filename)
-            .file_stem()
-            .is_none_or(|s| s.is_empty())
-        {
-            return Err(ApiError::bad_request(
-                "the inputFile part has an empty filename (no file chosen?)",
-            ));
-        }
-        let result = self
-            .recognize(rid, &part.filename, part.bytes, false)
-            .await?;
-        if let Some(e) = &result.error {
-            return Err(ApiError::image(e));
-        }
-        Ok(text_response(
-            StatusCode::OK,
-            "text/plain",
-            result.plain(),
-            rid,
-        ))
+/// The original contract: multipart `inputFile` → `text/plain` `<stem>:<name>`.
+pub(crate) async fn original(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let parts = edge.files(req).await?;
+    let Some(part) = parts.into_iter().find(|p| p.field == "inputFile") else {
+        return Err(ApiError::bad_request("missing file field \"inputFile\""));
+    };
+    // The answer is `<file stem>:<name>`: a file without a name has no stem.
+    if Path::new(&part.filename)
+        .file_stem()
+        .is_none_or(|s| s.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "the inputFile part has an empty filename (no file chosen?)",
+        ));
     }
+    let result = edge
+        .recognize(&rid, &part.filename, part.bytes, false)
+        .await?;
+    if let Some(e) = &result.error {
+        return Err(ApiError::image(e));
+    }
+    Ok(text_response(StatusCode::OK, "text/plain", result.plain()))
+}
 
-    pub(crate) async fn recognize_route(
-        &self,
-        req: Request<Incoming>,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
-        // With an `Idempotency-Key` the uploads' ids come from the key: a retry is answered
-        // with the results already stored instead of recognising them again.
-        let key = idempotency_key(req.headers())?;
-        let base = key.as_deref().map_or_else(|| rid.to_string(), keyed_id);
-        let parts = self.files(req).await?;
-        if parts.is_empty() {
-            return Err(ApiError::bad_request("no image files in the request"));
-        }
-        let names: Vec<String> = parts.iter().map(|p| p.filename.clone()).collect();
-        let results = self
-            .recognize_parts_as(parts, &base, key.is_some(), false)
-            .await;
-        if let [Err(e)] = results.as_slice() {
-            return Err(e.clone());
-        }
-        let items: Vec<serde_json::Value> = results
+/// `POST /v1/recognize`: one or more images, results in upload order.
+pub(crate) async fn recognize(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    req: Request,
+) -> Result<Response, ApiError> {
+    // With an `Idempotency-Key` the uploads' ids come from the key: a retry is answered
+    // with the results already stored instead of recognising them again.
+    let key = idempotency_key(req.headers())?;
+    let base = key.as_deref().map_or_else(|| rid.clone(), keyed_id);
+    let parts = edge.files(req).await?;
+    if parts.is_empty() {
+        return Err(ApiError::bad_request("no image files in the request"));
+    }
+    let names: Vec<String> = parts.iter().map(|p| p.filename.clone()).collect();
+    let results = edge
+        .recognize_parts_as(parts, &base, key.is_some(), false)
+        .await;
+    if let [Err(e)] = results.as_slice() {
+        return Err(e.clone());
+    }
+    let items: Vec<serde_json::Value> = results
             .into_iter()
             .zip(names)
             .map(|(r, filename)| match r {
-                Ok(r) => result_json(&r),
+                Ok(r) => recognition_json(&r),
                 Err(e) => {
-                    json!({"filename": filename, "error": {"kind": e.kind, "message": e.message}})
+                    json!({"filename": filename, "error": {"kind": e.kind.as_str(), "message": e.message}})
                 }
             })
             .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"results": items}),
-            rid,
-        ))
-    }
+    Ok(json_response(StatusCode::OK, &json!({"results": items})))
+}
 
-    pub(crate) async fn verify(
-        &self,
-        req: Request<Incoming>,
-        rid: &str,
-    ) -> Result<Response<Body>, ApiError> {
-        let parts = self.files(req).await?;
-        let mut a = None;
-        let mut b = None;
-        for p in parts {
-            match p.field.as_str() {
-                "a" => a = Some(p),
-                "b" => b = Some(p),
-                _ => {}
-            }
+/// `POST /v1/verify`: the largest faces of files `a` and `b`, the same person or not.
+pub(crate) async fn verify(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let parts = edge.files(req).await?;
+    let mut a = None;
+    let mut b = None;
+    for p in parts {
+        match p.field.as_str() {
+            "a" => a = Some(p),
+            "b" => b = Some(p),
+            _ => {}
         }
-        let (Some(a), Some(b)) = (a, b) else {
-            return Err(ApiError::bad_request(
-                "verify needs two files, fields \"a\" and \"b\"",
-            ));
-        };
-        let faces = self
-            .recognize_parts(vec![a, b], rid, true)
-            .await
-            .into_iter()
-            .map(|r| largest_face(r?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ((ea, sa), (eb, sb)) = (&faces[0], &faces[1]);
-        let distance = facerec_contract::report::distance(ea, eb);
-        let rule = self.config.threshold;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "same": rule.is_same(distance, *sa, *sb),
-                "distance": distance,
-                "threshold": rule.for_sides(*sa, *sb),
-                "confidence": rule.confidence(distance, *sa, *sb),
-            }),
-            rid,
-        ))
     }
+    let (Some(a), Some(b)) = (a, b) else {
+        return Err(ApiError::bad_request(
+            "verify needs two files, fields \"a\" and \"b\"",
+        ));
+    };
+    let faces = edge
+        .recognize_parts(vec![a, b], &rid, true)
+        .await
+        .into_iter()
+        .map(|r| largest_face(r?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ((ea, sa), (eb, sb)) = (&faces[0], &faces[1]);
+    let distance = facerec_contract::report::distance(ea, eb);
+    let rule = edge.config.threshold;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "same": rule.is_same(distance, *sa, *sb),
+            "distance": distance,
+            "threshold": rule.for_sides(*sa, *sb),
+            "confidence": rule.confidence(distance, *sa, *sb),
+        }),
+    ))
 }
 
 /// The largest face of one recognised upload: its descriptor and its size
@@ -192,11 +187,5 @@ pub(crate) fn largest_face(r: ResultMessage) -> Result<(Vec<f32>, f32), ApiError
         .as_ref()
         .and_then(|f| f.first())
         .and_then(|f| Some((f.embedding.clone()?, f.bbox[2].min(f.bbox[3]))))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "no_face",
-                format!("no face found in {}", r.filename),
-            )
-        })
+        .ok_or_else(|| ApiError::new(Kind::NoFace, format!("no face found in {}", r.filename)))
 }

@@ -1,218 +1,424 @@
-//! The routes of the HTTP API (docs/interfaces.md): every request gets an id, a log line
-//! and its metrics; health, readiness and stats answer here.
+//! The route table of the HTTP API (docs/interfaces.md), in one place: each route, its
+//! methods and its handler. The handlers are functions over the shared `Edge`; `track` is
+//! the layer every request passes: its request id (`x-request-id`), the 503 while the
+//! server drains, its metrics and its log line. `GET` routes answer `HEAD` too; a known
+//! route with another method answers 405 with `Allow`; anything else 404, both as JSON.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
 use facerec_seams::metrics::render;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode, Uri};
 use serde_json::json;
 
 use crate::edge::Edge;
-use crate::page;
-use crate::response::{ApiError, Body, json_response, text_response};
+use crate::response::{ApiError, Kind, json_response, text_response};
+use crate::{batch_api, identities, page, recognize};
 
-impl Edge {
-    /// Answers one HTTP request; records metrics and a log line with the request id.
-    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut response = ApiError::unavailable(
-                "the server is shutting down; retry against another instance".into(),
-            )
-            .response(&request_id);
-            response.headers_mut().insert(
-                hyper::header::CONNECTION,
-                hyper::header::HeaderValue::from_static("close"),
-            );
-            self.metrics
-                .request("other", 503, start.elapsed().as_secs_f64());
-            tracing::info!(request_id, %method, path, status = 503, "http (shutting down)");
-            return response;
-        }
-        let (route, result) = {
-            self.metrics.in_flight.inc();
-            let r = self.route(req, &request_id).await;
-            self.metrics.in_flight.dec();
-            r
-        };
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => e.response(&request_id),
-        };
-        let status = response.status().as_u16();
-        self.metrics
-            .request(route, status, start.elapsed().as_secs_f64());
-        tracing::info!(request_id, %method, path, status, ms = start.elapsed().as_millis() as u64, "http");
-        response
-    }
+/// The shared state every handler gets.
+pub(crate) type Shared = State<Arc<Edge>>;
 
-    pub(crate) async fn route(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        rid: &str,
-    ) -> (&'static str, Result<Response<Body>, ApiError>) {
-        let path = req.uri().path().to_string();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let asked = req.method().clone();
-        // HEAD answers as GET; hyper sends the head without the body.
-        let method = match req.method() {
-            &Method::HEAD => Method::GET,
-            m => m.clone(),
-        };
-        match (&method, segments.as_slice()) {
-            (&Method::GET, [""]) => ("/page", Ok(page::index(rid))),
-            (&Method::GET, ["favicon.ico"]) => ("/favicon.ico", Ok(page::icon(rid))),
-            (&Method::POST, [""]) => ("/", self.original(req, rid).await),
-            (&Method::GET, ["health"]) => (
-                "/health",
-                Ok(text_response(StatusCode::OK, "text/plain", "ok\n", rid)),
-            ),
-            (&Method::GET, ["ready"]) => ("/ready", self.ready(rid).await),
-            (&Method::GET, ["metrics"]) => (
-                "/metrics",
-                Ok(text_response(
-                    StatusCode::OK,
-                    facerec_seams::http::METRICS_CONTENT_TYPE,
-                    render(&self.registry),
-                    rid,
-                )),
-            ),
-            (&Method::GET, ["v1", "stats"]) => ("/v1/stats", self.stats(rid).await),
-            (&Method::POST, ["v1", "recognize"]) => {
-                ("/v1/recognize", self.recognize_route(req, rid).await)
-            }
-            (&Method::POST, ["v1", "verify"]) => ("/v1/verify", self.verify(req, rid).await),
-            (&Method::GET, ["v1", "identities"]) => ("/v1/identities", Ok(self.identities(rid))),
-            (&Method::POST, ["v1", "identities", name, "faces"]) => match percent_decode(name) {
-                Ok(name) => ("/v1/identities/faces", self.enroll(req, &name, rid).await),
-                Err(e) => ("/v1/identities/faces", Err(e)),
-            },
-            (&Method::POST, ["v1", "batches"]) => {
-                ("/v1/batches", self.create_batch(req, rid).await)
-            }
-            (&Method::GET, ["v1", "batches"]) => {
-                ("/v1/batches", self.batch_list(req.headers(), rid).await)
-            }
-            (&Method::GET, ["v1", "batches", id]) => (
-                "/v1/batches/id",
-                self.batch_progress(req.headers(), id, rid).await,
-            ),
-            (&Method::GET, ["v1", "batches", id, "results"]) => (
-                "/v1/batches/results",
-                self.batch_results(req.headers(), id, rid).await,
-            ),
-            (&Method::PATCH, ["v1", "identities", name]) => match percent_decode(name) {
-                Ok(name) => ("/v1/identities", self.rename(req, &name, rid).await),
-                Err(e) => ("/v1/identities", Err(e)),
-            },
-            (&Method::DELETE, ["v1", "identities", name]) => match percent_decode(name) {
-                Ok(name) => (
-                    "/v1/identities",
-                    self.remove(req.headers(), &name, rid).await,
-                ),
-                Err(e) => ("/v1/identities", Err(e)),
-            },
-            (_, [""] | ["health" | "ready" | "metrics" | "favicon.ico"] | ["v1", ..])
-                if known(&segments) =>
-            {
-                (
-                    "other",
-                    Err(ApiError::new(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method_not_allowed",
-                        format!("{asked} is not allowed on {path}"),
-                    )),
-                )
-            }
-            _ => (
-                "other",
-                Err(ApiError::not_found(&format!("no route {path}"))),
-            ),
-        }
-    }
+/// Every route of the API.
+pub(crate) fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/", get(page::index).post(recognize::original))
+        .route("/favicon.ico", get(page::icon))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/stats", get(stats))
+        .route("/v1/recognize", post(recognize::recognize))
+        .route("/v1/verify", post(recognize::verify))
+        .route("/v1/identities", get(identities::list))
+        .route(
+            "/v1/identities/{name}",
+            patch(identities::rename).delete(identities::remove),
+        )
+        .route("/v1/identities/{name}/faces", post(identities::enroll))
+        .route("/v1/batches", get(batch_api::list).post(batch_api::create))
+        .route("/v1/batches/{id}", get(batch_api::progress))
+        .route("/v1/batches/{id}/results", get(batch_api::results))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(from_fn_with_state(edge.clone(), track))
+        .with_state(edge)
+}
 
-    pub(crate) async fn ready(&self, rid: &str) -> Result<Response<Body>, ApiError> {
-        let store = self.seams.store.ping().await;
-        let queue = self.seams.requests.depth().await;
-        let ok = store.is_ok() && queue.is_ok();
-        // The face store is reported, not required: recognition matches the gallery in
-        // memory while the database is away (only changes to it wait).
-        let faces = match self.gallery.store() {
-            None => "none".to_string(),
-            Some(s) => s
-                .status()
-                .await
-                .map_or_else(|e| e.to_string(), |_| "ok".to_string()),
-        };
-        let body = json!({
-            "ready": ok,
-            "store": store.err().map_or("ok".to_string(), |e| e.to_string()),
-            "queue": queue.err().map_or("ok".to_string(), |e| e.to_string()),
-            "face_store": faces,
-        });
-        let status = if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        Ok(json_response(status, &body, rid))
-    }
+/// The id of one HTTP request: a UUID, the `x-request-id` of its answer, and the message
+/// id of a single upload.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
 
-    pub(crate) async fn stats(&self, rid: &str) -> Result<Response<Body>, ApiError> {
-        let depth = self.seams.requests.depth().await.unwrap_or_default();
-        let body = json!({
-            "queue": {"waiting": depth.visible, "in_flight": depth.in_flight},
-            "uploads_total": self.metrics.uploads.get(),
-            "in_flight": self.metrics.in_flight.get(),
-            "gallery_faces": self.gallery.get().len(),
-        });
-        Ok(json_response(StatusCode::OK, &body, rid))
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(|| Self(uuid::Uuid::new_v4().to_string())))
     }
 }
 
-pub(crate) fn known(segments: &[&str]) -> bool {
-    matches!(
-        segments,
-        [""] | ["health"]
-            | ["favicon.ico"]
-            | ["ready"]
-            | ["metrics"]
-            | [
-                "v1",
-                "stats" | "recognize" | "verify" | "identities" | "batches"
-            ]
-            | ["v1", "batches", _]
-            | ["v1", "batches", _, "results"]
-            | ["v1", "identities", _]
-            | ["v1", "identities", _, "faces"]
+/// The one `{name}` or `{id}` of a route's path, `%XX` escapes decoded; bytes that are
+/// not UTF-8 are refused (two different invalid names must not both become U+FFFD and
+/// collide).
+pub(crate) struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Self(s))
+            .map_err(|_| ApiError::bad_request("identity names are UTF-8 (after %-decoding)"))
+    }
+}
+
+/// The layer around every route: request id, drain, metrics, log line.
+async fn track(State(edge): Shared, mut req: Request, next: Next) -> Response {
+    let rid = uuid::Uuid::new_v4().to_string();
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = label(&method, req.extensions().get::<MatchedPath>());
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let draining = edge.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let mut response = if draining {
+        let mut r =
+            ApiError::unavailable("the server is shutting down; retry against another instance")
+                .into_response();
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        r
+    } else {
+        edge.metrics.in_flight.inc();
+        let r = next.run(req).await;
+        edge.metrics.in_flight.dec();
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16();
+    let route = if draining || status == 405 {
+        "other"
+    } else {
+        route
+    };
+    edge.metrics
+        .request(route, status, start.elapsed().as_secs_f64());
+    let ms = start.elapsed().as_millis() as u64;
+    if draining {
+        tracing::info!(request_id = rid, %method, path, status, "http (shutting down)");
+    } else {
+        tracing::info!(request_id = rid, %method, path, status, ms, "http");
+    }
+    response
+}
+
+/// The `route` label of a request's metrics: the route's path as the table spells it
+/// (`/v1/identities/{name}/faces`), `/page` for the page (`GET /`; `POST /` is the
+/// original upload route), `other` for no route.
+fn label(method: &Method, matched: Option<&MatchedPath>) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/",
+        "/favicon.ico",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/v1/stats",
+        "/v1/recognize",
+        "/v1/verify",
+        "/v1/identities",
+        "/v1/identities/{name}",
+        "/v1/identities/{name}/faces",
+        "/v1/batches",
+        "/v1/batches/{id}",
+        "/v1/batches/{id}/results",
+    ];
+    let Some(path) = matched.map(MatchedPath::as_str) else {
+        return "other";
+    };
+    if path == "/" && matches!(*method, Method::GET | Method::HEAD) {
+        return "/page";
+    }
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        Kind::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
     )
 }
 
-/// A path segment with its `%XX` escapes decoded; an error when the bytes are not UTF-8
-/// (two different invalid names must not both become U+FFFD and collide).
-pub(crate) fn percent_decode(s: &str) -> Result<String, ApiError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
+async fn health() -> Response {
+    text_response(StatusCode::OK, "text/plain", "ok\n")
+}
+
+async fn metrics(State(edge): Shared) -> Response {
+    text_response(
+        StatusCode::OK,
+        facerec_seams::http::METRICS_CONTENT_TYPE,
+        render(&edge.registry),
+    )
+}
+
+async fn ready(State(edge): Shared) -> Response {
+    let store = edge.seams.store.ping().await;
+    let queue = edge.seams.requests.depth().await;
+    let ok = store.is_ok() && queue.is_ok();
+    // The face store is reported, not required: recognition matches the gallery in
+    // memory while the database is away (only changes to it wait).
+    let faces = match edge.gallery.store() {
+        None => "none".to_string(),
+        Some(s) => s
+            .status()
+            .await
+            .map_or_else(|e| e.to_string(), |_| "ok".to_string()),
+    };
+    let body = json!({
+        "ready": ok,
+        "store": store.err().map_or("ok".to_string(), |e| e.to_string()),
+        "queue": queue.err().map_or("ok".to_string(), |e| e.to_string()),
+        "face_store": faces,
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+async fn stats(State(edge): Shared) -> Response {
+    let depth = edge.seams.requests.depth().await.unwrap_or_default();
+    let body = json!({
+        "queue": {"waiting": depth.visible, "in_flight": depth.in_flight},
+        "uploads_total": edge.metrics.uploads.get(),
+        "in_flight": edge.metrics.in_flight.get(),
+        "gallery_faces": edge.gallery.get().len(),
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use facerec_seams::{FsStore, GalleryHandle, LocalQueue, Seams};
+    use http_body_util::BodyExt;
+    use prometheus_client::registry::Registry;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{EdgeConfig, EdgeMetrics};
+
+    fn edge(dir: &std::path::Path) -> Arc<Edge> {
+        let queue = |name| Arc::new(LocalQueue::new(name, Duration::from_secs(30)));
+        let seams = Seams {
+            requests: queue("req"),
+            responses: queue("resp"),
+            dead_letters: queue("dlq"),
+            store: Arc::new(FsStore::new(dir).unwrap()),
+        };
+        let mut registry = Registry::default();
+        let metrics = EdgeMetrics::register(&mut registry);
+        let config = EdgeConfig {
+            api_key: Some("sesame".into()),
+            ..EdgeConfig::default()
+        };
+        Edge::new(
+            config,
+            seams,
+            Arc::new(GalleryHandle::new("test-model")),
+            metrics,
+            Arc::new(registry),
+        )
     }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::bad_request("identity names are UTF-8 (after %-decoding)"))
+
+    struct Answer {
+        status: StatusCode,
+        headers: hyper::HeaderMap,
+        body: String,
+    }
+
+    async fn call(edge: &Arc<Edge>, method: &str, uri: &str, body: &str) -> Answer {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", "Bearer sesame")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let r = router(edge.clone()).oneshot(req).await.unwrap();
+        let (parts, body) = r.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    }
+
+    fn kind(a: &Answer) -> String {
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        v["kind"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn every_answer_has_its_request_id_and_errors_are_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        let ok = call(&edge, "GET", "/health", "").await;
+        assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, "ok\n"));
+        let missing = call(&edge, "GET", "/v1/nothing", "").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(kind(&missing), "not_found");
+        assert_eq!(missing.headers["content-type"], "application/json");
+        for a in [&ok, &missing] {
+            let id = a.headers["x-request-id"].to_str().unwrap();
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        }
+        assert_ne!(ok.headers["x-request-id"], missing.headers["x-request-id"]);
+    }
+
+    #[tokio::test]
+    async fn a_known_route_with_another_method_is_405_naming_the_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        for (method, uri, allow) in [
+            ("PUT", "/v1/identities/ada", "PATCH,DELETE"),
+            ("GET", "/v1/recognize", "POST"),
+            ("DELETE", "/", "GET,HEAD,POST"),
+            ("POST", "/v1/batches/abc/results", "GET,HEAD"),
+            ("POST", "/health", "GET,HEAD"),
+        ] {
+            let a = call(&edge, method, uri, "").await;
+            assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert_eq!(kind(&a), "method_not_allowed");
+            assert!(
+                a.body
+                    .contains(&format!("{method} is not allowed on {uri}"))
+            );
+            assert_eq!(a.headers["allow"], allow, "{method} {uri}");
+        }
+        // Unknown paths stay 404 whatever the method.
+        assert_eq!(
+            call(&edge, "PUT", "/v1/nope", "").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn head_answers_every_get_route_without_a_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        for uri in [
+            "/",
+            "/favicon.ico",
+            "/health",
+            "/metrics",
+            "/v1/stats",
+            "/v1/identities",
+        ] {
+            let get = call(&edge, "GET", uri, "").await;
+            let head = call(&edge, "HEAD", uri, "").await;
+            assert_eq!(head.status, get.status, "{uri}");
+            assert_eq!(
+                head.headers["content-type"], get.headers["content-type"],
+                "{uri}"
+            );
+            assert!(head.body.is_empty(), "{uri}");
+            assert!(!get.body.is_empty(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn path_segments_are_percent_decoded_and_must_be_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        // Not UTF-8 once decoded: refused before anything else.
+        let a = call(&edge, "DELETE", "/v1/identities/%FF%FE", "").await;
+        assert_eq!(
+            (a.status, kind(&a).as_str()),
+            (StatusCode::BAD_REQUEST, "bad_request")
+        );
+        // A decoded '/' is not a name to enrol under.
+        let a = call(&edge, "POST", "/v1/identities/a%2Fb/faces", "").await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(a.body.contains("without '/'"), "{}", a.body);
+        // A name that decodes well reaches the gallery: this edge has no face store.
+        let a = call(&edge, "DELETE", "/v1/identities/J%C3%BCrgen", "").await;
+        assert_eq!(
+            (a.status, kind(&a).as_str()),
+            (StatusCode::CONFLICT, "read_only")
+        );
+        let a = call(&edge, "GET", "/v1/batches/..%2Fx", "").await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn routes_with_a_key_refuse_a_request_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        let req = hyper::Request::builder()
+            .method("DELETE")
+            .uri("/v1/identities/ada")
+            .body(Body::empty())
+            .unwrap();
+        let r = router(edge).oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn while_draining_every_request_answers_503_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        edge.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let a = call(&edge, "GET", "/health", "").await;
+        assert_eq!(
+            (a.status, kind(&a).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert_eq!(a.headers["connection"], "close");
+        assert_eq!(a.headers["retry-after"], "5");
+        assert!(a.headers.contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_by_route_as_the_table_spells_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge(dir.path());
+        call(&edge, "GET", "/", "").await;
+        call(&edge, "DELETE", "/v1/identities/ada", "").await;
+        call(&edge, "GET", "/nowhere", "").await;
+        let text = call(&edge, "GET", "/metrics", "").await.body;
+        for line in [
+            r#"facerec_edge_requests_total{route="/page",status="200"} 1"#,
+            r#"facerec_edge_requests_total{route="/v1/identities/{name}",status="409"} 1"#,
+            r#"facerec_edge_requests_total{route="other",status="404"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
 }

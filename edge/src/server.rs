@@ -1,5 +1,5 @@
-//! The HTTP server: connections accepted up to the limit, each served by hyper, and the
-//! drain on shutdown.
+//! The HTTP server: connections accepted up to the limit, each served by hyper with the
+//! route table (`routes::router`), and the drain on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::Edge;
-use crate::sync::lock;
+use facerec_seams::sync::lock;
 
 impl Edge {
     /// Serves HTTP on `listener` until `shutdown`, then lets open requests finish.
@@ -25,6 +25,7 @@ impl Edge {
             shutdown.clone(),
             |_| {},
         ));
+        let routes = crate::routes::router(self.clone());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let drain = self.config.drain;
         // After the shutdown signal: connections are still accepted (nothing queued in the
@@ -78,11 +79,7 @@ impl Edge {
                 tokio::spawn(refuse(stream));
                 continue;
             }
-            let edge = self.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let edge = edge.clone();
-                async move { Ok::<_, std::convert::Infallible>(edge.handle(req).await) }
-            });
+            let service = hyper_util::service::TowerToHyperService::new(routes.clone());
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(self.config.read_timeout)

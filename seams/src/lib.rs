@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod queue;
 pub mod sqlite_queue;
 pub mod store;
+pub mod sync;
 
 use std::sync::Arc;
 

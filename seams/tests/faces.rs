@@ -114,6 +114,7 @@ both!(
     a_schema_newer_than_the_binary_is_refused,
     a_store_of_another_model_is_refused_while_it_holds_faces,
     a_gallery_of_an_earlier_version_is_imported_once,
+    a_large_earlier_gallery_is_imported_whole_and_in_order,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -359,6 +360,45 @@ async fn a_gallery_of_an_earlier_version_is_imported_once(kind: Kind) {
     again.load(&blobs).await.expect("load");
     assert_eq!(again.get().len(), 3);
     assert_eq!(db.open().await.status().await.expect("status").faces, 3);
+}
+
+/// An earlier gallery larger than one round of the import's statements (thousands of
+/// identities, some named again after others): every face arrives, in order, and a feed
+/// reader that started before the import sees what a fresh load sees.
+async fn a_large_earlier_gallery_is_imported_whole_and_in_order(kind: Kind) {
+    let db = Db::new(kind);
+    let blobs = db.blobs();
+    let mut old = Gallery::new(MODEL);
+    for i in 0..20_000u64 {
+        // Runs of 1 to 7 faces; every 500th run takes an earlier name again.
+        let run = i / 4 + (i % 7) / 3;
+        let name = if run % 500 == 499 {
+            format!("person-{}", run / 2)
+        } else {
+            format!("person-{run}")
+        };
+        old.add_face(&name, &vector(i), (i % 200) as f32);
+    }
+    blobs
+        .put(Bucket::Out, GALLERY_KEY, old.to_bytes().into())
+        .await
+        .expect("put");
+    let h = GalleryHandle::with_store(MODEL, db.open().await);
+    h.load(&blobs).await.expect("load");
+    let want: Vec<(String, Vec<f32>, f32)> = old
+        .faces()
+        .map(|(n, e, s)| (n.to_string(), e.to_vec(), s))
+        .collect();
+    let got = |g: &Gallery| -> Vec<(String, Vec<f32>, f32)> {
+        g.faces()
+            .map(|(n, e, s)| (n.to_string(), e.to_vec(), s))
+            .collect()
+    };
+    assert_eq!(got(&h.get()).len(), 20_000);
+    assert_eq!(got(&h.get()), want);
+    let status = db.open().await.status().await.expect("status");
+    assert_eq!(status.faces, 20_000);
+    assert_eq!(status.identities as usize, old.identities().len());
 }
 
 fn rusqlite_open(path: &str) -> rusqlite::Connection {

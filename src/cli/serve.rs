@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use facerec_edge::EdgeConfig;
 use facerec_worker::WorkerConfig;
 
 use super::engine::EngineArgs;
@@ -36,7 +37,7 @@ pub struct WorkerArgs {
     /// Seconds a stopping worker (SIGTERM) may spend finishing the work it holds before it
     /// hands the rest back to the queue; in `up`, also how long the web tier keeps
     /// answering open requests (the rest get 503).
-    #[arg(long, env = "FACEREC_DRAIN_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "FACEREC_DRAIN_SECONDS", default_value_t = WorkerConfig::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     pub drain_seconds: f64,
     /// Request visibility timeout, seconds (held messages are extended before it ends).
     #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = 300)]
@@ -109,28 +110,28 @@ pub struct EdgeArgs {
     #[arg(long, env = "FACEREC_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
     /// Seconds to wait for a result before answering 504.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 60)]
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = EdgeConfig::DEFAULT.request_timeout.as_secs())]
     pub request_timeout: u64,
     /// Largest accepted upload, bytes (413 beyond).
-    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 10_485_760)]
+    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = EdgeConfig::DEFAULT.max_file_size)]
     pub max_file_size: usize,
     /// Uploads in progress at once; beyond that, 503 with Retry-After.
-    #[arg(long, env = "FACEREC_MAX_IN_FLIGHT", default_value_t = 512)]
+    #[arg(long, env = "FACEREC_MAX_IN_FLIGHT", default_value_t = EdgeConfig::DEFAULT.max_in_flight)]
     pub max_in_flight: usize,
     #[command(flatten)]
     pub api_key: ApiKeyArg,
     /// Seconds a client may take to send a request's headers (an idle keep-alive
     /// connection too: it is closed) or to send the next piece of its body (408).
-    #[arg(long, env = "FACEREC_READ_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = "FACEREC_READ_TIMEOUT", default_value_t = EdgeConfig::DEFAULT.read_timeout.as_secs_f64())]
     pub read_timeout: f64,
     /// Most open client connections; past it a new connection is answered 503 and closed.
-    #[arg(long, env = "FACEREC_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "FACEREC_MAX_CONNECTIONS", default_value_t = EdgeConfig::DEFAULT.max_connections)]
     pub max_connections: usize,
 }
 
 impl EdgeArgs {
-    pub fn config(&self, threshold: facerec_engine::Threshold) -> facerec_edge::EdgeConfig {
-        facerec_edge::EdgeConfig {
+    pub fn config(&self, threshold: facerec_engine::Threshold) -> EdgeConfig {
+        EdgeConfig {
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             max_file_size: self.max_file_size.max(1),
             max_in_flight: self.max_in_flight.max(1),
@@ -138,7 +139,7 @@ impl EdgeArgs {
             threshold,
             read_timeout: Duration::from_secs_f64(self.read_timeout.max(0.1)),
             max_connections: self.max_connections.max(1),
-            ..facerec_edge::EdgeConfig::default()
+            ..EdgeConfig::DEFAULT
         }
     }
 }

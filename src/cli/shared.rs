@@ -41,8 +41,9 @@ impl AwsClientArgs {
 /// `FACEREC_MODELS`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelsArg {
-    /// Directory holding the ONNX models [default: ./models, else the models/ folder beside
-    /// the binary's bin/ folder (an install such as /opt/facerec/{bin,models})].
+    /// Directory holding the ONNX models [default: the first that has them of ./models,
+    /// models/ beside the binary, <prefix>/models for <prefix>/bin/facerec (an install such
+    /// as /opt/facerec/{bin,models}), and the source tree's models/ it was built from].
     #[arg(id = "models", long = "models", env = "FACEREC_MODELS")]
     pub dir: Option<PathBuf>,
 }

@@ -83,7 +83,7 @@ pub fn run(args: &ModelsArgs) -> Result<ExitCode> {
         (None, true) => Vec::new(),
         (None, false) => Net::ALL.to_vec(),
     };
-    let dir = crate::support::engine::models_dir(&args.models);
+    let dir = crate::support::engine::models_dir(&args.models)?;
     let mut config = EngineConfig::new(&dir);
     config.backend = args.backend;
     config.detector = args.detector;

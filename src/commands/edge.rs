@@ -15,7 +15,7 @@ use crate::support::serve::{open_gallery, recognition_model_id, serve_edge};
 /// `facerec edge`: the web tier in front of SQS/S3.
 pub fn run(args: &EdgeCommandArgs) -> Result<ExitCode> {
     let (aws_args, edge_args, threshold) = (&args.aws, &args.edge, args.threshold.rule);
-    let model_id = recognition_model_id(&models_dir(&args.models), args.recognizer.weights)?;
+    let model_id = recognition_model_id(&models_dir(&args.models)?, args.recognizer.weights)?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let aws = Aws::connect(&aws_args.id, &aws_args.settings()).await;

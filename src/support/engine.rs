@@ -9,22 +9,41 @@ use facerec_engine::{BackendKind, DecodeLimits, Engine, EngineConfig};
 use crate::cli::engine::{BatchSize, EngineArgs};
 use crate::cli::shared::ModelsArg;
 
-/// The models directory: the flag, else `./models`, else the `models/` beside the binary's
-/// folder (an install laid out as `<prefix>/bin/facerec` and `<prefix>/models`, as the
-/// worker AMI is), else `./models` (whose absence the engine then reports).
-pub fn models_dir(arg: &ModelsArg) -> PathBuf {
+/// The models directory: the flag (`--models`, `FACEREC_MODELS`), else the first of
+/// `./models`; `models/` beside the binary (a binary copied next to its models);
+/// `<prefix>/models` for a binary in `<prefix>/bin` (an install such as
+/// `/opt/facerec/{bin,models}`, as the worker AMI is); the `models/` of the source tree
+/// it was built from (`cargo install --path .`, or a build run from another directory).
+/// An error, naming the flag and the places looked in, where none has the models.
+pub fn models_dir(arg: &ModelsArg) -> Result<PathBuf> {
     if let Some(dir) = &arg.dir {
-        return dir.clone();
+        if !dir.is_dir() {
+            bail!(
+                "--models {} (FACEREC_MODELS): no such directory",
+                dir.display()
+            );
+        }
+        return Ok(dir.clone());
     }
-    let local = PathBuf::from("models");
-    if local.join(MARKER).exists() {
-        return local;
+    let exe = std::env::current_exe().ok();
+    let beside = exe.as_ref().and_then(|e| Some(e.parent()?.join("models")));
+    let prefix = exe
+        .as_ref()
+        .and_then(|e| Some(e.parent()?.parent()?.join("models")));
+    let source = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let candidates: Vec<PathBuf> = [Some(PathBuf::from("models")), beside, prefix, source]
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some(found) = candidates.iter().find(|d| d.join(MARKER).is_file()) {
+        return Ok(found.clone());
     }
-    let installed = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("models")))
-        .filter(|dir| dir.join(MARKER).exists());
-    installed.unwrap_or(local)
+    let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "no models directory found (looked for {MARKER} in {}); give one with --models DIR \
+         or FACEREC_MODELS",
+        looked.join(", ")
+    )
 }
 
 /// A file every models directory has.
@@ -62,7 +81,7 @@ fn batch_before_load(args: &EngineArgs) -> usize {
 
 /// The engine for `lanes` threads running batches at once (`EngineConfig::lanes`).
 pub fn build_engine(args: &EngineArgs, lanes: usize) -> Result<Engine> {
-    let mut config = EngineConfig::new(models_dir(&args.models));
+    let mut config = EngineConfig::new(models_dir(&args.models)?);
     config.lanes = lanes;
     config.backend = args.backend;
     config.detector = args.detector;

@@ -36,6 +36,7 @@ use facerec_seams::gallery::GalleryHandle;
 use facerec_seams::metrics::{Metrics, dlq_reason};
 use facerec_seams::queue::{MAX_BATCH, Received};
 use facerec_seams::store::Bucket;
+use facerec_seams::sync::lock;
 use facerec_seams::{SeamError, SeamErrorKind, Seams};
 
 use crate::compute::{self, Compute};
@@ -86,6 +87,11 @@ pub struct WorkerConfig {
     pub delete_uploads: bool,
 }
 
+impl WorkerConfig {
+    /// How long a stopping worker may finish the work it holds (`FACEREC_DRAIN_SECONDS`).
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
@@ -101,7 +107,7 @@ impl Default for WorkerConfig {
             breaker_after: 3,
             max_consecutive_failures: 50,
             threshold: facerec_contract::Threshold::DEFAULT,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             gallery_refresh: Some(Duration::from_secs(10)),
             delete_uploads: false,
         }
@@ -242,8 +248,4 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
