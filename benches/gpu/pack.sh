@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Prepares a GPU device run of benches/gpu/run.sh; run it HERE, in the repo root whose tree
-# the device tool sends (the session's own checkout), before the `run` call.
+# Prepares a run of benches/gpu/run.sh on a GPU host; run it here, in the root of the
+# working tree that is then copied to the GPU host:
 #
 #   .carry/facerec.xz     the facerec binary, stripped and xz-compressed (~22 MB)
 #   .carry/models.tar.xz  the four face-api ONNX files, xz-compressed (~9 MB: their weights
 #                         are dequantised uint8, so they compress ~5x)
-#   .gl/*.deb             the Vulkan/GL loader packages (device README's recipe)
+#   .carry/revision.txt   the commit the figures belong to
+#   .gl/*.deb             the Vulkan/GL loader packages, for a GPU host without a Vulkan loader
 #
-# The tracked tree is ~68 MiB, mostly models/*.onnx (5 x ~22 MB), over the tool's 64 MiB, so
-# pack.sh also moves models/*.onnx out of the working tree (to $STASH) for the call; they go
-# to the device inside .carry/models.tar.xz. Put them back after the call:
+# The tracked tree is ~68 MiB, mostly models/*.onnx (5 x ~22 MB). To keep the copy under
+# 64 MiB, pack.sh also moves models/*.onnx out of the working tree (to $STASH) until the run
+# is done; they reach the GPU host inside .carry/models.tar.xz. Then: copy the tree, with
+# .carry/ and .gl/ (git ignores both), to the GPU host, run `bash benches/gpu/run.sh` in its
+# root there, copy its gpu-out/ folder back, make the tables with
+# `python3 benches/gpu/report.py <that folder>`, and put the models back:
 #
 #   bash benches/gpu/pack.sh --restore
+#
+# (benches/RESULTS.md, "GPU figures: how to produce them", gives the commands.)
 #
 # Binary: $FACEREC_BIN, default $CARGO_TARGET_DIR/debug/facerec
 # (CARGO_TARGET_DIR default $HOME/.cache/facerec-target), built with the `gpu` feature
@@ -46,8 +52,8 @@ restore() {
     fi
 }
 
-# Bytes the device tool would send: tracked files present on disk, untracked files not
-# ignored, and the carried folders.
+# Bytes of the copy for the GPU host: tracked files present on disk, untracked files not
+# ignored, and .carry/ and .gl/.
 travel_bytes() {
     {
         git ls-files -z --cached --others --exclude-standard
@@ -76,7 +82,7 @@ if [[ ! .carry/facerec.xz -nt "$BIN" ]]; then
     xz -9 -T0 -c "$tmp" > .carry/facerec.xz.part && mv .carry/facerec.xz.part .carry/facerec.xz
     rm -f "$tmp"
 fi
-file "$BIN" | grep -q x86-64 || echo "pack: WARNING: $BIN is not x86-64; the device is" >&2
+file "$BIN" | grep -q x86-64 || echo "pack: WARNING: $BIN is not x86-64; run.sh expects an x86-64 GPU host" >&2
 
 # 2. the four face-api models (from git's copy, so a stashed working tree still packs).
 tmpd="$(mktemp -d)"
@@ -87,7 +93,8 @@ rm -rf "$tmpd"
 # The commit the figures belong to (run.sh logs it and report.py prints it).
 echo "$(git rev-parse --short HEAD) $(git log -1 --format=%cs)$(git diff --quiet HEAD -- ':!models/*.onnx' || echo ' +local changes')" > .carry/revision.txt
 
-# 3. Vulkan/GL loaders, per .library/device/README.md (Debian/Ubuntu amd64 packages).
+# 3. Vulkan/GL loaders (Debian/Ubuntu amd64 packages), for a GPU host whose image has the
+#    NVIDIA driver but no Vulkan loader: run.sh unpacks them there.
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     lists=/tmp/facerec-apt-amd64
     mkdir -p "$lists/partial"
@@ -97,23 +104,22 @@ if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     (cd .gl && apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 
-# 4. Keep the tree under the limit: models/*.onnx travel compressed in .carry instead.
+# 4. Keep the copy under the limit: models/*.onnx go compressed in .carry instead.
 if (($(travel_bytes) > LIMIT)); then
     mkdir -p "$STASH"
     for f in models/*.onnx; do mv -n "$f" "$STASH/"; done
-    echo "pack: moved models/*.onnx to $STASH; after the call: bash benches/gpu/pack.sh --restore"
+    echo "pack: moved models/*.onnx to $STASH; after the GPU run: bash benches/gpu/pack.sh --restore"
 fi
 total="$(travel_bytes)"
 ls -l .carry .gl | sed 's/^/pack: /'
-awk -v t="$total" -v l="$LIMIT" 'BEGIN {printf "pack: would travel %.1f MiB of %d MiB\n", t / 1048576, l / 1048576}'
+awk -v t="$total" -v l="$LIMIT" 'BEGIN {printf "pack: the copy for the GPU host is %.1f MiB of at most %d MiB\n", t / 1048576, l / 1048576}'
 if ((total > LIMIT)); then
-    echo "pack: over the limit; ignore or remove more before the call" >&2
+    echo "pack: over the limit; ignore or remove more before copying" >&2
     exit 1
 fi
 cat <<'EOF'
-pack: the device call (tool `run`):
-  command:   bash benches/gpu/run.sh
-  carry:     [".carry", ".gl"]
-  timeout_s: 600
-pack: then: python3 benches/gpu/report.py <files_at>   and   bash benches/gpu/pack.sh --restore
+pack: next, copy this tree with .carry/ and .gl/ to the GPU host, and there, in its root:
+  bash benches/gpu/run.sh                     (writes gpu-out/)
+pack: then, here, with that gpu-out/ copied back:
+  python3 benches/gpu/report.py <gpu-out>   and   bash benches/gpu/pack.sh --restore
 EOF

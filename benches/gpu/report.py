@@ -1,4 +1,4 @@
-"""Markdown tables from one device run of benches/gpu/run.sh, for benches/RESULTS.md.
+"""Markdown tables from one run of benches/gpu/run.sh on a GPU host, for benches/RESULTS.md.
 
 Reads from DIR (any may be missing): facerec-wgpu.json (facerec bench models; its rows and
 those of facerec-wgpu-host-prep.json, the pipeline pre-processed on the CPU), torch-fp32.json,
@@ -155,7 +155,7 @@ def report(folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dir", help="the folder of a device run's JSON files ($OUT of run.sh)")
+    ap.add_argument("dir", help="the folder of a GPU run's JSON files ($OUT of run.sh, default gpu-out)")
     args = ap.parse_args(argv)
     if not os.path.isdir(args.dir):
         ap.error(f"not a folder: {args.dir}")

@@ -2,13 +2,20 @@
 # The GPU figures in one run on a GPU host: facerec (Burn wgpu) and the eager PyTorch peer
 # (benches/torch/peer.py) on the same GPU, same weights, batches 1/16/64/256.
 #
-# Runs on the device machine, from the repo root, after `bash benches/gpu/pack.sh` here:
-#   run tool: command "bash benches/gpu/run.sh", carry [".carry", ".gl"], timeout_s 600
+# Runs on the GPU host, in the root of a copy of the working tree that
+# `bash benches/gpu/pack.sh` prepared (it adds .carry/ and .gl/; the steps are in
+# benches/RESULTS.md, "GPU figures: how to produce them"):
+#   bash benches/gpu/run.sh
+# The host needs the NVIDIA driver with its Vulkan ICD, nvidia-smi, and python3 with torch,
+# onnx, onnxruntime, numpy and pillow; where it has no Vulkan loader, run it as root (the
+# packed loader packages are unpacked into /).
 # Writes under $OUT (default ./gpu-out): run.log (everything), env.json, torch-fp32.json,
 # torch-fp32-upload.json, torch-fp16.json, facerec-wgpu.json, facerec-wgpu-host-prep.json,
-# report.md (report.py's tables).
+# report.md (report.py's tables). Copy that folder back to the build machine and run
+# report.py on it there.
 # Each step's failure is logged and the next steps still run; the exit status is 1 if any
-# step failed. Steps share a budget of $BUDGET seconds (default 540; the tool stops at 600).
+# step failed. Steps share a budget of $BUDGET seconds (default 540, about 9 minutes), and
+# each has a cap of its own.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -51,13 +58,13 @@ setup() {
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
                 "cudnn", torch.backends.cudnn.version(), "gpu", torch.cuda.is_available())'
     cat .carry/revision.txt 2>/dev/null
-    # Vulkan loader (device README): unpack the carried Debian packages if none is installed.
+    # Vulkan loader: unpack the packed Debian packages (.gl/) if none is installed.
     if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
     fi
     ldconfig -p | grep libvulkan
-    # facerec and the ONNX files (pack.sh keeps models/*.onnx out of the sent tree).
+    # facerec and the ONNX files (pack.sh keeps models/*.onnx out of the copied tree).
     # (Python's lzma/tarfile: no dependence on the image having xz.)
     python3 - "$FACEREC" <<'PY'
 import lzma, os, shutil, sys, tarfile
@@ -71,7 +78,8 @@ PY
     ls -l models/*.onnx "$FACEREC"
 }
 
-# The driver's Vulkan ICD where the loader finds none in the standard places (device README).
+# The driver's Vulkan ICD where the driver's files are under /usr/local/nvidia (where some
+# container runtimes mount the NVIDIA driver) and the loader finds none in the standard places.
 vulkan_env() {
     local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     if [[ -z "${VK_DRIVER_FILES:-}" && -f $icd ]] &&

@@ -345,7 +345,7 @@ SPECS = {
 
 
 def has_dlib():
-    """face_recognition_dlib.onnx is optional: benches/gpu/pack.sh does not carry it."""
+    """face_recognition_dlib.onnx is optional: benches/gpu/pack.sh does not pack it."""
     present = os.path.exists(os.path.join(MODELS, SPECS["recognition_dlib"][0]))
     if not present:
         print("recognition_dlib: models/face_recognition_dlib.onnx absent, not checked")

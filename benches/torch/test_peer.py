@@ -1,8 +1,8 @@
 """Tests of the PyTorch peer (benches/torch/peer.py), on the CPU. Exits 1 on a failure.
 
 Not run by .ci/run: CI has no GPU and PyPI's torch wheel brings >3 GB of CUDA libraries.
-Runs where torch + onnxruntime + onnx are installed: the GPU device machine (its python3
-has them all; `bash benches/gpu/run.sh` runs this first) or locally in a virtualenv:
+Runs where torch + onnxruntime + onnx are installed: on a GPU host (`bash
+benches/gpu/run.sh` runs it as one of its steps) or locally in a virtualenv:
 
   python3 -m venv ~/.cache/facerec-torch-venv
   ~/.cache/facerec-torch-venv/bin/pip install torch onnx onnxruntime numpy pillow
