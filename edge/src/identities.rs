@@ -6,7 +6,7 @@ use axum::response::Response;
 use facerec_seams::faces::{FaceStoreError, NewFace};
 use facerec_seams::gallery::GalleryChangeError;
 use http_body_util::BodyExt;
-use hyper::{HeaderMap, StatusCode};
+use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
 use crate::recognize::largest_face;
@@ -122,6 +122,83 @@ pub(crate) async fn rename(
         StatusCode::OK,
         &json!({"name": to, "renamed_from": name, "faces": faces}),
     ))
+}
+
+/// Most appearances in one page, and the page size without `limit`.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+/// `GET /v1/identities/{name}/appearances[?limit=N&before=ID]`: where the identity was
+/// seen in what was uploaded, newest first; `next` is the `before` of the next page.
+pub(crate) async fn appearances(
+    State(edge): Shared,
+    Segment(name): Segment,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    edge.check_key(&headers)?;
+    let (limit, before) = page(&uri)?;
+    let Some(store) = edge.gallery.store() else {
+        return Err(ApiError::not_found(
+            "this server keeps no face store, so nothing seen is kept",
+        ));
+    };
+    let found = store
+        .appearances(&name, before, limit)
+        .await
+        .map_err(|e| change_error(GalleryChangeError::Store(e)))?;
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|a| a.id))
+        .flatten();
+    let items: Vec<serde_json::Value> = found
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "request_id": a.request_id,
+                "face": a.face_index,
+                "filename": a.filename,
+                "batch": a.batch,
+                "box": a.bbox,
+                "score": a.score,
+                "distance": a.distance,
+                "seen_ms": a.seen_ms,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"name": name, "appearances": items, "next": next}),
+    ))
+}
+
+/// `limit` (1 to `MAX_PAGE`) and `before` (a seen face's id) of a listing's query.
+fn page(uri: &Uri) -> Result<(usize, Option<i64>), ApiError> {
+    let (mut limit, mut before) = (DEFAULT_PAGE, None);
+    for pair in uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("limit is 1 to {MAX_PAGE}")))?;
+            }
+            "before" => {
+                before = Some(value.parse().map_err(|_| {
+                    ApiError::bad_request("before is the id of a seen face (`next` of a page)")
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, before))
 }
 
 /// A gallery change that failed, as the API answers it.

@@ -42,6 +42,10 @@ pub(crate) fn router(edge: Arc<Edge>) -> Router {
             patch(identities::rename).delete(identities::remove),
         )
         .route("/v1/identities/{name}/faces", post(identities::enroll))
+        .route(
+            "/v1/identities/{name}/appearances",
+            get(identities::appearances),
+        )
         .route("/v1/batches", get(batch_api::list).post(batch_api::create))
         .route("/v1/batches/{id}", get(batch_api::progress))
         .route("/v1/batches/{id}/results", get(batch_api::results))
@@ -142,6 +146,7 @@ fn label(method: &Method, matched: Option<&MatchedPath>) -> &'static str {
         "/v1/identities",
         "/v1/identities/{name}",
         "/v1/identities/{name}/faces",
+        "/v1/identities/{name}/appearances",
         "/v1/batches",
         "/v1/batches/{id}",
         "/v1/batches/{id}/results",

@@ -24,6 +24,7 @@ pub mod names {
     pub const CIRCUIT_OPEN: &str = "facerec_engine_circuit_open";
     pub const SEAM_ERRORS_TOTAL: &str = "facerec_engine_seam_errors_total";
     pub const GALLERY_FACES: &str = "facerec_engine_gallery_faces";
+    pub const SEEN_FACES_TOTAL: &str = "facerec_engine_seen_faces_total";
     /// The filesystem store's size and retention (`facerec up`, [`super::StoreMetrics`]).
     pub const STORE_BYTES: &str = "facerec_engine_store_bytes";
     pub const STORE_OBJECTS: &str = "facerec_engine_store_objects";
@@ -41,6 +42,7 @@ pub mod names {
         CIRCUIT_OPEN,
         SEAM_ERRORS_TOTAL,
         GALLERY_FACES,
+        SEEN_FACES_TOTAL,
         STORE_BYTES,
         STORE_OBJECTS,
         STORE_EXPIRED_TOTAL,
@@ -149,6 +151,7 @@ pub struct Metrics {
     pub circuit_open: Gauge,
     pub seam_errors: Family<Labels, Counter>,
     pub gallery_faces: Gauge,
+    pub seen_faces: Counter,
 }
 
 impl Default for Metrics {
@@ -164,6 +167,7 @@ impl Default for Metrics {
             circuit_open: Gauge::default(),
             seam_errors: Family::default(),
             gallery_faces: Gauge::default(),
+            seen_faces: Counter::default(),
         }
     }
 }
@@ -193,7 +197,7 @@ impl Metrics {
         register(
             registry,
             names::STAGE_DURATION_SECONDS,
-            "Time per pipeline stage and batch (decode, detect, align, embed, match, io)",
+            "Time per pipeline stage and batch (decode, detect, align, embed, match, faces, io)",
             m.stage_seconds.clone(),
         );
         register(
@@ -231,6 +235,12 @@ impl Metrics {
             names::GALLERY_FACES,
             "Faces in the gallery in use",
             m.gallery_faces.clone(),
+        );
+        register(
+            registry,
+            names::SEEN_FACES_TOTAL,
+            "Faces recorded in the face store as seen (where they appear, for search)",
+            m.seen_faces.clone(),
         );
         for reason in DLQ_REASONS {
             // Creating the series is the point; the guard is released at once.

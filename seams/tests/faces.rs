@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use facerec_contract::Gallery;
 use facerec_contract::gallery::DIM;
-use facerec_seams::faces::{self, FaceStore, FaceStoreError, NewFace};
+use facerec_seams::faces::{self, FaceStore, FaceStoreError, NewFace, SeenFace};
 use facerec_seams::gallery::{GALLERY_KEY, GalleryChangeError};
 use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle};
 use facerec_testkit::Postgres;
@@ -115,6 +115,7 @@ both!(
     a_store_of_another_model_is_refused_while_it_holds_faces,
     a_gallery_of_an_earlier_version_is_imported_once,
     a_large_earlier_gallery_is_imported_whole_and_in_order,
+    seen_faces_are_kept_once_and_listed_per_identity,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -161,7 +162,7 @@ async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
         Err(FaceStoreError::Invalid(_))
     ));
     let status = store.status().await.expect("status");
-    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 1));
+    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 2));
     let (g, seq) = store.load(MODEL).await.expect("load");
     assert_eq!(seq, status.seq);
     assert_eq!(
@@ -300,7 +301,7 @@ async fn a_schema_newer_than_the_binary_is_refused(kind: Kind) {
     assert!(matches!(err, FaceStoreError::Schema(_)), "{err}");
     assert!(
         err.to_string()
-            .contains("version 99, newer than this binary's 1"),
+            .contains("version 99, newer than this binary's 2"),
         "{err}"
     );
 }
@@ -399,6 +400,104 @@ async fn a_large_earlier_gallery_is_imported_whole_and_in_order(kind: Kind) {
     let status = db.open().await.status().await.expect("status");
     assert_eq!(status.faces, 20_000);
     assert_eq!(status.identities as usize, old.identities().len());
+}
+
+/// A face seen in upload `request`, at `index`, matched to `identity`.
+fn seen(request: &str, index: u32, identity: Option<&str>, at: i64) -> SeenFace {
+    SeenFace {
+        request_id: request.into(),
+        face_index: index,
+        batch: (index == 1).then(|| "job-1".to_string()),
+        filename: format!("{request}.jpg"),
+        bbox: [10.0, 20.0, 64.0 + index as f32, 70.0],
+        score: 0.9,
+        side: 64.0,
+        embedding: vector(at as u64),
+        identity: identity.map(str::to_string),
+        distance: identity.map(|_| 0.3),
+        seen_ms: at,
+    }
+}
+
+async fn seen_faces_are_kept_once_and_listed_per_identity(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    store.enroll("ada", &[face(1)]).await.expect("enrol");
+    store.enroll("bob", &[face(2)]).await.expect("enrol");
+    let first = vec![
+        seen("r1", 0, Some("ada"), 1_000),
+        seen("r1", 1, Some("bob"), 1_000),
+        seen("r2", 0, None, 2_000),
+        seen("r3", 0, Some("ada"), 3_000),
+        seen("r4", 0, Some("ada"), 4_000),
+    ];
+    assert_eq!(store.record_seen(&first).await.expect("record"), 5);
+    // A request answered again (a redelivery) adds nothing; a new one is added.
+    let again = vec![
+        seen("r3", 0, Some("ada"), 3_000),
+        seen("r5", 0, Some("ada"), 5_000),
+    ];
+    assert_eq!(store.record_seen(&again).await.expect("record"), 1);
+
+    // Newest first, in pages.
+    let page = store.appearances("ada", None, 2).await.expect("list");
+    let ids: Vec<&str> = page.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(ids, ["r5", "r4"]);
+    let rest = store
+        .appearances("ada", Some(page[1].id), 10)
+        .await
+        .expect("list");
+    let ids: Vec<&str> = rest.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(ids, ["r3", "r1"]);
+    let bob = store.appearances("bob", None, 10).await.expect("list");
+    assert_eq!(bob.len(), 1);
+    let b = &bob[0];
+    assert_eq!(
+        (
+            b.request_id.as_str(),
+            b.face_index,
+            b.batch.as_deref(),
+            b.filename.as_str()
+        ),
+        ("r1", 1, Some("job-1"), "r1.jpg")
+    );
+    assert_eq!(
+        (b.bbox, b.score, b.distance, b.seen_ms),
+        ([10.0, 20.0, 65.0, 70.0], 0.9, Some(0.3), 1_000)
+    );
+
+    // A rename keeps them; a removal makes them unknown, and a new "bob" has none.
+    store.rename("ada", "ada lovelace").await.expect("rename");
+    assert_eq!(
+        store
+            .appearances("ada lovelace", None, 10)
+            .await
+            .expect("list")
+            .len(),
+        4
+    );
+    assert!(matches!(
+        store.appearances("ada", None, 10).await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    store.remove("bob").await.expect("remove");
+    store.enroll("bob", &[face(3)]).await.expect("enrol");
+    assert!(
+        store
+            .appearances("bob", None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Retention: what was seen before the cut-off goes.
+    assert_eq!(store.forget_seen_before(3_000).await.expect("forget"), 3);
+    let left = store
+        .appearances("ada lovelace", None, 10)
+        .await
+        .expect("list");
+    let ids: Vec<&str> = left.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(ids, ["r5", "r4", "r3"]);
 }
 
 fn rusqlite_open(path: &str) -> rusqlite::Connection {

@@ -66,6 +66,11 @@ pub struct WorkerArgs {
     /// its share of the cores; one keeps the order strict.
     #[arg(long, env = "FACEREC_ENGINE_THREADS", default_value_t = facerec_worker::compute::DEFAULT_THREADS)]
     pub engine_threads: usize,
+    /// Record every recognised face in the face store (where it was seen, its embedding,
+    /// whom it matched), so that `GET /v1/identities/{name}/appearances` finds it; `false`
+    /// records nothing.
+    #[arg(long, env = "FACEREC_INDEX_FACES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub index_faces: bool,
 }
 
 impl WorkerArgs {
@@ -98,6 +103,7 @@ impl WorkerArgs {
             max_consecutive_failures: self.max_failures.max(1),
             threshold: engine.threshold.rule,
             shutdown_grace: Duration::from_secs_f64(self.drain_seconds.max(0.0)),
+            index_faces: self.index_faces,
             ..WorkerConfig::default()
         })
     }

@@ -398,3 +398,118 @@ fn an_idempotent_recognize_retry_is_answered_from_the_store() {
     let bad = post(&"x".repeat(300));
     assert_eq!(bad.status, 400, "{}", bad.text());
 }
+
+/// Every recognised face is kept in the face store: "where does this person appear?"
+/// lists the uploads where each enrolled person was recognised (expected names from the
+/// data set's CSV), newest first, in pages; with `--index-faces false` nothing is kept.
+#[test]
+fn where_a_person_appears_is_listed_from_what_was_uploaded() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    let addr = &server.addr;
+    w.enroll(addr, &[]);
+    let mut uploaded: Vec<(String, String, String)> = Vec::new();
+    for (stem, name) in w.expected.iter().take(30) {
+        let file = format!("{stem}.jpg");
+        let r = post_files(addr, "/", &[("inputFile", &file, &w.bytes(stem))], &[]);
+        assert_eq!(r.text(), format!("{stem}:{name}"));
+        let id = r.headers["x-request-id"].clone();
+        uploaded.push((id, file, name.clone()));
+    }
+    let names: std::collections::BTreeSet<&str> =
+        uploaded.iter().map(|(_, _, n)| n.as_str()).collect();
+    for name in &names {
+        let r = http(
+            addr,
+            "GET",
+            &format!("/v1/identities/{name}/appearances?limit=1000"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        let listed: Vec<(String, String)> = v["appearances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["request_id"].as_str().unwrap().to_string(),
+                    a["filename"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        // Newest first: the uploads of this person in reverse order.
+        let want: Vec<(String, String)> = uploaded
+            .iter()
+            .rev()
+            .filter(|(_, _, n)| n == name)
+            .map(|(id, file, _)| (id.clone(), file.clone()))
+            .collect();
+        assert_eq!(listed, want, "{name}");
+        assert!(v["next"].is_null());
+    }
+    // Pages: `next` leads to the rest, nothing twice.
+    let busiest = names
+        .iter()
+        .max_by_key(|n| uploaded.iter().filter(|u| &u.2 == *n).count())
+        .unwrap();
+    let all = uploaded.iter().filter(|u| &u.2 == busiest).count();
+    assert!(all >= 3, "{busiest}: {all}");
+    let first = http(
+        addr,
+        "GET",
+        &format!("/v1/identities/{busiest}/appearances?limit=2"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(first["appearances"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_i64().expect("a next page");
+    let rest = http(
+        addr,
+        "GET",
+        &format!("/v1/identities/{busiest}/appearances?limit=1000&before={next}"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(rest["appearances"].as_array().unwrap().len(), all - 2);
+    // An unknown name, a bad page.
+    assert_eq!(
+        http(addr, "GET", "/v1/identities/Nobody/appearances", &[], b"").status,
+        404
+    );
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/v1/identities/Paul/appearances?limit=0",
+            &[],
+            b""
+        )
+        .status,
+        400
+    );
+    drop(server);
+
+    let server = Server::start(&["--index-faces", "false"]);
+    w.enroll(&server.addr, &[]);
+    let (stem, name) = &w.expected[0];
+    let r = post_files(
+        &server.addr,
+        "/",
+        &[("inputFile", "a.jpg", &w.bytes(stem))],
+        &[],
+    );
+    assert_eq!(r.text(), format!("a:{name}"));
+    let v = http(
+        &server.addr,
+        "GET",
+        &format!("/v1/identities/{name}/appearances"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(v["appearances"].as_array().map(Vec::len), Some(0));
+}

@@ -81,6 +81,44 @@ impl Change {
     }
 }
 
+/// A face recognised in an upload, as a worker records it (`FaceStore::record_seen`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenFace {
+    /// The upload's request id and the face's place in its answer: the pair is recorded
+    /// once, however often the request is answered.
+    pub request_id: String,
+    pub face_index: u32,
+    /// The bulk job of the upload, if any.
+    pub batch: Option<String>,
+    pub filename: String,
+    /// `[x, y, w, h]` in pixels of the upright image.
+    pub bbox: [f32; 4],
+    pub score: f32,
+    /// The face's size (`FaceBox::side`).
+    pub side: f32,
+    pub embedding: Vec<f32>,
+    /// The enrolled identity it was matched to, by name; `None`: unknown.
+    pub identity: Option<String>,
+    /// The distance to the nearest enrolled face, when there was a gallery.
+    pub distance: Option<f32>,
+    pub seen_ms: i64,
+}
+
+/// One place an identity appears: a seen face, without its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appearance {
+    /// The seen face's id: newest first, and the cursor of the next page.
+    pub id: i64,
+    pub request_id: String,
+    pub face_index: u32,
+    pub batch: Option<String>,
+    pub filename: String,
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub distance: Option<f32>,
+    pub seen_ms: i64,
+}
+
 /// What `facerec infra status` and readiness report of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -152,6 +190,24 @@ pub trait FaceStore: Send + Sync {
 
     /// Schema version and counts.
     async fn status(&self) -> Result<StoreStatus, FaceStoreError>;
+
+    /// Records faces seen in uploads, in one transaction; a face whose `(request_id,
+    /// face_index)` is recorded already is skipped (a request answered again after a
+    /// crash or a redelivery). Returns how many were added.
+    async fn record_seen(&self, faces: &[SeenFace]) -> Result<usize, FaceStoreError>;
+
+    /// Where the identity `name` appears: its seen faces with an id below `before` (all
+    /// when `None`), newest first, at most `limit`. `NotFound` for an unknown name. A
+    /// rename keeps them; a removal makes them unknown.
+    async fn appearances(
+        &self,
+        name: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Appearance>, FaceStoreError>;
+
+    /// Forgets the faces seen before `cutoff_ms` (retention); how many went.
+    async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError>;
 }
 
 /// Opens the store a `DATABASE_URL` names, applying migrations, for embeddings of

@@ -11,14 +11,21 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use facerec_contract::Gallery;
 
 use super::{
-    Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, StoreStatus,
-    check_faces, decode, encode, group_changes, model_mismatch, now_ms, redact, runs_of,
+    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace,
+    SeenFace, StoreStatus, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+    redact, runs_of,
 };
 
-const MIGRATIONS: Migrations = Migrations(&[(
-    1,
-    include_str!("../../migrations/postgres/0001_gallery.sql"),
-)]);
+const MIGRATIONS: Migrations = Migrations(&[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_gallery.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_seen_faces.sql"),
+    ),
+]);
 
 /// Serialises migrations across processes starting at once (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x0066_6163_6572_6563;
@@ -425,6 +432,13 @@ impl FaceStore for PgFaces {
         tx.execute("DELETE FROM facerec_identities WHERE id = $1", &[&id])
             .await
             .map_err(pg_err)?;
+        // Where it was seen stays, as unknown faces.
+        tx.execute(
+            "UPDATE facerec_seen_faces SET identity_id = NULL WHERE identity_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_err)?;
         tx.execute(
             "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES ($1, 'remove', $2, $3)",
             &[&seq, &name, &now_ms()],
@@ -593,5 +607,110 @@ impl FaceStore for PgFaces {
             faces: row.get::<_, i64>(2) as u64,
             seq: row.get(3),
         })
+    }
+
+    async fn record_seen(&self, faces: &[SeenFace]) -> Result<usize, FaceStoreError> {
+        if faces.is_empty() {
+            return Ok(0);
+        }
+        let col = |f: fn(&SeenFace) -> f32| faces.iter().map(f).collect::<Vec<f32>>();
+        let request: Vec<&str> = faces.iter().map(|f| f.request_id.as_str()).collect();
+        let index: Vec<i32> = faces.iter().map(|f| f.face_index as i32).collect();
+        let batch: Vec<Option<&str>> = faces.iter().map(|f| f.batch.as_deref()).collect();
+        let filename: Vec<&str> = faces.iter().map(|f| f.filename.as_str()).collect();
+        let (x, y, w, h) = (
+            col(|f| f.bbox[0]),
+            col(|f| f.bbox[1]),
+            col(|f| f.bbox[2]),
+            col(|f| f.bbox[3]),
+        );
+        let (score, side) = (col(|f| f.score), col(|f| f.side));
+        let embedding: Vec<Vec<u8>> = faces.iter().map(|f| encode(&f.embedding)).collect();
+        let identity: Vec<Option<&str>> = faces.iter().map(|f| f.identity.as_deref()).collect();
+        let distance: Vec<Option<f32>> = faces.iter().map(|f| f.distance).collect();
+        let seen: Vec<i64> = faces.iter().map(|f| f.seen_ms).collect();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO facerec_seen_faces (request_id, face_index, batch, filename, box_x,
+                     box_y, box_w, box_h, score, side, embedding, identity_id, distance, seen_ms)
+                 SELECT t.r, t.i, t.b, t.f, t.x, t.y, t.w, t.h, t.s, t.d, t.e, ids.id, t.dist, t.ms
+                 FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::real[],
+                             $6::real[], $7::real[], $8::real[], $9::real[], $10::real[],
+                             $11::bytea[], $12::text[], $13::real[], $14::bigint[])
+                      WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, o)
+                 LEFT JOIN facerec_identities ids
+                        ON ids.collection = 'default' AND ids.name = t.n
+                 ORDER BY t.o
+                 ON CONFLICT (request_id, face_index) DO NOTHING",
+            )
+            .await
+            .map_err(pg_err)?;
+        let added = client
+            .execute(
+                &insert,
+                &[
+                    &request, &index, &batch, &filename, &x, &y, &w, &h, &score, &side, &embedding,
+                    &identity, &distance, &seen,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(added as usize)
+    }
+
+    async fn appearances(
+        &self,
+        name: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Appearance>, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
+        let Some(id) = identity_id(&tx, name).await? else {
+            return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
+        };
+        let rows = tx
+            .query(
+                "SELECT id, request_id, face_index, batch, filename, box_x, box_y, box_w, box_h,
+                        score, distance, seen_ms
+                 FROM facerec_seen_faces WHERE identity_id = $1 AND id < $2
+                 ORDER BY id DESC LIMIT $3",
+                &[&id, &before.unwrap_or(i64::MAX), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Appearance {
+                id: r.get(0),
+                request_id: r.get(1),
+                face_index: r.get::<_, i32>(2) as u32,
+                batch: r.get(3),
+                filename: r.get(4),
+                bbox: [r.get(5), r.get(6), r.get(7), r.get(8)],
+                score: r.get(9),
+                distance: r.get(10),
+                seen_ms: r.get(11),
+            })
+            .collect())
+    }
+
+    async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "DELETE FROM facerec_seen_faces WHERE seen_ms < $1",
+                &[&cutoff_ms],
+            )
+            .await
+            .map_err(pg_err)
     }
 }

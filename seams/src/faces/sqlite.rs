@@ -10,12 +10,17 @@ use facerec_contract::Gallery;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, StoreStatus,
-    check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace,
+    SeenFace, StoreStatus, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
 };
 
-const MIGRATIONS: Migrations =
-    Migrations(&[(1, include_str!("../../migrations/sqlite/0001_gallery.sql"))]);
+const MIGRATIONS: Migrations = Migrations(&[
+    (1, include_str!("../../migrations/sqlite/0001_gallery.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_seen_faces.sql"),
+    ),
+]);
 
 fn db_err(e: rusqlite::Error) -> FaceStoreError {
     FaceStoreError::Unavailable(format!("sqlite: {e}"))
@@ -263,6 +268,12 @@ impl FaceStore for SqliteFaces {
                 .map_err(db_err)?;
             tx.execute("DELETE FROM facerec_identities WHERE id = ?1", [id])
                 .map_err(db_err)?;
+            // Where it was seen stays, as unknown faces.
+            tx.execute(
+                "UPDATE facerec_seen_faces SET identity_id = NULL WHERE identity_id = ?1",
+                [id],
+            )
+            .map_err(db_err)?;
             tx.execute(
                 "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES (?1, 'remove', ?2, ?3)",
                 params![seq, name, now_ms()],
@@ -427,6 +438,108 @@ impl FaceStore for SqliteFaces {
             // One read transaction: the counts as of one commit.
             let tx = conn.transaction().map_err(db_err)?;
             status_of(&tx)
+        })
+        .await
+    }
+
+    async fn record_seen(&self, faces: &[SeenFace]) -> Result<usize, FaceStoreError> {
+        if faces.is_empty() {
+            return Ok(0);
+        }
+        let faces = faces.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let mut added = 0;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO facerec_seen_faces (request_id, face_index, batch,
+                             filename, box_x, box_y, box_w, box_h, score, side, embedding,
+                             identity_id, distance, seen_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                             (SELECT id FROM facerec_identities
+                              WHERE collection = 'default' AND name = ?12), ?13, ?14)",
+                    )
+                    .map_err(db_err)?;
+                for f in &faces {
+                    let [x, y, w, h] = f.bbox;
+                    added += insert
+                        .execute(params![
+                            f.request_id,
+                            f.face_index,
+                            f.batch,
+                            f.filename,
+                            x,
+                            y,
+                            w,
+                            h,
+                            f.score,
+                            f.side,
+                            encode(&f.embedding),
+                            f.identity,
+                            f.distance,
+                            f.seen_ms
+                        ])
+                        .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn appearances(
+        &self,
+        name: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Appearance>, FaceStoreError> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let Some(id) = identity_id(&tx, &name)? else {
+                return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
+            };
+            let mut query = tx
+                .prepare_cached(
+                    "SELECT id, request_id, face_index, batch, filename, box_x, box_y, box_w,
+                            box_h, score, distance, seen_ms
+                     FROM facerec_seen_faces WHERE identity_id = ?1 AND id < ?2
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let rows = query
+                .query_map(params![id, before.unwrap_or(i64::MAX), limit as i64], |r| {
+                    Ok(Appearance {
+                        id: r.get(0)?,
+                        request_id: r.get(1)?,
+                        face_index: r.get(2)?,
+                        batch: r.get(3)?,
+                        filename: r.get(4)?,
+                        bbox: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+                        score: r.get(9)?,
+                        distance: r.get(10)?,
+                        seen_ms: r.get(11)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM facerec_seen_faces WHERE seen_ms < ?1",
+                    [cutoff_ms],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
         })
         .await
     }

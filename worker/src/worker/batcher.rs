@@ -44,22 +44,25 @@ impl Worker {
                 }
                 .unwrap_or_else(|e| {
                     let err = ImageError::new(ErrorKind::Inference, format!("engine task: {e}"));
-                    batch_errors(&batch, &err)
+                    (batch_errors(&batch, &err), Vec::new())
                 });
                 drop(permit);
                 // Responses and acks overlap with the next engine batch.
-                worker.finish(batch, results).await;
+                let (results, seen) = results;
+                worker.finish(batch, results, seen).await;
             });
         }
     }
 
-    /// Runs the engine on one batch and matches the faces (blocking).
+    /// Runs the engine on one batch and matches the faces (blocking): each request's
+    /// result, and the faces to record in the face store (none unless `index_faces` and
+    /// a face store).
     pub(super) fn recognize(
         &self,
         engine: &Engine,
         inputs: &[Bytes],
         reqs: &[Request],
-    ) -> Vec<ResultMessage> {
+    ) -> (Vec<ResultMessage>, Vec<SeenFace>) {
         let slices: Vec<&[u8]> = inputs.iter().map(|b| b.as_ref()).collect();
         let (analyses, times) = engine.analyze(&slices);
         let m = &self.metrics;
@@ -73,6 +76,9 @@ impl Worker {
         let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
         // Every face of every image in one search.
         let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
+        let index = self.config.index_faces && self.gallery.store().is_some();
+        let seen_ms = seen_now_ms();
+        let mut seen = Vec::new();
         let out = results
             .into_iter()
             .zip(matches)
@@ -86,10 +92,50 @@ impl Worker {
                     req.embeddings,
                 );
                 let size = a.ok().map(|a| (a.width, a.height));
-                ResultMessage::from_report(req, rep, size)
+                let result = ResultMessage::from_report(req, rep, size);
+                if let (true, Ok(a)) = (index, a) {
+                    seen.extend(seen_faces(req, a, &result, seen_ms));
+                }
+                result
             })
             .collect();
         m.stage("match", t.elapsed());
-        out
+        (out, seen)
     }
+}
+
+/// The faces of one recognised upload as the face store records them: where each was
+/// seen, its embedding and whom it was matched to (as its answer says).
+fn seen_faces(
+    req: &Request,
+    analysis: &facerec_engine::Analysis,
+    result: &ResultMessage,
+    seen_ms: i64,
+) -> Vec<SeenFace> {
+    let reports = result.faces.as_deref().unwrap_or_default();
+    analysis
+        .faces
+        .iter()
+        .zip(reports)
+        .enumerate()
+        .map(|(i, (face, report))| SeenFace {
+            request_id: req.request_id.clone(),
+            face_index: i as u32,
+            batch: req.batch.clone(),
+            filename: req.filename.clone(),
+            bbox: report.bbox,
+            score: report.score,
+            side: face.bbox.side(),
+            embedding: face.embedding.clone(),
+            identity: report.identity.clone(),
+            distance: report.distance,
+            seen_ms,
+        })
+        .collect()
+}
+
+fn seen_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

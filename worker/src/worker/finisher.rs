@@ -5,7 +5,12 @@ use super::*;
 
 impl Worker {
     /// Stores results, sends responses and dead letters, acknowledges.
-    pub(super) async fn finish(self: Arc<Self>, batch: Vec<Job>, results: Vec<ResultMessage>) {
+    pub(super) async fn finish(
+        self: Arc<Self>,
+        batch: Vec<Job>,
+        results: Vec<ResultMessage>,
+        seen: Vec<SeenFace>,
+    ) {
         let mut answered = Vec::new();
         let mut dead = Vec::new();
         for (job, result) in batch.into_iter().zip(results) {
@@ -35,6 +40,10 @@ impl Worker {
             );
             answered.push((job, result));
         }
+        // The faces seen go to the face store before the results: a result is stored and
+        // answered only once its faces are recorded, so nothing is lost to a crash or to a
+        // database that is away (the request is tried again; its faces are recorded once).
+        let answered = self.record_seen(answered, seen).await;
         // Results are written concurrently, each only if absent.
         let t = std::time::Instant::now();
         let writes = answered.iter().map(|(_, r)| self.store_result(r));
@@ -65,6 +74,50 @@ impl Worker {
             Vec::new()
         };
         self.respond_and_ack(to_send, Some(dead), &uploads).await;
+    }
+
+    /// Records the seen faces of the answered requests in one transaction; when the face
+    /// store fails, the requests that have faces are tried again later and the rest go on.
+    async fn record_seen(
+        &self,
+        answered: Vec<(Job, ResultMessage)>,
+        seen: Vec<SeenFace>,
+    ) -> Vec<(Job, ResultMessage)> {
+        let Some(store) = self.gallery.store().filter(|_| !seen.is_empty()) else {
+            return answered;
+        };
+        let ids: std::collections::HashSet<&str> = answered
+            .iter()
+            .map(|(j, _)| j.req.request_id.as_str())
+            .collect();
+        let faces: Vec<SeenFace> = seen
+            .into_iter()
+            .filter(|f| ids.contains(f.request_id.as_str()))
+            .collect();
+        let t = std::time::Instant::now();
+        let recorded = store.record_seen(&faces).await;
+        self.metrics.stage("faces", t.elapsed());
+        let e = match recorded {
+            Ok(added) => {
+                self.metrics.seen_faces.inc_by(added as u64);
+                return answered;
+            }
+            Err(e) => e,
+        };
+        Metrics::count(&self.metrics.seam_errors, "op", "record_faces");
+        tracing::warn!(error = %e, faces = faces.len(), "recording seen faces failed; their requests will be retried");
+        let with_faces: std::collections::HashSet<&str> =
+            faces.iter().map(|f| f.request_id.as_str()).collect();
+        let mut rest = Vec::with_capacity(answered.len());
+        for (job, result) in answered {
+            if with_faces.contains(job.req.request_id.as_str()) {
+                self.back_off(&job.msg, &format!("recording seen faces: {e}"))
+                    .await;
+            } else {
+                rest.push((job, result));
+            }
+        }
+        rest
     }
 
     /// Writes a result unless one exists; returns the stored body either way.

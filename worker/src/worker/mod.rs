@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use facerec_contract::message::{DeadLetter, Request, ResultMessage, VERSION, result_key};
+use facerec_seams::faces::SeenFace;
 use facerec_seams::gallery::GalleryHandle;
 use facerec_seams::metrics::{Metrics, dlq_reason};
 use facerec_seams::queue::{MAX_BATCH, Received};
@@ -85,6 +86,10 @@ pub struct WorkerConfig {
     /// input bucket keeps uploads, as the original design's did, for a lifecycle rule).
     /// Dead-lettered uploads stay for inspection.
     pub delete_uploads: bool,
+    /// Record every face recognised in the face store (where it was seen, its embedding,
+    /// whom it matched), before its result is stored. Needs a face store; without one
+    /// nothing is recorded.
+    pub index_faces: bool,
 }
 
 impl WorkerConfig {
@@ -110,6 +115,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
             gallery_refresh: Some(Duration::from_secs(10)),
             delete_uploads: false,
+            index_faces: true,
         }
     }
 }
