@@ -45,6 +45,10 @@ pub struct FacesArgs {
     /// Enrolments timed (one face each) per store.
     #[arg(long, default_value_t = 20)]
     pub enrolments: usize,
+    /// Seen faces recorded per face store (as workers record them, 64 per transaction),
+    /// then "where does this person appear?" timed; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seen: usize,
     /// Where the SQLite store and the gallery file are written [default: a temporary
     /// directory].
     #[arg(long)]

@@ -10,7 +10,12 @@
 //!   feed applied to the gallery in memory (`GalleryHandle::enroll`). Bytes written are
 //!   this process's `write` calls (`/proc/self/io` `wchar`; PostgreSQL's are the server's);
 //! - **start-up**, twice, each in a fresh child process: the time to a loaded gallery and
-//!   the child's peak RSS (`VmHWM`).
+//!   the child's peak RSS (`VmHWM`);
+//! - **seen faces** (face stores only): `--seen` faces recorded 64 per transaction, as
+//!   workers record an engine batch's faces, spread over the gallery's identities (one of
+//!   them in 1% of all); then "where does this person appear?" (`appearances`, a page of
+//!   100) for 20 identities, and for the frequent one its first page and a page from the
+//!   middle of its list.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use facerec_engine::gallery::{DIM, Gallery};
-use facerec_seams::faces::{self, NewFace};
+use facerec_seams::faces::{self, FaceStore, NewFace, SeenFace};
 use facerec_seams::{FsStore, GalleryHandle};
 
 use crate::cli::bench::FacesArgs;
@@ -45,18 +50,17 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
     eprintln!("building a synthetic gallery of {} faces", args.faces);
     let gallery = synthetic(args.faces, args.per_identity);
     let mut rows = vec![file_row(args, &dir, &gallery)?];
+    let mut seen_rows = Vec::new();
     let sqlite = dir.join("faces.db");
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", sqlite.display()));
     }
-    rows.push(store_row(
-        args,
-        &dir,
-        &gallery,
-        &format!("sqlite:{}", sqlite.display()),
-    )?);
+    let sqlite = format!("sqlite:{}", sqlite.display());
+    rows.push(store_row(args, &dir, &gallery, &sqlite)?);
+    seen_rows.extend(seen_row(args, &sqlite)?);
     if let Some(url) = args.database.url.as_deref().filter(|u| !u.is_empty()) {
         rows.push(store_row(args, &dir, &gallery, url)?);
+        seen_rows.extend(seen_row(args, url)?);
     }
     println!(
         "| store ({} faces, {} per identity) | write it all once | one enrolment: median | max | bytes written | start-up: first | again | peak RSS |",
@@ -75,6 +79,26 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
             r.starts[1].0,
             r.starts[0].1.max(r.starts[1].1),
         );
+    }
+    if !seen_rows.is_empty() {
+        println!();
+        println!(
+            "| store ({} seen faces) | recorded | where a person appears: median | max | the frequent one ({}): first page | a middle page |",
+            args.seen,
+            args.seen / 100
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for r in seen_rows {
+            println!(
+                "| {} | {:.0} faces/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                r.store,
+                r.per_s,
+                ms(r.median),
+                ms(r.max),
+                ms(r.frequent_first),
+                ms(r.frequent_middle)
+            );
+        }
     }
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -172,6 +196,100 @@ fn store_row(args: &FacesArgs, dir: &Path, gallery: &Gallery, url: &str) -> Resu
         (!server_side).then_some(bytes),
         starts,
     ))
+}
+
+struct SeenRow {
+    store: String,
+    per_s: f64,
+    median: Duration,
+    max: Duration,
+    frequent_first: Duration,
+    frequent_middle: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Seen faces recorded into the store at `url` (holding the bench's gallery), then the
+/// "where does this person appear?" queries timed; `None` with `--seen 0`.
+fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
+    if args.seen == 0 {
+        return Ok(None);
+    }
+    let label = faces::redact(url);
+    let identities = (args.faces / args.per_identity.max(1)).max(1);
+    runtime()?.block_on(async {
+        let store = faces::open(url, MODEL).await?;
+        eprintln!("{label}: recording {} seen faces", args.seen);
+        let t = Instant::now();
+        let mut next = 0;
+        while next < args.seen {
+            let end = (next + 64).min(args.seen);
+            let batch: Vec<SeenFace> = (next..end).map(|i| seen_face(i, identities)).collect();
+            store.record_seen(&batch).await?;
+            next = end;
+            if next % 100_000 == 0 {
+                eprintln!("{label}: {next} seen faces recorded");
+            }
+        }
+        let per_s = args.seen as f64 / t.elapsed().as_secs_f64();
+        let mut times = Vec::new();
+        for k in 0..20 {
+            let name = format!("person{}", 1 + (k * 7919) % (identities - 1).max(1));
+            let t = Instant::now();
+            let page = store.appearances(&name, None, 100).await?;
+            times.push(t.elapsed());
+            anyhow::ensure!(!page.is_empty(), "{name} appears nowhere");
+        }
+        times.sort();
+        let (frequent_first, frequent_middle) = frequent_pages(store.as_ref(), args.seen).await?;
+        Ok(Some(SeenRow {
+            store: label,
+            per_s,
+            median: times[times.len() / 2],
+            max: times[times.len() - 1],
+            frequent_first,
+            frequent_middle,
+        }))
+    })
+}
+
+/// The frequent identity's first page of 100, and a page from the middle of its list.
+async fn frequent_pages(store: &dyn FaceStore, seen: usize) -> Result<(Duration, Duration)> {
+    let t = Instant::now();
+    let first = store.appearances("person0", None, 100).await?;
+    let first_t = t.elapsed();
+    anyhow::ensure!(first.len() == 100.min(seen / 100), "person0's first page");
+    // The middle of person0's list: its faces are every 100th, so the id halfway.
+    let middle = first.last().map_or(0, |a| a.id) / 2;
+    let t = Instant::now();
+    let page = store.appearances("person0", Some(middle), 100).await?;
+    let middle_t = t.elapsed();
+    anyhow::ensure!(!page.is_empty() || seen < 20_000, "person0's middle page");
+    Ok((first_t, middle_t))
+}
+
+/// Seen face `i`: every 100th is `person0`, the rest spread over the identities.
+fn seen_face(i: usize, identities: usize) -> SeenFace {
+    let who = if i % 100 == 0 {
+        0
+    } else {
+        1 + (i * 7919) % (identities - 1).max(1)
+    };
+    SeenFace {
+        request_id: format!("req-{}", i / 3),
+        face_index: (i % 3) as u32,
+        batch: None,
+        filename: format!("photo-{}.jpg", i / 3),
+        bbox: [100.0, 80.0, 120.0, 130.0],
+        score: 0.97,
+        side: 120.0,
+        embedding: vector(1 << 40 | i as u64),
+        identity: Some(format!("person{who}")),
+        distance: Some(0.4),
+        seen_ms: i as i64,
+    }
 }
 
 fn summarise(

@@ -86,15 +86,22 @@ impl Setup {
     }
 }
 
-/// Enrolls the first photo of each CSE546 person and uploads `n` workload images.
+/// Enrolls the first photo of each CSE546 person and uploads `n` workload images; the
+/// face store is SQLite in the test's folder.
 async fn setup(n: usize) -> Setup {
+    setup_on(n, None).await
+}
+
+/// As `setup`, the face store at `faces_url` when given.
+async fn setup_on(n: usize, faces_url: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let dlq = Arc::new(LocalQueue::new("dlq", Duration::from_secs(30)));
     let req = Arc::new(LocalQueue::new("req", Duration::from_secs(3)).with_redrive(dlq.clone(), 4));
     let resp = Arc::new(LocalQueue::new("resp", Duration::from_secs(30)));
     let store = Arc::new(FsStore::new(dir.path()).unwrap());
     let engine = engine();
-    let faces_db = format!("sqlite:{}", dir.path().join("faces.db").display());
+    let faces_db =
+        faces_url.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("faces.db").display()));
     let gallery = Arc::new(GalleryHandle::with_store(
         engine.models().recognition_id(),
         facerec_seams::faces::open(&faces_db, engine.models().recognition_id())
@@ -444,4 +451,47 @@ fn worker_killed_as_it_acknowledges_leaves_no_upload_behind() {
     assert!(left.is_empty(), "uploads left behind: {left:?}");
     let results = rt.block_on(s.store.list(Bucket::Out, "results/")).unwrap();
     assert_eq!(results.len(), s.expected.len(), "one result per request");
+}
+
+/// Every recognised face is recorded once in the face store, even when the database goes
+/// away while the worker runs: the requests whose faces could not be recorded wait and are
+/// answered after it comes back; none is lost, none recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seen_faces_are_recorded_once_across_a_database_outage() {
+    let mut pg = facerec_testkit::Postgres::start();
+    let url = pg.url(&pg.database());
+    let s = setup_on(24, Some(url)).await;
+    let faces = s.gallery.store().unwrap().clone();
+    pg.halt();
+    let worker = s.worker();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.clone().run(stop.clone()));
+    // Nothing can finish while the database is away.
+    let early = collect(&s.resp, 1, Duration::from_secs(4)).await;
+    assert!(early.is_empty(), "answered without recording: {early:?}");
+    pg.resume();
+    let got = collect(&s.resp, s.expected.len(), Duration::from_secs(90)).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(got.len(), s.expected.len());
+    for (id, name) in &s.expected {
+        assert_eq!(got[id].name.as_deref(), Some(name.as_str()), "{id}");
+    }
+    // Each person's appearances are exactly the requests expected to be them.
+    let mut by_name: HashMap<&str, Vec<String>> = HashMap::new();
+    for (id, name) in &s.expected {
+        by_name.entry(name).or_default().push(id.clone());
+    }
+    for (name, mut want) in by_name {
+        let mut listed: Vec<String> = faces
+            .appearances(name, None, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.request_id)
+            .collect();
+        listed.sort();
+        want.sort();
+        assert_eq!(listed, want, "{name}");
+    }
 }

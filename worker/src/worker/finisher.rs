@@ -76,8 +76,11 @@ impl Worker {
         self.respond_and_ack(to_send, Some(dead), &uploads).await;
     }
 
-    /// Records the seen faces of the answered requests in one transaction; when the face
-    /// store fails, the requests that have faces are tried again later and the rest go on.
+    /// Records the seen faces of the answered requests in one transaction. While the face
+    /// store is away the requests stay held (the heartbeat keeps them invisible, their
+    /// receive counts do not grow) and the write is tried again, so an outage delays
+    /// answers but neither loses nor dead-letters them; requests released meanwhile (a
+    /// shutdown) or a store that refuses the faces for good are tried again later.
     async fn record_seen(
         &self,
         answered: Vec<(Job, ResultMessage)>,
@@ -94,18 +97,44 @@ impl Worker {
             .into_iter()
             .filter(|f| ids.contains(f.request_id.as_str()))
             .collect();
-        let t = std::time::Instant::now();
-        let recorded = store.record_seen(&faces).await;
-        self.metrics.stage("faces", t.elapsed());
-        let e = match recorded {
-            Ok(added) => {
-                self.metrics.seen_faces.inc_by(added as u64);
-                return answered;
+        let mut pause = self.config.retry_delay.max(Duration::from_millis(50));
+        let mut waiting = false;
+        let e = loop {
+            let t = std::time::Instant::now();
+            let recorded = store.record_seen(&faces).await;
+            self.metrics.stage("faces", t.elapsed());
+            match recorded {
+                Ok(added) => {
+                    self.metrics.seen_faces.inc_by(added as u64);
+                    if waiting {
+                        tracing::info!(
+                            faces = faces.len(),
+                            "seen faces recorded; the held requests go on"
+                        );
+                    }
+                    return answered;
+                }
+                Err(e) => {
+                    Metrics::count(&self.metrics.seam_errors, "op", "record_faces");
+                    let held = {
+                        let in_hand = lock(&self.in_hand);
+                        answered
+                            .iter()
+                            .any(|(j, _)| in_hand.contains_key(&j.msg.receipt))
+                    };
+                    if !e.is_retryable() || !held {
+                        break e;
+                    }
+                    if !waiting {
+                        tracing::warn!(error = %e, faces = faces.len(), "recording seen faces failed; their requests are held until the face store answers");
+                        waiting = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
-            Err(e) => e,
         };
-        Metrics::count(&self.metrics.seam_errors, "op", "record_faces");
-        tracing::warn!(error = %e, faces = faces.len(), "recording seen faces failed; their requests will be retried");
+        tracing::warn!(error = %e, faces = faces.len(), "seen faces not recorded; their requests will be tried again");
         let with_faces: std::collections::HashSet<&str> =
             faces.iter().map(|f| f.request_id.as_str()).collect();
         let mut rest = Vec::with_capacity(answered.len());
