@@ -229,7 +229,7 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
             let batch: Vec<SeenFace> = (next..end).map(|i| seen_face(i, identities)).collect();
             store.record_seen(&batch).await?;
             next = end;
-            if next % 100_000 == 0 {
+            if next.is_multiple_of(100_000) {
                 eprintln!("{label}: {next} seen faces recorded");
             }
         }
@@ -272,7 +272,7 @@ async fn frequent_pages(store: &dyn FaceStore, seen: usize) -> Result<(Duration,
 
 /// Seen face `i`: every 100th is `person0`, the rest spread over the identities.
 fn seen_face(i: usize, identities: usize) -> SeenFace {
-    let who = if i % 100 == 0 {
+    let who = if i.is_multiple_of(100) {
         0
     } else {
         1 + (i * 7919) % (identities - 1).max(1)

@@ -459,7 +459,7 @@ fn worker_killed_as_it_acknowledges_leaves_no_upload_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seen_faces_are_recorded_once_across_a_database_outage() {
     let mut pg = facerec_testkit::Postgres::start();
-    let url = pg.url(&pg.database());
+    let url = pg.database();
     let s = setup_on(24, Some(url)).await;
     let faces = s.gallery.store().unwrap().clone();
     pg.halt();
