@@ -22,21 +22,8 @@ IMAGES="$WORK/face_images_1000"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 echo "== $(date -u +%FT%TZ) on $(nproc) cores; binary $BIN" >&2
 
-rm -rf "$WORK/people"
-python3 - "$IMAGES" "$DATA/expected.csv" "$WORK/people" <<'PY'
-import csv, hashlib, os, shutil, sys
-images, expected, people = sys.argv[1:]
-seen = set()
-for stem, name in list(csv.reader(open(expected)))[1:]:
-    h = hashlib.sha256(open(f"{images}/{stem}.jpg", "rb").read()).hexdigest()
-    if h in seen:
-        continue
-    seen.add(h)
-    os.makedirs(f"{people}/{name}", exist_ok=True)
-    shutil.copy(f"{images}/{stem}.jpg", f"{people}/{name}/{stem}.jpg")
-PY
-rm -f "$WORK/gallery.frg"
-"$BIN" enroll --gallery "$WORK/gallery.frg" --dir "$WORK/people" >/dev/null
+source benches/gallery.sh
+cse546_gallery "$BIN" "$IMAGES" "$DATA/expected.csv" "$WORK"
 for mode in on off; do
   rm -rf "$WORK/data-$mode" && mkdir -p "$WORK/data-$mode/out/gallery"
   cp "$WORK/gallery.frg" "$WORK/data-$mode/out/gallery/gallery.frg"

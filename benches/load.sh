@@ -38,21 +38,8 @@ cpu=$(python3 -c "import re; t = open('/proc/cpuinfo').read(); m = re.search(r'm
 echo "== $(date -u +%FT%TZ) on $cores cores ($cpu); binary $BIN" >&2
 
 # The gallery: every distinct photo under its name (ten crops of eight people).
-rm -rf "$WORK/people"
-python3 - "$IMAGES" "$DATA/expected.csv" "$WORK/people" <<'PY'
-import csv, hashlib, os, shutil, sys
-images, expected, people = sys.argv[1:]
-seen = set()
-for stem, name in list(csv.reader(open(expected)))[1:]:
-    h = hashlib.sha256(open(f"{images}/{stem}.jpg", "rb").read()).hexdigest()
-    if h in seen:
-        continue
-    seen.add(h)
-    os.makedirs(f"{people}/{name}", exist_ok=True)
-    shutil.copy(f"{images}/{stem}.jpg", f"{people}/{name}/{stem}.jpg")
-PY
-rm -f "$WORK/gallery.frg"
-"$BIN" enroll --gallery "$WORK/gallery.frg" --dir "$WORK/people" >/dev/null
+source benches/gallery.sh
+cse546_gallery "$BIN" "$IMAGES" "$DATA/expected.csv" "$WORK"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
