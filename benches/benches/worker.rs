@@ -13,7 +13,8 @@ use bytes::Bytes;
 use facerec_contract::Request;
 use facerec_contract::message::input_key;
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
-use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Seams};
+use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle, LocalQueue, Queue, Seams};
+use facerec_worker::Metrics;
 use facerec_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 

@@ -377,6 +377,13 @@ impl Models {
     }
 }
 
+/// The id of the recognition model `recognizer` in `dir` without loading it (an edge that
+/// runs no network still creates galleries and face stores the workers accept): the
+/// sha256 of its ONNX file, as `Models::recognition_id` gives it once loaded.
+pub fn recognition_model_id(dir: &Path, recognizer: Recognizer) -> Result<String, EngineError> {
+    Ok(read_model(dir, recognizer.file_stem())?.2)
+}
+
 /// `<dir>/<name>.onnx`: its path, bytes and sha256.
 fn read_model(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>, String), EngineError> {
     let onnx = dir.join(format!("{name}.onnx"));

@@ -147,8 +147,8 @@ fn version_of(path: &Path, info: &str) -> String {
 /// engine threads of `facerec up`, each running its own batch on its own session) get
 /// fewer each: on 2 cores with two lanes, each lane runs its networks on one core without
 /// waiting for the other, which keeps both cores busier than two lanes taking turns on a
-/// 2-thread pool (`facerec up` on 1000 face crops, alternated: ~13% more images/s, 1.85-1.87
-/// cores busy against 1.80-1.85; `benches/RESULTS.md`, 2026-12-06).
+/// 2-thread pool (measured in `benches/RESULTS.md`, "A copy of each network and a core per
+/// engine thread").
 fn threads(lanes: usize) -> usize {
     std::env::var("FACEREC_ORT_THREADS")
         .ok()

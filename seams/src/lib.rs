@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 pub use faces::{FaceStore, FaceStoreError};
 pub use gallery::GalleryHandle;
-pub use metrics::Metrics;
 pub use queue::{Depth, LocalQueue, Queue, Received};
 pub use store::{BlobStore, Bucket, FsStore, Listed};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use facerec_seams::{Metrics, Seams};
+use facerec_seams::Seams;
+use facerec_worker::Metrics;
 use facerec_worker::{Compute, Worker, WorkerConfig};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +80,13 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
         let scaler_metrics = ScalerMetrics::register(&mut registry);
         let store_metrics = facerec_seams::metrics::StoreMetrics::register(&mut registry);
         let registry = Arc::new(registry);
-        let janitor = tokio::spawn(sweep_store(store.clone(), retention, store_metrics, shutdown.clone()));
+        let janitor = tokio::spawn(sweep_store(
+            store.clone(),
+            gallery.store().cloned(),
+            retention,
+            store_metrics,
+            shutdown.clone(),
+        ));
 
         let spawn: Spawn = {
             let compute = Compute::new(engine.clone(), worker_args.engine_threads);
@@ -159,10 +166,12 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
     })
 }
 
-/// Every minute (more often for a retention under two minutes) and at start: deletes results and leftover uploads older than
-/// `retention` and exports what is left.
+/// Every minute (more often for a retention under two minutes) and at start: deletes results
+/// and leftover uploads older than `retention`, and the faces seen longer ago than that from
+/// the face store, and exports what is left.
 async fn sweep_store(
     store: Arc<facerec_seams::FsStore>,
+    faces: Option<Arc<dyn facerec_seams::FaceStore>>,
     retention: Duration,
     metrics: facerec_seams::metrics::StoreMetrics,
     shutdown: CancellationToken,
@@ -181,6 +190,17 @@ async fn sweep_store(
                     expired_out = stats.expired[1],
                     "retention sweep"
                 );
+            }
+        }
+        if let Some(faces) = &faces {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let cutoff = now.saturating_sub(retention).as_millis() as i64;
+            match faces.forget_seen_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(forgotten = n, "retention sweep: seen faces"),
+                Err(e) => tracing::warn!(error = %e, "retention sweep of seen faces failed"),
             }
         }
         let every = (retention / 2).min(Duration::from_secs(60));

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use facerec_seams::Metrics;
 use facerec_seams::aws::Aws;
+use facerec_worker::Metrics;
 use facerec_worker::{Compute, Worker};
 use prometheus_client::registry::Registry;
 

@@ -22,19 +22,15 @@ pub async fn serve_edge(
     Ok(())
 }
 
-/// The recognition model's id (sha256 of its ONNX file), as the engine computes it, so
-/// an edge without the models loaded creates galleries workers accept.
+/// The recognition model's id, as the engine computes it, so an edge without the models
+/// loaded creates galleries workers accept.
 pub fn recognition_model_id(
     dir: &std::path::Path,
     recognizer: facerec_engine::Recognizer,
 ) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let path = dir.join(format!("{}.onnx", recognizer.file_stem()));
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(facerec_engine::models::recognition_model_id(
+        dir, recognizer,
+    )?)
 }
 
 /// The gallery of a serving process, loaded: from the face store `database_url` names

@@ -74,10 +74,22 @@ fn storage_is_bounded_by_deletion_and_retention() {
         value(&m, "facerec_engine_store_objects{bucket=\"out\"}") >= 1.0
             && value(&m, "facerec_engine_store_bytes{bucket=\"out\"}") > 0.0
     });
-    // After the retention (7.2 s) every result and the dead-lettered upload are gone.
+    // Where the people were seen is kept while the results are.
+    let paul = "/v1/identities/Paul/appearances";
+    let seen = http(addr, "GET", paul, &[], b"").json();
+    assert!(
+        !seen["appearances"].as_array().unwrap().is_empty(),
+        "{seen}"
+    );
+    // After the retention (7.2 s) every result and the dead-lettered upload are gone, and
+    // so are the faces seen in them.
     wait_for("results expired", &|| {
         files_under(&data.join("out/results")).is_empty()
             && files_under(&data.join("in")).is_empty()
+    });
+    wait_for("seen faces forgotten", &|| {
+        let seen = http(addr, "GET", paul, &[], b"").json();
+        seen["appearances"].as_array().is_some_and(Vec::is_empty)
     });
     // The gallery (the face store under --data) is never swept.
     assert!(data.join("faces.db").exists());

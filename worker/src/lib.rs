@@ -7,7 +7,9 @@
 //! the same loop serves a fleet and `facerec up`.
 
 pub mod compute;
+pub mod metrics;
 pub mod worker;
 
 pub use compute::Compute;
+pub use metrics::Metrics;
 pub use worker::{Worker, WorkerConfig, WorkerError};

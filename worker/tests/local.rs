@@ -16,10 +16,9 @@ use facerec_contract::message::{input_key, result_key};
 use facerec_contract::{DeadLetter, Request, ResultMessage};
 use facerec_engine::{BackendChoice, Engine, EngineConfig};
 use facerec_seams::{
-    BlobStore, Bucket, Depth, FsStore, GalleryHandle, LocalQueue, Metrics, Queue, Received,
-    SeamError, Seams,
+    BlobStore, Bucket, Depth, FsStore, GalleryHandle, LocalQueue, Queue, Received, SeamError, Seams,
 };
-use facerec_worker::{Compute, Worker, WorkerConfig};
+use facerec_worker::{Compute, Metrics, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 fn engine() -> Arc<Engine> {

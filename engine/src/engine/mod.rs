@@ -155,12 +155,11 @@ impl Engine {
     /// On the CPU backends each lane of several gets its share of the cores: cores / lanes,
     /// rounded down, at least one (the networks' share, `onnxruntime::threads`, rounds up;
     /// the two agree whenever the lanes divide the cores). On 2 cores and 2 lanes, one
-    /// thread, so a batch's decoding and pre-processing run on the lane's own thread. In the shared pool
-    /// each of a batch's parallel steps (decode, each network's input) handed its work to
-    /// the pool's threads and waited for them to wake and finish: on the 2-core machine,
-    /// `facerec up` under 100 clients left 0.06-0.14 of its 2 cores idle, and 0.01-0.02 with
-    /// a pool per lane (`benches/RESULTS.md`, 2026-12-06). A GPU backend keeps the shared
-    /// pool: its lanes wait on the device, not on the cores.
+    /// thread, so a batch's decoding and pre-processing run on the lane's own thread. In a
+    /// shared pool each of a batch's parallel steps (decode, each network's input) hands its
+    /// work to the pool's threads and waits for them to wake and finish, which leaves cores
+    /// idle under load (measured in `benches/RESULTS.md`, "a rayon pool per engine lane").
+    /// A GPU backend keeps the shared pool: its lanes wait on the device, not on the cores.
     pub fn lane_pool(&self, lanes: usize) -> Option<rayon::ThreadPool> {
         if lanes < 2 || self.models.backend().kind == BackendKind::Wgpu {
             return None;

@@ -104,13 +104,9 @@ impl Net {
 /// Most photos in one SSD call on a CPU backend: one. SSD's first layers work on large
 /// activations (at 512x352 the 176x256x32 maps of `conv1`, 5.8 MB a photo) and run at a
 /// third of the processor's arithmetic peak, waiting on memory; a photo a call keeps them
-/// closer to the cache. On the 2-core AVX2 machine, onnxruntime on one thread (a lane):
-/// 57-62 ms a photo at 1 a call, 62-65 at 2, 63-67 at 4 (the early layers 15-17 ms
-/// against 19-21); `facerec identify` on 60 demo photos, alternated six times: median
-/// wall 4.20 s at 1 against 4.43 at 2 and 4.50 at 4, CPU 7.81 s against 8.23
-/// (`benches/RESULTS.md`, 2026-12-06). Larger calls also cost fresh memory (a batch of
-/// 16 at 512x512 is a 50 MB input: 1.6-2.0 s of system time on 60 photos against 0.9-1.1
-/// at 4). The networks after it keep the whole batch; a GPU takes it all.
+/// closer to the cache, and larger calls also cost fresh memory (a batch of 16 at 512x512
+/// is a 50 MB input). Measured in `benches/RESULTS.md`, "SSD a photo at a time". The
+/// networks after it keep the whole batch; a GPU takes it all.
 const SSD_MAX_BATCH: usize = 1;
 
 /// How one image is detected: by which network, with its longer side resized to `fit`

@@ -3,7 +3,7 @@
 //! input tensor; and exact gallery search with top-k, run through raw `wgpu`.
 //!
 //! Each kernel has a plain-Rust reference in its module (`warp::reference`,
-//! `search::reference`); the agreement tests (`engine/tests/wgpu.rs`) run on whatever
+//! `search::reference`); the agreement tests (`engine/tests/wgpu/`) run on whatever
 //! adapter exists, Mesa's software Vulkan (lavapipe) on CI.
 //!
 //! The kernels need the `gpu` cargo feature (Burn's wgpu backend, CubeCL). Without it

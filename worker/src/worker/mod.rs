@@ -31,10 +31,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use facerec_contract::message::{DeadLetter, Request, ResultMessage, VERSION, result_key};
 use facerec_seams::faces::SeenFace;
 use facerec_seams::gallery::GalleryHandle;
-use facerec_seams::metrics::{Metrics, dlq_reason};
+use facerec_seams::metrics::dlq_reason;
 use facerec_seams::queue::{MAX_BATCH, Received};
 use facerec_seams::store::Bucket;
 use facerec_seams::sync::lock;
