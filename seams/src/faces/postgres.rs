@@ -34,14 +34,21 @@ const POOL_SIZE: usize = 8;
 /// How long a call waits for a connection (or to open one) before it fails as unavailable.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
+/// A PostgreSQL error as the seam reports it, by its SQLSTATE class: what a later call may
+/// get past (a connection lost, the server shutting down or short of resources, a
+/// serialisation failure) is `Unavailable`; a unique violation is a `Conflict`; what no
+/// retry changes (bad data, an integrity or access rule, a missing table, a feature the
+/// server lacks) is `Invalid`.
 fn pg_err(e: tokio_postgres::Error) -> FaceStoreError {
-    match e.as_db_error() {
-        Some(db) => FaceStoreError::Unavailable(format!(
-            "postgres: {} ({})",
-            db.message(),
-            db.code().code()
-        )),
-        None => FaceStoreError::Unavailable(format!("postgres: {e}")),
+    let Some(db) = e.as_db_error() else {
+        return FaceStoreError::Unavailable(format!("postgres: {e}"));
+    };
+    let code = db.code().code();
+    let message = format!("postgres: {} ({code})", db.message());
+    match code.get(..2).unwrap_or_default() {
+        _ if code == "23505" => FaceStoreError::Conflict(message),
+        "22" | "23" | "42" | "0A" => FaceStoreError::Invalid(message),
+        _ => FaceStoreError::Unavailable(message),
     }
 }
 

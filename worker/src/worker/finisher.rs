@@ -79,8 +79,9 @@ impl Worker {
     /// Records the seen faces of the answered requests in one transaction. While the face
     /// store is away the requests stay held (the heartbeat keeps them invisible, their
     /// receive counts do not grow) and the write is tried again, so an outage delays
-    /// answers but neither loses nor dead-letters them; requests released meanwhile (a
-    /// shutdown) or a store that refuses the faces for good are tried again later.
+    /// answers but neither loses nor dead-letters them. Requests released meanwhile (a
+    /// shutdown) are left to their next delivery; a store that refuses the faces for good
+    /// (not an outage) does not hold the answers back: they go out, the error is logged.
     async fn record_seen(
         &self,
         answered: Vec<(Job, ResultMessage)>,
@@ -122,7 +123,11 @@ impl Worker {
                             .iter()
                             .any(|(j, _)| in_hand.contains_key(&j.msg.receipt))
                     };
-                    if !e.is_retryable() || !held {
+                    if !e.is_retryable() {
+                        tracing::error!(error = %e, faces = faces.len(), "seen faces refused by the face store; answering without them");
+                        return answered;
+                    }
+                    if !held {
                         break e;
                     }
                     if !waiting {
@@ -134,19 +139,14 @@ impl Worker {
                 }
             }
         };
-        tracing::warn!(error = %e, faces = faces.len(), "seen faces not recorded; their requests will be tried again");
+        // Released (the worker is stopping): their next delivery records and answers them.
+        tracing::warn!(error = %e, faces = faces.len(), "seen faces not recorded before the requests were released; their next delivery answers them");
         let with_faces: std::collections::HashSet<&str> =
             faces.iter().map(|f| f.request_id.as_str()).collect();
-        let mut rest = Vec::with_capacity(answered.len());
-        for (job, result) in answered {
-            if with_faces.contains(job.req.request_id.as_str()) {
-                self.back_off(&job.msg, &format!("recording seen faces: {e}"))
-                    .await;
-            } else {
-                rest.push((job, result));
-            }
-        }
-        rest
+        answered
+            .into_iter()
+            .filter(|(job, _)| !with_faces.contains(job.req.request_id.as_str()))
+            .collect()
     }
 
     /// Writes a result unless one exists; returns the stored body either way.
