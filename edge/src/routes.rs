@@ -117,7 +117,7 @@ async fn track(State(edge): Shared, mut req: Request, next: Next) -> Response {
     let route = if draining || status == 405 {
         "other"
     } else {
-        route
+        route.as_str()
     };
     edge.metrics
         .request(route, status, start.elapsed().as_secs_f64());
@@ -133,35 +133,12 @@ async fn track(State(edge): Shared, mut req: Request, next: Next) -> Response {
 /// The `route` label of a request's metrics: the route's path as the table spells it
 /// (`/v1/identities/{name}/faces`), `/page` for the page (`GET /`; `POST /` is the
 /// original upload route), `other` for no route.
-fn label(method: &Method, matched: Option<&MatchedPath>) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/",
-        "/favicon.ico",
-        "/health",
-        "/ready",
-        "/metrics",
-        "/v1/stats",
-        "/v1/recognize",
-        "/v1/verify",
-        "/v1/identities",
-        "/v1/identities/{name}",
-        "/v1/identities/{name}/faces",
-        "/v1/identities/{name}/appearances",
-        "/v1/batches",
-        "/v1/batches/{id}",
-        "/v1/batches/{id}/results",
-    ];
-    let Some(path) = matched.map(MatchedPath::as_str) else {
-        return "other";
-    };
-    if path == "/" && matches!(*method, Method::GET | Method::HEAD) {
-        return "/page";
+fn label(method: &Method, matched: Option<&MatchedPath>) -> String {
+    match matched.map(MatchedPath::as_str) {
+        None => "other".into(),
+        Some("/") if matches!(*method, Method::GET | Method::HEAD) => "/page".into(),
+        Some(path) => path.into(),
     }
-    ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other")
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -193,10 +193,7 @@ async fn sweep_store(
             }
         }
         if let Some(faces) = &faces {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let cutoff = now.saturating_sub(retention).as_millis() as i64;
+            let cutoff = facerec_seams::faces::now_ms() - retention.as_millis() as i64;
             match faces.forget_seen_before(cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(forgotten = n, "retention sweep: seen faces"),

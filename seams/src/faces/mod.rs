@@ -392,8 +392,8 @@ pub(crate) struct ChangeRow {
     pub side: Option<f32>,
 }
 
-/// Milliseconds since the Unix epoch, for the rows' times.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, the rows' times (`SeenFace::seen_ms` too).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -77,7 +77,7 @@ impl Worker {
         // Every face of every image in one search.
         let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
         let index = self.config.index_faces && self.gallery.store().is_some();
-        let seen_ms = seen_now_ms();
+        let seen_ms = facerec_seams::faces::now_ms();
         let mut seen = Vec::new();
         let out = results
             .into_iter()
@@ -132,10 +132,4 @@ fn seen_faces(
             seen_ms,
         })
         .collect()
-}
-
-fn seen_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
