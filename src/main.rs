@@ -38,6 +38,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Infra(a) => commands::infra::run(&a),
         Command::Up(a) => commands::up::run(&a),
         Command::Edge(a) => commands::edge::run(&a),
+        Command::Faces(a) => commands::faces::run(&a),
         Command::Scaler(a) => match a.command {
             Some(ScalerCommand::Simulate(sim)) => commands::simulate::run(&sim),
             None => commands::scaler::run(&a.args),

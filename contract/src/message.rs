@@ -41,6 +41,10 @@ pub struct Request {
     /// Include each face's 128-d descriptor in the result (enrollment, verification).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub embeddings: bool,
+    /// A probe (an enrolment, a verification, a search), not an upload of the archive: its
+    /// faces are not recorded as seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 impl Request {
@@ -53,6 +57,7 @@ impl Request {
             filename: filename.into(),
             batch: None,
             embeddings: false,
+            probe: false,
         }
     }
 

@@ -159,13 +159,15 @@ impl Edge {
         }
     }
 
-    /// Stores one upload, enqueues its request and waits for the result.
+    /// Stores one upload, enqueues its request and waits for the result. A `probe` (an
+    /// enrolment, a verification, a search) gets its faces' embeddings and is not recorded
+    /// as seen.
     pub async fn recognize(
         &self,
         request_id: &str,
         filename: &str,
         bytes: Bytes,
-        embeddings: bool,
+        probe: bool,
     ) -> Result<ResultMessage, ApiError> {
         validate_image(&bytes)?;
         let _permit = self
@@ -175,7 +177,8 @@ impl Edge {
             .map_err(|_| ApiError::overloaded())?;
         self.metrics.uploads.inc();
         let mut req = Request::new(request_id, filename);
-        req.embeddings = embeddings;
+        req.embeddings = probe;
+        req.probe = probe;
         self.seams
             .store
             .put(Bucket::In, &input_key(request_id), bytes)

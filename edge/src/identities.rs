@@ -53,15 +53,21 @@ pub(crate) async fn enroll(
             source: None,
         })
         .collect();
-    let faces = edge
+    let enrolled = edge
         .gallery
         .enroll(edge.seams.store.as_ref(), &name, &faces)
         .await
         .map_err(change_error)?;
-    tracing::info!(request_id = rid, name, added, "enrolled");
+    tracing::info!(
+        request_id = rid,
+        name,
+        added,
+        change = enrolled.seq,
+        "enrolled"
+    );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"name": name, "added": added, "faces": faces}),
+        &json!({"name": name, "added": added, "faces": enrolled.faces, "change": enrolled.seq}),
     ))
 }
 
@@ -172,6 +178,40 @@ pub(crate) async fn appearances(
     ))
 }
 
+/// `GET /v1/retagging`: how far the seen faces have followed the gallery's changes. An
+/// enrolment's answer gives its `change`; every seen face has met it once `cursor` is at
+/// least that and `stale` is 0.
+pub(crate) async fn retagging(
+    State(edge): Shared,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    edge.check_key(&headers)?;
+    let Some(store) = edge.gallery.store() else {
+        return Err(ApiError::not_found(
+            "this server keeps no face store, so nothing seen is kept",
+        ));
+    };
+    let status = store
+        .retag_status()
+        .await
+        .map_err(|e| change_error(GalleryChangeError::Store(e)))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "cursor": status.cursor,
+            "latest": status.latest,
+            "stale": status.stale,
+            "done": status.cursor >= status.latest && status.stale == 0,
+            "running": status.running.map(|r| json!({
+                "target": r.target,
+                "done": r.done,
+                "total": r.total,
+                "started_ms": r.started_ms,
+            })),
+        }),
+    ))
+}
+
 /// `limit` (1 to `MAX_PAGE`) and `before` (a seen face's id) of a listing's query.
 fn page(uri: &Uri) -> Result<(usize, Option<i64>), ApiError> {
     let (mut limit, mut before) = (DEFAULT_PAGE, None);
@@ -202,7 +242,7 @@ fn page(uri: &Uri) -> Result<(usize, Option<i64>), ApiError> {
 }
 
 /// A gallery change that failed, as the API answers it.
-fn change_error(e: GalleryChangeError) -> ApiError {
+pub(crate) fn change_error(e: GalleryChangeError) -> ApiError {
     match e {
         GalleryChangeError::ReadOnly => ApiError::new(Kind::ReadOnly, e.to_string()),
         GalleryChangeError::Store(FaceStoreError::NotFound(m)) => ApiError::not_found(m),

@@ -21,6 +21,7 @@ mod page;
 mod recognize;
 mod response;
 mod routes;
+mod search;
 mod server;
 
 pub use config::EdgeConfig;

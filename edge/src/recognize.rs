@@ -36,9 +36,9 @@ impl Edge {
         &self,
         parts: Vec<Part>,
         rid: &str,
-        embeddings: bool,
+        probe: bool,
     ) -> Vec<Result<ResultMessage, ApiError>> {
-        self.recognize_parts_as(parts, rid, false, embeddings).await
+        self.recognize_parts_as(parts, rid, false, probe).await
     }
 
     /// As `recognize_parts`, the message ids made from `base`; with `replay`, an upload
@@ -49,7 +49,7 @@ impl Edge {
         parts: Vec<Part>,
         base: &str,
         replay: bool,
-        embeddings: bool,
+        probe: bool,
     ) -> Vec<Result<ResultMessage, ApiError>> {
         let single = parts.len() == 1;
         let jobs = parts.into_iter().enumerate().map(|(i, p)| {
@@ -67,7 +67,7 @@ impl Edge {
                     tracing::info!(request_id = %id, "answered from the store for its Idempotency-Key");
                     return Ok(r);
                 }
-                self.recognize(&id, &p.filename, p.bytes, embeddings).await
+                self.recognize(&id, &p.filename, p.bytes, probe).await
             }
         });
         futures_util::future::join_all(jobs).await

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use facerec_seams::metrics::render;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::http::request::Parts;
@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::edge::Edge;
 use crate::response::{ApiError, Kind, json_response, text_response};
-use crate::{batch_api, identities, page, recognize};
+use crate::{batch_api, identities, page, recognize, search};
 
 /// The shared state every handler gets.
 pub(crate) type Shared = State<Arc<Edge>>;
@@ -46,9 +46,13 @@ pub(crate) fn router(edge: Arc<Edge>) -> Router {
             "/v1/identities/{name}/appearances",
             get(identities::appearances),
         )
+        .route("/v1/retagging", get(identities::retagging))
+        .route("/v1/faces/search", post(search::by_upload))
+        .route("/v1/faces/{id}/similar", get(search::by_seen))
         .route("/v1/batches", get(batch_api::list).post(batch_api::create))
         .route("/v1/batches/{id}", get(batch_api::progress))
         .route("/v1/batches/{id}/results", get(batch_api::results))
+        .route("/v1/batches/{id}/faces", delete(search::forget_batch))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(from_fn_with_state(edge.clone(), track))

@@ -25,6 +25,13 @@ impl Edge {
             shutdown.clone(),
             |_| {},
         ));
+        // Faces already seen follow enrolments and removals (one process of the fleet at a
+        // time does the work).
+        if let Some(retagger) =
+            facerec_seams::retag::Retagger::new(self.gallery.clone(), self.config.threshold)
+        {
+            tokio::spawn(retagger.run(shutdown.clone()));
+        }
         let routes = crate::routes::router(self.clone());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let drain = self.config.drain;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use facerec_contract::Gallery;
 
 use crate::SeamError;
-use crate::faces::{Change, FaceStore, FaceStoreError, NewFace};
+use crate::faces::{Change, Enrolled, FaceStore, FaceStoreError, NewFace};
 use crate::store::{BlobStore, Bucket};
 
 /// Where earlier versions kept the gallery in the output bucket (imported once into a
@@ -53,7 +53,8 @@ pub enum GalleryChangeError {
 }
 
 pub struct GalleryHandle {
-    current: RwLock<Arc<Gallery>>,
+    /// The gallery and the last change applied to it (0 without a face store).
+    current: RwLock<(Arc<Gallery>, i64)>,
     model_id: String,
     source: Source,
 }
@@ -77,7 +78,7 @@ impl GalleryHandle {
 
     fn with_source(model_id: String, source: Source) -> Self {
         Self {
-            current: RwLock::new(Arc::new(Gallery::new(model_id.clone()))),
+            current: RwLock::new((Arc::new(Gallery::new(model_id.clone())), 0)),
             model_id,
             source,
         }
@@ -101,6 +102,12 @@ impl GalleryHandle {
 
     /// The gallery as it is now (cheap; later changes do not affect the snapshot).
     pub fn get(&self) -> Arc<Gallery> {
+        self.snapshot().0
+    }
+
+    /// The gallery as it is now and the last change of the face store applied to it (0
+    /// without a store): what a seen face was matched against (`SeenFace::gallery_seq`).
+    pub fn snapshot(&self) -> (Arc<Gallery>, i64) {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -128,7 +135,7 @@ impl GalleryHandle {
         }
         let (gallery, seq) = store.load(&self.model_id).await.map_err(seam_error)?;
         tracing::info!(faces = gallery.len(), seq, store = %store.describe(), "gallery loaded");
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gallery);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(gallery), seq);
         *applied = seq;
         Ok(())
     }
@@ -137,22 +144,26 @@ impl GalleryHandle {
     pub async fn sync(&self, blobs: &dyn BlobStore) -> Result<bool, SeamError> {
         match &self.source {
             Source::Object(_) => self.refresh_object(blobs).await,
-            Source::Store { store, applied } => {
-                let mut applied = applied.lock().await;
-                let mut changed = false;
-                loop {
-                    let changes = store
-                        .changes(*applied, FEED_PAGE)
-                        .await
-                        .map_err(seam_error)?;
-                    let Some(last) = changes.last().map(Change::seq) else {
-                        return Ok(changed);
-                    };
-                    self.apply(&changes);
-                    *applied = last;
-                    changed = true;
-                }
-            }
+            Source::Store { .. } => self.sync_store().await.map_err(seam_error),
+        }
+    }
+
+    /// Applies the face store's change feed (nothing without a store); true when the
+    /// gallery changed.
+    pub async fn sync_store(&self) -> Result<bool, FaceStoreError> {
+        let Source::Store { store, applied } = &self.source else {
+            return Ok(false);
+        };
+        let mut applied = applied.lock().await;
+        let mut changed = false;
+        loop {
+            let changes = store.changes(*applied, FEED_PAGE).await?;
+            let Some(last) = changes.last().map(Change::seq) else {
+                return Ok(changed);
+            };
+            self.apply(&changes);
+            *applied = last;
+            changed = true;
         }
     }
 
@@ -160,23 +171,26 @@ impl GalleryHandle {
     /// a copy that replaces it.
     fn apply(&self, changes: &[Change]) {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        let gallery = Arc::make_mut(&mut current);
+        let (gallery, seq) = &mut *current;
+        let gallery = Arc::make_mut(gallery);
         for change in changes {
             change.apply(gallery);
+            *seq = change.seq();
         }
     }
 
     /// Enrols faces under `name` in the face store and applies the change here at once
-    /// (the other processes see it at their next sync); the identity's faces after it.
+    /// (the other processes see it at their next sync): the change's number and the
+    /// identity's faces after it.
     pub async fn enroll(
         &self,
         blobs: &dyn BlobStore,
         name: &str,
         faces: &[NewFace],
-    ) -> Result<usize, GalleryChangeError> {
+    ) -> Result<Enrolled, GalleryChangeError> {
         let enrolled = self.writable()?.enroll(name, faces).await?;
         self.settle(blobs).await;
-        Ok(enrolled.faces)
+        Ok(enrolled)
     }
 
     /// Removes an identity from the face store; how many faces went.
@@ -279,7 +293,7 @@ impl GalleryHandle {
             return Ok(false);
         };
         tracing::info!(faces = gallery.len(), "gallery reloaded");
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gallery);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(gallery), 0);
         *seen.lock().unwrap_or_else(|p| p.into_inner()) = version;
         Ok(true)
     }

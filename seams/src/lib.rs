@@ -12,6 +12,7 @@ pub mod http;
 pub mod http_client;
 pub mod metrics;
 pub mod queue;
+pub mod retag;
 pub mod sqlite_queue;
 pub mod store;
 pub mod sync;

@@ -11,10 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use facerec_contract::Gallery;
 use facerec_contract::gallery::DIM;
-use facerec_seams::faces::{self, FaceStore, FaceStoreError, NewFace, SeenFace};
+use facerec_contract::{Gallery, Threshold};
+use facerec_seams::faces::{
+    self, FaceStore, FaceStoreError, NewFace, RetagProgress, SeenFace, SeenScan,
+};
 use facerec_seams::gallery::{GALLERY_KEY, GalleryChangeError};
+use facerec_seams::retag::Retagger;
 use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle};
 use facerec_testkit::Postgres;
 
@@ -116,6 +119,9 @@ both!(
     a_gallery_of_an_earlier_version_is_imported_once,
     a_large_earlier_gallery_is_imported_whole_and_in_order,
     seen_faces_are_kept_once_and_listed_per_identity,
+    re_tagging_gives_what_matching_against_todays_gallery_gives,
+    one_process_re_tags_at_a_time_and_another_takes_over_a_lapsed_lease,
+    a_search_of_seen_faces_equals_a_brute_force_reference,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -162,7 +168,7 @@ async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
         Err(FaceStoreError::Invalid(_))
     ));
     let status = store.status().await.expect("status");
-    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 2));
+    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 3));
     let (g, seq) = store.load(MODEL).await.expect("load");
     assert_eq!(seq, status.seq);
     assert_eq!(
@@ -198,7 +204,7 @@ async fn concurrent_enrolments_through_many_processes_are_all_kept_and_seen_ever
         })
         .collect();
     for t in tasks {
-        assert_eq!(t.await.expect("task").expect("enrolled"), 1);
+        assert_eq!(t.await.expect("task").expect("enrolled").faces, 1);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     for h in &handles {
@@ -301,7 +307,7 @@ async fn a_schema_newer_than_the_binary_is_refused(kind: Kind) {
     assert!(matches!(err, FaceStoreError::Schema(_)), "{err}");
     assert!(
         err.to_string()
-            .contains("version 99, newer than this binary's 2"),
+            .contains("version 99, newer than this binary's 3"),
         "{err}"
     );
 }
@@ -415,6 +421,8 @@ fn seen(request: &str, index: u32, identity: Option<&str>, at: i64) -> SeenFace 
         embedding: vector(at as u64),
         identity: identity.map(str::to_string),
         distance: identity.map(|_| 0.3),
+        nearest: identity.map(str::to_string),
+        gallery_seq: 0,
         seen_ms: at,
     }
 }
@@ -500,6 +508,388 @@ async fn seen_faces_are_kept_once_and_listed_per_identity(kind: Kind) {
     assert_eq!(ids, ["r5", "r4", "r3"]);
 }
 
+/// A face of person `p` (a seed), photo `k`: the person's vector with some of another
+/// mixed in, about 0.28 from the person's own; `small` photos have a 40 px face.
+fn photo(p: u64, k: u64) -> (Vec<f32>, f32) {
+    let unit = |v: Vec<f32>| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let (a, b) = (unit(vector(p)), unit(vector(1000 + p * 100 + k)));
+    let mixed = unit(a.iter().zip(&b).map(|(a, b)| 0.96 * a + 0.28 * b).collect());
+    (mixed, if k % 4 == 3 { 40.0 } else { 120.0 })
+}
+
+fn enrolled(p: u64, k: u64) -> NewFace {
+    let (embedding, side) = photo(p, k);
+    NewFace {
+        embedding,
+        side,
+        source: None,
+    }
+}
+
+/// Records photos as a worker does: matched against `handle`'s gallery as it is in
+/// memory, with the change it has reached.
+async fn record_as_worker(
+    handle: &GalleryHandle,
+    store: &dyn FaceStore,
+    request: &str,
+    photos: &[(u64, u64)],
+) {
+    let (gallery, at) = handle.snapshot();
+    let faces: Vec<SeenFace> = photos
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, k))| {
+            let (embedding, side) = photo(p, k);
+            let m = gallery.nearest(&[&embedding]).pop().flatten();
+            SeenFace {
+                identity: m
+                    .as_ref()
+                    .filter(|m| Threshold::DEFAULT.is_same(m.distance, side, m.side))
+                    .map(|m| m.name.clone()),
+                distance: m.as_ref().map(|m| m.distance),
+                nearest: m.map(|m| m.name),
+                gallery_seq: at,
+                side,
+                embedding,
+                ..seen(request, i as u32, None, 1_000 + i as i64)
+            }
+        })
+        .collect();
+    store.record_seen(&faces).await.expect("record");
+}
+
+/// Every seen face as (identity, nearest, distance) by name, in the order recorded.
+async fn tags(store: &dyn FaceStore) -> Vec<(Option<String>, Option<String>, Option<f32>)> {
+    let rows = store
+        .seen_page(SeenScan::Before(i64::MAX), 0, 100_000)
+        .await
+        .expect("read");
+    let ids = store.retag_plan(i64::MAX).await.expect("plan").identities;
+    let name = |id: Option<i64>| {
+        id.map(|id| {
+            ids.iter()
+                .find(|(_, v)| **v == id)
+                .map_or(format!("removed identity {id}"), |(n, _)| n.clone())
+        })
+    };
+    rows.into_iter()
+        .map(|r| (name(r.identity_id), name(r.nearest_id), r.distance))
+        .collect()
+}
+
+async fn re_tagging_gives_what_matching_against_todays_gallery_gives(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    let blobs = db.blobs();
+    // Person 1 and 2 enrolled; 60 photos of people 1 to 6 seen.
+    store.enroll("p1", &[enrolled(1, 0)]).await.expect("enrol");
+    store.enroll("p2", &[enrolled(2, 0)]).await.expect("enrol");
+    let worker = GalleryHandle::with_store(MODEL, db.open().await);
+    worker.load(&blobs).await.expect("load");
+    let photos = |from: u64| -> Vec<(u64, u64)> {
+        (0..20).map(|i| (1 + (i * 7 + from) % 6, 1 + i)).collect()
+    };
+    record_as_worker(&worker, store.as_ref(), "r1", &photos(0)).await;
+    // People 3 and 4 enrolled through another process: the worker, not synced yet,
+    // records more against its gallery behind the store (those are stale).
+    store
+        .enroll("p3", &[enrolled(3, 0), enrolled(3, 50)])
+        .await
+        .expect("enrol");
+    store.enroll("p4", &[enrolled(4, 0)]).await.expect("enrol");
+    record_as_worker(&worker, store.as_ref(), "r2", &photos(3)).await;
+    assert!(store.retag_status().await.expect("status").stale > 0);
+
+    // The re-tagger's own gallery is loaded now; more changes come after it.
+    let own = Arc::new(GalleryHandle::with_store(MODEL, db.open().await));
+    own.load(&blobs).await.expect("load");
+    let retagger = Retagger::new(own.clone(), Threshold::DEFAULT).expect("a store");
+    store.enroll("p5", &[enrolled(5, 0)]).await.expect("enrol");
+    store.remove("p1").await.expect("remove");
+    store.rename("p2", "person two").await.expect("rename");
+    worker.sync(&blobs).await.expect("sync");
+    record_as_worker(&worker, store.as_ref(), "r3", &photos(5)).await;
+    store
+        .enroll("p1", &[enrolled(1, 9)])
+        .await
+        .expect("enrol again");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut passes = 0;
+    while retagger.pass(&stop).await.expect("pass").is_some() {
+        passes += 1;
+        assert!(passes < 10, "re-tagging does not settle");
+    }
+    let status = store.retag_status().await.expect("status");
+    assert_eq!(
+        (status.cursor, status.stale, status.running),
+        (status.latest, 0, None)
+    );
+
+    // The reference: every seen face matched against today's gallery, loaded afresh.
+    let (today, _) = store.load(MODEL).await.expect("load");
+    let all: Vec<(u64, u64)> = [photos(0), photos(3), photos(5)].concat();
+    let expected: Vec<_> = all
+        .iter()
+        .map(|&(p, k)| {
+            let (e, side) = photo(p, k);
+            let m = today.nearest(&[&e]).pop().flatten().expect("a gallery");
+            (
+                Threshold::DEFAULT
+                    .is_same(m.distance, side, m.side)
+                    .then(|| m.name.clone()),
+                Some(m.name),
+                Some(m.distance),
+            )
+        })
+        .collect();
+    let got = tags(store.as_ref()).await;
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!((&g.0, &g.1), (&e.0, &e.1), "seen face {i} ({:?})", all[i]);
+        assert!((g.2.unwrap() - e.2.unwrap()).abs() < 1e-5, "seen face {i}");
+    }
+    // Every person's photos found under their name (person 6 was never enrolled), the
+    // removed-and-enrolled-again p1 included, and the renamed p2 under its new name.
+    for (name, p) in [
+        ("p1", 1),
+        ("person two", 2),
+        ("p3", 3),
+        ("p4", 4),
+        ("p5", 5),
+    ] {
+        let listed = store
+            .appearances(name, None, 100)
+            .await
+            .expect("list")
+            .len();
+        let tagged = expected
+            .iter()
+            .filter(|e| e.0.as_deref() == Some(name))
+            .count();
+        assert_eq!(listed, tagged, "{name}");
+        assert!(
+            tagged > 0 && tagged <= all.iter().filter(|a| a.0 == p).count(),
+            "{name}"
+        );
+    }
+}
+
+async fn one_process_re_tags_at_a_time_and_another_takes_over_a_lapsed_lease(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    let blobs = db.blobs();
+    let worker = GalleryHandle::with_store(MODEL, db.open().await);
+    worker.load(&blobs).await.expect("load");
+    record_as_worker(&worker, store.as_ref(), "r1", &[(1, 1), (1, 2), (2, 1)]).await;
+    store.enroll("p1", &[enrolled(1, 0)]).await.expect("enrol");
+    let own = Arc::new(GalleryHandle::with_store(MODEL, db.open().await));
+    own.load(&blobs).await.expect("load");
+    let retagger = Retagger::new(own, Threshold::DEFAULT).expect("a store");
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    // Another process holds the lease: nothing happens here, and the status shows it.
+    let now = faces::now_ms();
+    let other = RetagProgress {
+        owner: "other-host:1:1".into(),
+        until_ms: now + 60_000,
+        target: 1,
+        done: 0,
+        total: 3,
+        started_ms: now,
+    };
+    assert!(store.retag_lease(&other).await.expect("lease"));
+    assert_eq!(retagger.pass(&stop).await.expect("pass"), None);
+    let status = store.retag_status().await.expect("status");
+    assert_eq!(
+        status.running.as_ref().map(|r| r.owner.as_str()),
+        Some("other-host:1:1")
+    );
+    assert!(
+        store
+            .appearances("p1", None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Its lease lapses (it died): this process takes over and does the work.
+    let lapsed = RetagProgress {
+        until_ms: now - 1,
+        ..other
+    };
+    assert!(store.retag_lease(&lapsed).await.expect("lease"));
+    let report = retagger
+        .pass(&stop)
+        .await
+        .expect("pass")
+        .expect("work done");
+    // All three met p1 (two are p1's, tagged; one is only nearest to it, untagged).
+    assert_eq!((report.target, report.scanned, report.changed), (1, 3, 3));
+    assert_eq!(
+        store.appearances("p1", None, 10).await.expect("list").len(),
+        2
+    );
+    let status = store.retag_status().await.expect("status");
+    assert_eq!((status.cursor, status.latest, status.running), (1, 1, None));
+}
+
+async fn a_search_of_seen_faces_equals_a_brute_force_reference(kind: Kind) {
+    use facerec_seams::faces::SeenFilter;
+    use facerec_seams::faces::search::{Query, nearest_seen};
+    let db = Db::new(kind);
+    let store = db.open().await;
+    let blobs = db.blobs();
+    store.enroll("p1", &[enrolled(1, 0)]).await.expect("enrol");
+    let worker = GalleryHandle::with_store(MODEL, db.open().await);
+    worker.load(&blobs).await.expect("load");
+    // 3 requests of 40 photos of 8 people; the second one a bulk job's; seen at 1000 + i.
+    let photos: Vec<(u64, u64)> = (0..120).map(|i| (1 + i % 8, 1 + i / 8)).collect();
+    for (r, chunk) in photos.chunks(40).enumerate() {
+        record_as_worker(&worker, store.as_ref(), &format!("r{r}"), chunk).await;
+    }
+    let rows = store
+        .seen_page(SeenScan::Before(i64::MAX), 0, 1000)
+        .await
+        .expect("read");
+    assert_eq!(rows.len(), 120);
+    // The reference: plain euclidean distances, sorted (ties: the face seen first).
+    let reference = |q: &[f32], keep: &dyn Fn(usize) -> bool, k: usize| -> Vec<(i64, f32)> {
+        let mut all: Vec<(i64, f32)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, r)| {
+                let d2: f32 = q
+                    .iter()
+                    .zip(&r.embedding)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                (r.id, d2.sqrt())
+            })
+            .collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    };
+    let check = |got: &[facerec_seams::faces::search::Similar], want: &[(i64, f32)]| {
+        let ids: Vec<i64> = got.iter().map(|s| s.face.at.id).collect();
+        let want_ids: Vec<i64> = want.iter().map(|w| w.0).collect();
+        assert_eq!(ids, want_ids);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g.distance - w.1).abs() < 1e-4, "{} vs {}", g.distance, w.1);
+        }
+    };
+    // An uploaded face of person 3: every seen face, then the k nearest.
+    let (q, side) = photo(3, 99);
+    let all = SeenFilter::default();
+    for k in [1, 7, 15, 120, 1000] {
+        let got = nearest_seen(
+            store.as_ref(),
+            &Query::Face {
+                embedding: q.clone(),
+                side,
+            },
+            k,
+            &all,
+            Threshold::DEFAULT,
+        )
+        .await
+        .expect("search");
+        check(&got, &reference(&q, &|_| true, k));
+    }
+    let top = nearest_seen(
+        store.as_ref(),
+        &Query::Face {
+            embedding: q.clone(),
+            side,
+        },
+        15,
+        &all,
+        Threshold::DEFAULT,
+    )
+    .await
+    .expect("search");
+    // Person 3's 15 photos come first, all the same person by the rule.
+    assert!(top.iter().all(|s| s.same && s.confidence > 0.5), "{top:?}");
+    // Filters: a bulk job (face 1 of each request belongs to job-1), a time window.
+    let job = SeenFilter {
+        batch: Some("job-1".into()),
+        ..SeenFilter::default()
+    };
+    let in_job: Vec<usize> = (0..120).filter(|i| i % 40 == 1).collect();
+    let got = nearest_seen(
+        store.as_ref(),
+        &Query::Face {
+            embedding: q.clone(),
+            side,
+        },
+        10,
+        &job,
+        Threshold::DEFAULT,
+    )
+    .await
+    .expect("search");
+    check(&got, &reference(&q, &|i| in_job.contains(&i), 10));
+    let window = SeenFilter {
+        since_ms: Some(1_005),
+        until_ms: Some(1_020),
+        ..SeenFilter::default()
+    };
+    let got = nearest_seen(
+        store.as_ref(),
+        &Query::Face {
+            embedding: q.clone(),
+            side,
+        },
+        1000,
+        &window,
+        Threshold::DEFAULT,
+    )
+    .await
+    .expect("search");
+    check(&got, &reference(&q, &|i| (5..20).contains(&(i % 40)), 1000));
+    // By a seen face's id: itself left out.
+    let pick = &rows[42];
+    let got = nearest_seen(
+        store.as_ref(),
+        &Query::Seen(pick.id),
+        5,
+        &all,
+        Threshold::DEFAULT,
+    )
+    .await
+    .expect("search");
+    check(&got, &reference(&pick.embedding, &|i| i != 42, 5));
+    assert!(matches!(
+        nearest_seen(
+            store.as_ref(),
+            &Query::Seen(1_000_000),
+            5,
+            &all,
+            Threshold::DEFAULT
+        )
+        .await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    // A bulk job's seen faces forgotten: only those.
+    assert_eq!(
+        store.forget_seen_of_batch("job-1").await.expect("forget"),
+        3
+    );
+    assert_eq!(
+        store
+            .seen_page(SeenScan::Before(i64::MAX), 0, 1000)
+            .await
+            .expect("read")
+            .len(),
+        117
+    );
+}
+
 fn rusqlite_open(path: &str) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
@@ -546,7 +936,7 @@ async fn postgres_going_away_and_coming_back() {
     for _ in 0..50 {
         match h.enroll(&blobs, "bob", &[face(2)]).await {
             Ok(n) => {
-                last = Some(n);
+                last = Some(n.faces);
                 break;
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod engine;
+pub mod faces;
 pub mod infra;
 pub mod offline;
 pub mod scaler;
@@ -47,4 +48,7 @@ pub enum Command {
     Bench(bench::BenchCommandArgs),
     /// Web tier only, in front of SQS/S3 (or AWS_ENDPOINT_URL).
     Edge(serve::EdgeCommandArgs),
+    /// The faces seen in uploads, as the face store keeps them: where a person appears, the
+    /// faces like a face, re-tagging, forgetting a bulk job's faces.
+    Faces(Box<faces::FacesArgs>),
 }

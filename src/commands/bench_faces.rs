@@ -15,15 +15,19 @@
 //!   workers record an engine batch's faces, spread over the gallery's identities (one of
 //!   them in 1% of all); then "where does this person appear?" (`appearances`, a page of
 //!   100) for 20 identities, and for the frequent one its first page and a page from the
-//!   middle of its list.
+//!   middle of its list; then **re-tagging**: one new identity enrolled, whom one seen face
+//!   in 1000 resembles (unknown until then), and the re-tagger's passes timed until every
+//!   seen face has met it (`facerec_seams::retag`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use facerec_engine::Threshold;
 use facerec_engine::gallery::{DIM, Gallery};
 use facerec_seams::faces::{self, FaceStore, NewFace, SeenFace};
+use facerec_seams::retag::Retagger;
 use facerec_seams::{FsStore, GalleryHandle};
 
 use crate::cli::bench::FacesArgs;
@@ -83,20 +87,22 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
     if !seen_rows.is_empty() {
         println!();
         println!(
-            "| store ({} seen faces) | recorded | where a person appears: median | max | the frequent one ({}): first page | a middle page |",
+            "| store ({} seen faces) | recorded | where a person appears: median | max | the frequent one ({}): first page | a middle page | re-tag after one enrolment | faces tagged |",
             args.seen,
             args.seen / 100
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in seen_rows {
             println!(
-                "| {} | {:.0} faces/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                "| {} | {:.0} faces/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {} |",
                 r.store,
                 r.per_s,
                 ms(r.median),
                 ms(r.max),
                 ms(r.frequent_first),
-                ms(r.frequent_middle)
+                ms(r.frequent_middle),
+                r.retag.as_secs_f64(),
+                r.retagged
             );
         }
     }
@@ -205,6 +211,8 @@ struct SeenRow {
     max: Duration,
     frequent_first: Duration,
     frequent_middle: Duration,
+    retag: Duration,
+    retagged: usize,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -221,12 +229,14 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
     let identities = (args.faces / args.per_identity.max(1)).max(1);
     runtime()?.block_on(async {
         let store = faces::open(url, MODEL).await?;
+        // Matched against the gallery as it is.
+        let at = store.status().await?.seq;
         eprintln!("{label}: recording {} seen faces", args.seen);
         let t = Instant::now();
         let mut next = 0;
         while next < args.seen {
             let end = (next + 64).min(args.seen);
-            let batch: Vec<SeenFace> = (next..end).map(|i| seen_face(i, identities)).collect();
+            let batch: Vec<SeenFace> = (next..end).map(|i| seen_face(i, identities, at)).collect();
             store.record_seen(&batch).await?;
             next = end;
             if next.is_multiple_of(100_000) {
@@ -244,6 +254,7 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
         }
         times.sort();
         let (frequent_first, frequent_middle) = frequent_pages(store.as_ref(), args.seen).await?;
+        let (retag, retagged) = retag_after_enrolment(url, args.seen).await?;
         Ok(Some(SeenRow {
             store: label,
             per_s,
@@ -251,8 +262,66 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
             max: times[times.len() - 1],
             frequent_first,
             frequent_middle,
+            retag,
+            retagged,
         }))
     })
+}
+
+/// The seed of the identity enrolled before re-tagging, and how often a seen face
+/// resembles it.
+const NEWCOMER: u64 = 1 << 50;
+const NEWCOMER_EVERY: usize = 1000;
+
+/// Enrols the newcomer and times the re-tagger's passes until every seen face has met it;
+/// the time and the newcomer's seen faces found then.
+async fn retag_after_enrolment(url: &str, seen: usize) -> Result<(Duration, usize)> {
+    let dir = tempfile_dir()?;
+    let blobs = FsStore::new(dir.join("blobs"))?;
+    let handle = std::sync::Arc::new(GalleryHandle::with_store(
+        MODEL,
+        faces::open(url, MODEL).await?,
+    ));
+    handle.load(&blobs).await?;
+    let store = handle.store().context("a face store")?.clone();
+    let retagger = Retagger::new(handle.clone(), Threshold::DEFAULT).context("a face store")?;
+    let face = NewFace {
+        embedding: vector(NEWCOMER),
+        side: 120.0,
+        source: None,
+    };
+    handle.enroll(&blobs, "newcomer", &[face]).await?;
+    eprintln!("{}: re-tagging {seen} seen faces", faces::redact(url));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let t = Instant::now();
+    while retagger.pass(&stop).await?.is_some() {}
+    let took = t.elapsed();
+    let status = store.retag_status().await?;
+    anyhow::ensure!(
+        status.cursor == status.latest && status.stale == 0,
+        "re-tagging unfinished: {status:?}"
+    );
+    let mut found = 0;
+    let mut before = None;
+    loop {
+        let page = store.appearances("newcomer", before, 1000).await?;
+        found += page.len();
+        match page.last() {
+            Some(last) if page.len() == 1000 => before = Some(last.id),
+            _ => break,
+        }
+    }
+    let expected = (0..seen).filter(|i| is_newcomer(*i)).count();
+    anyhow::ensure!(
+        found == expected,
+        "the newcomer was found in {found} seen faces, not {expected}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((took, found))
+}
+
+fn is_newcomer(i: usize) -> bool {
+    i % NEWCOMER_EVERY == NEWCOMER_EVERY / 2 + 1
 }
 
 /// The frequent identity's first page of 100, and a page from the middle of its list.
@@ -270,14 +339,15 @@ async fn frequent_pages(store: &dyn FaceStore, seen: usize) -> Result<(Duration,
     Ok((first_t, middle_t))
 }
 
-/// Seen face `i`: every 100th is `person0`, the rest spread over the identities.
-fn seen_face(i: usize, identities: usize) -> SeenFace {
+/// Seen face `i`: every 100th is `person0`, one in 1000 an unknown face that resembles the
+/// newcomer (about 0.28 from its face), the rest spread over the identities.
+fn seen_face(i: usize, identities: usize, gallery_seq: i64) -> SeenFace {
     let who = if i.is_multiple_of(100) {
         0
     } else {
         1 + (i * 7919) % (identities - 1).max(1)
     };
-    SeenFace {
+    let face = SeenFace {
         request_id: format!("req-{}", i / 3),
         face_index: (i % 3) as u32,
         batch: None,
@@ -288,7 +358,21 @@ fn seen_face(i: usize, identities: usize) -> SeenFace {
         embedding: vector(1 << 40 | i as u64),
         identity: Some(format!("person{who}")),
         distance: Some(0.4),
+        nearest: Some(format!("person{who}")),
+        gallery_seq,
         seen_ms: i as i64,
+    };
+    if !is_newcomer(i) {
+        return face;
+    }
+    let (a, b) = (vector(NEWCOMER), face.embedding.clone());
+    let mixed: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 0.96 * a + 0.28 * b).collect();
+    let norm = mixed.iter().map(|v| v * v).sum::<f32>().sqrt();
+    SeenFace {
+        embedding: mixed.iter().map(|v| v / norm).collect(),
+        identity: None,
+        distance: Some(0.9),
+        ..face
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bench_models;
 pub mod edge;
 pub mod embed;
 pub mod enroll;
+pub mod faces;
 pub mod identify;
 pub mod infra;
 pub mod scaler;

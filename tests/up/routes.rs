@@ -513,3 +513,74 @@ fn where_a_person_appears_is_listed_from_what_was_uploaded() {
     .json();
     assert_eq!(v["appearances"].as_array().map(Vec::len), Some(0));
 }
+
+/// Faces seen before anyone was enrolled are tagged once people are: uploads of people
+/// nobody knew yet, then their enrolment, then "where does this person appear?" lists
+/// each one's uploads (expected names from the data set's CSV) once `/v1/retagging` says
+/// every seen face has met the enrolments. A removal is followed too.
+#[test]
+fn uploads_seen_before_an_enrolment_are_tagged_after_it() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    let addr = &server.addr;
+    let mut uploaded: Vec<(String, String)> = Vec::new();
+    for (stem, name) in w.expected.iter().take(30) {
+        let r = post_files(addr, "/", &[("inputFile", "x.jpg", &w.bytes(stem))], &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        uploaded.push((r.headers["x-request-id"].clone(), name.clone()));
+    }
+    w.enroll(addr, &[]);
+    let settled = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = http(addr, "GET", "/v1/retagging", &[], b"").json();
+            if v["done"] == true {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "re-tagging: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let status = settled();
+    assert_eq!(status["stale"], 0);
+    let listed = |name: &str| -> Vec<String> {
+        let r = http(
+            addr,
+            "GET",
+            &format!("/v1/identities/{name}/appearances?limit=1000"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["appearances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["request_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let names: std::collections::BTreeSet<&str> =
+        uploaded.iter().map(|(_, n)| n.as_str()).collect();
+    for name in &names {
+        let want: Vec<String> = uploaded
+            .iter()
+            .rev()
+            .filter(|(_, n)| n == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(listed(name), want, "{name}");
+    }
+    // Removing someone: their faces are matched again against the others, and no one
+    // else is given them (each upload is one person's).
+    let gone = names.iter().next().unwrap();
+    let r = http(addr, "DELETE", &format!("/v1/identities/{gone}"), &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    settled();
+    for name in names.iter().skip(1) {
+        assert_eq!(
+            listed(name).len(),
+            uploaded.iter().filter(|(_, n)| n == name).count(),
+            "{name}"
+        );
+    }
+}

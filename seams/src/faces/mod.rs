@@ -14,6 +14,7 @@
 //! start-up; a database whose schema is newer than the binary is refused.
 
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -101,6 +102,12 @@ pub struct SeenFace {
     pub identity: Option<String>,
     /// The distance to the nearest enrolled face, when there was a gallery.
     pub distance: Option<f32>,
+    /// The identity of that nearest face (tagged or not), by name.
+    pub nearest: Option<String>,
+    /// The change the gallery it was matched against had reached
+    /// ([`crate::GalleryHandle::snapshot`]): a face matched against a gallery behind the
+    /// store is matched again by the re-tagger.
+    pub gallery_seq: i64,
     pub seen_ms: i64,
 }
 
@@ -117,6 +124,125 @@ pub struct Appearance {
     pub score: f32,
     pub distance: Option<f32>,
     pub seen_ms: i64,
+}
+
+/// A seen face as the re-tagger reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSeen {
+    pub id: i64,
+    pub embedding: Vec<f32>,
+    pub side: f32,
+    pub identity_id: Option<i64>,
+    pub nearest_id: Option<i64>,
+    pub distance: Option<f32>,
+    pub gallery_seq: i64,
+}
+
+/// An enrolled face as the re-tagger reads it: the change that enrolled it and its
+/// identity's id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFace {
+    pub seq: i64,
+    pub identity_id: i64,
+    pub embedding: Vec<f32>,
+    pub side: f32,
+}
+
+/// Which seen faces a re-tagging page reads ([`FaceStore::seen_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenScan {
+    /// Those to match again against the whole gallery.
+    Stale,
+    /// The others matched against a gallery before change `.0`.
+    Before(i64),
+}
+
+/// What a re-tagging pass has to do ([`FaceStore::retag_plan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetagPlan {
+    /// Every change up to here has reached every seen face not stale.
+    pub cursor: i64,
+    /// The last change committed: the pass brings the seen faces up to it.
+    pub target: i64,
+    /// The enrolled faces of changes after the pass's `faces_after` up to `target`, in
+    /// the order they were enrolled.
+    pub faces: Vec<StoredFace>,
+    /// Seen faces to match again against the whole gallery.
+    pub stale: u64,
+    /// Seen faces matched against a gallery before `target`, not stale.
+    pub behind: u64,
+    /// Every identity's id by name, as of `target`.
+    pub identities: std::collections::HashMap<String, i64>,
+}
+
+/// One seen face's match after re-tagging ([`FaceStore::write_retags`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retag {
+    pub id: i64,
+    /// The identity it is tagged with now (`None`: unknown).
+    pub identity_id: Option<i64>,
+    pub nearest_id: Option<i64>,
+    /// `None`: there is no enrolled face to be near.
+    pub distance: Option<f32>,
+    /// `Some(target)` for a stale face matched again against the whole gallery as of the
+    /// pass's target; `None` for a face that only met nearer faces enrolled since (written
+    /// only if it is still not stale and the distance is smaller than the stored one).
+    pub rematched: Option<i64>,
+}
+
+/// Where re-tagging stands ([`FaceStore::retag_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetagStatus {
+    /// Every change up to here has reached the seen faces (stale ones aside).
+    pub cursor: i64,
+    /// The last change committed.
+    pub latest: i64,
+    /// Seen faces waiting to be matched again.
+    pub stale: u64,
+    /// The pass under way, if any.
+    pub running: Option<RetagProgress>,
+}
+
+/// A re-tagging pass under way, as its process reports it with its lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetagProgress {
+    /// The process running it (host and pid).
+    pub owner: String,
+    /// The lease runs out at this time unless renewed; another process may take over then.
+    pub until_ms: i64,
+    pub target: i64,
+    /// Seen faces gone through, of `total`.
+    pub done: u64,
+    pub total: u64,
+    pub started_ms: i64,
+}
+
+impl RetagProgress {
+    /// Whether `owner` may take (or renew) the lease `self` holds at `now`.
+    pub(crate) fn yields_to(&self, owner: &str, now: i64) -> bool {
+        self.owner == owner || self.until_ms < now
+    }
+}
+
+/// Which seen faces a search looks among.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenFilter {
+    /// Only the faces of this bulk job.
+    pub batch: Option<String>,
+    /// Only faces seen at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only faces seen before this time.
+    pub until_ms: Option<i64>,
+}
+
+/// A seen face in full, as a search answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenRecord {
+    pub at: Appearance,
+    /// The identity it is tagged with now, by name.
+    pub identity: Option<String>,
+    pub side: f32,
+    pub embedding: Vec<f32>,
 }
 
 /// What `facerec infra status` and readiness report of a store.
@@ -208,6 +334,51 @@ pub trait FaceStore: Send + Sync {
 
     /// Forgets the faces seen before `cutoff_ms` (retention); how many went.
     async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError>;
+
+    /// Takes or renews the re-tagging lease for `progress.owner` (until
+    /// `progress.until_ms`) and stores its progress; false when another process holds a
+    /// lease that has not run out.
+    async fn retag_lease(&self, progress: &RetagProgress) -> Result<bool, FaceStoreError>;
+
+    /// Releases `owner`'s lease; with `Some(target)`, every seen face not stale has met
+    /// every change up to `target` (the cursor never goes back).
+    async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError>;
+
+    /// The cursor, the last change, the enrolled faces of changes after `faces_after`
+    /// (up to the last change), how many seen faces there are to go through and the
+    /// identities' ids, as of one commit.
+    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError>;
+
+    /// Seen faces of `scan` with ids above `after`, by id, at most `limit`.
+    async fn seen_page(
+        &self,
+        scan: SeenScan,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSeen>, FaceStoreError>;
+
+    /// Writes re-tagged matches, in one transaction; how many rows changed. An identity
+    /// removed meanwhile is not tagged, and a face whose nearest identity was removed
+    /// meanwhile stays stale.
+    async fn write_retags(&self, retags: &[Retag]) -> Result<usize, FaceStoreError>;
+
+    /// Where re-tagging stands.
+    async fn retag_status(&self) -> Result<RetagStatus, FaceStoreError>;
+
+    /// Seen faces of `filter` with ids above `after`, by id, at most `limit`: (id,
+    /// embedding).
+    async fn seen_embeddings(
+        &self,
+        filter: &SeenFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>, FaceStoreError>;
+
+    /// The seen faces with these ids (those that exist), in no particular order.
+    async fn seen_faces(&self, ids: &[i64]) -> Result<Vec<SeenRecord>, FaceStoreError>;
+
+    /// Forgets the faces seen in bulk job `batch`; how many went.
+    async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError>;
 }
 
 /// Opens the store a `DATABASE_URL` names, applying migrations, for embeddings of

@@ -11,8 +11,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use facerec_contract::Gallery;
 
 use super::{
-    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace,
-    SeenFace, StoreStatus, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, Retag,
+    RetagPlan, RetagProgress, RetagStatus, SeenFace, SeenFilter, SeenRecord, SeenScan, StoreStatus,
+    StoredFace, StoredSeen, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
     redact, runs_of,
 };
 
@@ -25,6 +26,7 @@ const MIGRATIONS: Migrations = Migrations(&[
         2,
         include_str!("../../migrations/postgres/0002_seen_faces.sql"),
     ),
+    (3, include_str!("../../migrations/postgres/0003_retag.sql")),
 ]);
 
 /// Serialises migrations across processes starting at once (`pg_advisory_xact_lock`).
@@ -439,9 +441,12 @@ impl FaceStore for PgFaces {
         tx.execute("DELETE FROM facerec_identities WHERE id = $1", &[&id])
             .await
             .map_err(pg_err)?;
-        // Where it was seen stays, as unknown faces.
+        // Where it was seen stays, as unknown faces, matched again against the rest of the
+        // gallery by the re-tagger (so are the faces it was nearest to).
         tx.execute(
-            "UPDATE facerec_seen_faces SET identity_id = NULL WHERE identity_id = $1",
+            "UPDATE facerec_seen_faces
+             SET identity_id = NULL, nearest_id = NULL, distance = NULL, stale = true
+             WHERE nearest_id = $1 OR identity_id = $1",
             &[&id],
         )
         .await
@@ -636,33 +641,53 @@ impl FaceStore for PgFaces {
         let identity: Vec<Option<&str>> = faces.iter().map(|f| f.identity.as_deref()).collect();
         let distance: Vec<Option<f32>> = faces.iter().map(|f| f.distance).collect();
         let seen: Vec<i64> = faces.iter().map(|f| f.seen_ms).collect();
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let insert = client
+        let nearest: Vec<Option<&str>> = faces.iter().map(|f| f.nearest.as_deref()).collect();
+        let gallery: Vec<i64> = faces.iter().map(|f| f.gallery_seq).collect();
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The counter shared-locked to the commit: a change committing meanwhile waits, so
+        // a face matched against a gallery behind the last change is marked stale, and the
+        // re-tagger, which starts after that change, sees it.
+        let last: i64 = tx
+            .query_one(
+                "SELECT last FROM facerec_counter WHERE id = 1 FOR SHARE",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let insert = tx
             .prepare_cached(
                 "INSERT INTO facerec_seen_faces (request_id, face_index, batch, filename, box_x,
-                     box_y, box_w, box_h, score, side, embedding, identity_id, distance, seen_ms)
-                 SELECT t.r, t.i, t.b, t.f, t.x, t.y, t.w, t.h, t.s, t.d, t.e, ids.id, t.dist, t.ms
+                     box_y, box_w, box_h, score, side, embedding, identity_id, distance, seen_ms,
+                     nearest_id, gallery_seq, stale)
+                 SELECT t.r, t.i, t.b, t.f, t.x, t.y, t.w, t.h, t.s, t.d, t.e, ids.id, t.dist, t.ms,
+                        near.id, t.g, t.g < $17
                  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::real[],
                              $6::real[], $7::real[], $8::real[], $9::real[], $10::real[],
-                             $11::bytea[], $12::text[], $13::real[], $14::bigint[])
-                      WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, o)
+                             $11::bytea[], $12::text[], $13::real[], $14::bigint[], $15::text[],
+                             $16::bigint[])
+                      WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, nn, g, o)
                  LEFT JOIN facerec_identities ids
                         ON ids.collection = 'default' AND ids.name = t.n
+                 LEFT JOIN facerec_identities near
+                        ON near.collection = 'default' AND near.name = t.nn
                  ORDER BY t.o
                  ON CONFLICT (request_id, face_index) DO NOTHING",
             )
             .await
             .map_err(pg_err)?;
-        let added = client
+        let added = tx
             .execute(
                 &insert,
                 &[
                     &request, &index, &batch, &filename, &x, &y, &w, &h, &score, &side, &embedding,
-                    &identity, &distance, &seen,
+                    &identity, &distance, &seen, &nearest, &gallery, &last,
                 ],
             )
             .await
             .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
         Ok(added as usize)
     }
 
@@ -717,6 +742,312 @@ impl FaceStore for PgFaces {
                 "DELETE FROM facerec_seen_faces WHERE seen_ms < $1",
                 &[&cutoff_ms],
             )
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn retag_lease(&self, progress: &RetagProgress) -> Result<bool, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The meta row locked (or its insert serialised by the key) to the commit.
+        tx.execute(
+            "INSERT INTO facerec_meta (key, value) VALUES ('retag_lease', '')
+             ON CONFLICT (key) DO NOTHING",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+        let held: String = tx
+            .query_one(
+                "SELECT value FROM facerec_meta WHERE key = 'retag_lease' FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        if let Ok(held) = serde_json::from_str::<RetagProgress>(&held)
+            && !held.yields_to(&progress.owner, now_ms())
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE facerec_meta SET value = $1 WHERE key = 'retag_lease'",
+            &[&serde_json::to_string(progress).unwrap_or_default()],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
+    async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        if let Some(target) = target {
+            tx.execute(
+                "INSERT INTO facerec_meta (key, value) VALUES ('retag_seq', $1::BIGINT::TEXT)
+                 ON CONFLICT (key) DO UPDATE SET value =
+                     GREATEST(facerec_meta.value::BIGINT, excluded.value::BIGINT)::TEXT",
+                &[&target],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let held: Option<String> = tx
+            .query_opt(
+                "SELECT value FROM facerec_meta WHERE key = 'retag_lease' FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get(0));
+        if held
+            .and_then(|v| serde_json::from_str::<RetagProgress>(&v).ok())
+            .is_some_and(|l| l.owner == owner)
+        {
+            tx.execute(
+                "UPDATE facerec_meta SET value = '' WHERE key = 'retag_lease'",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        // One snapshot: the counts and faces as of one commit.
+        let tx = snapshot(&mut client).await?;
+        let row = tx
+            .query_one(
+                "SELECT (SELECT last FROM facerec_counter WHERE id = 1),
+                        (SELECT value FROM facerec_meta WHERE key = 'retag_seq'),
+                        (SELECT COUNT(*) FROM facerec_seen_faces WHERE stale)",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        let target: i64 = row.get(0);
+        let cursor = row
+            .get::<_, Option<String>>(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let stale = row.get::<_, i64>(2) as u64;
+        let behind: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM facerec_seen_faces WHERE NOT stale AND gallery_seq < $1",
+                &[&target],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let faces = tx
+            .query(
+                "SELECT f.seq, f.identity_id, f.embedding, f.side FROM facerec_faces f
+                 JOIN facerec_identities i ON i.id = f.identity_id
+                 WHERE i.collection = 'default' AND f.seq > $1 AND f.seq <= $2
+                 ORDER BY f.seq, f.id",
+                &[&faces_after, &target],
+            )
+            .await
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| {
+                Ok(StoredFace {
+                    seq: r.get(0),
+                    identity_id: r.get(1),
+                    embedding: decode(r.get(2))?,
+                    side: r.get(3),
+                })
+            })
+            .collect::<Result<Vec<_>, FaceStoreError>>()?;
+        let identities = tx
+            .query(
+                "SELECT name, id FROM facerec_identities WHERE collection = 'default'",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit().await.map_err(pg_err)?;
+        Ok(RetagPlan {
+            cursor,
+            target,
+            faces,
+            stale,
+            behind: behind as u64,
+            identities,
+        })
+    }
+
+    async fn seen_page(
+        &self,
+        scan: SeenScan,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSeen>, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let (stale, below) = match scan {
+            SeenScan::Stale => (true, i64::MAX),
+            SeenScan::Before(target) => (false, target),
+        };
+        let rows = client
+            .query(
+                "SELECT id, embedding, side, identity_id, nearest_id, distance, gallery_seq
+                 FROM facerec_seen_faces
+                 WHERE stale = $1 AND ($1 OR gallery_seq < $2) AND id > $3
+                 ORDER BY id LIMIT $4",
+                &[&stale, &below, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredSeen {
+                    id: r.get(0),
+                    embedding: decode(r.get(1))?,
+                    side: r.get(2),
+                    identity_id: r.get(3),
+                    nearest_id: r.get(4),
+                    distance: r.get(5),
+                    gallery_seq: r.get(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn write_retags(&self, retags: &[Retag]) -> Result<usize, FaceStoreError> {
+        if retags.is_empty() {
+            return Ok(0);
+        }
+        let id: Vec<i64> = retags.iter().map(|r| r.id).collect();
+        let identity: Vec<Option<i64>> = retags.iter().map(|r| r.identity_id).collect();
+        let nearest: Vec<Option<i64>> = retags.iter().map(|r| r.nearest_id).collect();
+        let distance: Vec<Option<f32>> = retags.iter().map(|r| r.distance).collect();
+        let gallery: Vec<i64> = retags.iter().map(|r| r.rematched.unwrap_or(0)).collect();
+        let stale: Vec<bool> = retags.iter().map(|r| r.rematched.is_some()).collect();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        // One statement over arrays: an identity removed meanwhile is not tagged, a face
+        // whose nearest identity went stays stale.
+        let changed = client
+            .execute(
+                "UPDATE facerec_seen_faces s SET
+                     identity_id = ids.id,
+                     nearest_id = t.n,
+                     distance = t.d,
+                     gallery_seq = GREATEST(s.gallery_seq, t.g),
+                     stale = (t.n IS NOT NULL AND near.id IS NULL)
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::real[], $5::bigint[],
+                             $6::bool[]) AS t(id, i, n, d, g, st)
+                 LEFT JOIN facerec_identities ids ON ids.id = t.i
+                 LEFT JOIN facerec_identities near ON near.id = t.n
+                 WHERE s.id = t.id AND s.stale = t.st
+                   AND (t.st OR s.distance IS NULL OR s.distance > t.d)",
+                &[&id, &identity, &nearest, &distance, &gallery, &stale],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(changed as usize)
+    }
+
+    async fn retag_status(&self) -> Result<RetagStatus, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT last FROM facerec_counter WHERE id = 1),
+                        (SELECT value FROM facerec_meta WHERE key = 'retag_seq'),
+                        (SELECT COUNT(*) FROM facerec_seen_faces WHERE stale),
+                        (SELECT value FROM facerec_meta WHERE key = 'retag_lease')",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(RetagStatus {
+            cursor: row
+                .get::<_, Option<String>>(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            latest: row.get(0),
+            stale: row.get::<_, i64>(2) as u64,
+            running: row
+                .get::<_, Option<String>>(3)
+                .and_then(|v| serde_json::from_str::<RetagProgress>(&v).ok())
+                .filter(|l| l.until_ms >= now_ms()),
+        })
+    }
+
+    async fn seen_embeddings(
+        &self,
+        filter: &SeenFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT id, embedding FROM facerec_seen_faces
+                 WHERE id > $1 AND ($2::TEXT IS NULL OR batch = $2)
+                   AND ($3::BIGINT IS NULL OR seen_ms >= $3)
+                   AND ($4::BIGINT IS NULL OR seen_ms < $4)
+                 ORDER BY id LIMIT $5",
+                &[
+                    &after,
+                    &filter.batch,
+                    &filter.since_ms,
+                    &filter.until_ms,
+                    &(limit as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| Ok((r.get(0), decode(r.get(1))?)))
+            .collect()
+    }
+
+    async fn seen_faces(&self, ids: &[i64]) -> Result<Vec<SeenRecord>, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x, s.box_y,
+                        s.box_w, s.box_h, s.score, s.distance, s.seen_ms, i.name, s.side,
+                        s.embedding
+                 FROM facerec_seen_faces s
+                 LEFT JOIN facerec_identities i ON i.id = s.identity_id
+                 WHERE s.id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SeenRecord {
+                    at: Appearance {
+                        id: r.get(0),
+                        request_id: r.get(1),
+                        face_index: r.get::<_, i32>(2) as u32,
+                        batch: r.get(3),
+                        filename: r.get(4),
+                        bbox: [r.get(5), r.get(6), r.get(7), r.get(8)],
+                        score: r.get(9),
+                        distance: r.get(10),
+                        seen_ms: r.get(11),
+                    },
+                    identity: r.get(12),
+                    side: r.get(13),
+                    embedding: decode(r.get(14))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("DELETE FROM facerec_seen_faces WHERE batch = $1", &[&batch])
             .await
             .map_err(pg_err)
     }

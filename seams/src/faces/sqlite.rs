@@ -10,8 +10,9 @@ use facerec_contract::Gallery;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace,
-    SeenFace, StoreStatus, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, Retag,
+    RetagPlan, RetagProgress, RetagStatus, SeenFace, SeenFilter, SeenRecord, SeenScan, StoreStatus,
+    StoredFace, StoredSeen, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
 };
 
 const MIGRATIONS: Migrations = Migrations(&[
@@ -20,6 +21,7 @@ const MIGRATIONS: Migrations = Migrations(&[
         2,
         include_str!("../../migrations/sqlite/0002_seen_faces.sql"),
     ),
+    (3, include_str!("../../migrations/sqlite/0003_retag.sql")),
 ]);
 
 fn db_err(e: rusqlite::Error) -> FaceStoreError {
@@ -186,6 +188,43 @@ fn identity_id(tx: &Transaction<'_>, name: &str) -> Result<Option<i64>, FaceStor
     .map_err(db_err)
 }
 
+/// The re-tagging lease and its progress, if a process took it.
+fn lease(conn: &Connection) -> Result<Option<RetagProgress>, FaceStoreError> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM facerec_meta WHERE key = 'retag_lease'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// Seen faces waiting to be matched again.
+fn stale_count(conn: &Connection) -> Result<u64, FaceStoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale = 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(db_err)
+}
+
+/// The change up to which every seen face not stale is re-tagged.
+fn cursor(conn: &Connection) -> Result<i64, FaceStoreError> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM facerec_meta WHERE key = 'retag_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 fn face_count(tx: &Transaction<'_>, id: i64) -> Result<usize, FaceStoreError> {
     let n: i64 = tx
         .query_row(
@@ -268,9 +307,12 @@ impl FaceStore for SqliteFaces {
                 .map_err(db_err)?;
             tx.execute("DELETE FROM facerec_identities WHERE id = ?1", [id])
                 .map_err(db_err)?;
-            // Where it was seen stays, as unknown faces.
+            // Where it was seen stays, as unknown faces, matched again against the rest
+            // of the gallery by the re-tagger (so are the faces it was nearest to).
             tx.execute(
-                "UPDATE facerec_seen_faces SET identity_id = NULL WHERE identity_id = ?1",
+                "UPDATE facerec_seen_faces
+                 SET identity_id = NULL, nearest_id = NULL, distance = NULL, stale = 1
+                 WHERE nearest_id = ?1 OR identity_id = ?1",
                 [id],
             )
             .map_err(db_err)?;
@@ -457,10 +499,13 @@ impl FaceStore for SqliteFaces {
                     .prepare_cached(
                         "INSERT OR IGNORE INTO facerec_seen_faces (request_id, face_index, batch,
                              filename, box_x, box_y, box_w, box_h, score, side, embedding,
-                             identity_id, distance, seen_ms)
+                             identity_id, distance, seen_ms, nearest_id, gallery_seq, stale)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                              (SELECT id FROM facerec_identities
-                              WHERE collection = 'default' AND name = ?12), ?13, ?14)",
+                              WHERE collection = 'default' AND name = ?12), ?13, ?14,
+                             (SELECT id FROM facerec_identities
+                              WHERE collection = 'default' AND name = ?15), ?16,
+                             ?16 < (SELECT last FROM facerec_counter WHERE id = 1))",
                     )
                     .map_err(db_err)?;
                 for f in &faces {
@@ -480,7 +525,9 @@ impl FaceStore for SqliteFaces {
                             encode(&f.embedding),
                             f.identity,
                             f.distance,
-                            f.seen_ms
+                            f.seen_ms,
+                            f.nearest,
+                            f.gallery_seq
                         ])
                         .map_err(db_err)?;
                 }
@@ -540,6 +587,316 @@ impl FaceStore for SqliteFaces {
                 )
                 .map_err(db_err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn retag_lease(&self, progress: &RetagProgress) -> Result<bool, FaceStoreError> {
+        let progress = progress.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if let Some(held) = lease(&tx)?
+                && !held.yields_to(&progress.owner, now_ms())
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO facerec_meta (key, value) VALUES ('retag_lease', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [serde_json::to_string(&progress).unwrap_or_default()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError> {
+        let owner = owner.to_string();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if let Some(target) = target {
+                tx.execute(
+                    "INSERT INTO facerec_meta (key, value) VALUES ('retag_seq', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value =
+                         CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+                    [target.to_string()],
+                )
+                .map_err(db_err)?;
+            }
+            if lease(&tx)?.is_some_and(|l| l.owner == owner) {
+                tx.execute("DELETE FROM facerec_meta WHERE key = 'retag_lease'", [])
+                    .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError> {
+        self.run(move |conn| {
+            // One read transaction: the counts and faces as of one commit.
+            let tx = conn.transaction().map_err(db_err)?;
+            let cursor = cursor(&tx)?;
+            let target: i64 = tx
+                .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            let faces = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT f.seq, f.identity_id, f.embedding, f.side FROM facerec_faces f
+                         JOIN facerec_identities i ON i.id = f.identity_id
+                         WHERE i.collection = 'default' AND f.seq > ?1 AND f.seq <= ?2
+                         ORDER BY f.seq, f.id",
+                    )
+                    .map_err(db_err)?;
+                let mut rows = stmt.query(params![faces_after, target]).map_err(db_err)?;
+                let mut faces = Vec::new();
+                while let Some(row) = rows.next().map_err(db_err)? {
+                    let bytes: Vec<u8> = row.get(2).map_err(db_err)?;
+                    faces.push(StoredFace {
+                        seq: row.get(0).map_err(db_err)?,
+                        identity_id: row.get(1).map_err(db_err)?,
+                        embedding: decode(&bytes)?,
+                        side: row.get::<_, f64>(3).map_err(db_err)? as f32,
+                    });
+                }
+                faces
+            };
+            let stale = stale_count(&tx)?;
+            let behind: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale = 0 AND gallery_seq < ?1",
+                    [target],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let behind = behind as u64;
+            let identities = tx
+                .prepare("SELECT name, id FROM facerec_identities WHERE collection = 'default'")
+                .map_err(db_err)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err)?
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?;
+            Ok(RetagPlan {
+                cursor,
+                target,
+                faces,
+                stale,
+                behind,
+                identities,
+            })
+        })
+        .await
+    }
+
+    async fn seen_page(
+        &self,
+        scan: SeenScan,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSeen>, FaceStoreError> {
+        self.run(move |conn| {
+            let (filter, arg) = match scan {
+                // ?1 unused: SQLite binds by number.
+                SeenScan::Stale => ("stale = 1", 0),
+                SeenScan::Before(target) => ("stale = 0 AND gallery_seq < ?1", target),
+            };
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT id, embedding, side, identity_id, nearest_id, distance, gallery_seq
+                     FROM facerec_seen_faces WHERE {filter} AND id > ?2 ORDER BY id LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let mut rows = stmt
+                .query(params![arg, after, limit as i64])
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let bytes: Vec<u8> = row.get(1).map_err(db_err)?;
+                out.push(StoredSeen {
+                    id: row.get(0).map_err(db_err)?,
+                    embedding: decode(&bytes)?,
+                    side: row.get::<_, f64>(2).map_err(db_err)? as f32,
+                    identity_id: row.get(3).map_err(db_err)?,
+                    nearest_id: row.get(4).map_err(db_err)?,
+                    distance: row
+                        .get::<_, Option<f64>>(5)
+                        .map_err(db_err)?
+                        .map(|d| d as f32),
+                    gallery_seq: row.get(6).map_err(db_err)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn write_retags(&self, retags: &[Retag]) -> Result<usize, FaceStoreError> {
+        if retags.is_empty() {
+            return Ok(0);
+        }
+        let retags = retags.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let mut changed = 0;
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE facerec_seen_faces SET
+                             identity_id = (SELECT id FROM facerec_identities WHERE id = ?2),
+                             nearest_id = ?3,
+                             distance = ?4,
+                             gallery_seq = MAX(gallery_seq, ?5),
+                             stale = CASE WHEN ?3 IS NULL
+                                 OR EXISTS (SELECT 1 FROM facerec_identities WHERE id = ?3)
+                                 THEN 0 ELSE 1 END
+                         WHERE id = ?1 AND stale = ?6
+                             AND (?6 = 1 OR distance IS NULL OR distance > ?4)",
+                    )
+                    .map_err(db_err)?;
+                for r in &retags {
+                    changed += update
+                        .execute(params![
+                            r.id,
+                            r.identity_id,
+                            r.nearest_id,
+                            r.distance,
+                            r.rematched.unwrap_or(0),
+                            r.rematched.is_some() as i64
+                        ])
+                        .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn retag_status(&self) -> Result<RetagStatus, FaceStoreError> {
+        self.run(|conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            let latest: i64 = tx
+                .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            Ok(RetagStatus {
+                cursor: cursor(&tx)?,
+                latest,
+                stale: stale_count(&tx)?,
+                running: lease(&tx)?.filter(|l| l.until_ms >= now_ms()),
+            })
+        })
+        .await
+    }
+
+    async fn seen_embeddings(
+        &self,
+        filter: &SeenFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<f32>)>, FaceStoreError> {
+        let filter = filter.clone();
+        self.run(move |conn| {
+            let mut sql =
+                String::from("SELECT id, embedding FROM facerec_seen_faces WHERE id > ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![after.into()];
+            if let Some(b) = filter.batch {
+                args.push(b.into());
+                sql += &format!(" AND batch = ?{}", args.len());
+            }
+            if let Some(t) = filter.since_ms {
+                args.push(t.into());
+                sql += &format!(" AND seen_ms >= ?{}", args.len());
+            }
+            if let Some(t) = filter.until_ms {
+                args.push(t.into());
+                sql += &format!(" AND seen_ms < ?{}", args.len());
+            }
+            args.push((limit as i64).into());
+            sql += &format!(" ORDER BY id LIMIT ?{}", args.len());
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(args))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let bytes: Vec<u8> = row.get(1).map_err(db_err)?;
+                out.push((row.get(0).map_err(db_err)?, decode(&bytes)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn seen_faces(&self, ids: &[i64]) -> Result<Vec<SeenRecord>, FaceStoreError> {
+        let ids = ids.to_vec();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x,
+                            s.box_y, s.box_w, s.box_h, s.score, s.distance, s.seen_ms, i.name,
+                            s.side, s.embedding
+                     FROM facerec_seen_faces s
+                     LEFT JOIN facerec_identities i ON i.id = s.identity_id
+                     WHERE s.id = ?1",
+                )
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for id in ids {
+                let row = stmt
+                    .query_row([id], |r| {
+                        Ok((
+                            Appearance {
+                                id: r.get(0)?,
+                                request_id: r.get(1)?,
+                                face_index: r.get(2)?,
+                                batch: r.get(3)?,
+                                filename: r.get(4)?,
+                                bbox: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+                                score: r.get(9)?,
+                                distance: r.get(10)?,
+                                seen_ms: r.get(11)?,
+                            },
+                            r.get::<_, Option<String>>(12)?,
+                            r.get::<_, f64>(13)? as f32,
+                            r.get::<_, Vec<u8>>(14)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(db_err)?;
+                if let Some((at, identity, side, bytes)) = row {
+                    out.push(SeenRecord {
+                        at,
+                        identity,
+                        side,
+                        embedding: decode(&bytes)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError> {
+        let batch = batch.to_string();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM facerec_seen_faces WHERE batch = ?1", [batch])
+                .map(|n| n as u64)
+                .map_err(db_err)
         })
         .await
     }

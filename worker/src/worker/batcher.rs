@@ -72,7 +72,7 @@ impl Worker {
         m.stage("align", times.align);
         m.stage("embed", times.embed);
         let t = std::time::Instant::now();
-        let gallery = self.gallery.get();
+        let (gallery, gallery_seq) = self.gallery.snapshot();
         let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
         // Every face of every image in one search.
         let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
@@ -93,8 +93,8 @@ impl Worker {
                 );
                 let size = a.ok().map(|a| (a.width, a.height));
                 let result = ResultMessage::from_report(req, rep, size);
-                if let (true, Ok(a)) = (index, a) {
-                    seen.extend(seen_faces(req, a, &result, seen_ms));
+                if let (true, false, Ok(a)) = (index, req.probe, a) {
+                    seen.extend(seen_faces(req, a, &result, gallery_seq, seen_ms));
                 }
                 result
             })
@@ -110,6 +110,7 @@ fn seen_faces(
     req: &Request,
     analysis: &facerec_engine::Analysis,
     result: &ResultMessage,
+    gallery_seq: i64,
     seen_ms: i64,
 ) -> Vec<SeenFace> {
     let reports = result.faces.as_deref().unwrap_or_default();
@@ -129,6 +130,8 @@ fn seen_faces(
             embedding: face.embedding.clone(),
             identity: report.identity.clone(),
             distance: report.distance,
+            nearest: report.nearest.clone(),
+            gallery_seq,
             seen_ms,
         })
         .collect()

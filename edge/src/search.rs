@@ -1,0 +1,174 @@
+//! The seen-face routes beyond one identity: the seen faces nearest to an uploaded face or
+//! to a seen face (`facerec_seams::faces::search`, exact), and forgetting a bulk job's
+//! seen faces.
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use facerec_seams::FaceStore;
+use facerec_seams::faces::SeenFilter;
+use facerec_seams::faces::search::{MAX_K, Query, Similar, nearest_seen};
+use facerec_seams::gallery::GalleryChangeError;
+use hyper::{HeaderMap, StatusCode, Uri};
+use serde_json::json;
+
+use crate::edge::Edge;
+use crate::identities::change_error;
+use crate::recognize::largest_face;
+use crate::response::{ApiError, json_response};
+use crate::routes::{RequestId, Segment, Shared};
+
+/// Faces answered without `k`.
+const DEFAULT_K: usize = 10;
+
+/// `POST /v1/faces/search[?k=&batch=&since_ms=&until_ms=]` with one `image`: the seen
+/// faces nearest to its largest face.
+pub(crate) async fn by_upload(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    uri: Uri,
+    req: Request,
+) -> Result<Response, ApiError> {
+    edge.check_key(req.headers())?;
+    let (k, filter) = options(&uri)?;
+    let store = store(&edge)?;
+    let mut parts = edge.files(req).await?;
+    if parts.len() != 1 {
+        return Err(ApiError::bad_request("a search takes one image file"));
+    }
+    let part = parts.remove(0);
+    let result = edge
+        .recognize_parts(vec![part], &rid, true)
+        .await
+        .pop()
+        .ok_or_else(|| ApiError::bad_request("no image file in the request"))??;
+    let (embedding, side) = largest_face(result)?;
+    let found = nearest_seen(
+        store.as_ref(),
+        &Query::Face { embedding, side },
+        k,
+        &filter,
+        edge.config.threshold,
+    )
+    .await
+    .map_err(|e| change_error(GalleryChangeError::Store(e)))?;
+    tracing::info!(
+        request_id = rid,
+        k,
+        found = found.len(),
+        "seen faces searched"
+    );
+    Ok(answer(&found))
+}
+
+/// `GET /v1/faces/{id}/similar[?k=&batch=&since_ms=&until_ms=]`: the seen faces nearest to
+/// seen face `id` (itself left out).
+pub(crate) async fn by_seen(
+    State(edge): Shared,
+    Segment(id): Segment,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    edge.check_key(&headers)?;
+    let (k, filter) = options(&uri)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("a seen face's id is a number"))?;
+    let store = store(&edge)?;
+    let found = nearest_seen(
+        store.as_ref(),
+        &Query::Seen(id),
+        k,
+        &filter,
+        edge.config.threshold,
+    )
+    .await
+    .map_err(|e| change_error(GalleryChangeError::Store(e)))?;
+    Ok(answer(&found))
+}
+
+/// `DELETE /v1/batches/{id}/faces`: forgets the faces seen in a bulk job.
+pub(crate) async fn forget_batch(
+    State(edge): Shared,
+    RequestId(rid): RequestId,
+    Segment(batch): Segment,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    edge.check_key(&headers)?;
+    let store = store(&edge)?;
+    let forgotten = store
+        .forget_seen_of_batch(&batch)
+        .await
+        .map_err(|e| change_error(GalleryChangeError::Store(e)))?;
+    tracing::info!(
+        request_id = rid,
+        batch,
+        forgotten,
+        "a bulk job's seen faces forgotten"
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"batch": batch, "forgotten": forgotten}),
+    ))
+}
+
+fn store(edge: &Edge) -> Result<std::sync::Arc<dyn FaceStore>, ApiError> {
+    edge.gallery.store().cloned().ok_or_else(|| {
+        ApiError::not_found("this server keeps no face store, so nothing seen is kept")
+    })
+}
+
+fn answer(found: &[Similar]) -> Response {
+    let items: Vec<serde_json::Value> = found
+        .iter()
+        .map(|s| {
+            let a = &s.face.at;
+            json!({
+                "id": a.id,
+                "request_id": a.request_id,
+                "face": a.face_index,
+                "filename": a.filename,
+                "batch": a.batch,
+                "box": a.bbox,
+                "score": a.score,
+                "seen_ms": a.seen_ms,
+                "identity": s.face.identity,
+                "distance": s.distance,
+                "confidence": (s.confidence * 1000.0).round() / 1000.0,
+                "same_person": s.same,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"faces": items}))
+}
+
+/// `k` (1 to `MAX_K`), `batch`, `since_ms` and `until_ms` of a search's query.
+fn options(uri: &Uri) -> Result<(usize, SeenFilter), ApiError> {
+    let (mut k, mut filter) = (DEFAULT_K, SeenFilter::default());
+    let time = |v: &str, key: &str| {
+        v.parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("{key} is milliseconds since 1970")))
+    };
+    for pair in uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "k" => {
+                k = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_K).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("k is 1 to {MAX_K}")))?;
+            }
+            // Bulk job ids are URL-safe (`k-` and hex digits, or a UUID).
+            "batch" => filter.batch = Some(value.to_string()),
+            "since_ms" => filter.since_ms = Some(time(value, key)?),
+            "until_ms" => filter.until_ms = Some(time(value, key)?),
+            _ => {}
+        }
+    }
+    Ok((k, filter))
+}
