@@ -57,6 +57,28 @@ fn bulk_batches_from_multipart_and_tar() {
         (Some(31), Some(30), Some(1))
     );
     assert_eq!(p["finished"], true);
+    // The job's faces are searchable by job, and can be forgotten (only they).
+    let in_job = |auth: &[(&str, &str)]| {
+        let r = post_files(
+            addr,
+            &format!("/v1/faces/search?k=1000&batch={id}"),
+            &[("image", "q.jpg", &w.bytes(&picks[0].0))],
+            auth,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["faces"].as_array().unwrap().len()
+    };
+    assert_eq!(in_job(&auth), 30);
+    let r = http(
+        addr,
+        "DELETE",
+        &format!("/v1/batches/{id}/faces"),
+        &auth,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["forgotten"], 30);
+    assert_eq!(in_job(&auth), 0);
 
     // A tar body (made by Python's tarfile), with one file over MAX_FILE_SIZE.
     let dir = tempfile::tempdir().unwrap();

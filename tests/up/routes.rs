@@ -142,6 +142,21 @@ fn routes_and_error_statuses() {
     };
     let r = rename("Paul", r#"{"name": "Paul Smith"}"#, &[]);
     assert_eq!(r.status, 401, "{}", r.text());
+    // So do the routes that read or forget stored faces.
+    for (method, path) in [
+        ("GET", "/v1/identities/Paul/appearances"),
+        ("GET", "/v1/retagging"),
+        ("GET", "/v1/faces/1/similar"),
+        ("DELETE", "/v1/batches/b1/faces"),
+    ] {
+        assert_eq!(
+            http(addr, method, path, &[], b"").status,
+            401,
+            "{method} {path}"
+        );
+    }
+    let r = post_files(addr, "/v1/faces/search", &[("image", "p.jpg", &paul)], &[]);
+    assert_eq!(r.status, 401, "{}", r.text());
     let r = rename("Paul", r#"{"name": "Paul Smith"}"#, &auth);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -569,6 +584,71 @@ fn uploads_seen_before_an_enrolment_are_tagged_after_it() {
             .map(|(id, _)| id.clone())
             .collect();
         assert_eq!(listed(name), want, "{name}");
+    }
+    // "Who else looks like this?": a photo of someone not uploaded before (a probe: not
+    // recorded itself) finds that person's uploads first, nearest first.
+    let uploaded_stems: std::collections::BTreeSet<&str> = w
+        .expected
+        .iter()
+        .take(30)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    let (probe, who) = w
+        .expected
+        .iter()
+        .skip(30)
+        .find(|(s, n)| {
+            !uploaded_stems.contains(s.as_str())
+                && uploaded.iter().filter(|(_, u)| u == n).count() >= 2
+        })
+        .expect("a later photo of someone uploaded twice");
+    let theirs = uploaded.iter().filter(|(_, n)| n == who).count();
+    let search = |path: &str| {
+        let r = post_files(addr, path, &[("image", "q.jpg", &w.bytes(probe))], &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["faces"].as_array().unwrap().clone()
+    };
+    let found = search(&format!("/v1/faces/search?k={theirs}"));
+    assert_eq!(found.len(), theirs);
+    for f in &found {
+        assert_eq!(f["identity"].as_str(), Some(who.as_str()), "{f}");
+        assert_eq!(f["same_person"], true, "{f}");
+    }
+    let distances: Vec<f64> = found
+        .iter()
+        .map(|f| f["distance"].as_f64().unwrap())
+        .collect();
+    assert!(distances.windows(2).all(|d| d[0] <= d[1]), "{distances:?}");
+    assert_eq!(
+        search("/v1/faces/search?k=1000").len(),
+        30,
+        "the probe was not recorded"
+    );
+    // From a seen face: the others of that person first, itself left out.
+    let first = found[0]["id"].as_i64().unwrap();
+    let r = http(
+        addr,
+        "GET",
+        &format!("/v1/faces/{first}/similar?k={}", theirs - 1),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let similar = r.json()["faces"].as_array().unwrap().clone();
+    assert_eq!(similar.len(), theirs - 1);
+    assert!(
+        similar.iter().all(
+            |f| f["id"].as_i64() != Some(first) && f["identity"].as_str() == Some(who.as_str())
+        )
+    );
+    for (path, status) in [
+        ("/v1/faces/999999/similar", 404),
+        ("/v1/faces/abc/similar", 400),
+        ("/v1/faces/1/similar?k=0", 400),
+        ("/v1/faces/1/similar?k=1001", 400),
+        ("/v1/faces/1/similar?since_ms=yesterday", 400),
+    ] {
+        assert_eq!(http(addr, "GET", path, &[], b"").status, status, "{path}");
     }
     // Removing someone: their faces are matched again against the others, and no one
     // else is given them (each upload is one person's).
