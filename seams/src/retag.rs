@@ -135,7 +135,7 @@ impl Retagger {
         if !self.store.retag_lease(&progress).await? {
             return Ok(None);
         }
-        let result = self.run_pass(status.cursor, &mut progress, shutdown).await;
+        let result = self.run_pass(&mut progress, shutdown).await;
         let done = result.as_ref().ok().map(|r| r.target);
         // Releases the lease; the cursor moves only after a whole pass.
         self.store.finish_retag(&self.owner, done).await?;
@@ -144,19 +144,19 @@ impl Retagger {
 
     async fn run_pass(
         &self,
-        cursor_before: i64,
         progress: &mut RetagProgress,
         shutdown: &CancellationToken,
     ) -> Result<PassReport, RetagError> {
         // Stale faces are matched against the gallery in memory, so it must be the
         // store's as of the plan (`at == target`); a few tries while changes keep coming,
-        // then they wait for the next pass.
+        // then they wait for the next pass. The others meet only the faces enrolled since
+        // they were matched (`plan.faces`).
         let (mut gallery, mut at, mut plan);
         let mut tries = 0;
         loop {
             self.gallery.sync_store().await?;
             (gallery, at) = self.gallery.snapshot();
-            plan = self.store.retag_plan(cursor_before.min(at)).await?;
+            plan = self.store.retag_plan().await?;
             tries += 1;
             if at == plan.target || tries == 3 {
                 break;
@@ -164,7 +164,7 @@ impl Retagger {
         }
         let target = plan.target;
         let stale = if at == target { plan.stale } else { 0 };
-        let new = Faces::new(plan.faces.iter().filter(|f| f.seq > plan.cursor));
+        let new = Faces::new(plan.faces.iter());
         progress.target = target;
         progress.total = stale + if new.is_empty() { 0 } else { plan.behind };
         let mut report = PassReport {
@@ -194,7 +194,7 @@ impl Retagger {
                     .await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
-                let retags = self.compare(&new, plan.cursor, &page).await?;
+                let retags = self.compare(&new, plan.faces_after, &page).await?;
                 report.scanned += page.len() as u64;
                 report.changed += self.store.write_retags(&retags).await? as u64;
                 self.renew(progress, page.len(), shutdown).await?;
@@ -256,12 +256,13 @@ impl Retagger {
             .collect())
     }
 
-    /// Faces brought up to `cursor` against the faces enrolled after it: a face matched
-    /// against a gallery as of `g` > `cursor` meets only the faces enrolled after `g`.
+    /// Seen faces against the faces enrolled after `from` (the later of the cursor and the
+    /// oldest gallery among them): a face matched against a gallery as of a later `g` meets
+    /// only the faces enrolled after `g`.
     async fn compare(
         &self,
         new: &Faces,
-        cursor: i64,
+        from: i64,
         page: &[StoredSeen],
     ) -> Result<Vec<Retag>, FaceStoreError> {
         let (gallery, seqs, rows) = (
@@ -273,7 +274,7 @@ impl Retagger {
         blocking(move || {
             // Most faces meet every new face: one search for all of them.
             let (whole, part): (Vec<&StoredSeen>, Vec<&StoredSeen>) =
-                rows.iter().partition(|r| r.gallery_seq <= cursor);
+                rows.iter().partition(|r| r.gallery_seq <= from);
             let queries: Vec<&[f32]> = whole.iter().map(|r| &r.embedding[..]).collect();
             let mut found: Vec<_> = whole.into_iter().zip(gallery.nearest(&queries)).collect();
             found.extend(part.into_iter().map(|r| {

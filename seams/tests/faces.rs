@@ -567,7 +567,7 @@ async fn tags(store: &dyn FaceStore) -> Vec<(Option<String>, Option<String>, Opt
         .seen_page(SeenScan::Before(i64::MAX), 0, 100_000)
         .await
         .expect("read");
-    let ids = store.retag_plan(i64::MAX).await.expect("plan").identities;
+    let ids = store.retag_plan().await.expect("plan").identities;
     let name = |id: Option<i64>| {
         id.map(|id| {
             ids.iter()
@@ -953,5 +953,54 @@ async fn postgres_going_away_and_coming_back() {
             ("ada".to_string(), vector(1)),
             ("bob".to_string(), vector(2))
         ]
+    );
+}
+
+/// A server that takes TLS only (as RDS asks for): `sslmode=require` with the server's CA
+/// as `sslrootcert` connects and works; a plain connection, a CA the system does not know,
+/// and a missing root file are refused with clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_needs_the_servers_ca() {
+    let pg = Postgres::start_tls();
+    let url = pg.database();
+    let ca = pg.ca_file().display().to_string();
+    let store = faces::open(
+        &format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+        MODEL,
+    )
+    .await
+    .expect("opens over TLS");
+    store.enroll("ada", &[face(1)]).await.expect("enrol");
+    assert_eq!(store.status().await.expect("status").faces, 1);
+    let via_localhost = url.replace("127.0.0.1", "localhost");
+    let again = faces::open(
+        &format!("{via_localhost}?sslmode=require&sslrootcert={ca}"),
+        MODEL,
+    )
+    .await
+    .expect("the certificate names localhost too");
+    assert_eq!(again.status().await.expect("status").identities, 1);
+
+    let plain = faces::open(&url, MODEL)
+        .await
+        .err()
+        .expect("refused in plain");
+    assert!(plain.to_string().contains("no encryption"), "{plain}");
+    let unknown = faces::open(&format!("{url}?sslmode=require"), MODEL)
+        .await
+        .err()
+        .expect("a CA the system does not know is refused");
+    assert!(unknown.to_string().contains("certificate"), "{unknown}");
+    let missing = faces::open(
+        &format!("{url}?sslmode=require&sslrootcert=/nonexistent.pem"),
+        MODEL,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(missing, FaceStoreError::Invalid(_))
+            && missing.to_string().contains("sslrootcert"),
+        "{missing}"
     );
 }

@@ -178,6 +178,10 @@ pub struct EdgeCommandArgs {
     pub threshold: ThresholdArg,
     #[command(flatten)]
     pub database: DatabaseArg,
+    /// Hours the faces seen in uploads stay in the face store (every edge forgets older
+    /// ones each minute); without it they stay until deleted.
+    #[arg(long, env = "FACEREC_RETENTION_HOURS")]
+    pub retention_hours: Option<f64>,
 }
 
 /// The embedded default: web tier + recognition workers in one process, local queue,

@@ -17,7 +17,8 @@
 //!   100) for 20 identities, and for the frequent one its first page and a page from the
 //!   middle of its list; then **re-tagging**: one new identity enrolled, whom one seen face
 //!   in 1000 resembles (unknown until then), and the re-tagger's passes timed until every
-//!   seen face has met it (`facerec_seams::retag`).
+//!   seen face has met it (`facerec_seams::retag`); and a **search**: the 100 seen faces
+//!   nearest to the newcomer's face (`facerec_seams::faces::search`, exact).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -87,14 +88,14 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
     if !seen_rows.is_empty() {
         println!();
         println!(
-            "| store ({} seen faces) | recorded | where a person appears: median | max | the frequent one ({}): first page | a middle page | re-tag after one enrolment | faces tagged |",
+            "| store ({} seen faces) | recorded | where a person appears: median | max | the frequent one ({}): first page | a middle page | re-tag after one enrolment | faces tagged | search, k = 100 |",
             args.seen,
             args.seen / 100
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in seen_rows {
             println!(
-                "| {} | {:.0} faces/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {} |",
+                "| {} | {:.0} faces/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} s | {} | {:.2} s |",
                 r.store,
                 r.per_s,
                 ms(r.median),
@@ -102,7 +103,8 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
                 ms(r.frequent_first),
                 ms(r.frequent_middle),
                 r.retag.as_secs_f64(),
-                r.retagged
+                r.retagged,
+                r.search.as_secs_f64()
             );
         }
     }
@@ -213,6 +215,7 @@ struct SeenRow {
     frequent_middle: Duration,
     retag: Duration,
     retagged: usize,
+    search: Duration,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -255,6 +258,7 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
         times.sort();
         let (frequent_first, frequent_middle) = frequent_pages(store.as_ref(), args.seen).await?;
         let (retag, retagged) = retag_after_enrolment(url, args.seen).await?;
+        let search = search_newcomer(store.as_ref(), args.seen).await?;
         Ok(Some(SeenRow {
             store: label,
             per_s,
@@ -264,6 +268,7 @@ fn seen_row(args: &FacesArgs, url: &str) -> Result<Option<SeenRow>> {
             frequent_middle,
             retag,
             retagged,
+            search,
         }))
     })
 }
@@ -318,6 +323,27 @@ async fn retag_after_enrolment(url: &str, seen: usize) -> Result<(Duration, usiz
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok((took, found))
+}
+
+/// Times a search for the 100 seen faces nearest to the newcomer's face: they must be
+/// the faces that resemble it (as many as there are, up to 100).
+async fn search_newcomer(store: &dyn FaceStore, seen: usize) -> Result<Duration> {
+    use facerec_seams::faces::search::{Query, nearest_seen};
+    let query = Query::Face {
+        embedding: vector(NEWCOMER),
+        side: 120.0,
+    };
+    let filter = faces::SeenFilter::default();
+    let t = Instant::now();
+    let found = nearest_seen(store, &query, 100, &filter, Threshold::DEFAULT).await?;
+    let took = t.elapsed();
+    let theirs = (0..seen).filter(|i| is_newcomer(*i)).count().min(100);
+    let matched = found.iter().take(theirs).filter(|s| s.same).count();
+    anyhow::ensure!(
+        matched == theirs,
+        "the search found {matched} of the newcomer's {theirs} nearest faces"
+    );
+    Ok(took)
 }
 
 fn is_newcomer(i: usize) -> bool {

@@ -193,14 +193,9 @@ async fn sweep_store(
             }
         }
         if let Some(faces) = &faces {
-            let cutoff = facerec_seams::faces::now_ms() - retention.as_millis() as i64;
-            match faces.forget_seen_before(cutoff).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(forgotten = n, "retention sweep: seen faces"),
-                Err(e) => tracing::warn!(error = %e, "retention sweep of seen faces failed"),
-            }
+            crate::support::serve::forget_seen_faces(faces.as_ref(), retention).await;
         }
-        let every = (retention / 2).min(Duration::from_secs(60));
+        let every = crate::support::serve::sweep_interval(retention);
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,

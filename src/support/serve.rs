@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
@@ -62,4 +63,39 @@ pub async fn open_gallery(
         .await
         .context("loading the gallery from the face store")?;
     Ok(gallery)
+}
+
+/// Forgets the faces seen longer ago than `retention` (a retention sweep); logs what went.
+pub async fn forget_seen_faces(faces: &dyn facerec_seams::FaceStore, retention: Duration) {
+    let cutoff = facerec_seams::faces::now_ms() - retention.as_millis() as i64;
+    match faces.forget_seen_before(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(forgotten = n, "retention sweep: seen faces"),
+        Err(e) => tracing::warn!(error = %e, "retention sweep of seen faces failed"),
+    }
+}
+
+/// How often a retention sweep runs: every minute, more often for a retention under two.
+pub fn sweep_interval(retention: Duration) -> Duration {
+    (retention / 2).min(Duration::from_secs(60))
+}
+
+/// An edge's retention of seen faces in a fleet's face store, until `shutdown` (every edge
+/// sweeps; a delete that finds nothing costs one indexed query).
+pub async fn sweep_seen_faces(
+    faces: Arc<dyn facerec_seams::FaceStore>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(
+        retention_hours = retention.as_secs_f64() / 3600.0,
+        "seen faces retention"
+    );
+    loop {
+        forget_seen_faces(faces.as_ref(), retention).await;
+        tokio::select! {
+            () = tokio::time::sleep(sweep_interval(retention)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -19,11 +19,30 @@ pub struct Postgres {
     data: PathBuf,
     dir: tempfile::TempDir,
     databases: std::sync::atomic::AtomicUsize,
+    /// With TLS: TCP connections must use it (`hostssl`), the server's certificate signed
+    /// by a CA of its own (`ca.pem` here).
+    tls: bool,
 }
 
 impl Postgres {
     /// `initdb`, then the server; waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`Postgres::start`], the server taking TCP connections over TLS only, with a
+    /// certificate for 127.0.0.1 and localhost signed by a CA made here by `openssl`
+    /// ([`Postgres::ca_file`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -44,6 +63,14 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data));
+        if tls {
+            make_certificates(dir.path());
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         let mut pg = Self {
             child: None,
             port: free_port(),
@@ -51,6 +78,7 @@ impl Postgres {
             data,
             dir,
             databases: Default::default(),
+            tls,
         };
         pg.resume();
         pg
@@ -59,7 +87,8 @@ impl Postgres {
     /// Starts the server again (after [`Postgres::halt`]) on the same port and data.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "the server is running");
-        let child = as_postgres(&self.bin.join("postgres"))
+        let mut server = as_postgres(&self.bin.join("postgres"));
+        server
             .arg("-D")
             .arg(&self.data)
             .args(["-p", &self.port.to_string(), "-k"])
@@ -71,7 +100,19 @@ impl Postgres {
                 "fsync=off",
                 "-c",
                 "max_connections=200",
-            ])
+            ]);
+        if self.tls {
+            let at = |f: &str| self.dir.path().join(f).display().to_string();
+            server.args([
+                "-c".to_string(),
+                "ssl=on".to_string(),
+                "-c".to_string(),
+                format!("ssl_cert_file={}", at("server.pem")),
+                "-c".to_string(),
+                format!("ssl_key_file={}", at("server.key")),
+            ]);
+        }
+        let child = server
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -186,6 +227,71 @@ fn bin_dir() -> PathBuf {
     majors.pop().map(|(_, bin)| bin).expect(
         "PostgreSQL's server binaries (Debian's `postgresql` package, as .ci/run installs) under /usr/lib/postgresql/<major>/bin",
     )
+}
+
+/// A CA, and a server certificate for 127.0.0.1 and localhost it signs, by `openssl`, in
+/// `dir` (the key readable by the server only).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        run(Command::new("openssl").args(args).current_dir(dir));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=facerec test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    if is_root() {
+        run(Command::new("chown")
+            .args(["postgres:postgres", "server.key", "server.pem"])
+            .current_dir(dir));
+    }
+    run(Command::new("chmod")
+        .args(["600", "server.key"])
+        .current_dir(dir));
 }
 
 fn is_root() -> bool {

@@ -16,6 +16,7 @@
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
+mod tls;
 
 use std::sync::Arc;
 
@@ -164,9 +165,12 @@ pub struct RetagPlan {
     pub cursor: i64,
     /// The last change committed: the pass brings the seen faces up to it.
     pub target: i64,
-    /// The enrolled faces of changes after the pass's `faces_after` up to `target`, in
-    /// the order they were enrolled.
+    /// The enrolled faces of the changes after `faces_after` up to `target`, in the order
+    /// they were enrolled: every face a seen face to go through has not met yet.
     pub faces: Vec<StoredFace>,
+    /// The later of the cursor and the oldest gallery a seen face to go through was
+    /// matched against.
+    pub faces_after: i64,
     /// Seen faces to match again against the whole gallery.
     pub stale: u64,
     /// Seen faces matched against a gallery before `target`, not stale.
@@ -344,10 +348,10 @@ pub trait FaceStore: Send + Sync {
     /// every change up to `target` (the cursor never goes back).
     async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError>;
 
-    /// The cursor, the last change, the enrolled faces of changes after `faces_after`
-    /// (up to the last change), how many seen faces there are to go through and the
-    /// identities' ids, as of one commit.
-    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError>;
+    /// The cursor, the last change, the enrolled faces the seen faces to go through have
+    /// not met, how many seen faces there are to go through and the identities' ids, as of
+    /// one commit.
+    async fn retag_plan(&self) -> Result<RetagPlan, FaceStoreError>;
 
     /// Seen faces of `scan` with ids above `after`, by id, at most `limit`.
     async fn seen_page(

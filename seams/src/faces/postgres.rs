@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::tokio_postgres::{self, IsolationLevel, NoTls};
+use deadpool_postgres::tokio_postgres::{self, IsolationLevel};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use facerec_contract::Gallery;
 
@@ -55,7 +55,18 @@ fn pg_err(e: tokio_postgres::Error) -> FaceStoreError {
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> FaceStoreError {
-    FaceStoreError::Unavailable(format!("postgres: {e}"))
+    match e {
+        // Connecting failed: the server's reason (a refused login, a TLS failure).
+        deadpool_postgres::PoolError::Backend(e) => {
+            let reason = match (e.as_db_error(), std::error::Error::source(&e)) {
+                (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+                (None, Some(source)) => format!("{e}: {source}"),
+                (None, None) => e.to_string(),
+            };
+            FaceStoreError::Unavailable(format!("postgres: connecting: {reason}"))
+        }
+        e => FaceStoreError::Unavailable(format!("postgres: {e}")),
+    }
 }
 
 /// The face store in a PostgreSQL database.
@@ -91,6 +102,8 @@ impl PgFaces {
     }
 
     fn pool(url: &str) -> Result<Self, FaceStoreError> {
+        let (url, wish) = super::tls::split_url(url);
+        let url = url.as_str();
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             FaceStoreError::Invalid(format!(
                 "DATABASE_URL {:?} is not a PostgreSQL URL: {}",
@@ -119,9 +132,10 @@ impl PgFaces {
             config.get_ports().first().copied().unwrap_or(5432),
             config.get_dbname().unwrap_or("")
         );
+        let tls = super::tls::connector(&wish, &mut config)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -815,7 +829,7 @@ impl FaceStore for PgFaces {
         tx.commit().await.map_err(pg_err)
     }
 
-    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError> {
+    async fn retag_plan(&self) -> Result<RetagPlan, FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         // One snapshot: the counts and faces as of one commit.
         let tx = snapshot(&mut client).await?;
@@ -834,14 +848,17 @@ impl FaceStore for PgFaces {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let stale = row.get::<_, i64>(2) as u64;
-        let behind: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT COUNT(*) FROM facerec_seen_faces WHERE NOT stale AND gallery_seq < $1",
+                "SELECT COUNT(*), MIN(gallery_seq) FROM facerec_seen_faces
+                 WHERE NOT stale AND gallery_seq < $1",
                 &[&target],
             )
             .await
-            .map_err(pg_err)?
-            .get(0);
+            .map_err(pg_err)?;
+        let (behind, oldest): (i64, Option<i64>) = (row.get(0), row.get(1));
+        // No seen face behind: no face to read.
+        let faces_after = oldest.map_or(target, |o| o.max(cursor));
         let faces = tx
             .query(
                 "SELECT f.seq, f.identity_id, f.embedding, f.side FROM facerec_faces f
@@ -877,6 +894,7 @@ impl FaceStore for PgFaces {
             cursor,
             target,
             faces,
+            faces_after,
             stale,
             behind: behind as u64,
             identities,

@@ -638,7 +638,7 @@ impl FaceStore for SqliteFaces {
         .await
     }
 
-    async fn retag_plan(&self, faces_after: i64) -> Result<RetagPlan, FaceStoreError> {
+    async fn retag_plan(&self) -> Result<RetagPlan, FaceStoreError> {
         self.run(move |conn| {
             // One read transaction: the counts and faces as of one commit.
             let tx = conn.transaction().map_err(db_err)?;
@@ -648,6 +648,17 @@ impl FaceStore for SqliteFaces {
                     r.get(0)
                 })
                 .map_err(db_err)?;
+            let stale = stale_count(&tx)?;
+            let (behind, oldest): (i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT COUNT(*), MIN(gallery_seq) FROM facerec_seen_faces
+                     WHERE stale = 0 AND gallery_seq < ?1",
+                    [target],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(db_err)?;
+            // No seen face behind: no face to read.
+            let faces_after = oldest.map_or(target, |o| o.max(cursor));
             let faces = {
                 let mut stmt = tx
                     .prepare(
@@ -670,15 +681,6 @@ impl FaceStore for SqliteFaces {
                 }
                 faces
             };
-            let stale = stale_count(&tx)?;
-            let behind: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale = 0 AND gallery_seq < ?1",
-                    [target],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            let behind = behind as u64;
             let identities = tx
                 .prepare("SELECT name, id FROM facerec_identities WHERE collection = 'default'")
                 .map_err(db_err)?
@@ -690,8 +692,9 @@ impl FaceStore for SqliteFaces {
                 cursor,
                 target,
                 faces,
+                faces_after,
                 stale,
-                behind,
+                behind: behind as u64,
                 identities,
             })
         })
