@@ -16,6 +16,10 @@ pub mod names {
     pub const REQUEST_DURATION_SECONDS: &str = "facerec_edge_request_duration_seconds";
     pub const IN_FLIGHT: &str = "facerec_edge_in_flight";
     pub const UPLOADS_TOTAL: &str = "facerec_edge_uploads_total";
+    /// Re-tagging (`facerec_seams::retag`), from this edge's view of the face store.
+    pub const RETAG_LAG_CHANGES: &str = "facerec_edge_retag_lag_changes";
+    pub const RETAG_STALE_FACES: &str = "facerec_edge_retag_stale_faces";
+    pub const RETAG_FACES_TOTAL: &str = "facerec_edge_retag_faces_total";
 
     /// Every exported name above.
     pub const ALL: &[&str] = &[
@@ -23,6 +27,9 @@ pub mod names {
         REQUEST_DURATION_SECONDS,
         IN_FLIGHT,
         UPLOADS_TOTAL,
+        RETAG_LAG_CHANGES,
+        RETAG_STALE_FACES,
+        RETAG_FACES_TOTAL,
     ];
 }
 
@@ -35,6 +42,7 @@ pub struct EdgeMetrics {
     pub(crate) duration: Family<Labels, Histogram, fn() -> Histogram>,
     pub(crate) in_flight: Gauge,
     pub(crate) uploads: Counter,
+    pub(crate) retag: facerec_seams::retag::RetagMetrics,
 }
 
 fn duration_histogram() -> Histogram {
@@ -50,7 +58,26 @@ impl EdgeMetrics {
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
             uploads: Counter::default(),
+            retag: Default::default(),
         };
+        register(
+            registry,
+            names::RETAG_LAG_CHANGES,
+            "Gallery changes not yet brought to every seen face (the face store's last change less the re-tagging cursor)",
+            m.retag.lag.clone(),
+        );
+        register(
+            registry,
+            names::RETAG_STALE_FACES,
+            "Seen faces waiting to be matched again against the whole gallery",
+            m.retag.stale.clone(),
+        );
+        register(
+            registry,
+            names::RETAG_FACES_TOTAL,
+            "Seen faces gone through by this edge's re-tagging passes",
+            m.retag.faces.clone(),
+        );
         register(
             registry,
             names::REQUESTS_TOTAL,

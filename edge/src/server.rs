@@ -30,6 +30,7 @@ impl Edge {
         if let Some(retagger) =
             facerec_seams::retag::Retagger::new(self.gallery.clone(), self.config.threshold)
         {
+            let retagger = retagger.with_metrics(self.metrics.retag.clone());
             tokio::spawn(retagger.run(shutdown.clone()));
         }
         let routes = crate::routes::router(self.clone());

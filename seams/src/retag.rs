@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facerec_contract::{Gallery, Threshold};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::faces::{
@@ -62,12 +64,25 @@ pub enum RetagError {
     Shutdown,
 }
 
+/// What a re-tagger reports, as its process exports it (the edge:
+/// `facerec_edge_retag_*`).
+#[derive(Clone, Default)]
+pub struct RetagMetrics {
+    /// Changes not yet brought to every seen face (the last change less the cursor).
+    pub lag: Gauge,
+    /// Seen faces waiting to be matched again.
+    pub stale: Gauge,
+    /// Seen faces gone through by this process's passes.
+    pub faces: Counter,
+}
+
 /// Runs re-tagging passes against one face store.
 pub struct Retagger {
     gallery: Arc<GalleryHandle>,
     store: Arc<dyn FaceStore>,
     threshold: Threshold,
     owner: String,
+    metrics: RetagMetrics,
 }
 
 impl Retagger {
@@ -80,7 +95,14 @@ impl Retagger {
             store,
             threshold,
             owner: owner(),
+            metrics: RetagMetrics::default(),
         })
+    }
+
+    /// Reports into `metrics`.
+    pub fn with_metrics(mut self, metrics: RetagMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Passes whenever there is work, until `shutdown`.
@@ -120,6 +142,8 @@ impl Retagger {
         shutdown: &CancellationToken,
     ) -> Result<Option<PassReport>, RetagError> {
         let status = self.store.retag_status().await?;
+        self.metrics.lag.set(status.latest - status.cursor);
+        self.metrics.stale.set(status.stale as i64);
         if status.cursor >= status.latest && status.stale == 0 {
             return Ok(None);
         }
@@ -139,6 +163,9 @@ impl Retagger {
         let done = result.as_ref().ok().map(|r| r.target);
         // Releases the lease; the cursor moves only after a whole pass.
         self.store.finish_retag(&self.owner, done).await?;
+        if let Some(target) = done {
+            self.metrics.lag.set((status.latest - target).max(0));
+        }
         result.map(Some)
     }
 
@@ -313,6 +340,7 @@ impl Retagger {
         shutdown: &CancellationToken,
     ) -> Result<(), RetagError> {
         progress.done += rows as u64;
+        self.metrics.faces.inc_by(rows as u64);
         progress.until_ms = now_ms() + LEASE.as_millis() as i64;
         if !self.store.retag_lease(progress).await? {
             return Err(RetagError::LeaseLost);

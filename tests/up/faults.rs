@@ -516,3 +516,98 @@ fn a_gallery_file_of_an_earlier_version_is_imported_once() {
     let again = http(&server.addr, "GET", "/v1/identities", &[], b"").json();
     assert_eq!(again["identities"].as_array().unwrap().len(), 7, "{again}");
 }
+
+/// `up` on a PostgreSQL face store that goes away: gallery changes and stored-face reads
+/// answer `503` with `Retry-After` (nothing half-done), an upload accepted meanwhile is
+/// held, not lost, and answered once the database is back, its face recorded once; then
+/// everything works again.
+#[test]
+fn a_face_store_that_goes_away_answers_503_and_loses_nothing() {
+    let w = Workload::new();
+    let mut pg = facerec_testkit::Postgres::start();
+    let url = pg.database();
+    let server = Server::start(&["--database-url", &url]);
+    let addr = server.addr.clone();
+    w.enroll(&addr, &[]);
+    let (stem, name) = w.expected[0].clone();
+    // The newcomer's photo: someone else's face.
+    let other = w
+        .expected
+        .iter()
+        .find(|(_, n)| *n != name)
+        .map(|(s, _)| w.bytes(s))
+        .unwrap();
+
+    pg.halt();
+    let enrol = post_files(
+        &addr,
+        "/v1/identities/Newcomer/faces",
+        &[("image", "n.jpg", &other)],
+        &[],
+    );
+    assert_eq!(enrol.status, 503, "{}", enrol.text());
+    assert!(
+        enrol.headers.contains_key("retry-after"),
+        "{:?}",
+        enrol.headers
+    );
+    for path in [
+        format!("/v1/identities/{name}/appearances"),
+        "/v1/retagging".to_string(),
+    ] {
+        let r = http(&addr, "GET", &path, &[], b"");
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert!(r.headers.contains_key("retry-after"), "{path}");
+    }
+    // An upload while the database is away: held until its face is recorded.
+    let upload = {
+        let (addr, bytes, stem) = (addr.clone(), w.bytes(&stem), stem.clone());
+        std::thread::spawn(move || {
+            post_files(
+                &addr,
+                "/",
+                &[("inputFile", &format!("{stem}.jpg"), &bytes)],
+                &[],
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !upload.is_finished(),
+        "answered before its face was recorded"
+    );
+    pg.resume();
+    let r = upload.join().unwrap();
+    assert_eq!(r.text(), format!("{stem}:{name}"));
+
+    // Back: the enrolment goes through, the upload's face is listed once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let enrol = post_files(
+            &addr,
+            "/v1/identities/Newcomer/faces",
+            &[("image", "n.jpg", &other)],
+            &[],
+        );
+        if enrol.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", enrol.text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let listed = http(
+        &addr,
+        "GET",
+        &format!("/v1/identities/{name}/appearances"),
+        &[],
+        b"",
+    )
+    .json();
+    let ids: Vec<&str> = listed["appearances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["request_id"].as_str())
+        .collect();
+    assert_eq!(ids, [r.headers["x-request-id"].as_str()], "{listed}");
+}
