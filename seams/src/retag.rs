@@ -199,17 +199,19 @@ impl Retagger {
             ..PassReport::default()
         };
 
-        let mut after = 0;
-        while stale > 0 {
-            let page = self.store.seen_page(SeenScan::Stale, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            let retags = self
-                .rematch(&gallery, &plan.identities, target, &page)
-                .await?;
-            report.rematched += page.len() as u64;
-            report.changed += self.store.write_retags(&retags).await? as u64;
-            self.renew(progress, page.len(), shutdown).await?;
+        if stale > 0 {
+            let mut after = 0;
+            loop {
+                let page = self.store.seen_page(SeenScan::Stale, after, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                let retags = self
+                    .rematch(&gallery, &plan.identities, target, &page)
+                    .await?;
+                report.rematched += page.len() as u64;
+                report.changed += self.store.write_retags(&retags).await? as u64;
+                self.renew(progress, page.len(), shutdown).await?;
+            }
         }
 
         if !new.is_empty() {

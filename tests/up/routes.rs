@@ -664,3 +664,108 @@ fn uploads_seen_before_an_enrolment_are_tagged_after_it() {
         );
     }
 }
+
+/// `facerec faces` reads and changes what `up` keeps, beside it (SQLite in WAL mode takes
+/// readers while `up` writes), answering as the HTTP API does.
+#[test]
+fn the_faces_command_answers_as_the_api_does() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    let addr = &server.addr;
+    w.enroll(addr, &[]);
+    for (stem, _) in w.expected.iter().take(12) {
+        let r = post_files(addr, "/", &[("inputFile", "x.jpg", &w.bytes(stem))], &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let job_files: Vec<(String, Vec<u8>)> = w
+        .expected
+        .iter()
+        .skip(12)
+        .take(4)
+        .map(|(s, _)| (format!("{s}.jpg"), w.bytes(s)))
+        .collect();
+    let parts: Vec<(&str, &str, &[u8])> = job_files
+        .iter()
+        .map(|(f, b)| ("images", f.as_str(), b.as_slice()))
+        .collect();
+    let r = post_files(addr, "/v1/batches", &parts, &[]);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(batch_results(addr, &job, &[]).len(), 4);
+
+    let data = server.data().display().to_string();
+    let faces = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(kit::facerec_bin())
+            .args(["faces", "--data", &data])
+            .args(args)
+            .env("FACEREC_MODELS", kit::models_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "faces {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ids = |items: &[serde_json::Value]| -> Vec<i64> {
+        items.iter().map(|f| f["id"].as_i64().unwrap()).collect()
+    };
+    let (stem, name) = &w.expected[0];
+    let api = http(
+        addr,
+        "GET",
+        &format!("/v1/identities/{name}/appearances"),
+        &[],
+        b"",
+    )
+    .json();
+    let listed = faces(&["appearances", name]);
+    assert!(!listed.is_empty());
+    assert_eq!(ids(&listed), ids(api["appearances"].as_array().unwrap()));
+
+    let first = listed[0]["id"].as_i64().unwrap().to_string();
+    let api = http(
+        addr,
+        "GET",
+        &format!("/v1/faces/{first}/similar?k=5"),
+        &[],
+        b"",
+    )
+    .json();
+    let cli = faces(&["similar", "--id", &first, "-k", "5"]);
+    assert_eq!(ids(&cli), ids(api["faces"].as_array().unwrap()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("probe.jpg");
+    std::fs::write(&image, w.bytes(stem)).unwrap();
+    let api = post_files(
+        addr,
+        "/v1/faces/search?k=5",
+        &[("image", "p.jpg", &w.bytes(stem))],
+        &[],
+    );
+    let cli = faces(&[
+        "similar",
+        "--image",
+        &image.display().to_string(),
+        "-k",
+        "5",
+    ]);
+    assert_eq!(ids(&cli), ids(api.json()["faces"].as_array().unwrap()));
+    assert_eq!(cli[0]["identity"].as_str(), Some(name.as_str()));
+
+    let status = &faces(&["retag", "--run"])[0];
+    assert_eq!(status["cursor"], status["latest"], "{status}");
+    assert_eq!(status["stale"], 0);
+
+    assert_eq!(
+        faces(&["similar", "--id", &first, "-k", "1000", "--batch", &job]).len(),
+        4
+    );
+    assert_eq!(faces(&["forget-batch", &job])[0]["forgotten"], 4);
+    assert!(faces(&["similar", "--id", &first, "-k", "1000", "--batch", &job]).is_empty());
+}
