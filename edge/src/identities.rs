@@ -10,7 +10,7 @@ use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
 use crate::recognize::largest_face;
-use crate::response::{ApiError, Kind, json_response};
+use crate::response::{ApiError, Kind, count_in, json_response, query_pairs};
 use crate::routes::{RequestId, Segment, Shared};
 
 /// `GET /v1/identities`: names and face counts.
@@ -215,21 +215,9 @@ pub(crate) async fn retagging(
 /// `limit` (1 to `MAX_PAGE`) and `before` (a seen face's id) of a listing's query.
 fn page(uri: &Uri) -> Result<(usize, Option<i64>), ApiError> {
     let (mut limit, mut before) = (DEFAULT_PAGE, None);
-    for pair in uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_pairs(uri) {
         match key {
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::bad_request(format!("limit is 1 to {MAX_PAGE}")))?;
-            }
+            "limit" => limit = count_in(key, value, MAX_PAGE)?,
             "before" => {
                 before = Some(value.parse().map_err(|_| {
                     ApiError::bad_request("before is the id of a seen face (`next` of a page)")

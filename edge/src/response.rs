@@ -194,6 +194,24 @@ pub fn validate_image(bytes: &[u8]) -> Result<(), ApiError> {
         .map_err(|e| ApiError::image(&e))
 }
 
+/// A request's query as (key, value) pairs (a key without `=` has an empty value).
+pub(crate) fn query_pairs(uri: &hyper::Uri) -> impl Iterator<Item = (&str, &str)> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// A query's count `key`: a number from 1 to `max`.
+pub(crate) fn count_in(key: &str, value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::bad_request(format!("{key} is 1 to {max}")))
+}
+
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     text_response(status, "application/json", body.to_string())
 }

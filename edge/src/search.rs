@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::edge::Edge;
 use crate::identities::change_error;
 use crate::recognize::largest_face;
-use crate::response::{ApiError, json_response};
+use crate::response::{ApiError, count_in, json_response, query_pairs};
 use crate::routes::{RequestId, Segment, Shared};
 
 /// Faces answered without `k`.
@@ -148,21 +148,9 @@ fn options(uri: &Uri) -> Result<(usize, SeenFilter), ApiError> {
         v.parse::<i64>()
             .map_err(|_| ApiError::bad_request(format!("{key} is milliseconds since 1970")))
     };
-    for pair in uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in query_pairs(uri) {
         match key {
-            "k" => {
-                k = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_K).contains(n))
-                    .ok_or_else(|| ApiError::bad_request(format!("k is 1 to {MAX_K}")))?;
-            }
+            "k" => k = count_in(key, value, MAX_K)?,
             // Bulk job ids are URL-safe (`k-` and hex digits, or a UUID).
             "batch" => filter.batch = Some(value.to_string()),
             "since_ms" => filter.since_ms = Some(time(value, key)?),

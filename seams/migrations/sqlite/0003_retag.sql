@@ -10,9 +10,10 @@ ALTER TABLE facerec_seen_faces ADD COLUMN gallery_seq INTEGER NOT NULL DEFAULT 0
 ALTER TABLE facerec_seen_faces ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
 UPDATE facerec_seen_faces SET nearest_id = identity_id;
 CREATE INDEX facerec_seen_stale ON facerec_seen_faces (id) WHERE stale = 1;
-CREATE INDEX facerec_seen_nearest ON facerec_seen_faces (nearest_id);
+CREATE INDEX facerec_seen_nearest ON facerec_seen_faces (nearest_id)
+    WHERE nearest_id IS NOT NULL;
 -- A bulk job's seen faces, to search within or delete.
-CREATE INDEX facerec_seen_batch ON facerec_seen_faces (batch);
+CREATE INDEX facerec_seen_batch ON facerec_seen_faces (batch) WHERE batch IS NOT NULL;
 -- Faces seen before re-tagging existed were matched against the whole gallery of their
 -- time; the re-tagger starts from the change the store has reached.
 INSERT INTO facerec_meta (key, value)

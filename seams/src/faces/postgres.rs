@@ -234,6 +234,22 @@ async fn next_seq(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, FaceSt
         .get(0))
 }
 
+/// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
+/// batch, filename, box_x, box_y, box_w, box_h, score, distance, seen_ms`.
+fn appearance(r: &tokio_postgres::Row) -> Appearance {
+    Appearance {
+        id: r.get(0),
+        request_id: r.get(1),
+        face_index: r.get::<_, i32>(2) as u32,
+        batch: r.get(3),
+        filename: r.get(4),
+        bbox: [r.get(5), r.get(6), r.get(7), r.get(8)],
+        score: r.get(9),
+        distance: r.get(10),
+        seen_ms: r.get(11),
+    }
+}
+
 async fn identity_id(
     tx: &deadpool_postgres::Transaction<'_>,
     name: &str,
@@ -733,20 +749,7 @@ impl FaceStore for PgFaces {
             .await
             .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Appearance {
-                id: r.get(0),
-                request_id: r.get(1),
-                face_index: r.get::<_, i32>(2) as u32,
-                batch: r.get(3),
-                filename: r.get(4),
-                bbox: [r.get(5), r.get(6), r.get(7), r.get(8)],
-                score: r.get(9),
-                distance: r.get(10),
-                seen_ms: r.get(11),
-            })
-            .collect())
+        Ok(rows.iter().map(appearance).collect())
     }
 
     async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError> {
@@ -1043,17 +1046,7 @@ impl FaceStore for PgFaces {
         rows.into_iter()
             .map(|r| {
                 Ok(SeenRecord {
-                    at: Appearance {
-                        id: r.get(0),
-                        request_id: r.get(1),
-                        face_index: r.get::<_, i32>(2) as u32,
-                        batch: r.get(3),
-                        filename: r.get(4),
-                        bbox: [r.get(5), r.get(6), r.get(7), r.get(8)],
-                        score: r.get(9),
-                        distance: r.get(10),
-                        seen_ms: r.get(11),
-                    },
+                    at: appearance(&r),
                     identity: r.get(12),
                     side: r.get(13),
                     embedding: decode(r.get(14))?,

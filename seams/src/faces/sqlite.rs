@@ -201,6 +201,22 @@ fn lease(conn: &Connection) -> Result<Option<RetagProgress>, FaceStoreError> {
     Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
 }
 
+/// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
+/// batch, filename, box_x, box_y, box_w, box_h, score, distance, seen_ms`.
+fn appearance(r: &rusqlite::Row<'_>) -> rusqlite::Result<Appearance> {
+    Ok(Appearance {
+        id: r.get(0)?,
+        request_id: r.get(1)?,
+        face_index: r.get(2)?,
+        batch: r.get(3)?,
+        filename: r.get(4)?,
+        bbox: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+        score: r.get(9)?,
+        distance: r.get(10)?,
+        seen_ms: r.get(11)?,
+    })
+}
+
 /// Seen faces waiting to be matched again.
 fn stale_count(conn: &Connection) -> Result<u64, FaceStoreError> {
     conn.query_row(
@@ -559,19 +575,10 @@ impl FaceStore for SqliteFaces {
                 )
                 .map_err(db_err)?;
             let rows = query
-                .query_map(params![id, before.unwrap_or(i64::MAX), limit as i64], |r| {
-                    Ok(Appearance {
-                        id: r.get(0)?,
-                        request_id: r.get(1)?,
-                        face_index: r.get(2)?,
-                        batch: r.get(3)?,
-                        filename: r.get(4)?,
-                        bbox: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
-                        score: r.get(9)?,
-                        distance: r.get(10)?,
-                        seen_ms: r.get(11)?,
-                    })
-                })
+                .query_map(
+                    params![id, before.unwrap_or(i64::MAX), limit as i64],
+                    appearance,
+                )
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
@@ -862,17 +869,7 @@ impl FaceStore for SqliteFaces {
                 let row = stmt
                     .query_row([id], |r| {
                         Ok((
-                            Appearance {
-                                id: r.get(0)?,
-                                request_id: r.get(1)?,
-                                face_index: r.get(2)?,
-                                batch: r.get(3)?,
-                                filename: r.get(4)?,
-                                bbox: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
-                                score: r.get(9)?,
-                                distance: r.get(10)?,
-                                seen_ms: r.get(11)?,
-                            },
+                            appearance(r)?,
                             r.get::<_, Option<String>>(12)?,
                             r.get::<_, f64>(13)? as f32,
                             r.get::<_, Vec<u8>>(14)?,
