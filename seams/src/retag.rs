@@ -32,8 +32,13 @@ use crate::faces::{
 };
 use crate::gallery::GalleryHandle;
 
-/// Seen faces read, matched and written at a time (about 2 MB of embeddings).
+/// Seen faces read, compared with the faces enrolled since and written at a time (about
+/// 2 MB of embeddings).
 const PAGE: usize = 4096;
+/// Stale faces read, matched against the whole gallery and written at a time: each is a
+/// search of the whole gallery (at 1,000,000 faces a page takes seconds on two cores), and
+/// the lease is renewed after each page.
+const STALE_PAGE: usize = 128;
 /// How long a lease lasts unless renewed (each page renews it).
 const LEASE: Duration = Duration::from_secs(30);
 /// How often an idle process looks for work.
@@ -114,6 +119,10 @@ impl Retagger {
                 () = shutdown.cancelled() => return,
             }
             match self.pass(&shutdown).await {
+                Ok(Some(r)) if r.rematched + r.scanned == 0 => {
+                    failing = false;
+                    tracing::debug!(target_seq = r.target, "re-tagging cursor moved");
+                }
                 Ok(Some(r)) => {
                     failing = false;
                     tracing::info!(
@@ -202,7 +211,10 @@ impl Retagger {
         if stale > 0 {
             let mut after = 0;
             loop {
-                let page = self.store.seen_page(SeenScan::Stale, after, PAGE).await?;
+                let page = self
+                    .store
+                    .seen_page(SeenScan::Stale, after, STALE_PAGE)
+                    .await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 let retags = self
