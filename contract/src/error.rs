@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Io,
     /// Model inference failed for this image's batch.
     Inference,
+    /// The request named a collection that does not exist (deleted since it was sent).
+    UnknownCollection,
 }
 
 impl ErrorKind {
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Unusable => "unusable",
             ErrorKind::Io => "io",
             ErrorKind::Inference => "inference",
+            ErrorKind::UnknownCollection => "unknown_collection",
         }
     }
 }

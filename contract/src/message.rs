@@ -45,6 +45,10 @@ pub struct Request {
     /// faces are not recorded as seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    /// The collection whose gallery the faces are matched against and recorded in
+    /// (`None`: the default one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
 }
 
 impl Request {
@@ -58,6 +62,7 @@ impl Request {
             batch: None,
             embeddings: false,
             probe: false,
+            collection: None,
         }
     }
 

@@ -25,6 +25,7 @@ use serde_json::json;
 use crate::api::result_line;
 use crate::archive::{Archive, ArchiveError, Entry, TarReader, ZipReader};
 use crate::batch::{Job, Manifest, manifest_key};
+use crate::collections::InCollection;
 use crate::edge::Edge;
 use crate::idempotency::{idempotency_key, keyed_id};
 use crate::multipart;
@@ -44,6 +45,8 @@ const LIST_STORED: usize = 100;
 struct Submitter<'a> {
     edge: &'a Edge,
     job: Arc<Job>,
+    /// The collection its images are matched against (`None`: the default one).
+    collection: Option<String>,
     next: usize,
     /// Request id, file name and message body of each request not yet sent.
     queued: Vec<(String, String, String)>,
@@ -105,6 +108,7 @@ impl Submitter<'_> {
         }
         let mut req = Request::new(&request_id, filename);
         req.batch = Some(self.job.id.clone());
+        req.collection = self.collection.clone();
         self.edge.batches.add(&self.job, request_id.clone());
         self.queued
             .push((request_id, filename.to_string(), req.to_json()));
@@ -159,9 +163,10 @@ impl Submitter<'_> {
 pub(crate) async fn create(
     State(edge): Shared,
     RequestId(rid): RequestId,
+    c: InCollection,
     req: HttpRequest,
 ) -> Result<Response, ApiError> {
-    edge.create_batch(req, &rid).await
+    edge.create_batch(req, &rid, c.name).await
 }
 
 /// `GET /v1/batches/{id}`: a job's progress.
@@ -199,7 +204,12 @@ pub(crate) async fn results(
 }
 
 impl Edge {
-    async fn create_batch(&self, req: HttpRequest, rid: &str) -> Result<Response, ApiError> {
+    async fn create_batch(
+        &self,
+        req: HttpRequest,
+        rid: &str,
+        collection: Option<String>,
+    ) -> Result<Response, ApiError> {
         self.check_key(req.headers())?;
         let (parts, body) = req.into_parts();
         let content_type = parts
@@ -234,6 +244,7 @@ impl Edge {
         let mut sub = Submitter {
             edge: self,
             job: job.clone(),
+            collection,
             next: 0,
             queued: Vec::new(),
             rejected: Vec::new(),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use facerec_contract::message::{input_key, result_key};
 use facerec_contract::{Request, ResultMessage};
-use facerec_seams::{Bucket, GalleryHandle, Seams};
+use facerec_seams::{Bucket, Galleries, GalleryHandle, Seams};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,10 @@ use facerec_seams::sync::lock;
 pub struct Edge {
     pub(crate) config: EdgeConfig,
     pub(crate) seams: Seams,
+    /// The default collection's gallery.
     pub(crate) gallery: Arc<GalleryHandle>,
+    /// Every collection's gallery, loaded when a request first names it.
+    pub(crate) galleries: Arc<Galleries>,
     pub(crate) pending: Mutex<HashMap<String, oneshot::Sender<ResultMessage>>>,
     pub(crate) uploads: Arc<Semaphore>,
     pub(crate) metrics: EdgeMetrics,
@@ -51,6 +54,7 @@ impl Edge {
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             seams,
+            galleries: Arc::new(Galleries::new(gallery.clone())),
             gallery,
             pending: Mutex::new(HashMap::new()),
             metrics,
@@ -159,15 +163,16 @@ impl Edge {
         }
     }
 
-    /// Stores one upload, enqueues its request and waits for the result. A `probe` (an
-    /// enrolment, a verification, a search) gets its faces' embeddings and is not recorded
-    /// as seen.
+    /// Stores one upload, enqueues its request and waits for the result, matched against
+    /// `collection`'s gallery (`None`: the default one). A `probe` (an enrolment, a
+    /// verification, a search) gets its faces' embeddings and is not recorded as seen.
     pub async fn recognize(
         &self,
         request_id: &str,
         filename: &str,
         bytes: Bytes,
         probe: bool,
+        collection: Option<&str>,
     ) -> Result<ResultMessage, ApiError> {
         validate_image(&bytes)?;
         let _permit = self
@@ -179,6 +184,7 @@ impl Edge {
         let mut req = Request::new(request_id, filename);
         req.embeddings = probe;
         req.probe = probe;
+        req.collection = collection.map(str::to_string);
         self.seams
             .store
             .put(Bucket::In, &input_key(request_id), bytes)

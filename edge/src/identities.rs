@@ -9,13 +9,14 @@ use http_body_util::BodyExt;
 use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
+use crate::collections::InCollection;
 use crate::recognize::largest_face;
 use crate::response::{ApiError, Kind, count_in, json_response, query_pairs};
 use crate::routes::{RequestId, Segment, Shared};
 
 /// `GET /v1/identities`: names and face counts.
-pub(crate) async fn list(State(edge): Shared) -> Response {
-    let ids: Vec<serde_json::Value> = edge
+pub(crate) async fn list(c: InCollection) -> Response {
+    let ids: Vec<serde_json::Value> = c
         .gallery
         .get()
         .identities()
@@ -30,6 +31,7 @@ pub(crate) async fn enroll(
     State(edge): Shared,
     RequestId(rid): RequestId,
     Segment(name): Segment,
+    c: InCollection,
     req: Request,
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
@@ -39,7 +41,7 @@ pub(crate) async fn enroll(
         return Err(ApiError::bad_request("no image files in the request"));
     }
     let faces = edge
-        .recognize_parts(parts, &rid, true)
+        .recognize_parts(parts, &rid, true, c.name.as_deref())
         .await
         .into_iter()
         .map(|r| largest_face(r?))
@@ -53,13 +55,14 @@ pub(crate) async fn enroll(
             source: None,
         })
         .collect();
-    let enrolled = edge
+    let enrolled = c
         .gallery
         .enroll(edge.seams.store.as_ref(), &name, &faces)
         .await
         .map_err(change_error)?;
     tracing::info!(
         request_id = rid,
+        collection = c.label(),
         name,
         added,
         change = enrolled.seq,
@@ -76,15 +79,22 @@ pub(crate) async fn remove(
     State(edge): Shared,
     RequestId(rid): RequestId,
     Segment(name): Segment,
+    c: InCollection,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
-    let removed = edge
+    let removed = c
         .gallery
         .remove(edge.seams.store.as_ref(), &name)
         .await
         .map_err(change_error)?;
-    tracing::info!(request_id = rid, name, removed, "identity removed");
+    tracing::info!(
+        request_id = rid,
+        collection = c.label(),
+        name,
+        removed,
+        "identity removed"
+    );
     Ok(json_response(
         StatusCode::OK,
         &json!({"name": name, "removed": removed}),
@@ -97,6 +107,7 @@ pub(crate) async fn rename(
     State(edge): Shared,
     RequestId(rid): RequestId,
     Segment(name): Segment,
+    c: InCollection,
     req: Request,
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
@@ -112,13 +123,14 @@ pub(crate) async fn rename(
             ApiError::bad_request("a rename is a JSON body {\"name\": \"<new name>\"}")
         })?;
     validate_name(&to)?;
-    let faces = edge
+    let faces = c
         .gallery
         .rename(edge.seams.store.as_ref(), &name, &to)
         .await
         .map_err(change_error)?;
     tracing::info!(
         request_id = rid,
+        collection = c.label(),
         from = name.as_str(),
         to = to.as_str(),
         faces,
@@ -139,12 +151,13 @@ const DEFAULT_PAGE: usize = 100;
 pub(crate) async fn appearances(
     State(edge): Shared,
     Segment(name): Segment,
+    c: InCollection,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
     let (limit, before) = page(&uri)?;
-    let Some(store) = edge.gallery.store() else {
+    let Some(store) = c.gallery.store() else {
         return Err(ApiError::not_found(
             "this server keeps no face store, so nothing seen is kept",
         ));
@@ -183,10 +196,11 @@ pub(crate) async fn appearances(
 /// least that and `stale` is 0.
 pub(crate) async fn retagging(
     State(edge): Shared,
+    c: InCollection,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
-    let Some(store) = edge.gallery.store() else {
+    let Some(store) = c.gallery.store() else {
         return Err(ApiError::not_found(
             "this server keeps no face store, so nothing seen is kept",
         ));

@@ -11,6 +11,7 @@ pub mod api;
 pub mod archive;
 pub mod batch;
 mod batch_api;
+mod collections;
 mod config;
 mod edge;
 mod idempotency;

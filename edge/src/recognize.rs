@@ -12,6 +12,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::api::recognition_json;
+use crate::collections::InCollection;
 use crate::edge::Edge;
 use crate::idempotency::{idempotency_key, keyed_id};
 use crate::multipart::{self, Part};
@@ -37,8 +38,10 @@ impl Edge {
         parts: Vec<Part>,
         rid: &str,
         probe: bool,
+        collection: Option<&str>,
     ) -> Vec<Result<ResultMessage, ApiError>> {
-        self.recognize_parts_as(parts, rid, false, probe).await
+        self.recognize_parts_as(parts, rid, false, probe, collection)
+            .await
     }
 
     /// As `recognize_parts`, the message ids made from `base`; with `replay`, an upload
@@ -50,6 +53,7 @@ impl Edge {
         base: &str,
         replay: bool,
         probe: bool,
+        collection: Option<&str>,
     ) -> Vec<Result<ResultMessage, ApiError>> {
         let single = parts.len() == 1;
         let jobs = parts.into_iter().enumerate().map(|(i, p)| {
@@ -67,7 +71,8 @@ impl Edge {
                     tracing::info!(request_id = %id, "answered from the store for its Idempotency-Key");
                     return Ok(r);
                 }
-                self.recognize(&id, &p.filename, p.bytes, probe).await
+                self.recognize(&id, &p.filename, p.bytes, probe, collection)
+                    .await
             }
         });
         futures_util::future::join_all(jobs).await
@@ -94,7 +99,7 @@ pub(crate) async fn original(
         ));
     }
     let result = edge
-        .recognize(&rid, &part.filename, part.bytes, false)
+        .recognize(&rid, &part.filename, part.bytes, false, None)
         .await?;
     if let Some(e) = &result.error {
         return Err(ApiError::image(e));
@@ -106,6 +111,7 @@ pub(crate) async fn original(
 pub(crate) async fn recognize(
     State(edge): Shared,
     RequestId(rid): RequestId,
+    c: InCollection,
     req: Request,
 ) -> Result<Response, ApiError> {
     // With an `Idempotency-Key` the uploads' ids come from the key: a retry is answered
@@ -118,7 +124,7 @@ pub(crate) async fn recognize(
     }
     let names: Vec<String> = parts.iter().map(|p| p.filename.clone()).collect();
     let results = edge
-        .recognize_parts_as(parts, &base, key.is_some(), false)
+        .recognize_parts_as(parts, &base, key.is_some(), false, c.name.as_deref())
         .await;
     if let [Err(e)] = results.as_slice() {
         return Err(e.clone());
@@ -140,6 +146,7 @@ pub(crate) async fn recognize(
 pub(crate) async fn verify(
     State(edge): Shared,
     RequestId(rid): RequestId,
+    c: InCollection,
     req: Request,
 ) -> Result<Response, ApiError> {
     let parts = edge.files(req).await?;
@@ -158,7 +165,7 @@ pub(crate) async fn verify(
         ));
     };
     let faces = edge
-        .recognize_parts(vec![a, b], &rid, true)
+        .recognize_parts(vec![a, b], &rid, true, c.name.as_deref())
         .await
         .into_iter()
         .map(|r| largest_face(r?))

@@ -98,6 +98,7 @@ impl Kind {
                 ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::Corrupt | ErrorKind::Unusable => StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorKind::Io | ErrorKind::Inference => StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::UnknownCollection => StatusCode::NOT_FOUND,
             },
         }
     }

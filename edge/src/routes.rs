@@ -11,48 +11,70 @@ use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use facerec_seams::metrics::render;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode, Uri};
 use serde_json::json;
 
+use crate::collections::PREFIX;
 use crate::edge::Edge;
 use crate::response::{ApiError, Kind, json_response, text_response};
-use crate::{batch_api, identities, page, recognize, search};
+use crate::{batch_api, collections, identities, page, recognize, search};
 
 /// The shared state every handler gets.
 pub(crate) type Shared = State<Arc<Edge>>;
 
+/// The routes that work in a collection: each answers at `/v1/<path>` in the default
+/// collection and at `/v1/collections/{collection}/<path>` in the one named.
+fn in_collection() -> Vec<(&'static str, MethodRouter<Arc<Edge>>)> {
+    vec![
+        ("/recognize", post(recognize::recognize)),
+        ("/verify", post(recognize::verify)),
+        ("/identities", get(identities::list)),
+        (
+            "/identities/{name}",
+            patch(identities::rename).delete(identities::remove),
+        ),
+        ("/identities/{name}/faces", post(identities::enroll)),
+        (
+            "/identities/{name}/appearances",
+            get(identities::appearances),
+        ),
+        ("/retagging", get(identities::retagging)),
+        ("/faces/search", post(search::by_upload)),
+        ("/faces/{id}/similar", get(search::by_seen)),
+        ("/batches/{id}/faces", delete(search::forget_batch)),
+    ]
+}
+
 /// Every route of the API.
 pub(crate) fn router(edge: Arc<Edge>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(page::index).post(recognize::original))
         .route("/favicon.ico", get(page::icon))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/stats", get(stats))
-        .route("/v1/recognize", post(recognize::recognize))
-        .route("/v1/verify", post(recognize::verify))
-        .route("/v1/identities", get(identities::list))
+        .route("/v1/collections", get(collections::list))
         .route(
-            "/v1/identities/{name}",
-            patch(identities::rename).delete(identities::remove),
+            PREFIX,
+            get(collections::show)
+                .put(collections::create)
+                .delete(collections::delete),
         )
-        .route("/v1/identities/{name}/faces", post(identities::enroll))
-        .route(
-            "/v1/identities/{name}/appearances",
-            get(identities::appearances),
-        )
-        .route("/v1/retagging", get(identities::retagging))
-        .route("/v1/faces/search", post(search::by_upload))
-        .route("/v1/faces/{id}/similar", get(search::by_seen))
         .route("/v1/batches", get(batch_api::list).post(batch_api::create))
+        .route(&format!("{PREFIX}/batches"), post(batch_api::create))
         .route("/v1/batches/{id}", get(batch_api::progress))
-        .route("/v1/batches/{id}/results", get(batch_api::results))
-        .route("/v1/batches/{id}/faces", delete(search::forget_batch))
+        .route("/v1/batches/{id}/results", get(batch_api::results));
+    for (path, methods) in in_collection() {
+        router = router
+            .route(&format!("/v1{path}"), methods.clone())
+            .route(&format!("{PREFIX}{path}"), methods);
+    }
+    router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(from_fn_with_state(edge.clone(), track))
@@ -76,19 +98,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// The one `{name}` or `{id}` of a route's path, `%XX` escapes decoded; bytes that are
-/// not UTF-8 are refused (two different invalid names must not both become U+FFFD and
-/// collide).
+/// The one `{name}` or `{id}` of a route's path (besides its `{collection}`), `%XX`
+/// escapes decoded; bytes that are not UTF-8 are refused (two different invalid names
+/// must not both become U+FFFD and collide).
 pub(crate) struct Segment(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Segment {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<String>::from_request_parts(parts, state)
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map(|Path(s)| Self(s))
-            .map_err(|_| ApiError::bad_request("identity names are UTF-8 (after %-decoding)"))
+            .map_err(|_| ApiError::bad_request("identity names are UTF-8 (after %-decoding)"))?;
+        params
+            .into_iter()
+            .find(|(k, _)| k != "collection")
+            .map(|(_, v)| Self(v))
+            .ok_or_else(|| ApiError::bad_request("a path segment is missing"))
     }
 }
 

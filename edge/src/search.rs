@@ -11,7 +11,7 @@ use facerec_seams::gallery::GalleryChangeError;
 use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
-use crate::edge::Edge;
+use crate::collections::InCollection;
 use crate::identities::change_error;
 use crate::recognize::largest_face;
 use crate::response::{ApiError, count_in, json_response, query_pairs};
@@ -25,19 +25,20 @@ const DEFAULT_K: usize = 10;
 pub(crate) async fn by_upload(
     State(edge): Shared,
     RequestId(rid): RequestId,
+    c: InCollection,
     uri: Uri,
     req: Request,
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
     let (k, filter) = options(&uri)?;
-    let store = store(&edge)?;
+    let store = store(&c)?;
     let mut parts = edge.files(req).await?;
     if parts.len() != 1 {
         return Err(ApiError::bad_request("a search takes one image file"));
     }
     let part = parts.remove(0);
     let result = edge
-        .recognize_parts(vec![part], &rid, true)
+        .recognize_parts(vec![part], &rid, true, c.name.as_deref())
         .await
         .pop()
         .ok_or_else(|| ApiError::bad_request("no image file in the request"))??;
@@ -65,6 +66,7 @@ pub(crate) async fn by_upload(
 pub(crate) async fn by_seen(
     State(edge): Shared,
     Segment(id): Segment,
+    c: InCollection,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -73,7 +75,7 @@ pub(crate) async fn by_seen(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request("a seen face's id is a number"))?;
-    let store = store(&edge)?;
+    let store = store(&c)?;
     let found = nearest_seen(
         store.as_ref(),
         &Query::Seen(id),
@@ -91,10 +93,11 @@ pub(crate) async fn forget_batch(
     State(edge): Shared,
     RequestId(rid): RequestId,
     Segment(batch): Segment,
+    c: InCollection,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
-    let store = store(&edge)?;
+    let store = store(&c)?;
     let forgotten = store
         .forget_seen_of_batch(&batch)
         .await
@@ -111,8 +114,8 @@ pub(crate) async fn forget_batch(
     ))
 }
 
-fn store(edge: &Edge) -> Result<std::sync::Arc<dyn FaceStore>, ApiError> {
-    edge.gallery.store().cloned().ok_or_else(|| {
+fn store(c: &InCollection) -> Result<std::sync::Arc<dyn FaceStore>, ApiError> {
+    c.gallery.store().cloned().ok_or_else(|| {
         ApiError::not_found("this server keeps no face store, so nothing seen is kept")
     })
 }

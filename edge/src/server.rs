@@ -25,14 +25,15 @@ impl Edge {
             shutdown.clone(),
             |_| {},
         ));
-        // Faces already seen follow enrolments and removals (one process of the fleet at a
-        // time does the work).
-        if let Some(retagger) =
-            facerec_seams::retag::Retagger::new(self.gallery.clone(), self.config.threshold)
-        {
-            let retagger = retagger.with_metrics(self.metrics.retag.clone());
-            tokio::spawn(retagger.run(shutdown.clone()));
-        }
+        tokio::spawn(self.galleries.clone().follow_others(shutdown.clone()));
+        // Faces already seen follow enrolments and removals, in every collection (one
+        // process of the fleet at a time does each collection's work).
+        tokio::spawn(facerec_seams::retag::run_all(
+            self.galleries.clone(),
+            self.config.threshold,
+            self.metrics.retag.clone(),
+            shutdown.clone(),
+        ));
         let routes = crate::routes::router(self.clone());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let drain = self.config.drain;

@@ -133,9 +133,35 @@ impl GalleryHandle {
                 None => tracing::debug!("the gallery object was imported before"),
             }
         }
-        let (gallery, seq) = store.load(&self.model_id).await.map_err(seam_error)?;
-        tracing::info!(faces = gallery.len(), seq, store = %store.describe(), "gallery loaded");
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(gallery), seq);
+        Self::load_into(store, &self.model_id, &self.current, &mut applied)
+            .await
+            .map_err(seam_error)
+    }
+
+    /// Loads the gallery from its face store (nothing without one), importing nothing.
+    pub async fn load_store(&self) -> Result<(), FaceStoreError> {
+        let Source::Store { store, applied } = &self.source else {
+            return Ok(());
+        };
+        let mut applied = applied.lock().await;
+        Self::load_into(store, &self.model_id, &self.current, &mut applied).await
+    }
+
+    async fn load_into(
+        store: &Arc<dyn FaceStore>,
+        model_id: &str,
+        current: &RwLock<(Arc<Gallery>, i64)>,
+        applied: &mut i64,
+    ) -> Result<(), FaceStoreError> {
+        let (gallery, seq) = store.load(model_id).await?;
+        tracing::info!(
+            faces = gallery.len(),
+            seq,
+            store = %store.describe(),
+            collection = store.collection(),
+            "gallery loaded"
+        );
+        *current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(gallery), seq);
         *applied = seq;
         Ok(())
     }
@@ -305,5 +331,113 @@ fn seam_error(e: FaceStoreError) -> SeamError {
         SeamError::transient(e.to_string())
     } else {
         SeamError::permanent(e.to_string())
+    }
+}
+
+/// A process's galleries, one per collection of its face store: the default one, loaded at
+/// start and followed by [`GalleryHandle::follow`], and the others, loaded when first named
+/// and followed by [`Galleries::follow_others`]. Without a face store there is only the
+/// default one.
+pub struct Galleries {
+    default: Arc<GalleryHandle>,
+    others: RwLock<std::collections::HashMap<String, Arc<GalleryHandle>>>,
+}
+
+impl Galleries {
+    pub fn new(default: Arc<GalleryHandle>) -> Self {
+        Self {
+            default,
+            others: RwLock::default(),
+        }
+    }
+
+    /// The default collection's gallery.
+    pub fn default_gallery(&self) -> &Arc<GalleryHandle> {
+        &self.default
+    }
+
+    /// The face store, working in the default collection.
+    pub fn store(&self) -> Option<&Arc<dyn FaceStore>> {
+        self.default.store()
+    }
+
+    /// The gallery of `collection`, loaded on first use; `NotFound` when the collection
+    /// does not exist (any but the default one without a face store).
+    pub async fn get(&self, collection: &str) -> Result<Arc<GalleryHandle>, FaceStoreError> {
+        if collection == crate::faces::DEFAULT_COLLECTION {
+            return Ok(self.default.clone());
+        }
+        if let Some(g) = self.others_now().get(collection) {
+            return Ok(g.clone());
+        }
+        let Some(store) = self.store() else {
+            return Err(crate::faces::no_collection(collection));
+        };
+        let handle = Arc::new(GalleryHandle::with_store(
+            self.default.model_id.clone(),
+            store.in_collection(collection),
+        ));
+        handle.load_store().await?;
+        let mut others = self.others.write().unwrap_or_else(|p| p.into_inner());
+        Ok(others
+            .entry(collection.to_string())
+            .or_insert(handle)
+            .clone())
+    }
+
+    /// Forgets the gallery of a collection deleted (the next use loads it again).
+    pub fn forget(&self, collection: &str) {
+        self.others
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(collection);
+    }
+
+    fn others_now(&self) -> std::collections::HashMap<String, Arc<GalleryHandle>> {
+        self.others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies the change feeds of the galleries loaded besides the default one; a
+    /// collection deleted (or deleted and created again) is forgotten. True when one
+    /// changed.
+    pub async fn sync_others(&self) -> Result<bool, FaceStoreError> {
+        let mut changed = false;
+        for (name, gallery) in self.others_now() {
+            match gallery.sync_store().await {
+                Ok(c) => changed |= c,
+                Err(FaceStoreError::NotFound(_)) => {
+                    tracing::info!(collection = name, "collection gone; its gallery is dropped");
+                    self.forget(&name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Follows the galleries loaded besides the default one until `shutdown`.
+    pub async fn follow_others(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(STORE_POLL) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match self.sync_others().await {
+                Ok(_) if failing => {
+                    tracing::info!("collections' gallery sync recovered");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "collections' gallery sync failed; matching goes on with the galleries in memory");
+                    failing = true;
+                }
+                Err(e) => tracing::debug!(error = %e, "collections' gallery sync still failing"),
+            }
+        }
     }
 }

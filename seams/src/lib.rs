@@ -20,7 +20,7 @@ pub mod sync;
 use std::sync::Arc;
 
 pub use faces::{FaceStore, FaceStoreError};
-pub use gallery::GalleryHandle;
+pub use gallery::{Galleries, GalleryHandle};
 pub use queue::{Depth, LocalQueue, Queue, Received};
 pub use store::{BlobStore, Bucket, FsStore, Listed};
 

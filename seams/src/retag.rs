@@ -81,13 +81,81 @@ pub struct RetagMetrics {
     pub faces: Counter,
 }
 
-/// Runs re-tagging passes against one face store.
+/// Runs re-tagging passes against one collection of a face store.
 pub struct Retagger {
     gallery: Arc<GalleryHandle>,
     store: Arc<dyn FaceStore>,
     threshold: Threshold,
     owner: String,
     metrics: RetagMetrics,
+    /// The last pass failed (logged once until one succeeds).
+    failing: bool,
+}
+
+/// How often the re-tagger of every collection ([`run_all`]) lists the collections.
+const LIST_EVERY: Duration = Duration::from_secs(30);
+
+/// Re-tags every collection of the store `galleries` follows (nothing without one), until
+/// `shutdown`: each collection in turn, whenever there is work; `metrics` sums them.
+pub async fn run_all(
+    galleries: Arc<crate::gallery::Galleries>,
+    threshold: Threshold,
+    metrics: RetagMetrics,
+    shutdown: CancellationToken,
+) {
+    let Some(store) = galleries.store().cloned() else {
+        return;
+    };
+    let mut retaggers: HashMap<String, Retagger> = HashMap::new();
+    let mut names = vec![crate::faces::DEFAULT_COLLECTION.to_string()];
+    let mut listed: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(IDLE) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if listed.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
+            match store.collections().await {
+                Ok(all) => {
+                    names = all.into_iter().map(|c| c.name).collect();
+                    retaggers.retain(|n, _| names.contains(n));
+                    listed = Some(tokio::time::Instant::now());
+                }
+                Err(e) => tracing::debug!(error = %e, "listing collections failed"),
+            }
+        }
+        let (mut lag, mut stale) = (0, 0);
+        for name in &names {
+            if !retaggers.contains_key(name) {
+                let gallery = match galleries.get(name).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::debug!(collection = name, error = %e, "collection not loaded");
+                        continue;
+                    }
+                };
+                let Some(r) = Retagger::new(gallery, threshold) else {
+                    continue;
+                };
+                // Each collection's gauges its own; the exported ones sum them.
+                let own = RetagMetrics {
+                    faces: metrics.faces.clone(),
+                    ..RetagMetrics::default()
+                };
+                retaggers.insert(name.clone(), r.with_metrics(own));
+            }
+            let Some(r) = retaggers.get_mut(name) else {
+                continue;
+            };
+            if r.tick(&shutdown).await {
+                return;
+            }
+            lag += r.metrics.lag.get();
+            stale += r.metrics.stale.get();
+        }
+        metrics.lag.set(lag);
+        metrics.stale.set(stale);
+    }
 }
 
 impl Retagger {
@@ -101,6 +169,7 @@ impl Retagger {
             threshold,
             owner: owner(),
             metrics: RetagMetrics::default(),
+            failing: false,
         })
     }
 
@@ -111,37 +180,46 @@ impl Retagger {
     }
 
     /// Passes whenever there is work, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut failing = false;
+    pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(IDLE) => {}
                 () = shutdown.cancelled() => return,
             }
-            match self.pass(&shutdown).await {
-                Ok(Some(r)) if r.rematched + r.scanned == 0 => {
-                    failing = false;
-                    tracing::debug!(target_seq = r.target, "re-tagging cursor moved");
-                }
-                Ok(Some(r)) => {
-                    failing = false;
-                    tracing::info!(
-                        target_seq = r.target,
-                        rematched = r.rematched,
-                        scanned = r.scanned,
-                        changed = r.changed,
-                        "seen faces re-tagged"
-                    );
-                }
-                Ok(None) => failing = false,
-                Err(RetagError::Shutdown) => return,
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "re-tagging failed; retrying");
-                }
-                Err(e) => tracing::debug!(error = %e, "re-tagging still failing"),
+            if self.tick(&shutdown).await {
+                return;
             }
         }
+    }
+
+    /// One pass if there is work, logged; true on `shutdown`.
+    async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
+        let collection = self.store.collection().to_string();
+        match self.pass(shutdown).await {
+            Ok(Some(r)) if r.rematched + r.scanned == 0 => {
+                self.failing = false;
+                tracing::debug!(collection, target_seq = r.target, "re-tagging cursor moved");
+            }
+            Ok(Some(r)) => {
+                self.failing = false;
+                tracing::info!(
+                    collection,
+                    target_seq = r.target,
+                    rematched = r.rematched,
+                    scanned = r.scanned,
+                    changed = r.changed,
+                    "seen faces re-tagged"
+                );
+            }
+            Ok(None) => self.failing = false,
+            Err(RetagError::Shutdown) => return true,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(collection, error = %e, "re-tagging failed; retrying");
+            }
+            Err(e) => tracing::debug!(collection, error = %e, "re-tagging still failing"),
+        }
+        false
     }
 
     /// One pass when there is work and no other process holds the lease: `None` when there

@@ -18,7 +18,7 @@ use facerec_seams::faces::{
 };
 use facerec_seams::gallery::{GALLERY_KEY, GalleryChangeError};
 use facerec_seams::retag::Retagger;
-use facerec_seams::{BlobStore, Bucket, FsStore, GalleryHandle};
+use facerec_seams::{BlobStore, Bucket, FsStore, Galleries, GalleryHandle};
 use facerec_testkit::Postgres;
 
 const MODEL: &str = "model-a";
@@ -122,6 +122,7 @@ both!(
     re_tagging_gives_what_matching_against_todays_gallery_gives,
     one_process_re_tags_at_a_time_and_another_takes_over_a_lapsed_lease,
     a_search_of_seen_faces_equals_a_brute_force_reference,
+    collections_are_independent_galleries_with_their_own_seen_faces,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -168,7 +169,7 @@ async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
         Err(FaceStoreError::Invalid(_))
     ));
     let status = store.status().await.expect("status");
-    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 3));
+    assert_eq!((status.identities, status.faces, status.schema), (1, 3, 4));
     let (g, seq) = store.load(MODEL).await.expect("load");
     assert_eq!(seq, status.seq);
     assert_eq!(
@@ -307,7 +308,7 @@ async fn a_schema_newer_than_the_binary_is_refused(kind: Kind) {
     assert!(matches!(err, FaceStoreError::Schema(_)), "{err}");
     assert!(
         err.to_string()
-            .contains("version 99, newer than this binary's 3"),
+            .contains("version 99, newer than this binary's 4"),
         "{err}"
     );
 }
@@ -888,6 +889,161 @@ async fn a_search_of_seen_faces_equals_a_brute_force_reference(kind: Kind) {
             .len(),
         117
     );
+}
+
+async fn collections_are_independent_galleries_with_their_own_seen_faces(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    let blobs = db.blobs();
+    let names = |all: Vec<faces::CollectionInfo>| -> Vec<String> {
+        all.into_iter().map(|c| c.name).collect()
+    };
+    assert_eq!(names(store.collections().await.unwrap()), ["default"]);
+    assert!(store.create_collection("events").await.unwrap());
+    assert!(!store.create_collection("events").await.unwrap(), "exists");
+    for bad in ["", "a/b", ".x", "-x", "sp ace", &"x".repeat(65)] {
+        let e = store.create_collection(bad).await.expect_err(bad);
+        assert!(matches!(e, FaceStoreError::Invalid(_)), "{bad:?}: {e}");
+    }
+    let events = store.in_collection("events");
+    assert_eq!(events.collection(), "events");
+
+    // The same name in two collections: two identities.
+    store.enroll("p1", &[enrolled(1, 0)]).await.unwrap();
+    let default_latest = store.retag_status().await.unwrap().latest;
+    events.enroll("p1", &[enrolled(2, 0)]).await.unwrap();
+    events.enroll("p2", &[enrolled(3, 0)]).await.unwrap();
+    let (d, _) = store.load(MODEL).await.unwrap();
+    let (e, _) = events.load(MODEL).await.unwrap();
+    assert_eq!(rows(&d), [("p1".to_string(), enrolled(1, 0).embedding)]);
+    assert_eq!(
+        rows(&e),
+        [
+            ("p1".to_string(), enrolled(2, 0).embedding),
+            ("p2".to_string(), enrolled(3, 0).embedding)
+        ]
+    );
+    // Each feed holds its own changes; a change in one is no change of the other's.
+    assert_eq!(store.changes(0, 100).await.unwrap().len(), 1);
+    assert_eq!(events.changes(0, 100).await.unwrap().len(), 2);
+    assert_eq!(store.retag_status().await.unwrap().latest, default_latest);
+    let listed = store.collections().await.unwrap();
+    let ev = listed.iter().find(|c| c.name == "events").unwrap();
+    assert_eq!((ev.identities, ev.faces), (2, 2));
+
+    // A process's galleries: the default one, and the others loaded when named.
+    let default = Arc::new(GalleryHandle::with_store(MODEL, db.open().await));
+    default.load(&blobs).await.unwrap();
+    let galleries = Galleries::new(default);
+    let g = galleries.get("events").await.unwrap();
+    assert_eq!(rows(&g.get()), rows(&e));
+    assert!(matches!(
+        galleries.get("nope").await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    events.rename("p2", "two").await.unwrap();
+    assert!(galleries.sync_others().await.unwrap());
+    assert_eq!(g.get().identities().len(), 2);
+    assert!(g.get().identities().iter().any(|i| i.name == "two"));
+
+    // Seen faces, their appearances, searches and re-tagging stay in their collection.
+    record_as_worker(&g, events.as_ref(), "e1", &[(2, 1), (3, 1), (9, 1)]).await;
+    record_as_worker(
+        galleries.default_gallery(),
+        store.as_ref(),
+        "d1",
+        &[(1, 1), (2, 2)],
+    )
+    .await;
+    let in_events = events.appearances("p1", None, 10).await.unwrap();
+    let in_default = store.appearances("p1", None, 10).await.unwrap();
+    assert_eq!(in_events.len(), 1);
+    assert_eq!(in_events[0].request_id, "e1");
+    assert_eq!(in_default.len(), 1);
+    assert_eq!(in_default[0].request_id, "d1");
+    let all = faces::SeenFilter::default();
+    let ids: Vec<i64> = events
+        .seen_embeddings(&all, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(store.seen_embeddings(&all, 0, 100).await.unwrap().len(), 2);
+    assert!(store.seen_faces(&ids).await.unwrap().is_empty());
+    assert_eq!(events.seen_faces(&ids).await.unwrap().len(), 3);
+    // Person 9 enrolled in events: re-tagging there tags its seen face; the default
+    // collection has nothing to do.
+    events.enroll("p9", &[enrolled(9, 0)]).await.unwrap();
+    galleries.sync_others().await.unwrap();
+    let retagger = Retagger::new(g.clone(), Threshold::DEFAULT).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    while retagger.pass(&stop).await.unwrap().is_some() {}
+    assert_eq!(events.appearances("p9", None, 10).await.unwrap().len(), 1);
+    let own = Retagger::new(galleries.default_gallery().clone(), Threshold::DEFAULT).unwrap();
+    while own.pass(&stop).await.unwrap().is_some() {}
+    let d = store.retag_status().await.unwrap();
+    assert_eq!(
+        (d.cursor, d.latest, d.stale),
+        (default_latest, default_latest, 0)
+    );
+
+    // A collection that does not exist answers NotFound; a worker's faces for it are
+    // not kept.
+    let nope = store.in_collection("nope");
+    assert!(matches!(
+        nope.enroll("x", &[face(1)]).await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        nope.load(MODEL).await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        nope.changes(0, 10).await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    assert_eq!(
+        nope.record_seen(&[seen("n1", 0, None, 1)]).await.unwrap(),
+        0
+    );
+
+    // Deleting: the default collection cannot go; events goes whole.
+    assert!(matches!(
+        store.delete_collection("default").await,
+        Err(FaceStoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.delete_collection("nope").await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    let gone = store.delete_collection("events").await.unwrap();
+    assert_eq!((gone.identities, gone.faces), (3, 3));
+    assert_eq!(names(store.collections().await.unwrap()), ["default"]);
+    assert!(matches!(
+        events.appearances("p1", None, 10).await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    // Created again, it starts empty; a process that followed the old one loads it anew.
+    assert!(store.create_collection("events").await.unwrap());
+    assert!(matches!(
+        g.sync_store().await,
+        Err(FaceStoreError::NotFound(_))
+    ));
+    galleries.sync_others().await.unwrap();
+    let fresh = galleries.get("events").await.unwrap();
+    assert!(fresh.get().is_empty());
+    assert!(
+        events
+            .seen_embeddings(&all, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The default collection kept everything.
+    assert_eq!(rows(&store.load(MODEL).await.unwrap().0).len(), 1);
+    assert_eq!(store.seen_embeddings(&all, 0, 100).await.unwrap().len(), 2);
 }
 
 fn rusqlite_open(path: &str) -> rusqlite::Connection {

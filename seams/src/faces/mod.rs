@@ -249,6 +249,42 @@ pub struct SeenRecord {
     pub embedding: Vec<f32>,
 }
 
+/// The collection every deployment has: what was stored before collections, and what
+/// every route without a collection works in.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// A collection as listed ([`FaceStore::collections`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub identities: u64,
+    /// Enrolled faces.
+    pub faces: u64,
+    pub created_ms: i64,
+}
+
+/// Refuses a collection name that is not 1 to 64 of `A-Z a-z 0-9 _ . -`, starting with a
+/// letter or digit (it appears in paths and metrics).
+pub fn check_collection_name(name: &str) -> Result<(), FaceStoreError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FaceStoreError::Invalid(format!(
+            "collection names are 1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or digit (got {name:?})"
+        )))
+    }
+}
+
+/// The answer to a call in a collection that does not exist.
+pub fn no_collection(name: &str) -> FaceStoreError {
+    FaceStoreError::NotFound(format!("no collection {name:?}"))
+}
+
 /// What `facerec infra status` and readiness report of a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
@@ -290,10 +326,33 @@ impl FaceStoreError {
 
 /// The face store seam: SQLite ([`sqlite::SqliteFaces`]) and PostgreSQL
 /// ([`postgres::PgFaces`]) implement it, and one conformance suite runs against both.
+///
+/// A store works in one collection ([`FaceStore::collection`]; [`open`] gives the default
+/// one, [`FaceStore::in_collection`] another over the same connections): every call is
+/// about that collection alone, but for the collections' own calls, `status` and
+/// `forget_seen_before`, which are about the whole database. A call in a collection that
+/// does not exist answers `NotFound`.
 #[async_trait]
 pub trait FaceStore: Send + Sync {
     /// Where the store is, for logs (never a password).
     fn describe(&self) -> String;
+
+    /// The collection this store works in.
+    fn collection(&self) -> &str;
+
+    /// The same database, working in collection `name` (checked when used).
+    fn in_collection(&self, name: &str) -> Arc<dyn FaceStore>;
+
+    /// Every collection, by name.
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, FaceStoreError>;
+
+    /// Creates a collection; false when it exists already. `Invalid` for a bad name.
+    async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError>;
+
+    /// Deletes a collection with its identities, enrolled faces, seen faces and change
+    /// feed; what it held. `NotFound` when there is none; the default one is refused
+    /// (`Conflict`).
+    async fn delete_collection(&self, name: &str) -> Result<CollectionInfo, FaceStoreError>;
 
     /// Adds `faces` to the identity `name` (created if new), as one change.
     async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError>;
@@ -318,7 +377,7 @@ pub trait FaceStore: Send + Sync {
     /// imported before (by any process). Each identity becomes one change.
     async fn import_once(&self, gallery: &Gallery) -> Result<Option<usize>, FaceStoreError>;
 
-    /// Schema version and counts.
+    /// Schema version and counts, of the whole database.
     async fn status(&self) -> Result<StoreStatus, FaceStoreError>;
 
     /// Records faces seen in uploads, in one transaction; a face whose `(request_id,
@@ -336,7 +395,8 @@ pub trait FaceStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Appearance>, FaceStoreError>;
 
-    /// Forgets the faces seen before `cutoff_ms` (retention); how many went.
+    /// Forgets the faces seen before `cutoff_ms` (retention), in every collection; how many
+    /// went.
     async fn forget_seen_before(&self, cutoff_ms: i64) -> Result<u64, FaceStoreError>;
 
     /// Takes or renews the re-tagging lease for `progress.owner` (until

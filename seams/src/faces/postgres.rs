@@ -11,10 +11,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use facerec_contract::Gallery;
 
 use super::{
-    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, Retag,
-    RetagPlan, RetagProgress, RetagStatus, SeenFace, SeenFilter, SeenRecord, SeenScan, StoreStatus,
-    StoredFace, StoredSeen, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
-    redact, runs_of,
+    Appearance, Change, ChangeRow, CollectionInfo, DEFAULT_COLLECTION, Enrolled, FaceStore,
+    FaceStoreError, Migrations, NewFace, Retag, RetagPlan, RetagProgress, RetagStatus, SeenFace,
+    SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, check_collection_name,
+    check_faces, decode, encode, group_changes, model_mismatch, no_collection, now_ms, redact,
+    runs_of,
 };
 
 const MIGRATIONS: Migrations = Migrations(&[
@@ -27,6 +28,10 @@ const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../../migrations/postgres/0002_seen_faces.sql"),
     ),
     (3, include_str!("../../migrations/postgres/0003_retag.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_collections.sql"),
+    ),
 ]);
 
 /// Serialises migrations across processes starting at once (`pg_advisory_xact_lock`).
@@ -69,10 +74,12 @@ fn pool_err(e: deadpool_postgres::PoolError) -> FaceStoreError {
     }
 }
 
-/// The face store in a PostgreSQL database.
+/// The face store in a PostgreSQL database, working in one collection.
+#[derive(Clone)]
 pub struct PgFaces {
     pool: Pool,
     describe: String,
+    collection: std::sync::Arc<str>,
 }
 
 impl PgFaces {
@@ -148,7 +155,11 @@ impl PgFaces {
             .recycle_timeout(Some(CONNECT_WAIT))
             .build()
             .map_err(|e| FaceStoreError::Invalid(format!("postgres pool: {e}")))?;
-        Ok(Self { pool, describe })
+        Ok(Self {
+            pool,
+            describe,
+            collection: DEFAULT_COLLECTION.into(),
+        })
     }
 
     async fn migrate(&self, model_id: &str) -> Result<(), FaceStoreError> {
@@ -234,6 +245,51 @@ async fn next_seq(tx: &deadpool_postgres::Transaction<'_>) -> Result<i64, FaceSt
         .get(0))
 }
 
+/// The next change number, made collection `c`'s last (its row locked to the commit too:
+/// the counter first, then the collection, in every transaction that takes both);
+/// `NotFound` when there is no such collection.
+async fn change_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    c: &str,
+) -> Result<i64, FaceStoreError> {
+    let seq = next_seq(tx).await?;
+    let found = tx
+        .execute(
+            "UPDATE facerec_collections SET last_seq = $1 WHERE name = $2",
+            &[&seq, &c],
+        )
+        .await
+        .map_err(pg_err)?;
+    if found == 0 {
+        return Err(no_collection(c));
+    }
+    Ok(seq)
+}
+
+/// A collection's row: (created_seq, last_seq, retag_seq, lease), locked as `lock` says
+/// (`""`, `" FOR SHARE"`, `" FOR UPDATE"`); `NotFound` when there is none.
+async fn collection_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    c: &str,
+    lock: &str,
+) -> Result<(i64, i64, i64, Option<RetagProgress>), FaceStoreError> {
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT created_seq, last_seq, retag_seq, retag_lease FROM facerec_collections
+                 WHERE name = $1{lock}"
+            ),
+            &[&c],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| no_collection(c))?;
+    let lease = row
+        .get::<_, Option<String>>(3)
+        .and_then(|v| serde_json::from_str::<RetagProgress>(&v).ok());
+    Ok((row.get(0), row.get(1), row.get(2), lease))
+}
+
 /// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
 /// batch, filename, box_x, box_y, box_w, box_h, score, distance, seen_ms`.
 fn appearance(r: &tokio_postgres::Row) -> Appearance {
@@ -252,12 +308,13 @@ fn appearance(r: &tokio_postgres::Row) -> Appearance {
 
 async fn identity_id(
     tx: &deadpool_postgres::Transaction<'_>,
+    c: &str,
     name: &str,
 ) -> Result<Option<i64>, FaceStoreError> {
     Ok(tx
         .query_opt(
-            "SELECT id FROM facerec_identities WHERE collection = 'default' AND name = $1",
-            &[&name],
+            "SELECT id FROM facerec_identities WHERE collection = $1 AND name = $2",
+            &[&c, &name],
         )
         .await
         .map_err(pg_err)?
@@ -279,22 +336,23 @@ async fn face_count(
     Ok(n as usize)
 }
 
-/// Adds faces to `name` under change `seq` (the change row included).
+/// Adds faces to `name` in collection `c` under change `seq` (the change row included).
 async fn add_faces(
     tx: &deadpool_postgres::Transaction<'_>,
+    c: &str,
     seq: i64,
     name: &str,
     faces: &[(Vec<u8>, f32, Option<String>)],
 ) -> Result<i64, FaceStoreError> {
     let now = now_ms();
     tx.execute(
-        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES ('default', $1, $2)
+        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES ($1, $2, $3)
          ON CONFLICT (collection, name) DO NOTHING",
-        &[&name, &now],
+        &[&c, &name, &now],
     )
     .await
     .map_err(pg_err)?;
-    let id = identity_id(tx, name).await?.ok_or_else(|| {
+    let id = identity_id(tx, c, name).await?.ok_or_else(|| {
         FaceStoreError::Unavailable("an identity vanished mid-transaction".into())
     })?;
     let insert = tx
@@ -310,8 +368,9 @@ async fn add_faces(
             .map_err(pg_err)?;
     }
     tx.execute(
-        "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES ($1, 'enrol', $2, $3)",
-        &[&seq, &name, &now],
+        "INSERT INTO facerec_changes (seq, collection, kind, identity, created_ms)
+         VALUES ($1, $2, 'enrol', $3, $4)",
+        &[&seq, &c, &name, &now],
     )
     .await
     .map_err(pg_err)?;
@@ -331,6 +390,7 @@ const IMPORT_FACES: usize = 8192;
 /// faces added.
 async fn import_runs(
     tx: &deadpool_postgres::Transaction<'_>,
+    c: &str,
     runs: &[super::Run],
 ) -> Result<usize, FaceStoreError> {
     let now = now_ms();
@@ -347,16 +407,16 @@ async fn import_runs(
     let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
     tx.execute(
         "INSERT INTO facerec_identities (collection, name, created_ms)
-         SELECT 'default', name, $2 FROM unnest($1::text[]) AS t(name)
+         SELECT $3, name, $2 FROM unnest($1::text[]) AS t(name)
          ON CONFLICT (collection, name) DO NOTHING",
-        &[&names, &now],
+        &[&names, &now, &c],
     )
     .await
     .map_err(pg_err)?;
     let ids: std::collections::HashMap<String, i64> = tx
         .query(
-            "SELECT name, id FROM facerec_identities WHERE collection = 'default' AND name = ANY($1)",
-            &[&names],
+            "SELECT name, id FROM facerec_identities WHERE collection = $2 AND name = ANY($1)",
+            &[&names, &c],
         )
         .await
         .map_err(pg_err)?
@@ -391,9 +451,15 @@ async fn import_runs(
     }
     added += flush_faces(tx, &insert, &mut batch, now).await?;
     tx.execute(
-        "INSERT INTO facerec_changes (seq, kind, identity, created_ms)
-         SELECT s, 'enrol', n, $3 FROM unnest($1::bigint[], $2::text[]) AS t(s, n)",
-        &[&seqs, &names, &now],
+        "INSERT INTO facerec_changes (seq, collection, kind, identity, created_ms)
+         SELECT s, $4, 'enrol', n, $3 FROM unnest($1::bigint[], $2::text[]) AS t(s, n)",
+        &[&seqs, &names, &now, &c],
+    )
+    .await
+    .map_err(pg_err)?;
+    tx.execute(
+        "UPDATE facerec_collections SET last_seq = $1 WHERE name = $2",
+        &[&last, &c],
     )
     .await
     .map_err(pg_err)?;
@@ -442,6 +508,101 @@ impl FaceStore for PgFaces {
         self.describe.clone()
     }
 
+    fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    fn in_collection(&self, name: &str) -> std::sync::Arc<dyn FaceStore> {
+        std::sync::Arc::new(Self {
+            collection: name.into(),
+            ..self.clone()
+        })
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT c.name, c.created_ms,
+                    (SELECT COUNT(*) FROM facerec_identities i WHERE i.collection = c.name),
+                    (SELECT COUNT(*) FROM facerec_faces f JOIN facerec_identities i
+                        ON i.id = f.identity_id WHERE i.collection = c.name)
+                 FROM facerec_collections c ORDER BY c.name",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| CollectionInfo {
+                name: r.get(0),
+                created_ms: r.get(1),
+                identities: r.get::<_, i64>(2) as u64,
+                faces: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError> {
+        check_collection_name(name)?;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The counter's lock first: creations and deletions take turns with changes.
+        let seq = next_seq(&tx).await?;
+        let created = tx
+            .execute(
+                "INSERT INTO facerec_collections
+                     (name, created_seq, last_seq, retag_seq, retag_lease, created_ms)
+                 VALUES ($1, $2, $2, $2, NULL, $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &seq, &now_ms()],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(created == 1)
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<CollectionInfo, FaceStoreError> {
+        if name == DEFAULT_COLLECTION {
+            return Err(FaceStoreError::Conflict(
+                "the default collection cannot be deleted (remove its identities instead)".into(),
+            ));
+        }
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        next_seq(&tx).await?;
+        collection_row(&tx, name, " FOR UPDATE").await?;
+        let counts = tx
+            .query_one(
+                "SELECT c.created_ms,
+                    (SELECT COUNT(*) FROM facerec_identities i WHERE i.collection = c.name),
+                    (SELECT COUNT(*) FROM facerec_faces f JOIN facerec_identities i
+                        ON i.id = f.identity_id WHERE i.collection = c.name)
+                 FROM facerec_collections c WHERE c.name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+        for sql in [
+            "DELETE FROM facerec_seen_faces WHERE collection = $1",
+            "DELETE FROM facerec_faces WHERE identity_id IN
+                 (SELECT id FROM facerec_identities WHERE collection = $1)",
+            "DELETE FROM facerec_identities WHERE collection = $1",
+            "DELETE FROM facerec_changes WHERE collection = $1",
+            "DELETE FROM facerec_collections WHERE name = $1",
+        ] {
+            tx.execute(sql, &[&name]).await.map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(CollectionInfo {
+            name: name.to_string(),
+            created_ms: counts.get(0),
+            identities: counts.get::<_, i64>(1) as u64,
+            faces: counts.get::<_, i64>(2) as u64,
+        })
+    }
+
     async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError> {
         check_faces(faces)?;
         let rows: Vec<_> = faces
@@ -450,8 +611,9 @@ impl FaceStore for PgFaces {
             .collect();
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let seq = next_seq(&tx).await?;
-        let id = add_faces(&tx, seq, name, &rows).await?;
+        let c = &*self.collection;
+        let seq = change_in(&tx, c).await?;
+        let id = add_faces(&tx, c, seq, name, &rows).await?;
         let faces = face_count(&tx, id).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(Enrolled { seq, faces })
@@ -460,8 +622,9 @@ impl FaceStore for PgFaces {
     async fn remove(&self, name: &str) -> Result<usize, FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let seq = next_seq(&tx).await?;
-        let Some(id) = identity_id(&tx, name).await? else {
+        let c = &*self.collection;
+        let seq = change_in(&tx, c).await?;
+        let Some(id) = identity_id(&tx, c, name).await? else {
             return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
         };
         let removed = tx
@@ -482,8 +645,9 @@ impl FaceStore for PgFaces {
         .await
         .map_err(pg_err)?;
         tx.execute(
-            "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES ($1, 'remove', $2, $3)",
-            &[&seq, &name, &now_ms()],
+            "INSERT INTO facerec_changes (seq, collection, kind, identity, created_ms)
+             VALUES ($1, $2, 'remove', $3, $4)",
+            &[&seq, &c, &name, &now_ms()],
         )
         .await
         .map_err(pg_err)?;
@@ -494,15 +658,16 @@ impl FaceStore for PgFaces {
     async fn rename(&self, from: &str, to: &str) -> Result<usize, FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let seq = next_seq(&tx).await?;
-        let Some(id) = identity_id(&tx, from).await? else {
+        let c = &*self.collection;
+        let seq = change_in(&tx, c).await?;
+        let Some(id) = identity_id(&tx, c, from).await? else {
             return Err(FaceStoreError::NotFound(format!("no identity {from:?}")));
         };
         let faces = face_count(&tx, id).await?;
         if from == to {
             return Ok(faces);
         }
-        if identity_id(&tx, to).await?.is_some() {
+        if identity_id(&tx, c, to).await?.is_some() {
             return Err(FaceStoreError::Conflict(format!(
                 "an identity {to:?} exists"
             )));
@@ -514,9 +679,9 @@ impl FaceStore for PgFaces {
         .await
         .map_err(pg_err)?;
         tx.execute(
-            "INSERT INTO facerec_changes (seq, kind, identity, renamed_to, created_ms)
-             VALUES ($1, 'rename', $2, $3, $4)",
-            &[&seq, &from, &to, &now_ms()],
+            "INSERT INTO facerec_changes (seq, collection, kind, identity, renamed_to, created_ms)
+             VALUES ($1, $2, 'rename', $3, $4, $5)",
+            &[&seq, &c, &from, &to, &now_ms()],
         )
         .await
         .map_err(pg_err)?;
@@ -529,6 +694,8 @@ impl FaceStore for PgFaces {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         // One snapshot: the rows and the counter as of one commit.
         let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        collection_row(&tx, c, "").await?;
         let seq: i64 = tx
             .query_one("SELECT last FROM facerec_counter WHERE id = 1", &[])
             .await
@@ -539,8 +706,8 @@ impl FaceStore for PgFaces {
             .query_raw(
                 "SELECT i.name, f.embedding, f.side FROM facerec_faces f
                  JOIN facerec_identities i ON i.id = f.identity_id
-                 WHERE i.collection = 'default' ORDER BY f.seq, f.id",
-                std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+                 WHERE i.collection = $1 ORDER BY f.seq, f.id",
+                [&c as &(dyn tokio_postgres::types::ToSql + Sync)],
             )
             .await
             .map_err(pg_err)?;
@@ -560,10 +727,18 @@ impl FaceStore for PgFaces {
         let limit = limit.max(1) as i64;
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        // A collection deleted and created again since `after`: its feed does not continue
+        // the one followed (0: the whole feed).
+        let created = collection_row(&tx, c, "").await?.0;
+        if after > 0 && created > after {
+            return Err(no_collection(c));
+        }
         let upto: i64 = tx
             .query_opt(
-                "SELECT seq FROM facerec_changes WHERE seq > $1 ORDER BY seq LIMIT 1 OFFSET $2",
-                &[&after, &(limit - 1)],
+                "SELECT seq FROM facerec_changes WHERE collection = $3 AND seq > $1
+                 ORDER BY seq LIMIT 1 OFFSET $2",
+                &[&after, &(limit - 1), &c],
             )
             .await
             .map_err(pg_err)?
@@ -572,9 +747,9 @@ impl FaceStore for PgFaces {
             .query(
                 "SELECT c.seq, c.kind, c.identity, c.renamed_to, f.embedding, f.side
                  FROM facerec_changes c LEFT JOIN facerec_faces f ON f.seq = c.seq
-                 WHERE c.seq > $1 AND c.seq <= $2 AND c.collection = 'default'
+                 WHERE c.collection = $3 AND c.seq > $1 AND c.seq <= $2
                  ORDER BY c.seq, f.id",
-                &[&after, &upto],
+                &[&after, &upto, &c],
             )
             .await
             .map_err(pg_err)?;
@@ -611,9 +786,10 @@ impl FaceStore for PgFaces {
         if done.is_some() {
             return Ok(None);
         }
+        collection_row(&tx, &self.collection, " FOR UPDATE").await?;
         let mut faces = 0;
         for chunk in runs.chunks(IMPORT_RUNS) {
-            faces += import_runs(&tx, chunk).await?;
+            faces += import_runs(&tx, &self.collection, chunk).await?;
         }
         tx.execute(
             "INSERT INTO facerec_meta (key, value) VALUES ('legacy_import', $1)",
@@ -675,33 +851,30 @@ impl FaceStore for PgFaces {
         let gallery: Vec<i64> = faces.iter().map(|f| f.gallery_seq).collect();
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        // The counter shared-locked to the commit: a change committing meanwhile waits, so
-        // a face matched against a gallery behind the last change is marked stale, and the
-        // re-tagger, which starts after that change, sees it.
-        let last: i64 = tx
-            .query_one(
-                "SELECT last FROM facerec_counter WHERE id = 1 FOR SHARE",
-                &[],
-            )
-            .await
-            .map_err(pg_err)?
-            .get(0);
+        // The collection's row shared-locked to the commit: a change in it committing
+        // meanwhile waits, so a face matched against a gallery behind the last change is
+        // marked stale, and the re-tagger, which starts after that change, sees it. A
+        // collection deleted since the faces were matched keeps nothing.
+        let c: &str = &self.collection;
+        let Ok((_, last, _, _)) = collection_row(&tx, c, " FOR SHARE").await else {
+            return Ok(0);
+        };
         let insert = tx
             .prepare_cached(
                 "INSERT INTO facerec_seen_faces (request_id, face_index, batch, filename, box_x,
                      box_y, box_w, box_h, score, side, embedding, identity_id, distance, seen_ms,
-                     nearest_id, gallery_seq, stale)
+                     nearest_id, gallery_seq, stale, collection)
                  SELECT t.r, t.i, t.b, t.f, t.x, t.y, t.w, t.h, t.s, t.d, t.e, ids.id, t.dist, t.ms,
-                        near.id, t.g, t.g < $17
+                        near.id, t.g, t.g < $17, $18
                  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::real[],
                              $6::real[], $7::real[], $8::real[], $9::real[], $10::real[],
                              $11::bytea[], $12::text[], $13::real[], $14::bigint[], $15::text[],
                              $16::bigint[])
                       WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, nn, g, o)
                  LEFT JOIN facerec_identities ids
-                        ON ids.collection = 'default' AND ids.name = t.n
+                        ON ids.collection = $18 AND ids.name = t.n
                  LEFT JOIN facerec_identities near
-                        ON near.collection = 'default' AND near.name = t.nn
+                        ON near.collection = $18 AND near.name = t.nn
                  ORDER BY t.o
                  ON CONFLICT (request_id, face_index) DO NOTHING",
             )
@@ -712,7 +885,7 @@ impl FaceStore for PgFaces {
                 &insert,
                 &[
                     &request, &index, &batch, &filename, &x, &y, &w, &h, &score, &side, &embedding,
-                    &identity, &distance, &seen, &nearest, &gallery, &last,
+                    &identity, &distance, &seen, &nearest, &gallery, &last, &c,
                 ],
             )
             .await
@@ -735,7 +908,7 @@ impl FaceStore for PgFaces {
             .start()
             .await
             .map_err(pg_err)?;
-        let Some(id) = identity_id(&tx, name).await? else {
+        let Some(id) = identity_id(&tx, &self.collection, name).await? else {
             return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
         };
         let rows = tx
@@ -766,30 +939,16 @@ impl FaceStore for PgFaces {
     async fn retag_lease(&self, progress: &RetagProgress) -> Result<bool, FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        // The meta row locked (or its insert serialised by the key) to the commit.
-        tx.execute(
-            "INSERT INTO facerec_meta (key, value) VALUES ('retag_lease', '')
-             ON CONFLICT (key) DO NOTHING",
-            &[],
-        )
-        .await
-        .map_err(pg_err)?;
-        let held: String = tx
-            .query_one(
-                "SELECT value FROM facerec_meta WHERE key = 'retag_lease' FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(pg_err)?
-            .get(0);
-        if let Ok(held) = serde_json::from_str::<RetagProgress>(&held)
+        // The collection's row locked to the commit.
+        let c: &str = &self.collection;
+        if let (_, _, _, Some(held)) = collection_row(&tx, c, " FOR UPDATE").await?
             && !held.yields_to(&progress.owner, now_ms())
         {
             return Ok(false);
         }
         tx.execute(
-            "UPDATE facerec_meta SET value = $1 WHERE key = 'retag_lease'",
-            &[&serde_json::to_string(progress).unwrap_or_default()],
+            "UPDATE facerec_collections SET retag_lease = $1 WHERE name = $2",
+            &[&serde_json::to_string(progress).unwrap_or_default(), &c],
         )
         .await
         .map_err(pg_err)?;
@@ -800,31 +959,20 @@ impl FaceStore for PgFaces {
     async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        let c: &str = &self.collection;
+        let (_, _, _, held) = collection_row(&tx, c, " FOR UPDATE").await?;
         if let Some(target) = target {
             tx.execute(
-                "INSERT INTO facerec_meta (key, value) VALUES ('retag_seq', $1::BIGINT::TEXT)
-                 ON CONFLICT (key) DO UPDATE SET value =
-                     GREATEST(facerec_meta.value::BIGINT, excluded.value::BIGINT)::TEXT",
-                &[&target],
+                "UPDATE facerec_collections SET retag_seq = GREATEST(retag_seq, $1) WHERE name = $2",
+                &[&target, &c],
             )
             .await
             .map_err(pg_err)?;
         }
-        let held: Option<String> = tx
-            .query_opt(
-                "SELECT value FROM facerec_meta WHERE key = 'retag_lease' FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(pg_err)?
-            .map(|r| r.get(0));
-        if held
-            .and_then(|v| serde_json::from_str::<RetagProgress>(&v).ok())
-            .is_some_and(|l| l.owner == owner)
-        {
+        if held.is_some_and(|l| l.owner == owner) {
             tx.execute(
-                "UPDATE facerec_meta SET value = '' WHERE key = 'retag_lease'",
-                &[],
+                "UPDATE facerec_collections SET retag_lease = NULL WHERE name = $1",
+                &[&c],
             )
             .await
             .map_err(pg_err)?;
@@ -836,26 +984,21 @@ impl FaceStore for PgFaces {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         // One snapshot: the counts and faces as of one commit.
         let tx = snapshot(&mut client).await?;
-        let row = tx
+        let c: &str = &self.collection;
+        let (_, target, cursor, _) = collection_row(&tx, c, "").await?;
+        let stale = tx
             .query_one(
-                "SELECT (SELECT last FROM facerec_counter WHERE id = 1),
-                        (SELECT value FROM facerec_meta WHERE key = 'retag_seq'),
-                        (SELECT COUNT(*) FROM facerec_seen_faces WHERE stale)",
-                &[],
+                "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale AND collection = $1",
+                &[&c],
             )
             .await
-            .map_err(pg_err)?;
-        let target: i64 = row.get(0);
-        let cursor = row
-            .get::<_, Option<String>>(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let stale = row.get::<_, i64>(2) as u64;
+            .map_err(pg_err)?
+            .get::<_, i64>(0) as u64;
         let row = tx
             .query_one(
                 "SELECT COUNT(*), MIN(gallery_seq) FROM facerec_seen_faces
-                 WHERE NOT stale AND gallery_seq < $1",
-                &[&target],
+                 WHERE NOT stale AND gallery_seq < $1 AND collection = $2",
+                &[&target, &c],
             )
             .await
             .map_err(pg_err)?;
@@ -866,9 +1009,9 @@ impl FaceStore for PgFaces {
             .query(
                 "SELECT f.seq, f.identity_id, f.embedding, f.side FROM facerec_faces f
                  JOIN facerec_identities i ON i.id = f.identity_id
-                 WHERE i.collection = 'default' AND f.seq > $1 AND f.seq <= $2
+                 WHERE i.collection = $3 AND f.seq > $1 AND f.seq <= $2
                  ORDER BY f.seq, f.id",
-                &[&faces_after, &target],
+                &[&faces_after, &target, &c],
             )
             .await
             .map_err(pg_err)?
@@ -884,8 +1027,8 @@ impl FaceStore for PgFaces {
             .collect::<Result<Vec<_>, FaceStoreError>>()?;
         let identities = tx
             .query(
-                "SELECT name, id FROM facerec_identities WHERE collection = 'default'",
-                &[],
+                "SELECT name, id FROM facerec_identities WHERE collection = $1",
+                &[&c],
             )
             .await
             .map_err(pg_err)?
@@ -919,9 +1062,9 @@ impl FaceStore for PgFaces {
             .query(
                 "SELECT id, embedding, side, identity_id, nearest_id, distance, gallery_seq
                  FROM facerec_seen_faces
-                 WHERE stale = $1 AND ($1 OR gallery_seq < $2) AND id > $3
+                 WHERE stale = $1 AND ($1 OR gallery_seq < $2) AND id > $3 AND collection = $5
                  ORDER BY id LIMIT $4",
-                &[&stale, &below, &after, &(limit as i64)],
+                &[&stale, &below, &after, &(limit as i64), &&*self.collection],
             )
             .await
             .map_err(pg_err)?;
@@ -975,28 +1118,24 @@ impl FaceStore for PgFaces {
     }
 
     async fn retag_status(&self) -> Result<RetagStatus, FaceStoreError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let row = client
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        let (_, latest, cursor, lease) = collection_row(&tx, c, "").await?;
+        let stale: i64 = tx
             .query_one(
-                "SELECT (SELECT last FROM facerec_counter WHERE id = 1),
-                        (SELECT value FROM facerec_meta WHERE key = 'retag_seq'),
-                        (SELECT COUNT(*) FROM facerec_seen_faces WHERE stale),
-                        (SELECT value FROM facerec_meta WHERE key = 'retag_lease')",
-                &[],
+                "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale AND collection = $1",
+                &[&c],
             )
             .await
-            .map_err(pg_err)?;
+            .map_err(pg_err)?
+            .get(0);
+        tx.commit().await.map_err(pg_err)?;
         Ok(RetagStatus {
-            cursor: row
-                .get::<_, Option<String>>(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            latest: row.get(0),
-            stale: row.get::<_, i64>(2) as u64,
-            running: row
-                .get::<_, Option<String>>(3)
-                .and_then(|v| serde_json::from_str::<RetagProgress>(&v).ok())
-                .filter(|l| l.until_ms >= now_ms()),
+            cursor,
+            latest,
+            stale: stale as u64,
+            running: lease.filter(|l| l.until_ms >= now_ms()),
         })
     }
 
@@ -1013,6 +1152,7 @@ impl FaceStore for PgFaces {
                  WHERE id > $1 AND ($2::TEXT IS NULL OR batch = $2)
                    AND ($3::BIGINT IS NULL OR seen_ms >= $3)
                    AND ($4::BIGINT IS NULL OR seen_ms < $4)
+                   AND collection = $6
                  ORDER BY id LIMIT $5",
                 &[
                     &after,
@@ -1020,6 +1160,7 @@ impl FaceStore for PgFaces {
                     &filter.since_ms,
                     &filter.until_ms,
                     &(limit as i64),
+                    &&*self.collection,
                 ],
             )
             .await
@@ -1038,8 +1179,8 @@ impl FaceStore for PgFaces {
                         s.embedding
                  FROM facerec_seen_faces s
                  LEFT JOIN facerec_identities i ON i.id = s.identity_id
-                 WHERE s.id = ANY($1)",
-                &[&ids],
+                 WHERE s.id = ANY($1) AND s.collection = $2",
+                &[&ids, &&*self.collection],
             )
             .await
             .map_err(pg_err)?;
@@ -1058,7 +1199,10 @@ impl FaceStore for PgFaces {
     async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
-            .execute("DELETE FROM facerec_seen_faces WHERE batch = $1", &[&batch])
+            .execute(
+                "DELETE FROM facerec_seen_faces WHERE batch = $1 AND collection = $2",
+                &[&batch, &&*self.collection],
+            )
             .await
             .map_err(pg_err)
     }

@@ -10,9 +10,10 @@ use facerec_contract::Gallery;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    Appearance, Change, ChangeRow, Enrolled, FaceStore, FaceStoreError, Migrations, NewFace, Retag,
-    RetagPlan, RetagProgress, RetagStatus, SeenFace, SeenFilter, SeenRecord, SeenScan, StoreStatus,
-    StoredFace, StoredSeen, check_faces, decode, encode, group_changes, model_mismatch, now_ms,
+    Appearance, Change, ChangeRow, CollectionInfo, DEFAULT_COLLECTION, Enrolled, FaceStore,
+    FaceStoreError, Migrations, NewFace, Retag, RetagPlan, RetagProgress, RetagStatus, SeenFace,
+    SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, check_collection_name,
+    check_faces, decode, encode, group_changes, model_mismatch, no_collection, now_ms,
 };
 
 const MIGRATIONS: Migrations = Migrations(&[
@@ -22,16 +23,22 @@ const MIGRATIONS: Migrations = Migrations(&[
         include_str!("../../migrations/sqlite/0002_seen_faces.sql"),
     ),
     (3, include_str!("../../migrations/sqlite/0003_retag.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_collections.sql"),
+    ),
 ]);
 
 fn db_err(e: rusqlite::Error) -> FaceStoreError {
     FaceStoreError::Unavailable(format!("sqlite: {e}"))
 }
 
-/// The face store in one SQLite file.
+/// The face store in one SQLite file, working in one collection.
+#[derive(Clone)]
 pub struct SqliteFaces {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    collection: Arc<str>,
 }
 
 impl SqliteFaces {
@@ -44,6 +51,7 @@ impl SqliteFaces {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            collection: DEFAULT_COLLECTION.into(),
         })
     }
 
@@ -162,43 +170,72 @@ fn status_of(conn: &Connection) -> Result<StoreStatus, FaceStoreError> {
     })
 }
 
-/// A write transaction with the change's number: the counter's row is written first, so
-/// SQLite's one writer holds it to the commit.
-fn begin_change(conn: &mut Connection) -> Result<(Transaction<'_>, i64), FaceStoreError> {
+/// A write transaction with the change's number, in collection `c` (`NotFound` when it
+/// does not exist): the counter's row is written first, so SQLite's one writer holds it to
+/// the commit; the collection's last change is set to it.
+fn begin_change<'a>(
+    conn: &'a mut Connection,
+    c: &str,
+) -> Result<(Transaction<'a>, i64), FaceStoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    let seq = tx
-        .query_row(
-            "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
-            [],
-            |r| r.get(0),
+    let seq = next_seq(&tx)?;
+    let found = tx
+        .execute(
+            "UPDATE facerec_collections SET last_seq = ?1 WHERE name = ?2",
+            params![seq, c],
         )
         .map_err(db_err)?;
+    if found == 0 {
+        return Err(no_collection(c));
+    }
     Ok((tx, seq))
 }
 
-fn identity_id(tx: &Transaction<'_>, name: &str) -> Result<Option<i64>, FaceStoreError> {
+/// Takes the next change number.
+fn next_seq(tx: &Transaction<'_>) -> Result<i64, FaceStoreError> {
     tx.query_row(
-        "SELECT id FROM facerec_identities WHERE collection = 'default' AND name = ?1",
-        [name],
+        "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_err)
+}
+
+fn identity_id(tx: &Transaction<'_>, c: &str, name: &str) -> Result<Option<i64>, FaceStoreError> {
+    tx.query_row(
+        "SELECT id FROM facerec_identities WHERE collection = ?1 AND name = ?2",
+        [c, name],
         |r| r.get(0),
     )
     .optional()
     .map_err(db_err)
 }
 
-/// The re-tagging lease and its progress, if a process took it.
-fn lease(conn: &Connection) -> Result<Option<RetagProgress>, FaceStoreError> {
-    let value: Option<String> = conn
+/// A collection's row: (created_seq, last_seq, retag_seq, lease); `NotFound` when there
+/// is none.
+fn collection_row(
+    conn: &Connection,
+    c: &str,
+) -> Result<(i64, i64, i64, Option<RetagProgress>), FaceStoreError> {
+    let row: Option<(i64, i64, i64, Option<String>)> = conn
         .query_row(
-            "SELECT value FROM facerec_meta WHERE key = 'retag_lease'",
-            [],
-            |r| r.get(0),
+            "SELECT created_seq, last_seq, retag_seq, retag_lease FROM facerec_collections
+             WHERE name = ?1",
+            [c],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(db_err)?;
-    Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+    let (created, last, cursor, lease) = row.ok_or_else(|| no_collection(c))?;
+    let lease = lease.and_then(|v| serde_json::from_str(&v).ok());
+    Ok((created, last, cursor, lease))
+}
+
+/// The re-tagging lease of collection `c` and its progress, if a process took it.
+fn lease(conn: &Connection, c: &str) -> Result<Option<RetagProgress>, FaceStoreError> {
+    Ok(collection_row(conn, c)?.3)
 }
 
 /// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
@@ -217,28 +254,15 @@ fn appearance(r: &rusqlite::Row<'_>) -> rusqlite::Result<Appearance> {
     })
 }
 
-/// Seen faces waiting to be matched again.
-fn stale_count(conn: &Connection) -> Result<u64, FaceStoreError> {
+/// Seen faces of collection `c` waiting to be matched again.
+fn stale_count(conn: &Connection, c: &str) -> Result<u64, FaceStoreError> {
     conn.query_row(
-        "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale = 1",
-        [],
+        "SELECT COUNT(*) FROM facerec_seen_faces WHERE stale = 1 AND collection = ?1",
+        [c],
         |r| r.get::<_, i64>(0),
     )
     .map(|n| n as u64)
     .map_err(db_err)
-}
-
-/// The change up to which every seen face not stale is re-tagged.
-fn cursor(conn: &Connection) -> Result<i64, FaceStoreError> {
-    let value: Option<String> = conn
-        .query_row(
-            "SELECT value FROM facerec_meta WHERE key = 'retag_seq'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_err)?;
-    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 fn face_count(tx: &Transaction<'_>, id: i64) -> Result<usize, FaceStoreError> {
@@ -252,21 +276,22 @@ fn face_count(tx: &Transaction<'_>, id: i64) -> Result<usize, FaceStoreError> {
     Ok(n as usize)
 }
 
-/// Adds faces to `name` under change `seq` (the change row included).
+/// Adds faces to `name` in collection `c` under change `seq` (the change row included).
 fn add_faces(
     tx: &Transaction<'_>,
+    c: &str,
     seq: i64,
     name: &str,
     faces: impl IntoIterator<Item = (Vec<u8>, f32, Option<String>)>,
 ) -> Result<i64, FaceStoreError> {
     let now = now_ms();
     tx.execute(
-        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES ('default', ?1, ?2)
+        "INSERT INTO facerec_identities (collection, name, created_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (collection, name) DO NOTHING",
-        params![name, now],
+        params![c, name, now],
     )
     .map_err(db_err)?;
-    let id = identity_id(tx, name)?.ok_or_else(|| {
+    let id = identity_id(tx, c, name)?.ok_or_else(|| {
         FaceStoreError::Unavailable("an identity vanished mid-transaction".into())
     })?;
     let mut insert = tx
@@ -281,8 +306,9 @@ fn add_faces(
             .map_err(db_err)?;
     }
     tx.execute(
-        "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES (?1, 'enrol', ?2, ?3)",
-        params![seq, name, now],
+        "INSERT INTO facerec_changes (seq, collection, kind, identity, created_ms)
+         VALUES (?1, ?2, 'enrol', ?3, ?4)",
+        params![seq, c, name, now],
     )
     .map_err(db_err)?;
     Ok(id)
@@ -294,6 +320,101 @@ impl FaceStore for SqliteFaces {
         format!("sqlite:{}", self.path.display())
     }
 
+    fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    fn in_collection(&self, name: &str) -> Arc<dyn FaceStore> {
+        Arc::new(Self {
+            collection: name.into(),
+            ..self.clone()
+        })
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, FaceStoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT c.name, c.created_ms,
+                        (SELECT COUNT(*) FROM facerec_identities i WHERE i.collection = c.name),
+                        (SELECT COUNT(*) FROM facerec_faces f JOIN facerec_identities i
+                            ON i.id = f.identity_id WHERE i.collection = c.name)
+                     FROM facerec_collections c ORDER BY c.name",
+                )
+                .map_err(db_err)?;
+            stmt.query_map([], |r| {
+                Ok(CollectionInfo {
+                    name: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    identities: r.get::<_, i64>(2)? as u64,
+                    faces: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError> {
+        check_collection_name(name)?;
+        let name = name.to_string();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            if collection_row(&tx, &name).is_ok() {
+                return Ok(false);
+            }
+            let seq = next_seq(&tx)?;
+            tx.execute(
+                "INSERT INTO facerec_collections
+                     (name, created_seq, last_seq, retag_seq, retag_lease, created_ms)
+                 VALUES (?1, ?2, ?2, ?2, NULL, ?3)",
+                params![name, seq, now_ms()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<CollectionInfo, FaceStoreError> {
+        if name == DEFAULT_COLLECTION {
+            return Err(FaceStoreError::Conflict(
+                "the default collection cannot be deleted (remove its identities instead)".into(),
+            ));
+        }
+        let info = self
+            .collections()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| no_collection(name))?;
+        let name = name.to_string();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            collection_row(&tx, &name)?;
+            for sql in [
+                "DELETE FROM facerec_seen_faces WHERE collection = ?1",
+                "DELETE FROM facerec_faces WHERE identity_id IN
+                     (SELECT id FROM facerec_identities WHERE collection = ?1)",
+                "DELETE FROM facerec_identities WHERE collection = ?1",
+                "DELETE FROM facerec_changes WHERE collection = ?1",
+                "DELETE FROM facerec_collections WHERE name = ?1",
+            ] {
+                tx.execute(sql, [&name]).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await?;
+        Ok(info)
+    }
+
     async fn enroll(&self, name: &str, faces: &[NewFace]) -> Result<Enrolled, FaceStoreError> {
         check_faces(faces)?;
         let name = name.to_string();
@@ -301,9 +422,10 @@ impl FaceStore for SqliteFaces {
             .iter()
             .map(|f| (encode(&f.embedding), f.side, f.source.clone()))
             .collect();
+        let c = self.collection.clone();
         self.run(move |conn| {
-            let (tx, seq) = begin_change(conn)?;
-            let id = add_faces(&tx, seq, &name, rows)?;
+            let (tx, seq) = begin_change(conn, &c)?;
+            let id = add_faces(&tx, &c, seq, &name, rows)?;
             let faces = face_count(&tx, id)?;
             tx.commit().map_err(db_err)?;
             Ok(Enrolled { seq, faces })
@@ -313,9 +435,10 @@ impl FaceStore for SqliteFaces {
 
     async fn remove(&self, name: &str) -> Result<usize, FaceStoreError> {
         let name = name.to_string();
+        let c = self.collection.clone();
         self.run(move |conn| {
-            let (tx, seq) = begin_change(conn)?;
-            let Some(id) = identity_id(&tx, &name)? else {
+            let (tx, seq) = begin_change(conn, &c)?;
+            let Some(id) = identity_id(&tx, &c, &name)? else {
                 return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
             };
             let removed = tx
@@ -333,8 +456,9 @@ impl FaceStore for SqliteFaces {
             )
             .map_err(db_err)?;
             tx.execute(
-                "INSERT INTO facerec_changes (seq, kind, identity, created_ms) VALUES (?1, 'remove', ?2, ?3)",
-                params![seq, name, now_ms()],
+                "INSERT INTO facerec_changes (seq, collection, kind, identity, created_ms)
+                 VALUES (?1, ?2, 'remove', ?3, ?4)",
+                params![seq, c, name, now_ms()],
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -345,16 +469,17 @@ impl FaceStore for SqliteFaces {
 
     async fn rename(&self, from: &str, to: &str) -> Result<usize, FaceStoreError> {
         let (from, to) = (from.to_string(), to.to_string());
+        let c = self.collection.clone();
         self.run(move |conn| {
-            let (tx, seq) = begin_change(conn)?;
-            let Some(id) = identity_id(&tx, &from)? else {
+            let (tx, seq) = begin_change(conn, &c)?;
+            let Some(id) = identity_id(&tx, &c, &from)? else {
                 return Err(FaceStoreError::NotFound(format!("no identity {from:?}")));
             };
             let faces = face_count(&tx, id)?;
             if from == to {
                 return Ok(faces);
             }
-            if identity_id(&tx, &to)?.is_some() {
+            if identity_id(&tx, &c, &to)?.is_some() {
                 return Err(FaceStoreError::Conflict(format!(
                     "an identity {to:?} exists"
                 )));
@@ -365,9 +490,9 @@ impl FaceStore for SqliteFaces {
             )
             .map_err(db_err)?;
             tx.execute(
-                "INSERT INTO facerec_changes (seq, kind, identity, renamed_to, created_ms)
-                 VALUES (?1, 'rename', ?2, ?3, ?4)",
-                params![seq, from, to, now_ms()],
+                "INSERT INTO facerec_changes (seq, collection, kind, identity, renamed_to, created_ms)
+                 VALUES (?1, ?2, 'rename', ?3, ?4, ?5)",
+                params![seq, c, from, to, now_ms()],
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -378,9 +503,11 @@ impl FaceStore for SqliteFaces {
 
     async fn load(&self, model_id: &str) -> Result<(Gallery, i64), FaceStoreError> {
         let model_id = model_id.to_string();
+        let c = self.collection.clone();
         self.run(move |conn| {
             // One read transaction: the rows and the counter as of one commit.
             let tx = conn.transaction().map_err(db_err)?;
+            collection_row(&tx, &c)?;
             let seq: i64 = tx
                 .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
                     r.get(0)
@@ -392,10 +519,10 @@ impl FaceStore for SqliteFaces {
                     .prepare(
                         "SELECT i.name, f.embedding, f.side FROM facerec_faces f
                          JOIN facerec_identities i ON i.id = f.identity_id
-                         WHERE i.collection = 'default' ORDER BY f.seq, f.id",
+                         WHERE i.collection = ?1 ORDER BY f.seq, f.id",
                     )
                     .map_err(db_err)?;
-                let mut rows = stmt.query([]).map_err(db_err)?;
+                let mut rows = stmt.query([&*c]).map_err(db_err)?;
                 while let Some(row) = rows.next().map_err(db_err)? {
                     let name: String = row.get(0).map_err(db_err)?;
                     let bytes: Vec<u8> = row.get(1).map_err(db_err)?;
@@ -411,12 +538,20 @@ impl FaceStore for SqliteFaces {
 
     async fn changes(&self, after: i64, limit: usize) -> Result<Vec<Change>, FaceStoreError> {
         let limit = limit.max(1) as i64;
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
+            // A collection deleted and created again since `after`: its feed does not
+            // continue the one followed (0: the whole feed).
+            let created = collection_row(&tx, &c)?.0;
+            if after > 0 && created > after {
+                return Err(no_collection(&c));
+            }
             let upto: i64 = tx
                 .query_row(
-                    "SELECT seq FROM facerec_changes WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
-                    params![after, limit - 1],
+                    "SELECT seq FROM facerec_changes WHERE collection = ?3 AND seq > ?1
+                     ORDER BY seq LIMIT 1 OFFSET ?2",
+                    params![after, limit - 1, c],
                     |r| r.get(0),
                 )
                 .optional()
@@ -427,11 +562,11 @@ impl FaceStore for SqliteFaces {
                     .prepare(
                         "SELECT c.seq, c.kind, c.identity, c.renamed_to, f.embedding, f.side
                          FROM facerec_changes c LEFT JOIN facerec_faces f ON f.seq = c.seq
-                         WHERE c.seq > ?1 AND c.seq <= ?2 AND c.collection = 'default'
+                         WHERE c.collection = ?3 AND c.seq > ?1 AND c.seq <= ?2
                          ORDER BY c.seq, f.id",
                     )
                     .map_err(db_err)?;
-                stmt.query_map(params![after, upto], |r| {
+                stmt.query_map(params![after, upto, c], |r| {
                     Ok(ChangeRow {
                         seq: r.get(0)?,
                         kind: r.get(1)?,
@@ -453,6 +588,7 @@ impl FaceStore for SqliteFaces {
 
     async fn import_once(&self, gallery: &Gallery) -> Result<Option<usize>, FaceStoreError> {
         let runs = super::runs_of(gallery);
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -468,18 +604,25 @@ impl FaceStore for SqliteFaces {
             if done.is_some() {
                 return Ok(None);
             }
+            collection_row(&tx, &c)?;
             let mut faces = 0;
             for (name, rows) in runs {
-                let seq: i64 = tx
-                    .query_row(
-                        "UPDATE facerec_counter SET last = last + 1 WHERE id = 1 RETURNING last",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(db_err)?;
+                let seq = next_seq(&tx)?;
                 faces += rows.len();
-                add_faces(&tx, seq, &name, rows.into_iter().map(|(e, s)| (e, s, None)))?;
+                add_faces(
+                    &tx,
+                    &c,
+                    seq,
+                    &name,
+                    rows.into_iter().map(|(e, s)| (e, s, None)),
+                )?;
             }
+            tx.execute(
+                "UPDATE facerec_collections SET last_seq =
+                     (SELECT last FROM facerec_counter WHERE id = 1) WHERE name = ?1",
+                [&*c],
+            )
+            .map_err(db_err)?;
             tx.execute(
                 "INSERT INTO facerec_meta (key, value) VALUES ('legacy_import', ?1)",
                 [format!("{faces} faces, {} ms", now_ms())],
@@ -505,23 +648,29 @@ impl FaceStore for SqliteFaces {
             return Ok(0);
         }
         let faces = faces.to_vec();
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
+            // A collection deleted since the faces were matched keeps nothing.
+            let Ok((_, last, _, _)) = collection_row(&tx, &c) else {
+                return Ok(0);
+            };
             let mut added = 0;
             {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO facerec_seen_faces (request_id, face_index, batch,
                              filename, box_x, box_y, box_w, box_h, score, side, embedding,
-                             identity_id, distance, seen_ms, nearest_id, gallery_seq, stale)
+                             identity_id, distance, seen_ms, nearest_id, gallery_seq, stale,
+                             collection)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                              (SELECT id FROM facerec_identities
-                              WHERE collection = 'default' AND name = ?12), ?13, ?14,
+                              WHERE collection = ?18 AND name = ?12), ?13, ?14,
                              (SELECT id FROM facerec_identities
-                              WHERE collection = 'default' AND name = ?15), ?16,
-                             ?16 < (SELECT last FROM facerec_counter WHERE id = 1))",
+                              WHERE collection = ?18 AND name = ?15), ?16,
+                             ?16 < ?17, ?18)",
                     )
                     .map_err(db_err)?;
                 for f in &faces {
@@ -543,7 +692,9 @@ impl FaceStore for SqliteFaces {
                             f.distance,
                             f.seen_ms,
                             f.nearest,
-                            f.gallery_seq
+                            f.gallery_seq,
+                            last,
+                            &*c
                         ])
                         .map_err(db_err)?;
                 }
@@ -561,9 +712,10 @@ impl FaceStore for SqliteFaces {
         limit: usize,
     ) -> Result<Vec<Appearance>, FaceStoreError> {
         let name = name.to_string();
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
-            let Some(id) = identity_id(&tx, &name)? else {
+            let Some(id) = identity_id(&tx, &c, &name)? else {
                 return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
             };
             let mut query = tx
@@ -600,19 +752,19 @@ impl FaceStore for SqliteFaces {
 
     async fn retag_lease(&self, progress: &RetagProgress) -> Result<bool, FaceStoreError> {
         let progress = progress.clone();
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            if let Some(held) = lease(&tx)?
+            if let Some(held) = lease(&tx, &c)?
                 && !held.yields_to(&progress.owner, now_ms())
             {
                 return Ok(false);
             }
             tx.execute(
-                "INSERT INTO facerec_meta (key, value) VALUES ('retag_lease', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [serde_json::to_string(&progress).unwrap_or_default()],
+                "UPDATE facerec_collections SET retag_lease = ?1 WHERE name = ?2",
+                params![serde_json::to_string(&progress).unwrap_or_default(), c],
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -623,22 +775,24 @@ impl FaceStore for SqliteFaces {
 
     async fn finish_retag(&self, owner: &str, target: Option<i64>) -> Result<(), FaceStoreError> {
         let owner = owner.to_string();
+        let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             if let Some(target) = target {
                 tx.execute(
-                    "INSERT INTO facerec_meta (key, value) VALUES ('retag_seq', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value =
-                         CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
-                    [target.to_string()],
+                    "UPDATE facerec_collections SET retag_seq = MAX(retag_seq, ?1) WHERE name = ?2",
+                    params![target, c],
                 )
                 .map_err(db_err)?;
             }
-            if lease(&tx)?.is_some_and(|l| l.owner == owner) {
-                tx.execute("DELETE FROM facerec_meta WHERE key = 'retag_lease'", [])
-                    .map_err(db_err)?;
+            if lease(&tx, &c)?.is_some_and(|l| l.owner == owner) {
+                tx.execute(
+                    "UPDATE facerec_collections SET retag_lease = NULL WHERE name = ?1",
+                    [&*c],
+                )
+                .map_err(db_err)?;
             }
             tx.commit().map_err(db_err)
         })
@@ -646,21 +800,17 @@ impl FaceStore for SqliteFaces {
     }
 
     async fn retag_plan(&self) -> Result<RetagPlan, FaceStoreError> {
+        let c = self.collection.clone();
         self.run(move |conn| {
             // One read transaction: the counts and faces as of one commit.
             let tx = conn.transaction().map_err(db_err)?;
-            let cursor = cursor(&tx)?;
-            let target: i64 = tx
-                .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err)?;
-            let stale = stale_count(&tx)?;
+            let (_, target, cursor, _) = collection_row(&tx, &c)?;
+            let stale = stale_count(&tx, &c)?;
             let (behind, oldest): (i64, Option<i64>) = tx
                 .query_row(
                     "SELECT COUNT(*), MIN(gallery_seq) FROM facerec_seen_faces
-                     WHERE stale = 0 AND gallery_seq < ?1",
-                    [target],
+                     WHERE stale = 0 AND gallery_seq < ?1 AND collection = ?2",
+                    params![target, c],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(db_err)?;
@@ -671,11 +821,13 @@ impl FaceStore for SqliteFaces {
                     .prepare(
                         "SELECT f.seq, f.identity_id, f.embedding, f.side FROM facerec_faces f
                          JOIN facerec_identities i ON i.id = f.identity_id
-                         WHERE i.collection = 'default' AND f.seq > ?1 AND f.seq <= ?2
+                         WHERE i.collection = ?3 AND f.seq > ?1 AND f.seq <= ?2
                          ORDER BY f.seq, f.id",
                     )
                     .map_err(db_err)?;
-                let mut rows = stmt.query(params![faces_after, target]).map_err(db_err)?;
+                let mut rows = stmt
+                    .query(params![faces_after, target, c])
+                    .map_err(db_err)?;
                 let mut faces = Vec::new();
                 while let Some(row) = rows.next().map_err(db_err)? {
                     let bytes: Vec<u8> = row.get(2).map_err(db_err)?;
@@ -689,9 +841,9 @@ impl FaceStore for SqliteFaces {
                 faces
             };
             let identities = tx
-                .prepare("SELECT name, id FROM facerec_identities WHERE collection = 'default'")
+                .prepare("SELECT name, id FROM facerec_identities WHERE collection = ?1")
                 .map_err(db_err)?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([&*c], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(db_err)?
                 .collect::<Result<_, _>>()
                 .map_err(db_err)?;
@@ -714,6 +866,7 @@ impl FaceStore for SqliteFaces {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredSeen>, FaceStoreError> {
+        let c = self.collection.clone();
         self.run(move |conn| {
             let (filter, arg) = match scan {
                 // ?1 unused: SQLite binds by number.
@@ -723,11 +876,12 @@ impl FaceStore for SqliteFaces {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT id, embedding, side, identity_id, nearest_id, distance, gallery_seq
-                     FROM facerec_seen_faces WHERE {filter} AND id > ?2 ORDER BY id LIMIT ?3"
+                     FROM facerec_seen_faces WHERE {filter} AND id > ?2 AND collection = ?4
+                     ORDER BY id LIMIT ?3"
                 ))
                 .map_err(db_err)?;
             let mut rows = stmt
-                .query(params![arg, after, limit as i64])
+                .query(params![arg, after, limit as i64, c])
                 .map_err(db_err)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(db_err)? {
@@ -795,18 +949,15 @@ impl FaceStore for SqliteFaces {
     }
 
     async fn retag_status(&self) -> Result<RetagStatus, FaceStoreError> {
-        self.run(|conn| {
+        let c = self.collection.clone();
+        self.run(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
-            let latest: i64 = tx
-                .query_row("SELECT last FROM facerec_counter WHERE id = 1", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err)?;
+            let (_, latest, cursor, lease) = collection_row(&tx, &c)?;
             Ok(RetagStatus {
-                cursor: cursor(&tx)?,
+                cursor,
                 latest,
-                stale: stale_count(&tx)?,
-                running: lease(&tx)?.filter(|l| l.until_ms >= now_ms()),
+                stale: stale_count(&tx, &c)?,
+                running: lease.filter(|l| l.until_ms >= now_ms()),
             })
         })
         .await
@@ -819,10 +970,12 @@ impl FaceStore for SqliteFaces {
         limit: usize,
     ) -> Result<Vec<(i64, Vec<f32>)>, FaceStoreError> {
         let filter = filter.clone();
+        let c = self.collection.to_string();
         self.run(move |conn| {
-            let mut sql =
-                String::from("SELECT id, embedding FROM facerec_seen_faces WHERE id > ?1");
-            let mut args: Vec<rusqlite::types::Value> = vec![after.into()];
+            let mut sql = String::from(
+                "SELECT id, embedding FROM facerec_seen_faces WHERE id > ?1 AND collection = ?2",
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![after.into(), c.into()];
             if let Some(b) = filter.batch {
                 args.push(b.into());
                 sql += &format!(" AND batch = ?{}", args.len());
@@ -853,6 +1006,7 @@ impl FaceStore for SqliteFaces {
 
     async fn seen_faces(&self, ids: &[i64]) -> Result<Vec<SeenRecord>, FaceStoreError> {
         let ids = ids.to_vec();
+        let c = self.collection.clone();
         self.run(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -861,13 +1015,13 @@ impl FaceStore for SqliteFaces {
                             s.side, s.embedding
                      FROM facerec_seen_faces s
                      LEFT JOIN facerec_identities i ON i.id = s.identity_id
-                     WHERE s.id = ?1",
+                     WHERE s.id = ?1 AND s.collection = ?2",
                 )
                 .map_err(db_err)?;
             let mut out = Vec::new();
             for id in ids {
                 let row = stmt
-                    .query_row([id], |r| {
+                    .query_row(params![id, c], |r| {
                         Ok((
                             appearance(r)?,
                             r.get::<_, Option<String>>(12)?,
@@ -893,10 +1047,14 @@ impl FaceStore for SqliteFaces {
 
     async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError> {
         let batch = batch.to_string();
+        let c = self.collection.clone();
         self.run(move |conn| {
-            conn.execute("DELETE FROM facerec_seen_faces WHERE batch = ?1", [batch])
-                .map(|n| n as u64)
-                .map_err(db_err)
+            conn.execute(
+                "DELETE FROM facerec_seen_faces WHERE batch = ?1 AND collection = ?2",
+                params![batch, c],
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
         })
         .await
     }

@@ -3,6 +3,7 @@
 
 use super::finisher::batch_errors;
 use super::*;
+use facerec_seams::FaceStoreError;
 
 impl Worker {
     /// Forms batches from the jobs in arrival order and queues each on the engine threads
@@ -33,9 +34,10 @@ impl Worker {
             let worker = self.clone();
             let inputs: Vec<Bytes> = batch.iter().map(|j| j.bytes.clone()).collect();
             let reqs: Vec<Request> = batch.iter().map(|j| j.req.clone()).collect();
+            let galleries = self.galleries_of(&reqs).await;
             let pending = self
                 .compute
-                .submit(move |engine| worker.recognize(engine, &inputs, &reqs));
+                .submit(move |engine| worker.recognize(engine, &inputs, &reqs, &galleries));
             let worker = self.clone();
             tokio::spawn(async move {
                 let results = match pending {
@@ -62,6 +64,7 @@ impl Worker {
         engine: &Engine,
         inputs: &[Bytes],
         reqs: &[Request],
+        galleries: &[Result<Arc<GalleryHandle>, ImageError>],
     ) -> (Vec<ResultMessage>, Vec<SeenFace>) {
         let slices: Vec<&[u8]> = inputs.iter().map(|b| b.as_ref()).collect();
         let (analyses, times) = engine.analyze(&slices);
@@ -72,10 +75,36 @@ impl Worker {
         m.stage("align", times.align);
         m.stage("embed", times.embed);
         let t = std::time::Instant::now();
-        let (gallery, gallery_seq) = self.gallery.snapshot();
-        let results: Vec<_> = analyses.iter().map(Result::as_ref).collect();
-        // Every face of every image in one search.
-        let matches = report::match_faces(engine.matcher(), Some(&gallery), &results);
+        // A request naming a collection that does not exist is answered with that error.
+        let results: Vec<_> = analyses
+            .iter()
+            .zip(galleries)
+            .map(|(a, g)| match g {
+                Ok(_) => a.as_ref(),
+                Err(e) => Err(e),
+            })
+            .collect();
+        // Every face of every image of one collection in one search.
+        let mut matches = vec![Vec::new(); results.len()];
+        let mut gallery_seqs = vec![0; results.len()];
+        let mut groups: HashMap<*const GalleryHandle, Vec<usize>> = HashMap::new();
+        for (i, g) in galleries.iter().enumerate() {
+            if let Ok(g) = g {
+                groups.entry(Arc::as_ptr(g)).or_default().push(i);
+            }
+        }
+        for members in groups.into_values() {
+            let Ok(handle) = &galleries[members[0]] else {
+                continue;
+            };
+            let (gallery, seq) = handle.snapshot();
+            let of: Vec<_> = members.iter().map(|&i| results[i]).collect();
+            let found = report::match_faces(engine.matcher(), Some(&gallery), &of);
+            for (&i, found) in members.iter().zip(found) {
+                matches[i] = found;
+                gallery_seqs[i] = seq;
+            }
+        }
         let index = self.config.index_faces && self.gallery.store().is_some();
         let seen_ms = facerec_seams::faces::now_ms();
         let mut seen = Vec::new();
@@ -83,7 +112,8 @@ impl Worker {
             .into_iter()
             .zip(matches)
             .zip(reqs)
-            .map(|((a, found), req)| {
+            .zip(gallery_seqs)
+            .map(|(((a, found), req), gallery_seq)| {
                 let rep = report::report(
                     &req.filename,
                     a,
@@ -101,6 +131,29 @@ impl Worker {
             .collect();
         m.stage("match", t.elapsed());
         (out, seen)
+    }
+}
+
+impl Worker {
+    /// The gallery of each request's collection, loaded when first named: a collection
+    /// that does not exist is the request's error; one that cannot be loaded now is an
+    /// `Inference` error (the request is tried again later).
+    async fn galleries_of(&self, reqs: &[Request]) -> Vec<Result<Arc<GalleryHandle>, ImageError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let Some(name) = req.collection.as_deref() else {
+                out.push(Ok(self.gallery.clone()));
+                continue;
+            };
+            out.push(self.galleries.get(name).await.map_err(|e| match e {
+                FaceStoreError::NotFound(m) => ImageError::new(ErrorKind::UnknownCollection, m),
+                e => ImageError::new(
+                    ErrorKind::Inference,
+                    format!("loading the gallery of collection {name:?}: {e}"),
+                ),
+            }));
+        }
+        out
     }
 }
 

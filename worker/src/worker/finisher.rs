@@ -98,11 +98,35 @@ impl Worker {
             .into_iter()
             .filter(|f| ids.contains(f.request_id.as_str()))
             .collect();
+        // By collection: each request's faces go to its own.
+        let collection: HashMap<&str, &str> = answered
+            .iter()
+            .filter_map(|(j, _)| Some((j.req.request_id.as_str(), j.req.collection.as_deref()?)))
+            .collect();
+        let mut groups: HashMap<&str, Vec<SeenFace>> = HashMap::new();
+        for f in &faces {
+            let c = collection
+                .get(f.request_id.as_str())
+                .copied()
+                .unwrap_or(facerec_seams::faces::DEFAULT_COLLECTION);
+            groups.entry(c).or_default().push(f.clone());
+        }
+        let record = || async {
+            let mut added = 0;
+            for (c, faces) in &groups {
+                added += if *c == store.collection() {
+                    store.record_seen(faces).await?
+                } else {
+                    store.in_collection(c).record_seen(faces).await?
+                };
+            }
+            Ok::<_, facerec_seams::FaceStoreError>(added)
+        };
         let mut pause = self.config.retry_delay.max(Duration::from_millis(50));
         let mut waiting = false;
         let e = loop {
             let t = std::time::Instant::now();
-            let recorded = store.record_seen(&faces).await;
+            let recorded = record().await;
             self.metrics.stage("faces", t.elapsed());
             match recorded {
                 Ok(added) => {

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use facerec_contract::message::{DeadLetter, Request, ResultMessage, VERSION, result_key};
 use facerec_seams::faces::SeenFace;
-use facerec_seams::gallery::GalleryHandle;
+use facerec_seams::gallery::{Galleries, GalleryHandle};
 use facerec_seams::metrics::dlq_reason;
 use facerec_seams::queue::{MAX_BATCH, Received};
 use facerec_seams::store::Bucket;
@@ -137,7 +137,10 @@ struct Job {
 
 pub struct Worker {
     compute: Compute,
+    /// The default collection's gallery (`galleries.default_gallery()`).
     gallery: Arc<GalleryHandle>,
+    /// Every collection's gallery, loaded when a request first names it.
+    galleries: Galleries,
     seams: Seams,
     config: WorkerConfig,
     metrics: Metrics,
@@ -163,6 +166,7 @@ impl Worker {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.max_in_hand.max(MAX_BATCH))),
             compute,
+            galleries: Galleries::new(gallery.clone()),
             gallery,
             seams,
             config,

@@ -62,6 +62,9 @@ impl Worker {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "gallery refresh failed"),
             }
+            if let Err(e) = self.galleries.sync_others().await {
+                tracing::warn!(error = %e, "collections' gallery refresh failed");
+            }
         }
     }
 
