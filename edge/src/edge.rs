@@ -49,13 +49,26 @@ impl Edge {
         metrics: EdgeMetrics,
         registry: Arc<Registry>,
     ) -> Arc<Self> {
+        let galleries = Arc::new(Galleries::new(gallery));
+        Self::sharing(config, seams, galleries, metrics, registry)
+    }
+
+    /// An edge over `galleries`, shared with the rest of its process (`facerec up`: its
+    /// workers match against them; the edge follows them).
+    pub fn sharing(
+        config: EdgeConfig,
+        seams: Seams,
+        galleries: Arc<Galleries>,
+        metrics: EdgeMetrics,
+        registry: Arc<Registry>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             uploads: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             seams,
-            galleries: Arc::new(Galleries::new(gallery.clone())),
-            gallery,
+            gallery: galleries.default_gallery().clone(),
+            galleries,
             pending: Mutex::new(HashMap::new()),
             metrics,
             registry,

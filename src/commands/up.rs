@@ -88,9 +88,11 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
             shutdown.clone(),
         ));
 
+        // One set of galleries for the web tier and the workers: the edge follows them.
+        let galleries = Arc::new(facerec_seams::Galleries::new(gallery.clone()));
         let spawn: Spawn = {
             let compute = Compute::new(engine.clone(), worker_args.engine_threads);
-            let (gallery, seams, metrics) = (gallery.clone(), seams.clone(), metrics.clone());
+            let (galleries, seams, metrics) = (galleries.clone(), seams.clone(), metrics.clone());
             let config = WorkerConfig {
                 gallery_refresh: None,
                 wait: Duration::from_secs(1),
@@ -102,9 +104,9 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
                 ..config.clone()
             };
             Box::new(move |name, stop| {
-                let w = Worker::new(
+                let w = Worker::sharing(
                     compute.clone(),
-                    gallery.clone(),
+                    galleries.clone(),
                     seams.clone(),
                     WorkerConfig { name: name.clone(), ..config.clone() },
                     metrics.clone(),
@@ -144,7 +146,7 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
             );
             tokio::spawn(controller.run(stop_scaler.clone()))
         };
-        let edge = facerec_edge::Edge::new(
+        let edge = facerec_edge::Edge::sharing(
             facerec_edge::EdgeConfig {
                 response_wait: Duration::from_secs(1),
                 job_retention: retention,
@@ -152,7 +154,7 @@ pub fn run(up: &UpArgs) -> Result<ExitCode> {
                 ..edge_args.config(engine_args.threshold.rule)
             },
             seams,
-            gallery,
+            galleries,
             edge_metrics,
             registry,
         );

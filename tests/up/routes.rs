@@ -769,3 +769,119 @@ fn the_faces_command_answers_as_the_api_does() {
     assert_eq!(faces(&["forget-batch", &job])[0]["forgotten"], 4);
     assert!(faces(&["similar", "--id", &first, "-k", "1000", "--batch", &job]).is_empty());
 }
+
+#[test]
+fn collections_keep_their_galleries_and_seen_faces_apart() {
+    let w = Workload::new();
+    let server = Server::start(&[]);
+    let addr = &server.addr;
+    let put = |path: &str| http(addr, "PUT", path, &[], b"");
+    let r = put("/v1/collections/events");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(put("/v1/collections/events").status, 200, "exists");
+    assert_eq!(put("/v1/collections/no%20spaces").status, 400);
+    let names = || -> Vec<String> {
+        let v = http(addr, "GET", "/v1/collections", &[], b"").json();
+        v["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(), ["default", "events"]);
+
+    // Everyone enrolled in events only: the default collection still knows no one.
+    w.enroll_at(addr, "/v1/collections/events", &[]);
+    let count = |path: &str| {
+        let r = http(addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()["identities"].as_array().unwrap().len()
+    };
+    assert_eq!(count("/v1/collections/events/identities"), 8);
+    assert_eq!(count("/v1/identities"), 0);
+    let recognised = |path: &str| {
+        let r = post_files(addr, path, &[("image", "test_000.jpg", &w.bytes("test_000"))], &[]);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()["results"][0]["name"].as_str().unwrap().to_string()
+    };
+    assert_eq!(recognised("/v1/collections/events/recognize"), "Paul");
+    assert_ne!(recognised("/v1/recognize"), "Paul");
+
+    // A bulk job in events: answered against its gallery, its faces kept there.
+    let (picks, _, tar) = w.first_as_tar(20);
+    let r = http(
+        addr,
+        "POST",
+        "/v1/collections/events/batches",
+        &[("content-type", "application/x-tar")],
+        &tar,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let got = batch_results(addr, &id, &[]);
+    for (i, (stem, name)) in picks.iter().enumerate() {
+        assert_eq!(got.get(&format!("{i:03}_{stem}.jpg")), Some(name), "{stem}");
+    }
+    let pauls = picks.iter().filter(|(_, n)| n == "Paul").count();
+    assert!(pauls > 0);
+    let r = http(
+        addr,
+        "GET",
+        "/v1/collections/events/identities/Paul/appearances",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The job's photos of Paul, and test_000 recognised in events above.
+    assert_eq!(r.json()["appearances"].as_array().unwrap().len(), pauls + 1);
+    assert_eq!(
+        http(addr, "GET", "/v1/identities/Paul/appearances", &[], b"").status,
+        404,
+        "no Paul in the default collection"
+    );
+    let retag = http(addr, "GET", "/v1/collections/events/retagging", &[], b"");
+    assert_eq!(retag.status, 200, "{}", retag.text());
+
+    // A collection that does not exist: 404 on every route under it.
+    for (method, path) in [
+        ("GET", "/v1/collections/nope"),
+        ("GET", "/v1/collections/nope/identities"),
+        ("GET", "/v1/collections/nope/retagging"),
+        ("DELETE", "/v1/collections/nope"),
+        ("DELETE", "/v1/collections/nope/identities/Paul"),
+    ] {
+        let r = http(addr, method, path, &[], b"");
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+    }
+    let r = post_files(
+        addr,
+        "/v1/collections/nope/recognize",
+        &[("image", "test_000.jpg", &w.bytes("test_000"))],
+        &[],
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Deleting: not the default collection; events with everything it held.
+    assert_eq!(
+        http(addr, "DELETE", "/v1/collections/default", &[], b"").status,
+        409
+    );
+    let r = http(addr, "DELETE", "/v1/collections/events", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["identities"], 8);
+    assert_eq!(names(), ["default"]);
+    assert_eq!(
+        http(addr, "GET", "/v1/collections/events/identities", &[], b"").status,
+        404
+    );
+    // The default collection and the original route are as they were.
+    let r = post_files(
+        addr,
+        "/",
+        &[("inputFile", "test_000.jpg", &w.bytes("test_000"))],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(r.text(), "test_000:Paul");
+}

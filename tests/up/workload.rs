@@ -46,8 +46,6 @@ impl Workload {
         out
     }
 
-    /// Enrolls every distinct photo under its name through the API (`headers`: e.g. the
-    /// API key), one face each.
     /// The first `n` images of the workload as a tar body (Python's tarfile), each named
     /// `<i>_<stem>.jpg`: (stem, expected name) per file, the names, the body.
     pub(crate) fn first_as_tar(&self, n: usize) -> (Vec<(String, String)>, Vec<String>, Vec<u8>) {
@@ -74,11 +72,19 @@ impl Workload {
         assert_eq!(r.text(), "test_000:Paul");
     }
 
+    /// Enrolls every distinct photo under its name through the API (`headers`: e.g. the
+    /// API key), one face each.
     pub(crate) fn enroll(&self, addr: &str, headers: &[(&str, &str)]) {
+        self.enroll_at(addr, "/v1", headers);
+    }
+
+    /// As `enroll`, through the routes under `prefix` (`/v1/collections/<name>`: in a
+    /// collection).
+    pub(crate) fn enroll_at(&self, addr: &str, prefix: &str, headers: &[(&str, &str)]) {
         for (name, stem) in self.first_of_each() {
             let r = post_files(
                 addr,
-                &format!("/v1/identities/{name}/faces"),
+                &format!("{prefix}/identities/{name}/faces"),
                 &[("image", "x.jpg", &self.bytes(&stem))],
                 headers,
             );

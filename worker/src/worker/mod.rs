@@ -140,7 +140,7 @@ pub struct Worker {
     /// The default collection's gallery (`galleries.default_gallery()`).
     gallery: Arc<GalleryHandle>,
     /// Every collection's gallery, loaded when a request first names it.
-    galleries: Galleries,
+    galleries: Arc<Galleries>,
     seams: Seams,
     config: WorkerConfig,
     metrics: Metrics,
@@ -162,12 +162,25 @@ impl Worker {
         config: WorkerConfig,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let galleries = Arc::new(Galleries::new(gallery));
+        Self::sharing(compute, galleries, seams, config, metrics)
+    }
+
+    /// A worker matching against `galleries`, shared with the rest of its process (`facerec
+    /// up`: the edge follows them).
+    pub fn sharing(
+        compute: Compute,
+        galleries: Arc<Galleries>,
+        seams: Seams,
+        config: WorkerConfig,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         let (jobs, rx) = mpsc::channel(config.max_in_hand.max(1));
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.max_in_hand.max(MAX_BATCH))),
             compute,
-            galleries: Galleries::new(gallery.clone()),
-            gallery,
+            gallery: galleries.default_gallery().clone(),
+            galleries,
             seams,
             config,
             metrics,
