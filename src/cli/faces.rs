@@ -17,6 +17,9 @@ pub struct FacesArgs {
     pub data: PathBuf,
     #[command(flatten)]
     pub database: DatabaseArg,
+    /// The collection to work in (`/v1/collections/{collection}/…` of the API).
+    #[arg(long, default_value = "default")]
+    pub collection: String,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(subcommand)]
@@ -65,4 +68,6 @@ pub enum FacesAction {
     },
     /// Forgets the faces seen in a bulk job.
     ForgetBatch { id: String },
+    /// The collections, with their identities and enrolled faces (JSON lines).
+    Collections,
 }

@@ -49,9 +49,12 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
         _ => None,
     };
     runtime()?.block_on(async {
-        let store = facerec_seams::faces::open(&url, &model_id)
+        let mut store = facerec_seams::faces::open(&url, &model_id)
             .await
             .context("opening the face store")?;
+        if args.collection != store.collection() {
+            store = store.in_collection(&args.collection);
+        }
         let mut out = std::io::stdout().lock();
         match &args.action {
             FacesAction::Appearances {
@@ -106,6 +109,15 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
                 }
                 let status = store.retag_status().await?;
                 writeln!(out, "{}", serde_json::to_string(&status)?)?;
+            }
+            FacesAction::Collections => {
+                for c in store.collections().await? {
+                    let line = json!({
+                        "name": c.name, "identities": c.identities, "faces": c.faces,
+                        "created_ms": c.created_ms,
+                    });
+                    writeln!(out, "{line}")?;
+                }
             }
             FacesAction::ForgetBatch { id } => {
                 let n = store.forget_seen_of_batch(id).await?;

@@ -693,24 +693,7 @@ fn the_faces_command_answers_as_the_api_does() {
     let job = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(batch_results(addr, &job, &[]).len(), 4);
 
-    let data = server.data().display().to_string();
-    let faces = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = std::process::Command::new(kit::facerec_bin())
-            .args(["faces", "--data", &data])
-            .args(args)
-            .env("FACEREC_MODELS", kit::models_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "faces {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let faces = |args: &[&str]| faces_cli(&server, args);
     let ids = |items: &[serde_json::Value]| -> Vec<i64> {
         items.iter().map(|f| f["id"].as_i64().unwrap()).collect()
     };
@@ -770,6 +753,26 @@ fn the_faces_command_answers_as_the_api_does() {
     assert!(faces(&["similar", "--id", &first, "-k", "1000", "--batch", &job]).is_empty());
 }
 
+/// `facerec faces --data <server's> ARGS`: its JSON lines.
+fn faces_cli(server: &Server, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(kit::facerec_bin())
+        .args(["faces", "--data"])
+        .arg(server.data())
+        .args(args)
+        .env("FACEREC_MODELS", kit::models_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "faces {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn collections_keep_their_galleries_and_seen_faces_apart() {
     let w = Workload::new();
@@ -801,7 +804,12 @@ fn collections_keep_their_galleries_and_seen_faces_apart() {
     assert_eq!(count("/v1/collections/events/identities"), 8);
     assert_eq!(count("/v1/identities"), 0);
     let recognised = |path: &str| {
-        let r = post_files(addr, path, &[("image", "test_000.jpg", &w.bytes("test_000"))], &[]);
+        let r = post_files(
+            addr,
+            path,
+            &[("image", "test_000.jpg", &w.bytes("test_000"))],
+            &[],
+        );
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         r.json()["results"][0]["name"].as_str().unwrap().to_string()
     };
@@ -840,6 +848,14 @@ fn collections_keep_their_galleries_and_seen_faces_apart() {
         404,
         "no Paul in the default collection"
     );
+    // The faces command works in a collection too.
+    let cli = faces_cli(&server, &["--collection", "events", "appearances", "Paul"]);
+    assert_eq!(cli.len(), pauls + 1);
+    let listed: Vec<String> = faces_cli(&server, &["collections"])
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["default", "events"]);
     let retag = http(addr, "GET", "/v1/collections/events/retagging", &[], b"");
     assert_eq!(retag.status, 200, "{}", retag.text());
 
