@@ -693,12 +693,54 @@ async fn enrolments_through_four_edges_at_once_are_all_kept_and_listed_everywher
         &db,
     );
     assert_eq!(tokio::task::block_in_place(|| listed(&addrs[0])), N);
+    // Collections across the fleet: created through one edge, enrolled through others,
+    // followed by a third, matched by the worker (its own process) against their gallery.
+    let photo = |i: usize| std::fs::read(w.image(&w.expected[i].0)).unwrap();
+    let (a, b) = (photo(0), photo(1));
+    tokio::task::block_in_place(|| {
+        let r = kit::http(&addrs[1], "PUT", "/v1/collections/events", &[], b"");
+        assert_eq!(r.status, 201, "{}", r.text());
+        let enrol = |addr: &str, name: &str, bytes: &[u8]| {
+            let path = format!("/v1/collections/events/identities/{name}/faces");
+            let r = kit::post_files(addr, &path, &[("image", "face.jpg", bytes)], &[]);
+            assert_eq!(r.status, 200, "{}", r.text());
+        };
+        let in_events = |addr: &str| -> usize {
+            let r = kit::http(addr, "GET", "/v1/collections/events/identities", &[], b"");
+            r.json()["identities"].as_array().map_or(0, Vec::len)
+        };
+        enrol(&addrs[2], "ev-a", &a);
+        assert_eq!(in_events(&addrs[3]), 1);
+        enrol(&addrs[1], "ev-b", &b);
+        let start = Instant::now();
+        while in_events(&addrs[3]) < 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "an edge follows a collection's enrolments through others"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let name = |path: &str| -> (u16, String) {
+            let r = kit::post_files(&addrs[0], path, &[("image", "q.jpg", &a)], &[]);
+            let name = r.json()["results"][0]["name"].as_str().map(str::to_string);
+            (r.status, name.unwrap_or_else(|| r.text()))
+        };
+        assert_eq!(
+            name("/v1/collections/events/recognize"),
+            (200, "ev-a".into())
+        );
+        // The default collection holds the same photo under its own names.
+        let (status, default) = name("/v1/recognize");
+        assert_eq!(status, 200);
+        assert!(default.starts_with("person"), "{default}");
+        assert_eq!(name("/v1/collections/nope/recognize").0, 404);
+    });
     assert_eq!(
         pg.psql_in(
             database.rsplit('/').next().unwrap(),
             "SELECT COUNT(*) FROM facerec_faces"
         ),
-        N.to_string()
+        (N + 2).to_string()
     );
     for mut e in edges {
         let _ = e.kill();
