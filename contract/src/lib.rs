@@ -17,5 +17,5 @@ pub mod threshold;
 pub use error::{ErrorKind, ImageError};
 pub use gallery::{FormatError, Gallery, GalleryError, IdentitySummary, Match};
 pub use message::{DeadLetter, MessageError, Request, ResultMessage};
-pub use report::{FaceReport, ImageReport};
+pub use report::{FaceQuality, FaceReport, ImageReport};
 pub use threshold::{Threshold, ThresholdError};

@@ -110,3 +110,19 @@ mod tests {
         assert_eq!(r(None).best_name(), None);
     }
 }
+
+/// How usable a face is for recognition, measured where it was found (the seen faces keep
+/// it): its pose from the 68 landmarks and its sharpness. The face's size is its box.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FaceQuality {
+    /// Left-right turn: -1..1, 0 for a frontal face (the nose tip as far from both sides
+    /// of the jaw), the sign saying which way (positive: the nose nearer the jaw's last
+    /// landmark, the image's right).
+    pub yaw: f32,
+    /// Tilt: the angle of the line between the eye centres, degrees, positive clockwise in
+    /// the image.
+    pub roll: f32,
+    /// The variance of the Laplacian of the face's luma, the box resampled to 64x64
+    /// (0..255 levels): under about 50 the face is blurred.
+    pub sharpness: f32,
+}

@@ -6,6 +6,8 @@
 
 use facerec_contract::report::FaceReport;
 use facerec_contract::{ImageError, ResultMessage};
+use facerec_seams::faces::Appearance;
+use facerec_seams::faces::search::Similar;
 use serde::Serialize;
 
 /// One image's answer in `/v1/recognize` and in a batch's NDJSON results.
@@ -50,6 +52,35 @@ impl<'a> From<&'a ResultMessage> for Recognition<'a> {
 /// One image's answer as JSON.
 pub(crate) fn recognition_json(r: &ResultMessage) -> serde_json::Value {
     serde_json::to_value(Recognition::from(r)).expect("answers serialise")
+}
+
+/// A seen face's place as every front end answers it (appearances, searches, `facerec
+/// faces`): `quality` is `{"yaw", "roll", "sharpness"}`, or null for a face recorded
+/// without it.
+pub fn appearance_json(a: &Appearance) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id,
+        "request_id": a.request_id,
+        "face": a.face_index,
+        "filename": a.filename,
+        "batch": a.batch,
+        "box": a.bbox,
+        "score": a.score,
+        "distance": a.distance,
+        "seen_ms": a.seen_ms,
+        "quality": a.quality,
+    })
+}
+
+/// A seen face a search found: its place, whom it is tagged with now, and how near it is
+/// to the query (`distance`, `confidence`, `same_person` by the same-person rule).
+pub fn similar_json(s: &Similar) -> serde_json::Value {
+    let mut v = appearance_json(&s.face.at);
+    v["identity"] = serde_json::json!(s.face.identity);
+    v["distance"] = serde_json::json!(s.distance);
+    v["confidence"] = serde_json::json!((s.confidence * 1000.0).round() / 1000.0);
+    v["same_person"] = serde_json::json!(s.same);
+    v
 }
 
 /// One NDJSON line of batch results.

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
+use crate::api::appearance_json;
 use crate::collections::InCollection;
 use crate::recognize::largest_face;
 use crate::response::{ApiError, Kind, count_in, json_response, query_pairs};
@@ -169,22 +170,7 @@ pub(crate) async fn appearances(
     let next = (found.len() == limit)
         .then(|| found.last().map(|a| a.id))
         .flatten();
-    let items: Vec<serde_json::Value> = found
-        .iter()
-        .map(|a| {
-            json!({
-                "id": a.id,
-                "request_id": a.request_id,
-                "face": a.face_index,
-                "filename": a.filename,
-                "batch": a.batch,
-                "box": a.bbox,
-                "score": a.score,
-                "distance": a.distance,
-                "seen_ms": a.seen_ms,
-            })
-        })
-        .collect();
+    let items: Vec<serde_json::Value> = found.iter().map(appearance_json).collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({"name": name, "appearances": items, "next": next}),

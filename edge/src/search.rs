@@ -11,6 +11,7 @@ use facerec_seams::gallery::GalleryChangeError;
 use hyper::{HeaderMap, StatusCode, Uri};
 use serde_json::json;
 
+use crate::api::similar_json;
 use crate::collections::InCollection;
 use crate::identities::change_error;
 use crate::recognize::largest_face;
@@ -121,26 +122,7 @@ fn store(c: &InCollection) -> Result<std::sync::Arc<dyn FaceStore>, ApiError> {
 }
 
 fn answer(found: &[Similar]) -> Response {
-    let items: Vec<serde_json::Value> = found
-        .iter()
-        .map(|s| {
-            let a = &s.face.at;
-            json!({
-                "id": a.id,
-                "request_id": a.request_id,
-                "face": a.face_index,
-                "filename": a.filename,
-                "batch": a.batch,
-                "box": a.bbox,
-                "score": a.score,
-                "seen_ms": a.seen_ms,
-                "identity": s.face.identity,
-                "distance": s.distance,
-                "confidence": (s.confidence * 1000.0).round() / 1000.0,
-                "same_person": s.same,
-            })
-        })
-        .collect();
+    let items: Vec<serde_json::Value> = found.iter().map(similar_json).collect();
     json_response(StatusCode::OK, &json!({"faces": items}))
 }
 

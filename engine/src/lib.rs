@@ -17,6 +17,7 @@ pub mod models;
 pub mod net;
 pub mod onnxruntime;
 pub mod prep;
+pub mod quality;
 pub mod report;
 pub mod tune;
 

@@ -425,6 +425,11 @@ fn seen(request: &str, index: u32, identity: Option<&str>, at: i64) -> SeenFace 
         nearest: identity.map(str::to_string),
         gallery_seq: 0,
         seen_ms: at,
+        quality: (index == 0).then_some(faces::FaceQuality {
+            yaw: -0.25,
+            roll: 3.5,
+            sharpness: 120.0,
+        }),
     }
 }
 
@@ -473,6 +478,16 @@ async fn seen_faces_are_kept_once_and_listed_per_identity(kind: Kind) {
     assert_eq!(
         (b.bbox, b.score, b.distance, b.seen_ms),
         ([10.0, 20.0, 65.0, 70.0], 0.9, Some(0.3), 1_000)
+    );
+    // A face's quality comes back as recorded; one recorded without has none.
+    assert_eq!(b.quality, None);
+    assert_eq!(
+        page[0].quality,
+        Some(faces::FaceQuality {
+            yaw: -0.25,
+            roll: 3.5,
+            sharpness: 120.0
+        })
     );
 
     // A rename keeps them; a removal makes them unknown, and a new "bob" has none.

@@ -387,6 +387,11 @@ fn seen_face(i: usize, identities: usize, gallery_seq: i64) -> SeenFace {
         nearest: Some(format!("person{who}")),
         gallery_seq,
         seen_ms: i as i64,
+        quality: Some(facerec_seams::faces::FaceQuality {
+            yaw: 0.05,
+            roll: -2.0,
+            sharpness: 180.0,
+        }),
     };
     if !is_newcomer(i) {
         return face;

@@ -64,12 +64,7 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
             } => {
                 anyhow::ensure!((1..=1000).contains(limit), "--limit is 1 to 1000");
                 for a in store.appearances(name, *before, *limit).await? {
-                    let line = json!({
-                        "id": a.id, "request_id": a.request_id, "face": a.face_index,
-                        "filename": a.filename, "batch": a.batch, "box": a.bbox,
-                        "score": a.score, "distance": a.distance, "seen_ms": a.seen_ms,
-                    });
-                    writeln!(out, "{line}")?;
+                    writeln!(out, "{}", facerec_edge::api::appearance_json(&a))?;
                 }
             }
             FacesAction::Similar {
@@ -91,16 +86,7 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
                     until_ms: *until_ms,
                 };
                 for s in nearest_seen(store.as_ref(), &query, *k, &filter, rule).await? {
-                    let a = &s.face.at;
-                    let line = json!({
-                        "id": a.id, "request_id": a.request_id, "face": a.face_index,
-                        "filename": a.filename, "batch": a.batch, "box": a.bbox,
-                        "seen_ms": a.seen_ms, "identity": s.face.identity,
-                        "distance": s.distance,
-                        "confidence": (s.confidence * 1000.0).round() / 1000.0,
-                        "same_person": s.same,
-                    });
-                    writeln!(out, "{line}")?;
+                    writeln!(out, "{}", facerec_edge::api::similar_json(&s))?;
                 }
             }
             FacesAction::Retag { run } => {

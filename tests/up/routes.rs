@@ -841,8 +841,16 @@ fn collections_keep_their_galleries_and_seen_faces_apart() {
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    // The job's photos of Paul, and test_000 recognised in events above.
-    assert_eq!(r.json()["appearances"].as_array().unwrap().len(), pauls + 1);
+    // The job's photos of Paul, and test_000 recognised in events above, each with the
+    // quality measured where it was found.
+    let seen = r.json()["appearances"].as_array().unwrap().clone();
+    assert_eq!(seen.len(), pauls + 1);
+    for a in &seen {
+        let q = &a["quality"];
+        let (yaw, sharpness) = (q["yaw"].as_f64().unwrap(), q["sharpness"].as_f64().unwrap());
+        assert!((-1.0..=1.0).contains(&yaw) && sharpness > 0.0, "{a}");
+        assert!(q["roll"].as_f64().unwrap().abs() <= 180.0, "{a}");
+    }
     assert_eq!(
         http(addr, "GET", "/v1/identities/Paul/appearances", &[], b"").status,
         404,

@@ -81,6 +81,8 @@ pub struct Face {
     pub landmarks: Landmarks,
     /// 128-d descriptor (not unit length; compare with euclidean distance).
     pub embedding: Vec<f32>,
+    /// Pose and sharpness (`quality::measure`).
+    pub quality: facerec_contract::report::FaceQuality,
     /// True when no face was detected and the image, looking like a single face crop,
     /// was used whole.
     pub whole_frame: bool,
@@ -346,10 +348,12 @@ impl Engine {
         for (((i, bbox, whole_frame), landmarks), embedding) in
             owners.into_iter().zip(landmarks).zip(embeddings)
         {
+            let quality = crate::quality::measure(images[i], &bbox, &landmarks);
             out[i].faces.push(Face {
                 bbox,
                 landmarks,
                 embedding,
+                quality,
                 whole_frame,
             });
         }

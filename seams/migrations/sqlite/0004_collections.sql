@@ -22,3 +22,8 @@ INSERT INTO facerec_collections (name, created_seq, last_seq, retag_seq, retag_l
 DELETE FROM facerec_meta WHERE key IN ('retag_seq', 'retag_lease');
 -- A collection's change feed.
 CREATE INDEX facerec_changes_collection ON facerec_changes (collection, seq);
+-- A seen face's quality where it was found (`FaceQuality`): pose from its landmarks and
+-- sharpness; NULL for faces recorded before.
+ALTER TABLE facerec_seen_faces ADD COLUMN yaw REAL;
+ALTER TABLE facerec_seen_faces ADD COLUMN roll REAL;
+ALTER TABLE facerec_seen_faces ADD COLUMN sharpness REAL;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use facerec_contract::Gallery;
 use facerec_contract::gallery::DIM;
+pub use facerec_contract::report::FaceQuality;
 
 /// A face to enrol: its embedding, its size in its source image (`FaceBox::side`) and
 /// where it came from (a file name, for people reading the store).
@@ -110,6 +111,8 @@ pub struct SeenFace {
     /// store is matched again by the re-tagger.
     pub gallery_seq: i64,
     pub seen_ms: i64,
+    /// Its pose and sharpness, when measured.
+    pub quality: Option<FaceQuality>,
 }
 
 /// One place an identity appears: a seen face, without its embedding.
@@ -125,6 +128,8 @@ pub struct Appearance {
     pub score: f32,
     pub distance: Option<f32>,
     pub seen_ms: i64,
+    /// Its pose and sharpness, when measured.
+    pub quality: Option<FaceQuality>,
 }
 
 /// A seen face as the re-tagger reads it back.

@@ -290,10 +290,22 @@ async fn collection_row(
     Ok((row.get(0), row.get(1), row.get(2), lease))
 }
 
-/// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
-/// batch, filename, box_x, box_y, box_w, box_h, score, distance, seen_ms`.
+/// The columns of a seen face's place ([`appearance`]).
+const APPEARANCE: &str = "s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x, s.box_y,
+    s.box_w, s.box_h, s.score, s.distance, s.seen_ms, s.yaw, s.roll, s.sharpness";
+
+/// A seen face's place from a row whose first 15 columns are `APPEARANCE`'s.
 fn appearance(r: &tokio_postgres::Row) -> Appearance {
+    let quality = match (r.get(12), r.get(13), r.get(14)) {
+        (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
+            yaw,
+            roll,
+            sharpness,
+        }),
+        _ => None,
+    };
     Appearance {
+        quality,
         id: r.get(0),
         request_id: r.get(1),
         face_index: r.get::<_, i32>(2) as u32,
@@ -849,6 +861,14 @@ impl FaceStore for PgFaces {
         let seen: Vec<i64> = faces.iter().map(|f| f.seen_ms).collect();
         let nearest: Vec<Option<&str>> = faces.iter().map(|f| f.nearest.as_deref()).collect();
         let gallery: Vec<i64> = faces.iter().map(|f| f.gallery_seq).collect();
+        let quality = |f: fn(&super::FaceQuality) -> f32| -> Vec<Option<f32>> {
+            faces.iter().map(|s| s.quality.as_ref().map(f)).collect()
+        };
+        let (yaw, roll, sharp) = (
+            quality(|q| q.yaw),
+            quality(|q| q.roll),
+            quality(|q| q.sharpness),
+        );
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // The collection's row shared-locked to the commit: a change in it committing
@@ -863,14 +883,15 @@ impl FaceStore for PgFaces {
             .prepare_cached(
                 "INSERT INTO facerec_seen_faces (request_id, face_index, batch, filename, box_x,
                      box_y, box_w, box_h, score, side, embedding, identity_id, distance, seen_ms,
-                     nearest_id, gallery_seq, stale, collection)
+                     nearest_id, gallery_seq, stale, collection, yaw, roll, sharpness)
                  SELECT t.r, t.i, t.b, t.f, t.x, t.y, t.w, t.h, t.s, t.d, t.e, ids.id, t.dist, t.ms,
-                        near.id, t.g, t.g < $17, $18
+                        near.id, t.g, t.g < $17, $18, t.yaw, t.roll, t.sharp
                  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::real[],
                              $6::real[], $7::real[], $8::real[], $9::real[], $10::real[],
                              $11::bytea[], $12::text[], $13::real[], $14::bigint[], $15::text[],
-                             $16::bigint[])
-                      WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, nn, g, o)
+                             $16::bigint[], $19::real[], $20::real[], $21::real[])
+                      WITH ORDINALITY AS t(r, i, b, f, x, y, w, h, s, d, e, n, dist, ms, nn, g,
+                                           yaw, roll, sharp, o)
                  LEFT JOIN facerec_identities ids
                         ON ids.collection = $18 AND ids.name = t.n
                  LEFT JOIN facerec_identities near
@@ -885,7 +906,8 @@ impl FaceStore for PgFaces {
                 &insert,
                 &[
                     &request, &index, &batch, &filename, &x, &y, &w, &h, &score, &side, &embedding,
-                    &identity, &distance, &seen, &nearest, &gallery, &last, &c,
+                    &identity, &distance, &seen, &nearest, &gallery, &last, &c, &yaw, &roll,
+                    &sharp,
                 ],
             )
             .await
@@ -913,10 +935,11 @@ impl FaceStore for PgFaces {
         };
         let rows = tx
             .query(
-                "SELECT id, request_id, face_index, batch, filename, box_x, box_y, box_w, box_h,
-                        score, distance, seen_ms
-                 FROM facerec_seen_faces WHERE identity_id = $1 AND id < $2
-                 ORDER BY id DESC LIMIT $3",
+                format!(
+                    "SELECT {APPEARANCE} FROM facerec_seen_faces s
+                     WHERE s.identity_id = $1 AND s.id < $2 ORDER BY s.id DESC LIMIT $3"
+                )
+                .as_str(),
                 &[&id, &before.unwrap_or(i64::MAX), &(limit as i64)],
             )
             .await
@@ -1174,12 +1197,13 @@ impl FaceStore for PgFaces {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x, s.box_y,
-                        s.box_w, s.box_h, s.score, s.distance, s.seen_ms, i.name, s.side,
-                        s.embedding
-                 FROM facerec_seen_faces s
-                 LEFT JOIN facerec_identities i ON i.id = s.identity_id
-                 WHERE s.id = ANY($1) AND s.collection = $2",
+                format!(
+                    "SELECT {APPEARANCE}, i.name, s.side, s.embedding
+                     FROM facerec_seen_faces s
+                     LEFT JOIN facerec_identities i ON i.id = s.identity_id
+                     WHERE s.id = ANY($1) AND s.collection = $2"
+                )
+                .as_str(),
                 &[&ids, &&*self.collection],
             )
             .await
@@ -1188,9 +1212,9 @@ impl FaceStore for PgFaces {
             .map(|r| {
                 Ok(SeenRecord {
                     at: appearance(&r),
-                    identity: r.get(12),
-                    side: r.get(13),
-                    embedding: decode(r.get(14))?,
+                    identity: r.get(15),
+                    side: r.get(16),
+                    embedding: decode(r.get(17))?,
                 })
             })
             .collect()

@@ -238,10 +238,22 @@ fn lease(conn: &Connection, c: &str) -> Result<Option<RetagProgress>, FaceStoreE
     Ok(collection_row(conn, c)?.3)
 }
 
-/// A seen face's place from a row whose first 12 columns are `id, request_id, face_index,
-/// batch, filename, box_x, box_y, box_w, box_h, score, distance, seen_ms`.
+/// The columns of a seen face's place ([`appearance`]).
+const APPEARANCE: &str = "s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x, s.box_y,
+    s.box_w, s.box_h, s.score, s.distance, s.seen_ms, s.yaw, s.roll, s.sharpness";
+
+/// A seen face's place from a row whose first 15 columns are `APPEARANCE`'s.
 fn appearance(r: &rusqlite::Row<'_>) -> rusqlite::Result<Appearance> {
+    let quality = match (r.get(12)?, r.get(13)?, r.get(14)?) {
+        (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
+            yaw,
+            roll,
+            sharpness,
+        }),
+        _ => None,
+    };
     Ok(Appearance {
+        quality,
         id: r.get(0)?,
         request_id: r.get(1)?,
         face_index: r.get(2)?,
@@ -664,13 +676,13 @@ impl FaceStore for SqliteFaces {
                         "INSERT OR IGNORE INTO facerec_seen_faces (request_id, face_index, batch,
                              filename, box_x, box_y, box_w, box_h, score, side, embedding,
                              identity_id, distance, seen_ms, nearest_id, gallery_seq, stale,
-                             collection)
+                             collection, yaw, roll, sharpness)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                              (SELECT id FROM facerec_identities
                               WHERE collection = ?18 AND name = ?12), ?13, ?14,
                              (SELECT id FROM facerec_identities
                               WHERE collection = ?18 AND name = ?15), ?16,
-                             ?16 < ?17, ?18)",
+                             ?16 < ?17, ?18, ?19, ?20, ?21)",
                     )
                     .map_err(db_err)?;
                 for f in &faces {
@@ -694,7 +706,10 @@ impl FaceStore for SqliteFaces {
                             f.nearest,
                             f.gallery_seq,
                             last,
-                            &*c
+                            &*c,
+                            f.quality.map(|q| q.yaw),
+                            f.quality.map(|q| q.roll),
+                            f.quality.map(|q| q.sharpness)
                         ])
                         .map_err(db_err)?;
                 }
@@ -719,12 +734,10 @@ impl FaceStore for SqliteFaces {
                 return Err(FaceStoreError::NotFound(format!("no identity {name:?}")));
             };
             let mut query = tx
-                .prepare_cached(
-                    "SELECT id, request_id, face_index, batch, filename, box_x, box_y, box_w,
-                            box_h, score, distance, seen_ms
-                     FROM facerec_seen_faces WHERE identity_id = ?1 AND id < ?2
-                     ORDER BY id DESC LIMIT ?3",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {APPEARANCE} FROM facerec_seen_faces s
+                     WHERE s.identity_id = ?1 AND s.id < ?2 ORDER BY s.id DESC LIMIT ?3"
+                ))
                 .map_err(db_err)?;
             let rows = query
                 .query_map(
@@ -1009,14 +1022,12 @@ impl FaceStore for SqliteFaces {
         let c = self.collection.clone();
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x,
-                            s.box_y, s.box_w, s.box_h, s.score, s.distance, s.seen_ms, i.name,
-                            s.side, s.embedding
+                .prepare_cached(&format!(
+                    "SELECT {APPEARANCE}, i.name, s.side, s.embedding
                      FROM facerec_seen_faces s
                      LEFT JOIN facerec_identities i ON i.id = s.identity_id
-                     WHERE s.id = ?1 AND s.collection = ?2",
-                )
+                     WHERE s.id = ?1 AND s.collection = ?2"
+                ))
                 .map_err(db_err)?;
             let mut out = Vec::new();
             for id in ids {
@@ -1024,9 +1035,9 @@ impl FaceStore for SqliteFaces {
                     .query_row(params![id, c], |r| {
                         Ok((
                             appearance(r)?,
-                            r.get::<_, Option<String>>(12)?,
-                            r.get::<_, f64>(13)? as f32,
-                            r.get::<_, Vec<u8>>(14)?,
+                            r.get::<_, Option<String>>(15)?,
+                            r.get::<_, f64>(16)? as f32,
+                            r.get::<_, Vec<u8>>(17)?,
                         ))
                     })
                     .optional()

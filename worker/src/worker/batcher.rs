@@ -186,6 +186,7 @@ fn seen_faces(
             nearest: report.nearest.clone(),
             gallery_seq,
             seen_ms,
+            quality: Some(face.quality),
         })
         .collect()
 }
