@@ -28,6 +28,9 @@ pub const STORE_POLL: Duration = Duration::from_millis(500);
 pub const OBJECT_POLL: Duration = Duration::from_secs(10);
 /// Changes read from the feed at a time.
 const FEED_PAGE: usize = 1000;
+/// Pages of changes a sync applies before it loads the gallery whole instead (a process
+/// that fell that far behind: loading is quicker than replaying).
+const RELOAD_AFTER_PAGES: usize = 20;
 
 /// Where a process's gallery comes from.
 enum Source {
@@ -57,6 +60,8 @@ pub struct GalleryHandle {
     current: RwLock<(Arc<Gallery>, i64)>,
     model_id: String,
     source: Source,
+    /// Pages of changes a sync applies before it loads the gallery whole instead.
+    reload_after: usize,
 }
 
 impl GalleryHandle {
@@ -81,7 +86,15 @@ impl GalleryHandle {
             current: RwLock::new((Arc::new(Gallery::new(model_id.clone())), 0)),
             model_id,
             source,
+            reload_after: RELOAD_AFTER_PAGES,
         }
+    }
+
+    /// Loads the gallery whole when a sync finds more than `pages` pages of changes (1000
+    /// each) to apply (default 20).
+    pub fn reload_after(mut self, pages: usize) -> Self {
+        self.reload_after = pages.max(1);
+        self
     }
 
     /// The face store, when the gallery comes from one.
@@ -182,7 +195,7 @@ impl GalleryHandle {
         };
         let mut applied = applied.lock().await;
         let mut changed = false;
-        loop {
+        for _ in 0..self.reload_after {
             let changes = store.changes(*applied, FEED_PAGE).await?;
             let Some(last) = changes.last().map(Change::seq) else {
                 return Ok(changed);
@@ -191,6 +204,13 @@ impl GalleryHandle {
             *applied = last;
             changed = true;
         }
+        tracing::info!(
+            applied = *applied,
+            collection = store.collection(),
+            "the gallery is far behind the store's change feed: loading it whole"
+        );
+        Self::load_into(store, &self.model_id, &self.current, &mut applied).await?;
+        Ok(true)
     }
 
     /// Applies changes in place when no snapshot of the gallery is held elsewhere, else on

@@ -387,6 +387,12 @@ async fn a_large_earlier_gallery_is_imported_whole_and_in_order(kind: Kind) {
         };
         old.add_face(&name, &vector(i), (i % 200) as f32);
     }
+    // Processes that loaded the store before the import: one applies the feed, page by
+    // page; one so far behind it loads the gallery whole instead.
+    let replays = GalleryHandle::with_store(MODEL, db.open().await);
+    replays.load_store().await.expect("load");
+    let reloads = GalleryHandle::with_store(MODEL, db.open().await).reload_after(2);
+    reloads.load_store().await.expect("load");
     blobs
         .put(Bucket::Out, GALLERY_KEY, old.to_bytes().into())
         .await
@@ -404,6 +410,11 @@ async fn a_large_earlier_gallery_is_imported_whole_and_in_order(kind: Kind) {
     };
     assert_eq!(got(&h.get()).len(), 20_000);
     assert_eq!(got(&h.get()), want);
+    for late in [&replays, &reloads] {
+        assert!(late.sync_store().await.expect("sync"));
+        assert_eq!(got(&late.get()), want);
+        assert_eq!(late.snapshot().1, h.snapshot().1);
+    }
     let status = db.open().await.status().await.expect("status");
     assert_eq!(status.faces, 20_000);
     assert_eq!(status.identities as usize, old.identities().len());
