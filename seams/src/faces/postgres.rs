@@ -294,6 +294,33 @@ async fn collection_row(
 const APPEARANCE: &str = "s.id, s.request_id, s.face_index, s.batch, s.filename, s.box_x, s.box_y,
     s.box_w, s.box_h, s.score, s.distance, s.seen_ms, s.yaw, s.roll, s.sharpness";
 
+/// Gives the planner statistics of the seen faces before a re-tagging pass when it has
+/// none, or when a fifth of the rows changed since (a large archive recorded at once,
+/// before autovacuum came by): without them it estimates a collection's faces as a few
+/// hundred and reads all of them for every page (seconds a page, not a tenth of one).
+async fn analyze_if_unknown(client: &deadpool_postgres::Client) -> Result<(), FaceStoreError> {
+    let stale: bool = client
+        .query_one(
+            "SELECT COALESCE((
+                 SELECT n_live_tup > 10000 AND (n_mod_since_analyze > 10000 + n_live_tup / 5
+                     OR NOT EXISTS (SELECT 1 FROM pg_stats
+                                    WHERE tablename = 'facerec_seen_faces'))
+                 FROM pg_stat_user_tables WHERE relid = 'facerec_seen_faces'::regclass), false)",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    if stale {
+        tracing::info!("seen faces analysed for the planner before re-tagging");
+        client
+            .batch_execute("ANALYZE facerec_seen_faces")
+            .await
+            .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
 /// A seen face's place from a row whose first 15 columns are `APPEARANCE`'s.
 fn appearance(r: &tokio_postgres::Row) -> Appearance {
     let quality = match (r.get(12), r.get(13), r.get(14)) {
@@ -1005,6 +1032,7 @@ impl FaceStore for PgFaces {
 
     async fn retag_plan(&self) -> Result<RetagPlan, FaceStoreError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
+        analyze_if_unknown(&client).await?;
         // One snapshot: the counts and faces as of one commit.
         let tx = snapshot(&mut client).await?;
         let c: &str = &self.collection;
