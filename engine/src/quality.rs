@@ -117,11 +117,11 @@ mod tests {
             *p = (32.0 * t, 20.0 * (1.0 - (2.0 * t - 1.0).powi(2)));
         }
         lm[30] = (16.0, 5.0);
-        for i in 36..42 {
-            lm[i] = (8.0 + (i - 36) as f32 * 0.1, -5.0);
+        for (k, p) in lm[36..42].iter_mut().enumerate() {
+            *p = (8.0 + k as f32 * 0.1, -5.0);
         }
-        for i in 42..48 {
-            lm[i] = (24.0 - (47 - i) as f32 * 0.1, -5.0);
+        for (k, p) in lm[42..48].iter_mut().enumerate() {
+            *p = (24.0 - (5 - k) as f32 * 0.1, -5.0);
         }
         let (yaw, roll) = pose(&lm);
         assert!(yaw.abs() < 1e-6 && roll.abs() < 1e-3, "{yaw} {roll}");
