@@ -9,7 +9,7 @@ pub mod align;
 pub mod backend;
 pub mod decode;
 pub mod detect;
-pub mod engine;
+pub mod pipeline;
 pub mod error;
 pub mod gpu;
 pub mod matcher;
@@ -28,7 +28,7 @@ pub use facerec_contract::threshold;
 
 pub use backend::{BackendChoice, BackendKind};
 pub use decode::DecodeLimits;
-pub use engine::{Analysis, Detector, Engine, EngineConfig, Face, StageTimes};
+pub use pipeline::{Analysis, Detector, Engine, EngineConfig, Face, StageTimes};
 pub use error::{EngineError, ErrorKind, ImageError};
 pub use gallery::{Gallery, IdentitySummary, Match};
 pub use matcher::{Matcher, SearchChoice};

@@ -3,7 +3,7 @@
 
 pub use facerec_contract::report::{FaceReport, ImageReport, distance, similarity};
 
-use crate::engine::{Analysis, Face};
+use crate::pipeline::{Analysis, Face};
 use crate::error::ImageError;
 use crate::gallery::{Gallery, Match};
 use crate::matcher::Matcher;

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::Detector;
+use crate::pipeline::Detector;
 use crate::error::EngineError;
 use crate::models::{self, Models};
 

@@ -30,7 +30,7 @@ pub struct EngineArgs {
     pub min_score: f32,
     /// Largest input side of the tiny detector on photos, pixels (a multiple of 32): a
     /// photo is detected at its longer side, at most this (face crops always at 128).
-    #[arg(long, env = "FACEREC_TINY_MAX", default_value_t = facerec_engine::engine::TINY_MAX_SIDE)]
+    #[arg(long, env = "FACEREC_TINY_MAX", default_value_t = facerec_engine::pipeline::TINY_MAX_SIDE)]
     pub tiny_max: u32,
     /// Largest batch per forward pass: a number, or `auto` to time the recognition net and
     /// the detector at batches 1, 2, 4, ... 256 after loading and take the smallest batch

@@ -8,8 +8,8 @@
 
 pub mod compute;
 pub mod metrics;
-pub mod worker;
+pub mod service;
 
 pub use compute::Compute;
 pub use metrics::Metrics;
-pub use worker::{Worker, WorkerConfig, WorkerError};
+pub use service::{Worker, WorkerConfig, WorkerError};
