@@ -3,10 +3,10 @@
 
 pub use facerec_contract::report::{FaceReport, ImageReport, distance, similarity};
 
-use crate::pipeline::{Analysis, Face};
 use crate::error::ImageError;
 use crate::gallery::{Gallery, Match};
 use crate::matcher::Matcher;
+use crate::pipeline::{Analysis, Face};
 use crate::threshold::Threshold;
 
 /// The nearest enrolled face to every face of a batch of images, found in one search

@@ -15,9 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pipeline::Detector;
 use crate::error::EngineError;
 use crate::models::{self, Models};
+use crate::pipeline::Detector;
 
 /// A point whose throughput is below this share of the best so far ends the sweep.
 pub const FALL: f64 = 0.95;

@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 use crate::cli::serve::EdgeCommandArgs;
 use crate::support::engine::models_dir;
 use crate::support::runtime::{runtime, shutdown_signal};
-use crate::support::serve::{open_gallery, recognition_model_id, serve_edge, sweep_seen_faces};
+use crate::support::serve::{open_gallery, serve_edge, sweep_seen_faces};
+use facerec_engine::models::recognition_model_id;
 
 /// `facerec edge`: the web tier in front of SQS/S3.
 pub fn run(args: &EdgeCommandArgs) -> Result<ExitCode> {

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cli::faces::{FacesAction, FacesArgs};
 use crate::support::engine::{build_engine, models_dir};
 use crate::support::runtime::runtime;
-use crate::support::serve::recognition_model_id;
+use facerec_engine::models::recognition_model_id;
 
 pub fn run(args: &FacesArgs) -> Result<ExitCode> {
     let model_id = recognition_model_id(

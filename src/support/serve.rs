@@ -23,17 +23,6 @@ pub async fn serve_edge(
     Ok(())
 }
 
-/// The recognition model's id, as the engine computes it, so an edge without the models
-/// loaded creates galleries workers accept.
-pub fn recognition_model_id(
-    dir: &std::path::Path,
-    recognizer: facerec_engine::Recognizer,
-) -> Result<String> {
-    Ok(facerec_engine::models::recognition_model_id(
-        dir, recognizer,
-    )?)
-}
-
 /// The gallery of a serving process, loaded: from the face store `database_url` names
 /// (the gallery object of an earlier version imported into it once), or, without one,
 /// from the gallery object, read-only.
