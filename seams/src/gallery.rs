@@ -387,7 +387,12 @@ impl Galleries {
         if collection == crate::faces::DEFAULT_COLLECTION {
             return Ok(self.default.clone());
         }
-        if let Some(g) = self.others_now().get(collection) {
+        if let Some(g) = self
+            .others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+        {
             return Ok(g.clone());
         }
         let Some(store) = self.store() else {

@@ -126,14 +126,18 @@ pub async fn run_all(
         }
         let (mut lag, mut stale) = (0, 0);
         for name in &names {
-            if !retaggers.contains_key(name) {
-                let gallery = match galleries.get(name).await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::debug!(collection = name, error = %e, "collection not loaded");
-                        continue;
-                    }
-                };
+            let gallery = match galleries.get(name).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::debug!(collection = name, error = %e, "collection not loaded");
+                    continue;
+                }
+            };
+            // A collection deleted and created again has a new gallery: a new re-tagger.
+            if retaggers
+                .get(name)
+                .is_none_or(|r| !Arc::ptr_eq(&r.gallery, &gallery))
+            {
                 let Some(r) = Retagger::new(gallery, threshold) else {
                     continue;
                 };

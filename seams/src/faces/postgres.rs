@@ -903,8 +903,10 @@ impl FaceStore for PgFaces {
         // marked stale, and the re-tagger, which starts after that change, sees it. A
         // collection deleted since the faces were matched keeps nothing.
         let c: &str = &self.collection;
-        let Ok((_, last, _, _)) = collection_row(&tx, c, " FOR SHARE").await else {
-            return Ok(0);
+        let last = match collection_row(&tx, c, " FOR SHARE").await {
+            Ok((_, last, _, _)) => last,
+            Err(FaceStoreError::NotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
         };
         let insert = tx
             .prepare_cached(

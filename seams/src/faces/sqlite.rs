@@ -666,8 +666,10 @@ impl FaceStore for SqliteFaces {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             // A collection deleted since the faces were matched keeps nothing.
-            let Ok((_, last, _, _)) = collection_row(&tx, &c) else {
-                return Ok(0);
+            let last = match collection_row(&tx, &c) {
+                Ok((_, last, _, _)) => last,
+                Err(FaceStoreError::NotFound(_)) => return Ok(0),
+                Err(e) => return Err(e),
             };
             let mut added = 0;
             {
