@@ -92,9 +92,6 @@ pub struct Retagger {
     failing: bool,
 }
 
-/// How often the re-tagger of every collection ([`run_all`]) lists the collections.
-const LIST_EVERY: Duration = Duration::from_secs(30);
-
 /// Re-tags every collection of the store `galleries` follows (nothing without one), until
 /// `shutdown`: each collection in turn, whenever there is work; `metrics` sums them.
 pub async fn run_all(
@@ -108,21 +105,17 @@ pub async fn run_all(
     };
     let mut retaggers: HashMap<String, Retagger> = HashMap::new();
     let mut names = vec![crate::faces::DEFAULT_COLLECTION.to_string()];
-    let mut listed: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(IDLE) => {}
             () = shutdown.cancelled() => return,
         }
-        if listed.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
-            match store.collections().await {
-                Ok(all) => {
-                    names = all.into_iter().map(|c| c.name).collect();
-                    retaggers.retain(|n, _| names.contains(n));
-                    listed = Some(tokio::time::Instant::now());
-                }
-                Err(e) => tracing::debug!(error = %e, "listing collections failed"),
+        match store.collection_names().await {
+            Ok(all) => {
+                names = all;
+                retaggers.retain(|n, _| names.contains(n));
             }
+            Err(e) => tracing::debug!(error = %e, "listing collections failed"),
         }
         let (mut lag, mut stale) = (0, 0);
         for name in &names {

@@ -123,6 +123,7 @@ both!(
     one_process_re_tags_at_a_time_and_another_takes_over_a_lapsed_lease,
     a_search_of_seen_faces_equals_a_brute_force_reference,
     collections_are_independent_galleries_with_their_own_seen_faces,
+    every_collection_is_re_tagged_in_the_background_a_recreated_one_too,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -1070,6 +1071,48 @@ async fn collections_are_independent_galleries_with_their_own_seen_faces(kind: K
     // The default collection kept everything.
     assert_eq!(rows(&store.load(MODEL).await.unwrap().0).len(), 1);
     assert_eq!(store.seen_embeddings(&all, 0, 100).await.unwrap().len(), 2);
+}
+
+async fn every_collection_is_re_tagged_in_the_background_a_recreated_one_too(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    let blobs = db.blobs();
+    let default = Arc::new(GalleryHandle::with_store(MODEL, db.open().await));
+    default.load(&blobs).await.unwrap();
+    let galleries = Arc::new(Galleries::new(default));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(galleries.clone().follow_others(stop.clone()));
+    tokio::spawn(facerec_seams::retag::run_all(
+        galleries.clone(),
+        Threshold::DEFAULT,
+        facerec_seams::retag::RetagMetrics::default(),
+        stop.clone(),
+    ));
+    // Seen in "ev" before person 9 is enrolled there: tagged in the background.
+    let tagged_in = |events: Arc<dyn FaceStore>| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match events.appearances("p9", None, 10).await {
+                Ok(a) if !a.is_empty() => return a.len(),
+                _ => {}
+            }
+            assert!(std::time::Instant::now() < deadline, "not re-tagged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    for round in 0..2 {
+        assert!(store.create_collection("ev").await.unwrap());
+        let events = store.in_collection("ev");
+        let g = galleries.get("ev").await.unwrap();
+        let request = format!("r{round}");
+        record_as_worker(&g, events.as_ref(), &request, &[(9, 1), (4, 1)]).await;
+        events.enroll("p9", &[enrolled(9, 0)]).await.unwrap();
+        assert_eq!(tagged_in(events.clone()).await, 1, "round {round}");
+        store.delete_collection("ev").await.unwrap();
+        // The followers notice the deletion before it is created again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop.cancel();
 }
 
 fn rusqlite_open(path: &str) -> rusqlite::Connection {

@@ -348,8 +348,11 @@ pub trait FaceStore: Send + Sync {
     /// The same database, working in collection `name` (checked when used).
     fn in_collection(&self, name: &str) -> Arc<dyn FaceStore>;
 
-    /// Every collection, by name.
+    /// Every collection, by name, with its counts.
     async fn collections(&self) -> Result<Vec<CollectionInfo>, FaceStoreError>;
+
+    /// Every collection's name, in order (cheap: no counts).
+    async fn collection_names(&self) -> Result<Vec<String>, FaceStoreError>;
 
     /// Creates a collection; false when it exists already. `Invalid` for a bad name.
     async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError>;

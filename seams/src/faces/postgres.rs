@@ -582,6 +582,15 @@ impl FaceStore for PgFaces {
             .collect())
     }
 
+    async fn collection_names(&self) -> Result<Vec<String>, FaceStoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query("SELECT name FROM facerec_collections ORDER BY name", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError> {
         check_collection_name(name)?;
         let mut client = self.pool.get().await.map_err(pool_err)?;

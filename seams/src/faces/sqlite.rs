@@ -369,6 +369,18 @@ impl FaceStore for SqliteFaces {
         .await
     }
 
+    async fn collection_names(&self) -> Result<Vec<String>, FaceStoreError> {
+        self.run(|conn| {
+            conn.prepare_cached("SELECT name FROM facerec_collections ORDER BY name")
+                .map_err(db_err)?
+                .query_map([], |r| r.get(0))
+                .map_err(db_err)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(db_err)
+        })
+        .await
+    }
+
     async fn create_collection(&self, name: &str) -> Result<bool, FaceStoreError> {
         check_collection_name(name)?;
         let name = name.to_string();
