@@ -119,6 +119,18 @@ pub async fn run_all(
         }
         let (mut lag, mut stale) = (0, 0);
         for name in &names {
+            // A collection's gallery is loaded here only once it has work: an edge does not
+            // hold every collection in memory to find nothing to do.
+            if name != crate::faces::DEFAULT_COLLECTION && !retaggers.contains_key(name) {
+                match store.in_collection(name).retag_status().await {
+                    Ok(s) if s.cursor >= s.latest && s.stale == 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(collection = name, error = %e, "re-tagging status");
+                        continue;
+                    }
+                }
+            }
             let gallery = match galleries.get(name).await {
                 Ok(g) => g,
                 Err(e) => {
