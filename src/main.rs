@@ -34,6 +34,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Identify(a) => commands::identify::run(&a),
         Command::Verify(a) => commands::verify::run(&a),
         Command::Embed(a) => commands::embed::run(&a),
+        Command::Cluster(a) => commands::cluster::run(&a),
         Command::Worker(a) => commands::worker::run(&a),
         Command::Infra(a) => commands::infra::run(&a),
         Command::Up(a) => commands::up::run(&a),
@@ -47,6 +48,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             Some(BenchCommand::Sweep(sweep)) => commands::sweep::run(&sweep),
             Some(BenchCommand::Models(models)) => commands::bench_models::run(&models),
             Some(BenchCommand::Faces(faces)) => commands::bench_faces::run(&faces),
+            Some(BenchCommand::Grouping(g)) => commands::bench_grouping::run(&g),
             None => commands::bench::run(&a.args),
         },
     }

@@ -10,6 +10,7 @@
 pub mod error;
 pub mod format;
 pub mod gallery;
+pub mod grouping;
 pub mod message;
 pub mod report;
 pub mod threshold;

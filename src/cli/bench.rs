@@ -32,6 +32,27 @@ pub enum BenchCommand {
     /// SQLite and, with --database-url, PostgreSQL, beside the gallery file of earlier
     /// versions in the same run; a markdown table on stdout.
     Faces(FacesArgs),
+    /// Grouping at scale: --faces descriptors (synthetic people, or read from a file)
+    /// grouped from scratch, then --joins more faces added one at a time as they would be
+    /// recognised (latency of each); one JSON line on stdout.
+    Grouping(GroupingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupingArgs {
+    /// Faces grouped from scratch (synthetic: --per-person faces of each person).
+    #[arg(long, default_value_t = 100_000)]
+    pub faces: usize,
+    /// Faces per synthetic person.
+    #[arg(long, default_value_t = 50)]
+    pub per_person: usize,
+    /// Faces added one at a time after the full grouping.
+    #[arg(long, default_value_t = 1000)]
+    pub joins: usize,
+    /// Read the descriptors from this file instead (little-endian f32, 128 per face, each
+    /// face an image of its own): --faces from the start, then --joins more.
+    #[arg(long)]
+    pub descriptors: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,8 @@ pub enum Command {
     Verify(offline::VerifyArgs),
     /// Face boxes and 128-d embeddings.
     Embed(offline::EmbedArgs),
+    /// Group the faces of images into people: who appears where, with no one enrolled.
+    Cluster(offline::ClusterArgs),
     /// Recognition worker: pulls requests from SQS, reads uploads from S3, writes results.
     Worker(serve::WorkerCommandArgs),
     /// Create, remove or inspect the AWS resources of `ID`; print their IAM policies.

@@ -68,3 +68,22 @@ pub struct EmbedArgs {
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
+
+/// Group the faces of images into people: who appears where, with no one enrolled.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Gallery file: faces of enrolled people are named, not grouped.
+    #[arg(long, env = "FACEREC_GALLERY")]
+    pub gallery: Option<PathBuf>,
+    /// One JSON line per image, in `identify --json`'s shape, each face with a `cluster`
+    /// field: its group's id, or `null` (left alone, or under the quality floor).
+    #[arg(long)]
+    pub json: bool,
+    /// Every image under DIR (recursively) instead of a list.
+    #[arg(long, conflicts_with = "images")]
+    pub dir: Option<PathBuf>,
+    #[arg(required_unless_present = "dir")]
+    pub images: Vec<PathBuf>,
+}

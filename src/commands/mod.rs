@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod bench_faces;
+pub mod bench_grouping;
 pub mod bench_models;
+pub mod cluster;
 pub mod edge;
 pub mod embed;
 pub mod enroll;
