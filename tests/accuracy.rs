@@ -9,38 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Command;
 
 use facerec_engine::{Gallery, Threshold};
-use facerec_testkit::eval_dir;
-
-/// One row of the list: an image, the point that names one of its faces (or none: the
-/// largest), and the person (`?`: unnamed).
-struct Row {
-    image: String,
-    point: Option<(f32, f32)>,
-    identity: String,
-}
-
-fn rows() -> Vec<Row> {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eval/faces.csv");
-    std::fs::read_to_string(list)
-        .expect("faces.csv")
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 4, "{l}");
-            let point =
-                (!f[1].is_empty()).then(|| (f[1].parse().expect("x"), f[2].parse().expect("y")));
-            Row {
-                image: f[0].to_string(),
-                point,
-                identity: f[3].to_string(),
-            }
-        })
-        .collect()
-}
+use facerec_testkit::{eval_dir, eval_rows, face_box, faces_of, pick, run_json};
 
 /// A detected face: box `[x, y, w, h]`, descriptor, whether the whole frame was used.
 #[derive(Clone)]
@@ -58,85 +29,36 @@ impl Found {
 
 /// `facerec embed --json` on `images` (relative to `root`): faces per image.
 fn embed(root: &Path, images: &[String]) -> HashMap<String, Vec<Found>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
-        .args(["--log-json", "embed", "--json"])
-        .args(images)
-        .current_dir(root)
-        .env("FACEREC_MODELS", facerec_testkit::models_dir())
-        .output()
-        .expect("facerec runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            let faces = v["faces"]
-                .as_array()
-                .map(|fs| {
-                    fs.iter()
-                        .map(|f| Found {
-                            bbox: std::array::from_fn(|k| {
-                                f["box"][k].as_f64().expect("box") as f32
-                            }),
-                            embedding: f["embedding"]
-                                .as_array()
-                                .expect("embedding")
-                                .iter()
-                                .map(|x| x.as_f64().expect("number") as f32)
-                                .collect(),
-                            whole_frame: f["whole_frame"].as_bool().unwrap_or(false),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (v["image"].as_str().expect("image").to_string(), faces)
-        })
-        .collect()
-}
-
-/// The face a row means: the box holding its point nearest the box's centre, or the
-/// largest face when it has none.
-fn pick(faces: &[Found], point: Option<(f32, f32)>) -> Option<Found> {
-    let area = |f: &Found| f.bbox[2] * f.bbox[3];
-    match point {
-        None => faces
+    run_json(
+        env!("CARGO_BIN_EXE_facerec"),
+        root,
+        &["embed", "--json"],
+        images,
+    )
+    .into_iter()
+    .map(|(image, v)| {
+        let faces = faces_of(&v)
             .iter()
-            .max_by(|a, b| area(a).total_cmp(&area(b)))
-            .cloned(),
-        Some((x, y)) => {
-            let centre = |f: &Found| {
-                let (cx, cy) = (f.bbox[0] + f.bbox[2] / 2.0, f.bbox[1] + f.bbox[3] / 2.0);
-                (cx - x).powi(2) + (cy - y).powi(2)
-            };
-            faces
-                .iter()
-                .filter(|f| {
-                    (f.bbox[0]..=f.bbox[0] + f.bbox[2]).contains(&x)
-                        && (f.bbox[1]..=f.bbox[1] + f.bbox[3]).contains(&y)
-                })
-                .min_by(|a, b| centre(a).total_cmp(&centre(b)))
-                .cloned()
-        }
-    }
+            .map(|f| Found {
+                bbox: face_box(f),
+                embedding: f["embedding"]
+                    .as_array()
+                    .expect("embedding")
+                    .iter()
+                    .map(|x| x.as_f64().expect("number") as f32)
+                    .collect(),
+                whole_frame: f["whole_frame"].as_bool().unwrap_or(false),
+            })
+            .collect();
+        (image, faces)
+    })
+    .collect()
 }
 
-/// Same person (`Some(true)`), different (`Some(false)`) or not known (`None`): unnamed
-/// people differ from everyone named and from the other faces of their photo, and are not
-/// compared with unnamed faces of other photos in the same folder.
-fn relation(a: &Row, b: &Row) -> Option<bool> {
-    match (a.identity.as_str(), b.identity.as_str()) {
-        ("?", "?") if a.image == b.image => Some(false),
-        ("?", "?") => {
-            let folder = |r: &Row| Path::new(&r.image).parent().map(Path::to_path_buf);
-            (folder(a) != folder(b)).then_some(false)
-        }
-        ("?", _) | (_, "?") => Some(false),
-        (x, y) => Some(x == y),
-    }
+/// The face a row means (`facerec_testkit::pick`).
+fn pick_face(faces: &[Found], point: Option<(f32, f32)>) -> Option<Found> {
+    let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
+    pick(&boxes, point).map(|k| faces[k].clone())
 }
 
 fn distance(a: &[f32], b: &[f32]) -> f32 {
@@ -146,14 +68,14 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn identification_and_verification_on_real_faces_meet_the_documented_figures() {
     let root = eval_dir();
-    let rows = rows();
+    let rows = eval_rows();
     let mut images: Vec<String> = rows.iter().map(|r| r.image.clone()).collect();
     images.sort();
     images.dedup();
     let found = embed(&root, &images);
     let faces: Vec<Option<Found>> = rows
         .iter()
-        .map(|r| pick(found.get(&r.image).map_or(&[][..], Vec::as_slice), r.point))
+        .map(|r| pick_face(found.get(&r.image).map_or(&[][..], Vec::as_slice), r.point))
         .collect();
 
     // Detection: every labelled face is found by a detector, none guessed from the frame.
@@ -175,7 +97,7 @@ fn identification_and_verification_on_real_faces_meet_the_documented_figures() {
     let (mut same, mut same_ok, mut diff, mut false_matches) = (0usize, 0usize, 0usize, 0usize);
     for i in 0..rows.len() {
         for j in i + 1..rows.len() {
-            let Some(rel) = relation(&rows[i], &rows[j]) else {
+            let Some(rel) = rows[i].relation(&rows[j]) else {
                 continue;
             };
             let (a, b) = (&faces[i], &faces[j]);
@@ -259,7 +181,7 @@ fn identification_and_verification_on_real_faces_meet_the_documented_figures() {
 #[test]
 fn tight_face_crops_are_detected_not_guessed() {
     let root = eval_dir();
-    let rows = rows();
+    let rows = eval_rows();
     // Faces of 64 px and more in the photos; each cropped so its box fills 80-95% of a
     // square frame, at 64-200 px.
     let mut images: Vec<String> = rows
@@ -276,7 +198,7 @@ fn tight_face_crops_are_detected_not_guessed() {
         let Some(faces) = found.get(&r.image) else {
             continue;
         };
-        let Some(face) = pick(faces, r.point).filter(|f| f.side() >= 64.0) else {
+        let Some(face) = pick_face(faces, r.point).filter(|f| f.side() >= 64.0) else {
             continue;
         };
         let img = image::open(root.join(&r.image)).expect("photo").to_rgb8();

@@ -8,36 +8,8 @@
 //! (six faces each of four people in one image) is scored apart: faces of one image are
 //! never grouped together, which is right everywhere but there.
 
+use facerec_testkit::{EvalRow, eval_dir, eval_rows, face_box, faces_of, pick, run_json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::process::Command;
-
-use facerec_testkit::eval_dir;
-
-struct Row {
-    image: String,
-    point: Option<(f32, f32)>,
-    identity: String,
-}
-
-fn rows() -> Vec<Row> {
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eval/faces.csv");
-    std::fs::read_to_string(list)
-        .expect("faces.csv")
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let point =
-                (!f[1].is_empty()).then(|| (f[1].parse().expect("x"), f[2].parse().expect("y")));
-            Row {
-                image: f[0].to_string(),
-                point,
-                identity: f[3].to_string(),
-            }
-        })
-        .collect()
-}
 
 /// A face as `cluster --json` answers it.
 struct Found {
@@ -47,80 +19,33 @@ struct Found {
 
 /// `facerec cluster --json` on `images` (relative to the evaluation tree).
 fn cluster(images: &[String]) -> HashMap<String, Vec<Found>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_facerec"))
-        .args(["--log-json", "cluster", "--json"])
-        .args(images)
-        .current_dir(eval_dir())
-        .env("FACEREC_MODELS", facerec_testkit::models_dir())
-        .output()
-        .expect("facerec runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            let faces = v["faces"]
-                .as_array()
-                .map(|fs| {
-                    fs.iter()
-                        .map(|f| Found {
-                            bbox: std::array::from_fn(|k| {
-                                f["box"][k].as_f64().expect("box") as f32
-                            }),
-                            cluster: f["cluster"].as_u64(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (v["image"].as_str().expect("image").to_string(), faces)
-        })
-        .collect()
-}
-
-/// The face a row means: the box holding its point nearest the box's centre, or the
-/// largest face when it has none.
-fn pick(faces: &[Found], point: Option<(f32, f32)>) -> Option<usize> {
-    let area = |f: &Found| f.bbox[2] * f.bbox[3];
-    match point {
-        None => (0..faces.len()).max_by(|&a, &b| area(&faces[a]).total_cmp(&area(&faces[b]))),
-        Some((x, y)) => {
-            let centre = |f: &Found| {
-                let (cx, cy) = (f.bbox[0] + f.bbox[2] / 2.0, f.bbox[1] + f.bbox[3] / 2.0);
-                (cx - x).powi(2) + (cy - y).powi(2)
-            };
-            (0..faces.len())
-                .filter(|&k| {
-                    let b = faces[k].bbox;
-                    (b[0]..=b[0] + b[2]).contains(&x) && (b[1]..=b[1] + b[3]).contains(&y)
-                })
-                .min_by(|&a, &b| centre(&faces[a]).total_cmp(&centre(&faces[b])))
-        }
-    }
-}
-
-fn relation(a: &Row, b: &Row) -> Option<bool> {
-    match (a.identity.as_str(), b.identity.as_str()) {
-        ("?", "?") if a.image == b.image => Some(false),
-        ("?", "?") => {
-            let folder = |r: &Row| Path::new(&r.image).parent().map(Path::to_path_buf);
-            (folder(a) != folder(b)).then_some(false)
-        }
-        ("?", _) | (_, "?") => Some(false),
-        (x, y) => Some(x == y),
-    }
+    run_json(
+        env!("CARGO_BIN_EXE_facerec"),
+        &eval_dir(),
+        &["cluster", "--json"],
+        images,
+    )
+    .into_iter()
+    .map(|(image, v)| {
+        let faces = faces_of(&v)
+            .iter()
+            .map(|f| Found {
+                bbox: face_box(f),
+                cluster: f["cluster"].as_u64(),
+            })
+            .collect();
+        (image, faces)
+    })
+    .collect()
 }
 
 /// BCubed (precision, recall) over `items` (a row and its face's group; `None`: alone).
-fn bcubed(items: &[(&Row, Option<u64>)]) -> (f64, f64) {
+fn bcubed(items: &[(&EvalRow, Option<u64>)]) -> (f64, f64) {
     let (mut p, mut r) = (0.0, 0.0);
     for (i, (a, ga)) in items.iter().enumerate() {
         let together = |j: usize| j == i || (ga.is_some() && items[j].1 == *ga);
-        let same = |j: usize| j == i || relation(a, items[j].0) == Some(true);
-        let known = |j: usize| j == i || relation(a, items[j].0).is_some();
+        let same = |j: usize| j == i || a.relation(items[j].0) == Some(true);
+        let known = |j: usize| j == i || a.relation(items[j].0).is_some();
         let n = items.len();
         let mates_same = (0..n).filter(|&j| together(j) && same(j)).count() as f64;
         let mates_known = (0..n).filter(|&j| together(j) && known(j)).count() as f64;
@@ -133,7 +58,7 @@ fn bcubed(items: &[(&Row, Option<u64>)]) -> (f64, f64) {
 
 #[test]
 fn real_faces_group_into_their_people_in_any_order() {
-    let rows = rows();
+    let rows = eval_rows();
     let mut images: Vec<String> = rows.iter().map(|r| r.image.clone()).collect();
     images.sort();
     images.dedup();
@@ -152,15 +77,16 @@ fn real_faces_group_into_their_people_in_any_order() {
         }
     }
 
-    let items: Vec<(&Row, Option<u64>)> = rows
+    let items: Vec<(&EvalRow, Option<u64>)> = rows
         .iter()
         .filter_map(|r| {
             let faces = found.get(&r.image)?;
-            pick(faces, r.point).map(|k| (r, faces[k].cluster))
+            let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
+            pick(&boxes, r.point).map(|k| (r, faces[k].cluster))
         })
         .collect();
     assert!(items.len() >= 150, "{} labelled faces found", items.len());
-    let apart: Vec<(&Row, Option<u64>)> = items
+    let apart: Vec<(&EvalRow, Option<u64>)> = items
         .iter()
         .filter(|(r, _)| !r.image.ends_with("bald_guys.jpg"))
         .copied()

@@ -445,7 +445,7 @@ fn near_pairs(rows: &[f32], dim: usize, image_of: &[u32], reach: f32) -> Vec<(u3
                         // The product finds the candidates; each distance is then taken
                         // the one way every path takes it.
                         let d2 = norms[i] + norms[j] - 2.0 * dots[(i - r0) * w + (j - c0)];
-                        if d2 < reach2 + SLACK {
+                        if d2 < reach2 + SLACK * (1.0 + norms[i] + norms[j]) {
                             let d = distance(
                                 &rows[i * dim..(i + 1) * dim],
                                 &rows[j * dim..(j + 1) * dim],
@@ -466,8 +466,8 @@ fn near_pairs(rows: &[f32], dim: usize, image_of: &[u32], reach: f32) -> Vec<(u3
     pairs
 }
 
-/// How much the matrix product's squared distances may be under the true ones (rounding
-/// of `|a|² + |b|² - 2a·b` for descriptors of norm about 1).
+/// How much the matrix product's squared distances may be under the true ones, relative
+/// to the squared norms (rounding of `|a|² + |b|² - 2a·b`, far above f32's).
 const SLACK: f32 = 1e-3;
 
 /// The euclidean distance of two descriptors, summed in one fixed order: the grouping and
@@ -564,7 +564,8 @@ impl Code {
         let coded2 = a * a * f64::from(self.norm2) + b * b * f64::from(other.norm2)
             - 2.0 * a * b * f64::from(dot);
         let bound = f64::from(reach) + f64::from(self.loss) + f64::from(other.loss);
-        coded2 < bound * bound + f64::from(SLACK)
+        let norms = a * a * f64::from(self.norm2) + b * b * f64::from(other.norm2);
+        coded2 < bound * bound + f64::from(SLACK) * (1.0 + norms)
     }
 }
 

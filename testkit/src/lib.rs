@@ -3,6 +3,7 @@
 //! - [`data`]: where the test data lives and how it is read: the CSE546 workload (committed
 //!   under `tests/data/cse546`), face-api's demo photos and the evaluation faces (fetched
 //!   from registry packages by `scripts/fetch-test-data.sh`), the committed models.
+//! - [`eval`]: the labelled evaluation faces as the accuracy and grouping tests read them.
 //! - [`moto`], [`prometheus`] and [`postgres`]: the real servers the AWS, PromQL and face
 //!   store tests run against, each on a free port and killed on drop.
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes a test writes (a body the
@@ -13,6 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod data;
+pub mod eval;
 pub mod http;
 pub mod moto;
 pub mod postgres;
@@ -23,6 +25,7 @@ pub use data::{
     Cse546, cse546_csv, cse546_dir, cse546_expected, eval_dir, faceapi_dir, models_dir, repo_root,
     sample,
 };
+pub use eval::{EvalRow, eval_rows, face_box, faces_of, pick, run_json};
 pub use http::{
     BOUNDARY, Reply, batch_results, dechunk, http, multipart, post_files, wait_finished,
 };
