@@ -17,6 +17,9 @@
 //!   depend on the order the faces came in.
 //! - **Incremental** ([`Grouper`]): a new face is compared with every face kept and only its
 //!   component is grouped again: the outcome equals a full grouping of the same faces.
+//! - **Corrections** ([`Face::pin`]): faces a person put together (one pin) are one group
+//!   from the start, and faces of two pins never share a group; faces without a pin still
+//!   join either by the same rule as any other.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -122,6 +125,7 @@ pub fn group(members: &[Member], params: &Params) -> Grouping {
             embedding: m.embedding.to_vec(),
             side: m.side,
             quality: m.quality,
+            pin: None,
         })
         .collect();
     let grouper = Grouper::with_faces(*params, faces);
@@ -171,6 +175,9 @@ pub struct Face {
     pub embedding: Vec<f32>,
     pub side: f32,
     pub quality: Option<FaceQuality>,
+    /// A person's correction: faces with one pin are always one group (even when far
+    /// apart), faces with two different pins never are.
+    pub pin: Option<i64>,
 }
 
 impl Face {
@@ -208,7 +215,17 @@ pub struct Grouper {
     /// Each row's component: a union-find forest, and the rows of each root.
     parent: Vec<u32>,
     members: HashMap<u32, Vec<u32>>,
+    /// Each face's row (`NO_ROW`: under the floor), each row's pin, the rows of each pin,
+    /// and the rows of faces taken out ([`Grouper::update`]).
+    face_row: Vec<u32>,
+    row_pin: Vec<Option<i64>>,
+    pinned: HashMap<i64, Vec<u32>>,
+    dead: Vec<bool>,
+    removed: Vec<bool>,
 }
+
+/// A face without a row: under the quality floor.
+const NO_ROW: u32 = u32::MAX;
 
 impl Grouper {
     pub fn new(params: Params) -> Self {
@@ -223,6 +240,8 @@ impl Grouper {
         let mut g = Self::new(params);
         let n = faces.len();
         g.placements = vec![Placement::Waiting; n];
+        g.face_row = vec![NO_ROW; n];
+        g.removed = vec![false; n];
         let mut dim = None;
         for (id, f) in faces.iter().enumerate() {
             if !params.admits(&f.member()) {
@@ -231,13 +250,20 @@ impl Grouper {
             assert_eq!(*dim.get_or_insert(f.embedding.len()), f.embedding.len());
             let next = g.images.len() as u32;
             let image = *g.images.entry(f.image.clone()).or_insert(next);
+            let row = g.row_face.len() as u32;
+            g.face_row[id] = row;
             g.rows.extend_from_slice(&f.embedding);
             g.coarse.push(Code::of(&f.embedding));
             g.row_face.push(id as u32);
             g.row_image.push(image);
+            g.row_pin.push(f.pin);
+            if let Some(p) = f.pin {
+                g.pinned.entry(p).or_default().push(row);
+            }
         }
         g.faces = faces;
         let rows = g.row_face.len();
+        g.dead = vec![false; rows];
         g.parent = (0..rows as u32).collect();
         g.members = (0..rows as u32).map(|r| (r, vec![r])).collect();
         g.near = vec![Vec::new(); rows];
@@ -246,6 +272,12 @@ impl Grouper {
             g.near[i as usize].push((j, d));
             g.near[j as usize].push((i, d));
             g.union(i, j);
+        }
+        let pinned: Vec<Vec<u32>> = g.pinned.values().cloned().collect();
+        for rows in pinned {
+            for w in rows.windows(2) {
+                g.union(w[0], w[1]);
+            }
         }
         let roots: Vec<u32> = g.members.keys().copied().collect();
         for root in roots {
@@ -276,6 +308,8 @@ impl Grouper {
         let admitted = self.params.admits(&face.member());
         self.faces.push(face);
         self.placements.push(Placement::Waiting);
+        self.face_row.push(NO_ROW);
+        self.removed.push(false);
         if !admitted {
             return vec![id];
         }
@@ -294,9 +328,10 @@ impl Grouper {
         // A first pass over the 8-bit codes (a quarter of the memory to read), the exact
         // distance for the candidates it leaves.
         let query = Code::of(&embedding);
-        let (rows, coarse, row_image) = (&self.rows, &self.coarse, &self.row_image);
+        let (rows, coarse, row_image, dead) =
+            (&self.rows, &self.coarse, &self.row_image, &self.dead);
         let scan = |r: usize| {
-            if row_image[r] == image || !coarse[r].may_be_within(&query, reach) {
+            if dead[r] || row_image[r] == image || !coarse[r].may_be_within(&query, reach) {
                 return None;
             }
             let d = distance(&rows[r * dim..(r + 1) * dim], &embedding);
@@ -313,6 +348,10 @@ impl Grouper {
         self.coarse.push(query);
         self.row_face.push(id as u32);
         self.row_image.push(image);
+        self.face_row[id] = row;
+        self.dead.push(false);
+        let pin = self.faces[id].pin;
+        self.row_pin.push(pin);
         self.parent.push(row);
         self.members.insert(row, vec![row]);
         for &(r, d) in &near {
@@ -320,8 +359,124 @@ impl Grouper {
             self.union(row, r);
         }
         self.near.push(near);
+        if let Some(p) = pin {
+            let rows = self.pinned.entry(p).or_default();
+            rows.push(row);
+            let first = rows[0];
+            self.union(row, first);
+        }
         let root = self.find(row);
         self.regroup(root)
+    }
+
+    /// Whether face `face` was taken out ([`Grouper::update`]).
+    pub fn is_removed(&self, face: usize) -> bool {
+        self.removed[face]
+    }
+
+    /// Takes faces out (they stay `Waiting` for good) and changes faces' pins, then groups
+    /// the components they touched again; answers the faces whose placement changed. The
+    /// outcome equals a full grouping of the faces left with their pins.
+    pub fn update(&mut self, remove: &[usize], pins: &[(usize, Option<i64>)]) -> Vec<usize> {
+        let mut touched: Vec<u32> = Vec::new();
+        let mut changed = Vec::new();
+        for &(face, pin) in pins {
+            if self.removed[face] || self.faces[face].pin == pin {
+                continue;
+            }
+            self.faces[face].pin = pin;
+            let row = self.face_row[face];
+            if row == NO_ROW {
+                continue;
+            }
+            if let Some(old) = self.row_pin[row as usize].take()
+                && let Some(rows) = self.pinned.get_mut(&old)
+            {
+                rows.retain(|&r| r != row);
+                if rows.is_empty() {
+                    self.pinned.remove(&old);
+                }
+            }
+            if let Some(p) = pin {
+                self.row_pin[row as usize] = Some(p);
+                let rows = self.pinned.entry(p).or_default();
+                touched.extend(rows.first().copied());
+                rows.push(row);
+            }
+            touched.push(row);
+        }
+        for &face in remove {
+            if std::mem::replace(&mut self.removed[face], true) {
+                continue;
+            }
+            if self.placements[face] != Placement::Waiting {
+                self.placements[face] = Placement::Waiting;
+                changed.push(face);
+            }
+            let row = self.face_row[face];
+            if row == NO_ROW {
+                continue;
+            }
+            touched.push(row);
+            self.dead[row as usize] = true;
+            if let Some(old) = self.row_pin[row as usize].take()
+                && let Some(rows) = self.pinned.get_mut(&old)
+            {
+                rows.retain(|&r| r != row);
+                if rows.is_empty() {
+                    self.pinned.remove(&old);
+                }
+            }
+            for (o, _) in std::mem::take(&mut self.near[row as usize]) {
+                self.near[o as usize].retain(|&(x, _)| x != row);
+            }
+        }
+        // Every row of the components touched, which fall apart and join again.
+        let mut rows: Vec<u32> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in touched {
+            let root = self.find(r);
+            if seen.insert(root)
+                && let Some(m) = self.members.remove(&root)
+            {
+                rows.extend(m);
+            }
+        }
+        for &r in &rows {
+            self.parent[r as usize] = r;
+        }
+        for &r in &rows {
+            if !self.dead[r as usize] {
+                self.members.insert(r, vec![r]);
+            }
+        }
+        for &r in &rows {
+            if self.dead[r as usize] {
+                continue;
+            }
+            let near: Vec<u32> = self.near[r as usize].iter().map(|&(o, _)| o).collect();
+            for o in near {
+                self.union(r, o);
+            }
+            if let Some(p) = self.row_pin[r as usize]
+                && let Some(&first) = self.pinned.get(&p).and_then(|v| v.first())
+            {
+                self.union(r, first);
+            }
+        }
+        let live: Vec<u32> = rows
+            .into_iter()
+            .filter(|&r| !self.dead[r as usize])
+            .collect();
+        let mut roots: Vec<u32> = live.into_iter().map(|r| self.find(r)).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        for root in roots {
+            changed.extend(self.regroup(root));
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     fn find(&mut self, mut r: u32) -> u32 {
@@ -360,6 +515,7 @@ impl Grouper {
             .map(|(k, &r)| (r, k as u32))
             .collect();
         let image_of: Vec<u32> = rows.iter().map(|&r| self.row_image[r as usize]).collect();
+        let pins: Vec<Option<i64>> = rows.iter().map(|&r| self.row_pin[r as usize]).collect();
         let mut pairs: Vec<(u32, u32, f32)> = Vec::new();
         for (k, &r) in rows.iter().enumerate() {
             for &(o, d) in &self.near[r as usize] {
@@ -370,7 +526,7 @@ impl Grouper {
             }
         }
         pairs.sort_by_key(|&(i, j, _)| (i, j));
-        let roots = average_linkage(&image_of, pairs, &self.params);
+        let roots = average_linkage(&image_of, &pins, pairs, &self.params);
         let mut size: HashMap<u32, usize> = HashMap::new();
         for &g in &roots {
             *size.entry(g).or_default() += 1;
@@ -636,6 +792,8 @@ struct Groups {
     /// Sorted image numbers of each group's faces.
     images: Vec<Vec<u32>>,
     links: Vec<HashMap<u32, Link>>,
+    /// Each group's pin, if a face of it has one.
+    pin: Vec<Option<i64>>,
     /// Each face's group while merging (a union-find forest).
     parent: Vec<u32>,
     reach: f64,
@@ -656,6 +814,13 @@ impl Groups {
             va: self.version[a as usize],
             vb: self.version[b as usize],
         }
+    }
+
+    /// Whether `a` and `b` may never be one group: they hold faces of one image, or faces
+    /// of two pins.
+    fn cannot_link(&self, a: u32, b: u32) -> bool {
+        let pins = (self.pin[a as usize], self.pin[b as usize]);
+        matches!(pins, (Some(p), Some(q)) if p != q) || self.shares_an_image(a, b)
     }
 
     fn shares_an_image(&self, a: u32, b: u32) -> bool {
@@ -696,6 +861,7 @@ impl Groups {
         self.images[ai] = images;
         self.size[ai] += self.size[bi];
         self.size[bi] = 0;
+        self.pin[ai] = self.pin[ai].or(self.pin[bi]);
         self.version[ai] += 1;
         self.version[bi] += 1;
         self.parent[bi] = a;
@@ -716,20 +882,22 @@ impl Groups {
 }
 
 /// Each face's group (the id of its first face) after merging.
-fn average_linkage(image_of: &[u32], pairs: Vec<(u32, u32, f32)>, params: &Params) -> Vec<u32> {
+fn average_linkage(
+    image_of: &[u32],
+    pins: &[Option<i64>],
+    pairs: Vec<(u32, u32, f32)>,
+    params: &Params,
+) -> Vec<u32> {
     let m = image_of.len();
     let mut g = Groups {
         size: vec![1; m],
         version: vec![0; m],
         images: image_of.iter().map(|&i| vec![i]).collect(),
         links: vec![HashMap::new(); m],
+        pin: pins.to_vec(),
         parent: (0..m as u32).collect(),
         reach: f64::from(params.reach.max(params.link)),
     };
-    // Only pairs under the cut are candidates: a pair at or past it can only take part in
-    // a merge as part of a larger group, whose candidate is made when that group is.
-    let link = f64::from(params.link);
-    let mut first = Vec::new();
     for (i, j, d) in pairs {
         let l = Link {
             sum: f64::from(d),
@@ -738,9 +906,36 @@ fn average_linkage(image_of: &[u32], pairs: Vec<(u32, u32, f32)>, params: &Param
         };
         g.links[i as usize].insert(j, l);
         g.links[j as usize].insert(i, l);
-        let c = g.candidate(i, j, &l);
-        if c.mean < link {
-            first.push(Reverse(c));
+    }
+    // Faces of one pin are one group before anything else merges (into the earliest).
+    let mut first_of: HashMap<i64, u32> = HashMap::new();
+    for (i, pin) in pins.iter().enumerate() {
+        if let Some(p) = pin {
+            match first_of.get(p) {
+                Some(&a) => {
+                    g.merge(a, i as u32);
+                }
+                None => {
+                    first_of.insert(*p, i as u32);
+                }
+            }
+        }
+    }
+    // Only pairs under the cut are candidates: a pair at or past it can only take part in
+    // a merge as part of a larger group, whose candidate is made when that group is.
+    let link = f64::from(params.link);
+    let mut first = Vec::new();
+    for a in 0..m as u32 {
+        if g.parent[a as usize] != a {
+            continue;
+        }
+        for (&b, l) in &g.links[a as usize] {
+            if a < b {
+                let c = g.candidate(a, b, l);
+                if c.mean < link {
+                    first.push(Reverse(c));
+                }
+            }
         }
     }
     let mut heap = BinaryHeap::from(first);
@@ -748,7 +943,7 @@ fn average_linkage(image_of: &[u32], pairs: Vec<(u32, u32, f32)>, params: &Param
         if c.va != g.version[c.a as usize] || c.vb != g.version[c.b as usize] {
             continue;
         }
-        if g.shares_an_image(c.a, c.b) {
+        if g.cannot_link(c.a, c.b) {
             for (x, y) in [(c.a, c.b), (c.b, c.a)] {
                 if let Some(l) = g.links[x as usize].get_mut(&y) {
                     l.blocked = true;
@@ -991,6 +1186,7 @@ mod tests {
                 embedding: e.clone(),
                 side: 100.0,
                 quality: None,
+                pin: None,
             });
             so_far.push((image, index, e));
             let full = group(&members(&so_far), &Params::DEFAULT);
@@ -1009,9 +1205,120 @@ mod tests {
             embedding: face(0, 60, 0.06),
             side: 20.0,
             quality: None,
+            pin: None,
         });
         assert_eq!(changed, vec![n]);
         assert_eq!(grouper.placements()[n], Placement::Waiting);
+    }
+
+    fn faces_of(list: &[(String, u32, Vec<f32>)]) -> Vec<Face> {
+        list.iter()
+            .map(|(image, index, e)| Face {
+                image: image.clone(),
+                index: *index,
+                embedding: e.clone(),
+                side: 100.0,
+                quality: None,
+                pin: None,
+            })
+            .collect()
+    }
+
+    /// The groups of a grouper's faces left, as sorted sets of (image, index).
+    fn groups_left(g: &Grouper) -> Vec<Vec<(String, u32)>> {
+        let mut by: HashMap<u32, Vec<(String, u32)>> = HashMap::new();
+        for (i, (f, p)) in g.faces().iter().zip(g.placements()).enumerate() {
+            if let Placement::Group(id) = p {
+                assert!(!g.is_removed(i));
+                by.entry(*id).or_default().push((f.image.clone(), f.index));
+            }
+        }
+        let mut parts: Vec<_> = by
+            .into_values()
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+            .collect();
+        parts.sort();
+        parts
+    }
+
+    /// A full grouping of the faces a grouper has left, with their pins.
+    fn regrouped(g: &Grouper) -> Vec<Vec<(String, u32)>> {
+        let left: Vec<Face> = (0..g.faces().len())
+            .filter(|&i| !g.is_removed(i))
+            .map(|i| g.faces()[i].clone())
+            .collect();
+        groups_left(&Grouper::with_faces(Params::DEFAULT, left))
+    }
+
+    #[test]
+    fn pinned_faces_are_one_group_and_two_pins_never_are() {
+        let mut faces = faces_of(&people());
+        // Person 0 split in two by a person: shots 0-2 one pin, 3-5 another.
+        for (s, f) in faces[..6].iter_mut().enumerate() {
+            f.pin = Some(if s < 3 { 7 } else { 8 });
+        }
+        // Persons 1 and 2 (far apart) put together.
+        for f in &mut faces[6..18] {
+            f.pin = Some(9);
+        }
+        let g = Grouper::with_faces(Params::DEFAULT, faces);
+        let p = g.placements().to_vec();
+        assert!(p[..3].iter().all(|&x| x == p[0] && x.group().is_some()));
+        assert!(p[3..6].iter().all(|&x| x == p[3] && x.group().is_some()));
+        assert_ne!(p[0], p[3]);
+        assert!(p[6..18].iter().all(|&x| x == p[6] && x.group().is_some()));
+        // A new shot of person 0 joins one of its two halves, never both.
+        let mut g = g;
+        g.add(faces_of(&[("p0-new.jpg".into(), 0, face(0, 77, 0.06))]).remove(0));
+        let q = g.placements();
+        assert!(q[30].group().is_some());
+        assert!((q[30] == q[0]) != (q[30] == q[3]), "{q:?}");
+        assert_eq!(groups_left(&g), regrouped(&g));
+    }
+
+    #[test]
+    fn taking_faces_out_and_pinning_them_regroups_as_a_full_pass() {
+        let mut list = people();
+        for p in 0..5u64 {
+            list.push((format!("pair-{p}.jpg"), 0, face(p, 50, 0.06)));
+            list.push((format!("pair-{p}.jpg"), 1, face((p + 1) % 5, 51, 0.06)));
+        }
+        let mut g = Grouper::with_faces(Params::DEFAULT, faces_of(&list));
+        let steps: Vec<(Vec<usize>, Vec<(usize, Option<i64>)>)> = vec![
+            // A person split in two, another's faces taken out one by one.
+            (vec![], vec![(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, Some(2))]),
+            (vec![6], vec![]),
+            (vec![7, 8], vec![]),
+            // Two people merged; one face of the merge taken out; a pin lifted.
+            (vec![], (12..24).map(|i| (i, Some(3))).collect()),
+            (vec![13], vec![(2, None)]),
+            // A pin onto a face taken out already does nothing.
+            (vec![], vec![(6, Some(1))]),
+            (vec![9, 10, 11], vec![(31, Some(3))]),
+        ];
+        for (remove, pins) in steps {
+            let before: Vec<Placement> = g.placements().to_vec();
+            let changed = g.update(&remove, &pins);
+            assert_eq!(groups_left(&g), regrouped(&g), "after {remove:?} {pins:?}");
+            for (i, (a, b)) in before.iter().zip(g.placements()).enumerate() {
+                if a != b {
+                    assert!(changed.contains(&i), "{i} changed unreported");
+                }
+            }
+            for &r in &remove {
+                assert_eq!(g.placements()[r], Placement::Waiting);
+            }
+        }
+        // Person 0's two pins stay apart; persons 2 and 3 stay one group.
+        let p = g.placements();
+        assert_ne!(p[0], p[3]);
+        assert_eq!(p[12], p[23]);
+        // Faces still arrive and join as in a full pass.
+        g.add(faces_of(&[("late.jpg".into(), 0, face(4, 90, 0.06))]).remove(0));
+        assert_eq!(groups_left(&g), regrouped(&g));
     }
 
     #[test]

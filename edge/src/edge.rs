@@ -39,6 +39,8 @@ pub struct Edge {
     pub(crate) draining: std::sync::atomic::AtomicBool,
     /// One permit per open connection (`max_connections`).
     pub(crate) connections: Arc<Semaphore>,
+    /// Every collection's unknown faces grouped into people, as of the last request.
+    pub(crate) groups: crate::groups::Groups,
 }
 
 impl Edge {
@@ -75,6 +77,7 @@ impl Edge {
             batches: batch::Batches::default(),
             closing: CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            groups: Default::default(),
         })
     }
 

@@ -14,6 +14,7 @@ mod batch_api;
 mod collections;
 mod config;
 mod edge;
+mod groups;
 mod idempotency;
 mod identities;
 pub mod metrics;

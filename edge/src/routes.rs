@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::collections::PREFIX;
 use crate::edge::Edge;
 use crate::response::{ApiError, Kind, json_response, text_response};
-use crate::{batch_api, collections, identities, page, recognize, search};
+use crate::{batch_api, collections, groups, identities, page, recognize, search};
 
 /// The shared state every handler gets.
 pub(crate) type Shared = State<Arc<Edge>>;
@@ -46,6 +46,12 @@ fn in_collection() -> Vec<(&'static str, MethodRouter<Arc<Edge>>)> {
         ("/faces/search", post(search::by_upload)),
         ("/faces/{id}/similar", get(search::by_seen)),
         ("/batches/{id}/faces", delete(search::forget_batch)),
+        ("/groups", get(groups::list)),
+        ("/groups/{id}/faces", get(groups::faces)),
+        ("/groups/{id}/name", post(groups::name)),
+        ("/groups/{id}/merge", post(groups::merge)),
+        ("/groups/{id}/split", post(groups::split)),
+        ("/groups/{id}/reject", post(groups::reject)),
     ]
 }
 

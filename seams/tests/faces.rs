@@ -14,7 +14,7 @@ use std::time::Duration;
 use facerec_contract::gallery::DIM;
 use facerec_contract::{Gallery, Threshold};
 use facerec_seams::faces::{
-    self, FaceStore, FaceStoreError, NewFace, RetagProgress, SeenFace, SeenScan,
+    self, FaceStore, FaceStoreError, NewFace, Pin, RetagProgress, SeenFace, SeenScan,
 };
 use facerec_seams::gallery::{GALLERY_KEY, GalleryChangeError};
 use facerec_seams::retag::Retagger;
@@ -124,6 +124,7 @@ both!(
     a_search_of_seen_faces_equals_a_brute_force_reference,
     collections_are_independent_galleries_with_their_own_seen_faces,
     every_collection_is_re_tagged_in_the_background_a_recreated_one_too,
+    unknown_faces_their_pins_and_their_summary,
 );
 
 async fn enrol_rename_and_remove_answer_as_documented(kind: Kind) {
@@ -535,6 +536,108 @@ async fn seen_faces_are_kept_once_and_listed_per_identity(kind: Kind) {
     let ids: Vec<&str> = left.iter().map(|a| a.request_id.as_str()).collect();
     assert_eq!(ids, ["r5", "r4", "r3"]);
 }
+
+async fn unknown_faces_their_pins_and_their_summary(kind: Kind) {
+    let db = Db::new(kind);
+    let store = db.open().await;
+    store.enroll("ada", &[face(1)]).await.expect("enrol");
+    let recorded = vec![
+        seen("r1", 0, Some("ada"), 1_000),
+        seen("r2", 0, None, 2_000),
+        seen("r2", 1, None, 2_001),
+        seen("r3", 0, None, 3_000),
+        seen("r4", 0, None, 4_000),
+        seen("r5", 1, None, 5_000),
+    ];
+    store.record_seen(&recorded).await.expect("record");
+    let unknown = store.unknown_faces(0, 100).await.expect("unknown");
+    let keys: Vec<(&str, u32)> = unknown
+        .iter()
+        .map(|u| (u.request_id.as_str(), u.face_index))
+        .collect();
+    assert_eq!(keys, [("r2", 0), ("r2", 1), ("r3", 0), ("r4", 0), ("r5", 1)]);
+    assert!(unknown.windows(2).all(|w| w[0].id < w[1].id));
+    for (u, s) in unknown.iter().zip(&recorded[1..]) {
+        assert_eq!((&u.embedding, u.side, u.quality, u.pin), (&s.embedding, s.side, s.quality, None));
+    }
+    // Pages after an id.
+    let page = store.unknown_faces(unknown[1].id, 2).await.expect("page");
+    assert_eq!(page, unknown[2..4].to_vec());
+    let id = |k: usize| unknown[k].id;
+    let sum = |ks: &[usize]| ks.iter().map(|&k| id(k)).sum::<i64>();
+    let summary = store.unknown_summary(id(3)).await.expect("summary");
+    assert_eq!(
+        (summary.count, summary.id_sum, summary.last_id, summary.version),
+        (4, sum(&[0, 1, 2, 3]), id(4), 0)
+    );
+
+    // A correction: two new pins, and a face taken out of grouping.
+    let pinned = store
+        .pin_faces(&[(id(0), Pin::New(1)), (id(2), Pin::New(1)), (id(3), Pin::New(2))])
+        .await
+        .expect("pin");
+    assert_eq!(pinned, 3);
+    store.pin_faces(&[(id(1), Pin::Reject)]).await.expect("reject");
+    let pins = store.unknown_pins(id(4)).await.expect("pins");
+    assert_eq!(pins.len(), 4, "the rejected face is not grouped: {pins:?}");
+    let pin = |k: usize| pins.iter().find(|p| p.0 == id(k)).expect("listed").1;
+    assert!(pin(0).is_some() && pin(0) == pin(2));
+    assert!(pin(3).is_some() && pin(3) != pin(0));
+    assert_eq!(pin(4), None);
+    let summary = store.unknown_summary(id(4)).await.expect("summary");
+    assert_eq!(
+        (summary.count, summary.id_sum, summary.version),
+        (4, sum(&[0, 2, 3, 4]), 2)
+    );
+    // A later correction's pins are new ones, shared with no earlier pin.
+    store.pin_faces(&[(id(4), Pin::New(1))]).await.expect("pin");
+    let again = store.unknown_faces(0, 100).await.expect("unknown");
+    let p4 = again.iter().find(|u| u.id == id(4)).expect("listed").pin;
+    assert!(p4.is_some() && p4 != pin(0) && p4 != pin(3));
+
+    // A face named since leaves; a face whose identity was removed comes back.
+    store.remove("ada").await.expect("remove");
+    let back = store.unknown_faces(0, 100).await.expect("unknown");
+    assert_eq!(back.len(), 5);
+    assert_eq!(back[0].request_id, "r1");
+    // Forgetting a job takes its faces out.
+    store.forget_seen_of_batch("job-1").await.expect("forget");
+    let left: Vec<i64> = store
+        .unknown_pins(i64::MAX)
+        .await
+        .expect("pins")
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(left, vec![back[0].id, id(0), id(2), id(3)]);
+    // The newest face was forgotten: the next one recorded gets a new id all the same.
+    store
+        .record_seen(&[seen("r6", 0, None, 6_000)])
+        .await
+        .expect("record");
+    let newest = store.unknown_faces(id(3), 10).await.expect("unknown");
+    assert_eq!(newest.len(), 1);
+    assert!(newest[0].id > id(4), "{} reused", newest[0].id);
+
+    // Faces of another collection are not pinned from this one; bad pins and missing
+    // collections are refused.
+    store.create_collection("other").await.expect("create");
+    let other = store.in_collection("other");
+    assert_eq!(other.pin_faces(&[(id(0), Pin::New(1))]).await.expect("pin"), 0);
+    assert!(other.unknown_faces(0, 10).await.expect("empty").is_empty());
+    let err = store.pin_faces(&[(id(0), Pin::New(0))]).await.expect_err("refused");
+    assert!(matches!(err, FaceStoreError::Invalid(_)), "{err}");
+    let gone = store.in_collection("gone");
+    for err in [
+        gone.unknown_faces(0, 10).await.map(|_| ()).expect_err("missing"),
+        gone.unknown_summary(0).await.map(|_| ()).expect_err("missing"),
+        gone.unknown_pins(0).await.map(|_| ()).expect_err("missing"),
+        gone.pin_faces(&[(id(0), Pin::Reject)]).await.map(|_| ()).expect_err("missing"),
+    ] {
+        assert!(matches!(err, FaceStoreError::NotFound(_)), "{err}");
+    }
+}
+
 
 /// A face of person `p` (a seed), photo `k`: the person's vector with some of another
 /// mixed in, about 0.28 from the person's own; `small` photos have a 40 px face.

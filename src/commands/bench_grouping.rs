@@ -54,6 +54,7 @@ pub fn run(args: &GroupingArgs) -> Result<ExitCode> {
             embedding: e.to_vec(),
             side: 100.0,
             quality: None,
+            pin: None,
         })
         .collect();
     let joins = faces.split_off(args.faces);

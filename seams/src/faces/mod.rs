@@ -254,6 +254,45 @@ pub struct SeenRecord {
     pub embedding: Vec<f32>,
 }
 
+/// An unknown seen face as grouping reads it ([`FaceStore::unknown_faces`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownFace {
+    pub id: i64,
+    pub request_id: String,
+    pub face_index: u32,
+    pub embedding: Vec<f32>,
+    pub side: f32,
+    pub quality: Option<FaceQuality>,
+    /// A person's correction ([`FaceStore::pin_faces`]): faces of one pin are one group,
+    /// faces of two pins never are.
+    pub pin: Option<i64>,
+}
+
+/// A collection's unknown faces summed up ([`FaceStore::unknown_summary`]): a process
+/// holding the same faces with the same pins has nothing to take out or change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnknownSummary {
+    /// How many unknown faces have an id up to the one asked for, and the sum of their ids.
+    pub count: u64,
+    pub id_sum: i64,
+    /// The newest unknown face's id (0: none).
+    pub last_id: i64,
+    /// How many corrections were made in the collection.
+    pub version: i64,
+}
+
+/// What [`FaceStore::pin_faces`] does to one face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// The face is taken out of grouping for good (it stays unknown).
+    Reject,
+    /// The face joins the call's `n`th new pin (1 to 15).
+    New(u8),
+}
+
+/// The stored pin of a face taken out of grouping.
+pub const REJECTED: i64 = 0;
+
 /// The collection every deployment has: what was stored before collections, and what
 /// every route without a collection works in.
 pub const DEFAULT_COLLECTION: &str = "default";
@@ -451,6 +490,45 @@ pub trait FaceStore: Send + Sync {
 
     /// Forgets the faces seen in bulk job `batch`; how many went.
     async fn forget_seen_of_batch(&self, batch: &str) -> Result<u64, FaceStoreError>;
+
+    /// The unknown seen faces with ids above `after` that grouping takes (not rejected),
+    /// by id, at most `limit`. `NotFound` when the collection does not exist.
+    async fn unknown_faces(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<UnknownFace>, FaceStoreError>;
+
+    /// The unknown faces grouping takes, summed up: count and id sum of those with ids up
+    /// to `up_to`, the newest one's id and the corrections' count, as of one commit.
+    async fn unknown_summary(&self, up_to: i64) -> Result<UnknownSummary, FaceStoreError>;
+
+    /// The ids and pins of the unknown faces grouping takes with ids up to `up_to`, by id.
+    async fn unknown_pins(&self, up_to: i64) -> Result<Vec<(i64, Option<i64>)>, FaceStoreError>;
+
+    /// Pins seen faces, in one transaction that counts one correction: the faces of each
+    /// `Pin::New(n)` get one new pin of their own, shared with no face before. Faces that
+    /// are not in the collection are skipped; how many were pinned. `NotFound` when the
+    /// collection does not exist.
+    async fn pin_faces(&self, pins: &[(i64, Pin)]) -> Result<u64, FaceStoreError>;
+}
+
+/// The stored pin of `pin` in correction number `version`.
+pub(crate) fn pin_value(version: i64, pin: Pin) -> i64 {
+    match pin {
+        Pin::Reject => REJECTED,
+        Pin::New(n) => version * 16 + i64::from(n.clamp(1, 15)),
+    }
+}
+
+/// Refuses pins that are not 1 to 15.
+pub(crate) fn check_pins(pins: &[(i64, Pin)]) -> Result<(), FaceStoreError> {
+    match pins.iter().find(|(_, p)| matches!(p, Pin::New(n) if !(1..=15).contains(n))) {
+        Some((_, p)) => Err(FaceStoreError::Invalid(format!(
+            "a new pin is numbered 1 to 15 (got {p:?})"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Opens the store a `DATABASE_URL` names, applying migrations, for embeddings of

@@ -13,9 +13,9 @@ use facerec_contract::Gallery;
 use super::{
     Appearance, Change, ChangeRow, CollectionInfo, DEFAULT_COLLECTION, Enrolled, FaceStore,
     FaceStoreError, Migrations, NewFace, Retag, RetagPlan, RetagProgress, RetagStatus, SeenFace,
-    SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, check_collection_name,
-    check_faces, decode, encode, group_changes, model_mismatch, no_collection, now_ms, redact,
-    runs_of,
+    Pin, SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, UnknownFace,
+    UnknownSummary, check_collection_name, check_faces, check_pins, decode, encode, group_changes,
+    model_mismatch, no_collection, now_ms, pin_value, redact, runs_of,
 };
 
 const MIGRATIONS: Migrations = Migrations(&[
@@ -32,6 +32,7 @@ const MIGRATIONS: Migrations = Migrations(&[
         4,
         include_str!("../../migrations/postgres/0004_collections.sql"),
     ),
+    (5, include_str!("../../migrations/postgres/0005_groups.sql")),
 ]);
 
 /// Serialises migrations across processes starting at once (`pg_advisory_xact_lock`).
@@ -1268,5 +1269,131 @@ impl FaceStore for PgFaces {
             )
             .await
             .map_err(pg_err)
+    }
+
+    async fn unknown_faces(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<UnknownFace>, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        collection_row(&tx, c, "").await?;
+        let rows = tx
+            .query(
+                "SELECT id, request_id, face_index, embedding, side, yaw, roll, sharpness,
+                        group_pin
+                 FROM facerec_seen_faces
+                 WHERE collection = $1 AND identity_id IS NULL AND id > $2
+                   AND (group_pin IS NULL OR group_pin <> 0)
+                 ORDER BY id LIMIT $3",
+                &[&c, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|r| {
+                let quality = match (r.get(5), r.get(6), r.get(7)) {
+                    (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
+                        yaw,
+                        roll,
+                        sharpness,
+                    }),
+                    _ => None,
+                };
+                Ok(UnknownFace {
+                    id: r.get(0),
+                    request_id: r.get(1),
+                    face_index: r.get::<_, i32>(2) as u32,
+                    embedding: decode(r.get(3))?,
+                    side: r.get(4),
+                    quality,
+                    pin: r.get(8),
+                })
+            })
+            .collect()
+    }
+
+    async fn unknown_summary(&self, up_to: i64) -> Result<UnknownSummary, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        collection_row(&tx, c, "").await?;
+        let version: i64 = tx
+            .query_one(
+                "SELECT group_version FROM facerec_collections WHERE name = $1",
+                &[&c],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let r = tx
+            .query_one(
+                "SELECT COUNT(*) FILTER (WHERE id <= $2),
+                        COALESCE(SUM(id) FILTER (WHERE id <= $2), 0)::BIGINT,
+                        COALESCE(MAX(id), 0)::BIGINT
+                 FROM facerec_seen_faces
+                 WHERE collection = $1 AND identity_id IS NULL
+                   AND (group_pin IS NULL OR group_pin <> 0)",
+                &[&c, &up_to],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(UnknownSummary {
+            count: r.get::<_, i64>(0) as u64,
+            id_sum: r.get(1),
+            last_id: r.get(2),
+            version,
+        })
+    }
+
+    async fn unknown_pins(&self, up_to: i64) -> Result<Vec<(i64, Option<i64>)>, FaceStoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = snapshot(&mut client).await?;
+        let c: &str = &self.collection;
+        collection_row(&tx, c, "").await?;
+        let rows = tx
+            .query(
+                "SELECT id, group_pin FROM facerec_seen_faces
+                 WHERE collection = $1 AND identity_id IS NULL AND id <= $2
+                   AND (group_pin IS NULL OR group_pin <> 0)
+                 ORDER BY id",
+                &[&c, &up_to],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn pin_faces(&self, pins: &[(i64, Pin)]) -> Result<u64, FaceStoreError> {
+        check_pins(pins)?;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let c: &str = &self.collection;
+        let version: i64 = tx
+            .query_opt(
+                "UPDATE facerec_collections SET group_version = group_version + 1
+                 WHERE name = $1 RETURNING group_version",
+                &[&c],
+            )
+            .await
+            .map_err(pg_err)?
+            .ok_or_else(|| no_collection(c))?
+            .get(0);
+        let ids: Vec<i64> = pins.iter().map(|p| p.0).collect();
+        let values: Vec<i64> = pins.iter().map(|p| pin_value(version, p.1)).collect();
+        let pinned = tx
+            .execute(
+                "UPDATE facerec_seen_faces s SET group_pin = p.pin
+                 FROM unnest($1::BIGINT[], $2::BIGINT[]) AS p(id, pin)
+                 WHERE s.id = p.id AND s.collection = $3",
+                &[&ids, &values, &c],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(pinned)
     }
 }

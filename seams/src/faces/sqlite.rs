@@ -12,8 +12,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::{
     Appearance, Change, ChangeRow, CollectionInfo, DEFAULT_COLLECTION, Enrolled, FaceStore,
     FaceStoreError, Migrations, NewFace, Retag, RetagPlan, RetagProgress, RetagStatus, SeenFace,
-    SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, check_collection_name,
-    check_faces, decode, encode, group_changes, model_mismatch, no_collection, now_ms,
+    Pin, SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, UnknownFace,
+    UnknownSummary, check_collection_name, check_faces, check_pins, decode, encode, group_changes,
+    model_mismatch, no_collection, now_ms, pin_value,
 };
 
 const MIGRATIONS: Migrations = Migrations(&[
@@ -27,6 +28,7 @@ const MIGRATIONS: Migrations = Migrations(&[
         4,
         include_str!("../../migrations/sqlite/0004_collections.sql"),
     ),
+    (5, include_str!("../../migrations/sqlite/0005_groups.sql")),
 ]);
 
 fn db_err(e: rusqlite::Error) -> FaceStoreError {
@@ -687,11 +689,14 @@ impl FaceStore for SqliteFaces {
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO facerec_seen_faces (request_id, face_index, batch,
-                             filename, box_x, box_y, box_w, box_h, score, side, embedding,
+                        "INSERT OR IGNORE INTO facerec_seen_faces (id, request_id, face_index,
+                             batch, filename, box_x, box_y, box_w, box_h, score, side, embedding,
                              identity_id, distance, seen_ms, nearest_id, gallery_seq, stale,
                              collection, yaw, roll, sharpness)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                         VALUES ((SELECT MAX(COALESCE((SELECT MAX(id) FROM facerec_seen_faces), 0),
+                                             last) + 1
+                                  FROM facerec_seen_high WHERE id = 1),
+                             ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                              (SELECT id FROM facerec_identities
                               WHERE collection = ?18 AND name = ?12), ?13, ?14,
                              (SELECT id FROM facerec_identities
@@ -1080,6 +1085,148 @@ impl FaceStore for SqliteFaces {
             )
             .map(|n| n as u64)
             .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn unknown_faces(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<UnknownFace>, FaceStoreError> {
+        let c = self.collection.clone();
+        self.run(move |conn| {
+            collection_row(conn, &c)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, request_id, face_index, embedding, side, yaw, roll, sharpness,
+                            group_pin
+                     FROM facerec_seen_faces
+                     WHERE collection = ?1 AND identity_id IS NULL AND id > ?2
+                       AND (group_pin IS NULL OR group_pin <> 0)
+                     ORDER BY id LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let mut rows = stmt
+                .query(params![c, after, limit as i64])
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db_err)? {
+                let bytes: Vec<u8> = r.get(3).map_err(db_err)?;
+                let quality = match (
+                    r.get(5).map_err(db_err)?,
+                    r.get(6).map_err(db_err)?,
+                    r.get(7).map_err(db_err)?,
+                ) {
+                    (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
+                        yaw,
+                        roll,
+                        sharpness,
+                    }),
+                    _ => None,
+                };
+                out.push(UnknownFace {
+                    id: r.get(0).map_err(db_err)?,
+                    request_id: r.get(1).map_err(db_err)?,
+                    face_index: r.get(2).map_err(db_err)?,
+                    embedding: decode(&bytes)?,
+                    side: r.get::<_, f64>(4).map_err(db_err)? as f32,
+                    quality,
+                    pin: r.get(8).map_err(db_err)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn unknown_summary(&self, up_to: i64) -> Result<UnknownSummary, FaceStoreError> {
+        let c = self.collection.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            collection_row(&tx, &c)?;
+            let version: i64 = tx
+                .query_row(
+                    "SELECT group_version FROM facerec_collections WHERE name = ?1",
+                    [&*c],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let (count, id_sum, last_id): (i64, i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*) FILTER (WHERE id <= ?2),
+                            COALESCE(SUM(id) FILTER (WHERE id <= ?2), 0),
+                            COALESCE(MAX(id), 0)
+                     FROM facerec_seen_faces
+                     WHERE collection = ?1 AND identity_id IS NULL
+                       AND (group_pin IS NULL OR group_pin <> 0)",
+                    params![c, up_to],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(db_err)?;
+            Ok(UnknownSummary {
+                count: count as u64,
+                id_sum,
+                last_id,
+                version,
+            })
+        })
+        .await
+    }
+
+    async fn unknown_pins(&self, up_to: i64) -> Result<Vec<(i64, Option<i64>)>, FaceStoreError> {
+        let c = self.collection.clone();
+        self.run(move |conn| {
+            collection_row(conn, &c)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, group_pin FROM facerec_seen_faces
+                     WHERE collection = ?1 AND identity_id IS NULL AND id <= ?2
+                       AND (group_pin IS NULL OR group_pin <> 0)
+                     ORDER BY id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![c, up_to], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn pin_faces(&self, pins: &[(i64, Pin)]) -> Result<u64, FaceStoreError> {
+        check_pins(pins)?;
+        let pins = pins.to_vec();
+        let c = self.collection.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            collection_row(&tx, &c)?;
+            let version: i64 = tx
+                .query_row(
+                    "UPDATE facerec_collections SET group_version = group_version + 1
+                     WHERE name = ?1 RETURNING group_version",
+                    [&*c],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let mut pinned = 0;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE facerec_seen_faces SET group_pin = ?1
+                         WHERE id = ?2 AND collection = ?3",
+                    )
+                    .map_err(db_err)?;
+                for (id, pin) in pins {
+                    pinned += stmt
+                        .execute(params![pin_value(version, pin), id, c])
+                        .map_err(db_err)? as u64;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(pinned)
         })
         .await
     }
