@@ -1287,9 +1287,13 @@ mod tests {
             list.push((format!("pair-{p}.jpg"), 1, face((p + 1) % 5, 51, 0.06)));
         }
         let mut g = Grouper::with_faces(Params::DEFAULT, faces_of(&list));
-        let steps: Vec<(Vec<usize>, Vec<(usize, Option<i64>)>)> = vec![
+        type Step = (Vec<usize>, Vec<(usize, Option<i64>)>);
+        let steps: Vec<Step> = vec![
             // A person split in two, another's faces taken out one by one.
-            (vec![], vec![(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, Some(2))]),
+            (
+                vec![],
+                vec![(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, Some(2))],
+            ),
             (vec![6], vec![]),
             (vec![7, 8], vec![]),
             // Two people merged; one face of the merge taken out; a pin lifted.

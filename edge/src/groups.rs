@@ -1,25 +1,19 @@
-//! People: the unknown faces of a collection grouped into people
-//! (`facerec_contract::grouping`), and the routes that list the groups and correct them.
+//! The people routes: a collection's unknown faces grouped into people
+//! (`facerec_seams::faces::groups`), listed, named, merged, split and rejected.
 //!
-//! Groups are not stored: each edge works them out from the collection's unknown seen
-//! faces and the pins a person's corrections left on them (`FaceStore::pin_faces`), so
-//! every edge of a fleet shows the same groups. An edge keeps a [`Grouper`] per collection
-//! and brings it up to date before answering: faces recorded since join in milliseconds;
-//! faces named, forgotten or pinned since are taken out or moved, and only their
-//! components are grouped again. A group's id is the smallest seen-face id in it: it stays
-//! while faces join and changes only when the group itself is corrected.
-//!
-//! Naming a group enrols its faces under the name; re-tagging then tags them (and every
-//! other seen face they match), so they leave the unknown faces.
+//! An edge holds each collection's grouping and brings it up to date with the store before
+//! answering; corrections are stored as pins every edge applies. Naming a group enrols its
+//! faces under the name; re-tagging then tags them (and every other seen face they match),
+//! so they leave the unknown faces.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use facerec_contract::grouping::{Face, Grouper, Params, Placement};
 use facerec_seams::FaceStore;
-use facerec_seams::faces::{FaceStoreError, NewFace, Pin, UnknownFace};
+use facerec_seams::faces::groups::PeopleGroups;
+use facerec_seams::faces::{FaceStoreError, NewFace, Pin};
 use facerec_seams::gallery::GalleryChangeError;
 use http_body_util::BodyExt;
 use hyper::{HeaderMap, StatusCode, Uri};
@@ -31,18 +25,14 @@ use crate::identities::{change_error, validate_name};
 use crate::response::{ApiError, Kind, count_in, json_response, query_pairs};
 use crate::routes::{RequestId, Segment, Shared};
 
-/// Unknown faces read from the store at a time.
-const PAGE: usize = 2000;
 /// Groups answered without `limit`, and at most.
 const DEFAULT_GROUPS: usize = 100;
 const MAX_GROUPS: usize = 1000;
-/// Faces named in a group's listing to show it by.
-const SHOWN: usize = 4;
 
 /// Every collection's grouping, held by this edge.
 #[derive(Default)]
 pub(crate) struct Groups {
-    held: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Held>>>>,
+    held: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<PeopleGroups>>>>,
 }
 
 impl Groups {
@@ -51,238 +41,21 @@ impl Groups {
         &self,
         name: &str,
         store: &dyn FaceStore,
-    ) -> Result<tokio::sync::OwnedMutexGuard<Held>, FaceStoreError> {
+    ) -> Result<tokio::sync::OwnedMutexGuard<PeopleGroups>, FaceStoreError> {
         let cell = self
             .held
             .lock()
             .await
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Held::new())))
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(PeopleGroups::new())))
             .clone();
         let mut held = cell.lock_owned().await;
         if let Err(e) = held.sync(store).await {
             // Half brought up to date: start again from the store next time.
-            *held = Held::new();
+            *held = PeopleGroups::new();
             return Err(e);
         }
         Ok(held)
-    }
-}
-
-/// One collection's grouping, as of the store's state when it was last brought up to
-/// date.
-struct Held {
-    grouper: Grouper,
-    /// Each face's seen id, by its place in the grouper, and the place of each face held.
-    ids: Vec<i64>,
-    place: HashMap<i64, usize>,
-    /// Faces named here and not yet tagged by re-tagging: kept out meanwhile.
-    named: HashSet<i64>,
-    /// The newest unknown face read, and what the store said of the unknown faces up to
-    /// it (count, id sum, corrections) when they were last compared.
-    last_id: i64,
-    count: u64,
-    id_sum: i64,
-    version: i64,
-}
-
-/// A group as the routes see it: its id (smallest seen id) and its faces' places.
-struct Group {
-    id: i64,
-    faces: Vec<usize>,
-}
-
-impl Held {
-    fn new() -> Self {
-        Self {
-            grouper: Grouper::new(Params::DEFAULT),
-            ids: Vec::new(),
-            place: HashMap::new(),
-            named: HashSet::new(),
-            last_id: 0,
-            count: 0,
-            id_sum: 0,
-            version: -1,
-        }
-    }
-
-    fn add(&mut self, f: UnknownFace) {
-        if self.place.contains_key(&f.id) {
-            return;
-        }
-        self.place.insert(f.id, self.ids.len());
-        self.ids.push(f.id);
-        self.grouper.add(Face {
-            image: f.request_id,
-            index: f.face_index,
-            embedding: f.embedding,
-            side: f.side,
-            quality: f.quality,
-            pin: f.pin,
-        });
-    }
-
-    /// Reads the faces recorded since, then compares the rest with the store and takes out,
-    /// moves or brings back what changed.
-    async fn sync(&mut self, store: &dyn FaceStore) -> Result<(), FaceStoreError> {
-        loop {
-            let page = store.unknown_faces(self.last_id, PAGE).await?;
-            let full = page.len() == PAGE;
-            for f in page {
-                self.last_id = self.last_id.max(f.id);
-                self.count += 1;
-                self.id_sum += f.id;
-                if !self.named.contains(&f.id) {
-                    self.add(f);
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        let summary = store.unknown_summary(self.last_id).await?;
-        if (summary.count, summary.id_sum, summary.version)
-            == (self.count, self.id_sum, self.version)
-        {
-            return Ok(());
-        }
-        let pins = store.unknown_pins(self.last_id).await?;
-        let listed: HashMap<i64, Option<i64>> = pins.iter().copied().collect();
-        self.named.retain(|id| listed.contains_key(id));
-        let mut remove = Vec::new();
-        for (&id, &at) in &self.place {
-            if !listed.contains_key(&id) {
-                remove.push(at);
-            }
-        }
-        let mut moved = Vec::new();
-        let mut back = Vec::new();
-        for &(id, pin) in &pins {
-            match self.place.get(&id) {
-                Some(&at) if self.grouper.faces()[at].pin != pin => moved.push((at, pin)),
-                Some(_) => {}
-                None if !self.named.contains(&id) => back.push(id),
-                None => {}
-            }
-        }
-        for &at in &remove {
-            self.place.remove(&self.ids[at]);
-        }
-        remove.sort_unstable();
-        self.grouper.update(&remove, &moved);
-        if !back.is_empty() {
-            let records = store.seen_faces(&back).await?;
-            let mut faces: Vec<UnknownFace> = records
-                .into_iter()
-                .filter(|r| r.identity.is_none())
-                .map(|r| UnknownFace {
-                    id: r.at.id,
-                    request_id: r.at.request_id,
-                    face_index: r.at.face_index,
-                    embedding: r.embedding,
-                    side: r.side,
-                    quality: r.at.quality,
-                    pin: listed.get(&r.at.id).copied().flatten(),
-                })
-                .collect();
-            faces.sort_by_key(|f| f.id);
-            for f in faces {
-                self.add(f);
-            }
-        }
-        self.count = pins.len() as u64;
-        self.id_sum = pins.iter().map(|p| p.0).sum();
-        self.version = summary.version;
-        // Faces taken out stay in the grouper as places; start afresh when they outnumber
-        // the faces held.
-        if self.ids.len() > 4096 && self.ids.len() > 2 * self.place.len() {
-            self.rebuild();
-        }
-        Ok(())
-    }
-
-    fn rebuild(&mut self) {
-        let mut kept: Vec<(i64, Face)> = self
-            .place
-            .iter()
-            .map(|(&id, &at)| (id, self.grouper.faces()[at].clone()))
-            .collect();
-        kept.sort_by_key(|k| k.0);
-        self.ids = kept.iter().map(|k| k.0).collect();
-        self.place = self.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        self.grouper = Grouper::with_faces(Params::DEFAULT, kept.into_iter().map(|k| k.1).collect());
-    }
-
-    /// Every group, largest first (then by id).
-    fn groups(&self) -> Vec<Group> {
-        let mut by: HashMap<u32, Group> = HashMap::new();
-        for &at in self.place.values() {
-            if let Placement::Group(g) = self.grouper.placements()[at] {
-                let group = by.entry(g).or_insert(Group {
-                    id: i64::MAX,
-                    faces: Vec::new(),
-                });
-                group.id = group.id.min(self.ids[at]);
-                group.faces.push(at);
-            }
-        }
-        let mut groups: Vec<Group> = by.into_values().collect();
-        for g in &mut groups {
-            g.faces.sort_by_key(|&at| self.ids[at]);
-        }
-        groups.sort_by_key(|g| (std::cmp::Reverse(g.faces.len()), g.id));
-        groups
-    }
-
-    fn group(&self, id: i64) -> Option<Group> {
-        let &at = self.place.get(&id)?;
-        let Placement::Group(g) = self.grouper.placements()[at] else {
-            return None;
-        };
-        let mut faces: Vec<usize> = self
-            .place
-            .values()
-            .copied()
-            .filter(|&p| self.grouper.placements()[p] == Placement::Group(g))
-            .collect();
-        faces.sort_by_key(|&p| self.ids[p]);
-        (self.ids[faces[0]] == id).then_some(Group { id, faces })
-    }
-
-    /// The group face `id` is in now, by its id.
-    fn group_of(&self, id: i64) -> Option<i64> {
-        let &at = self.place.get(&id)?;
-        let Placement::Group(g) = self.grouper.placements()[at] else {
-            return None;
-        };
-        self.place
-            .iter()
-            .filter(|&(_, &p)| self.grouper.placements()[p] == Placement::Group(g))
-            .map(|(&i, _)| i)
-            .min()
-    }
-
-    /// The faces to show a group by: the largest, most frontal ones.
-    fn shown(&self, g: &Group) -> Vec<i64> {
-        let mut faces = g.faces.clone();
-        let score = |at: usize| {
-            let f = &self.grouper.faces()[at];
-            f.side * (1.0 - f.quality.map_or(0.0, |q| q.yaw.abs()))
-        };
-        faces.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(self.ids[a].cmp(&self.ids[b])));
-        faces.into_iter().take(SHOWN).map(|at| self.ids[at]).collect()
-    }
-
-    fn counts(&self) -> serde_json::Value {
-        let (mut grouped, mut alone, mut waiting) = (0, 0, 0);
-        for &at in self.place.values() {
-            match self.grouper.placements()[at] {
-                Placement::Group(_) => grouped += 1,
-                Placement::Alone => alone += 1,
-                Placement::Waiting => waiting += 1,
-            }
-        }
-        json!({"grouped": grouped, "alone": alone, "waiting": waiting})
     }
 }
 
@@ -347,7 +120,7 @@ pub(crate) async fn faces(
         .await
         .map_err(store_error)?;
     let group = held.group(id).ok_or_else(|| no_group(id))?;
-    let ids: Vec<i64> = group.faces.iter().map(|&at| held.ids[at]).collect();
+    let ids = group.faces;
     drop(held);
     let mut records = store.seen_faces(&ids).await.map_err(store_error)?;
     records.sort_by_key(|r| r.at.id);
@@ -397,13 +170,12 @@ pub(crate) async fn name(
     let faces: Vec<NewFace> = group
         .faces
         .iter()
-        .map(|&at| {
-            let f = &held.grouper.faces()[at];
-            NewFace {
+        .filter_map(|&id| {
+            held.face(id).map(|f| NewFace {
                 embedding: f.embedding.clone(),
                 side: f.side,
-                source: Some(format!("seen face {}", held.ids[at])),
-            }
+                source: Some(format!("seen face {id}")),
+            })
         })
         .collect();
     let enrolled = c
@@ -411,12 +183,7 @@ pub(crate) async fn name(
         .enroll(edge.seams.store.as_ref(), &name, &faces)
         .await
         .map_err(change_error)?;
-    let named: Vec<i64> = group.faces.iter().map(|&at| held.ids[at]).collect();
-    for &face in &named {
-        held.place.remove(&face);
-        held.named.insert(face);
-    }
-    held.grouper.update(&group.faces, &[]);
+    held.named(&group.faces);
     tracing::info!(
         request_id = rid,
         collection = c.label(),
@@ -453,9 +220,13 @@ pub(crate) async fn merge(
         .await?
         .get("group")
         .and_then(|v| v.as_i64())
-        .ok_or_else(|| ApiError::bad_request("merging takes {\"group\": <the other group's id>}"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("merging takes {\"group\": <the other group's id>}")
+        })?;
     if other == id {
-        return Err(ApiError::bad_request("a group cannot be merged with itself"));
+        return Err(ApiError::bad_request(
+            "a group cannot be merged with itself",
+        ));
     }
     let store = store_of(&c)?;
     let held = edge
@@ -468,12 +239,12 @@ pub(crate) async fn merge(
     let images: HashSet<&str> = a
         .faces
         .iter()
-        .map(|&at| held.grouper.faces()[at].image.as_str())
+        .filter_map(|&f| held.face(f).map(|f| f.image.as_str()))
         .collect();
-    if b
-        .faces
+    if b.faces
         .iter()
-        .any(|&at| images.contains(held.grouper.faces()[at].image.as_str()))
+        .filter_map(|&f| held.face(f))
+        .any(|f| images.contains(f.image.as_str()))
     {
         return Err(ApiError::new(
             Kind::Conflict,
@@ -484,9 +255,9 @@ pub(crate) async fn merge(
         .faces
         .iter()
         .chain(&b.faces)
-        .map(|&at| (held.ids[at], Pin::New(1)))
+        .map(|&f| (f, Pin::New(1)))
         .collect();
-    let anchor = held.ids[a.faces[0]];
+    let anchor = a.faces[0];
     let held = correct(store.as_ref(), held, &pins).await?;
     let now = held.group_of(anchor);
     tracing::info!(
@@ -499,7 +270,7 @@ pub(crate) async fn merge(
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"id": now, "faces": now.and_then(|g| held.group(g)).map_or(0, |g| g.faces.len())}),
+        &json!({"id": now.as_ref().map(|g| g.id), "faces": now.map_or(0, |g| g.faces.len())}),
     ))
 }
 
@@ -523,7 +294,7 @@ pub(crate) async fn split(
         .await
         .map_err(store_error)?;
     let group = held.group(id).ok_or_else(|| no_group(id))?;
-    let ids: Vec<i64> = group.faces.iter().map(|&at| held.ids[at]).collect();
+    let ids = group.faces;
     check_members(&out, &ids, id)?;
     if out.len() == ids.len() {
         return Err(ApiError::bad_request(
@@ -548,7 +319,7 @@ pub(crate) async fn split(
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"id": held.group_of(stay), "split": held.group_of(gone)}),
+        &json!({"id": group_id_of(&held, stay), "split": group_id_of(&held, gone)}),
     ))
 }
 
@@ -572,7 +343,7 @@ pub(crate) async fn reject(
         .await
         .map_err(store_error)?;
     let group = held.group(id).ok_or_else(|| no_group(id))?;
-    let ids: Vec<i64> = group.faces.iter().map(|&at| held.ids[at]).collect();
+    let ids = group.faces;
     check_members(&out, &ids, id)?;
     let pins: Vec<(i64, Pin)> = out.iter().map(|&f| (f, Pin::Reject)).collect();
     let stay = ids.iter().find(|f| !out.contains(f)).copied();
@@ -586,22 +357,27 @@ pub(crate) async fn reject(
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"id": stay.and_then(|f| held.group_of(f)), "rejected": out.len()}),
+        &json!({"id": stay.and_then(|f| group_id_of(&held, f)), "rejected": out.len()}),
     ))
 }
 
 /// Stores a correction and brings the grouping up to date with it.
 async fn correct(
     store: &dyn FaceStore,
-    mut held: tokio::sync::OwnedMutexGuard<Held>,
+    mut held: tokio::sync::OwnedMutexGuard<PeopleGroups>,
     pins: &[(i64, Pin)],
-) -> Result<tokio::sync::OwnedMutexGuard<Held>, ApiError> {
+) -> Result<tokio::sync::OwnedMutexGuard<PeopleGroups>, ApiError> {
     store.pin_faces(pins).await.map_err(store_error)?;
     if let Err(e) = held.sync(store).await {
-        *held = Held::new();
+        *held = PeopleGroups::new();
         return Err(store_error(e));
     }
     Ok(held)
+}
+
+/// The id of the group seen face `face` is in now.
+fn group_id_of(held: &PeopleGroups, face: i64) -> Option<i64> {
+    held.group_of(face).map(|g| g.id)
 }
 
 fn group_id(id: &str) -> Result<i64, ApiError> {

@@ -555,10 +555,16 @@ async fn unknown_faces_their_pins_and_their_summary(kind: Kind) {
         .iter()
         .map(|u| (u.request_id.as_str(), u.face_index))
         .collect();
-    assert_eq!(keys, [("r2", 0), ("r2", 1), ("r3", 0), ("r4", 0), ("r5", 1)]);
+    assert_eq!(
+        keys,
+        [("r2", 0), ("r2", 1), ("r3", 0), ("r4", 0), ("r5", 1)]
+    );
     assert!(unknown.windows(2).all(|w| w[0].id < w[1].id));
     for (u, s) in unknown.iter().zip(&recorded[1..]) {
-        assert_eq!((&u.embedding, u.side, u.quality, u.pin), (&s.embedding, s.side, s.quality, None));
+        assert_eq!(
+            (&u.embedding, u.side, u.quality, u.pin),
+            (&s.embedding, s.side, s.quality, None)
+        );
     }
     // Pages after an id.
     let page = store.unknown_faces(unknown[1].id, 2).await.expect("page");
@@ -567,17 +573,29 @@ async fn unknown_faces_their_pins_and_their_summary(kind: Kind) {
     let sum = |ks: &[usize]| ks.iter().map(|&k| id(k)).sum::<i64>();
     let summary = store.unknown_summary(id(3)).await.expect("summary");
     assert_eq!(
-        (summary.count, summary.id_sum, summary.last_id, summary.version),
+        (
+            summary.count,
+            summary.id_sum,
+            summary.last_id,
+            summary.version
+        ),
         (4, sum(&[0, 1, 2, 3]), id(4), 0)
     );
 
     // A correction: two new pins, and a face taken out of grouping.
     let pinned = store
-        .pin_faces(&[(id(0), Pin::New(1)), (id(2), Pin::New(1)), (id(3), Pin::New(2))])
+        .pin_faces(&[
+            (id(0), Pin::New(1)),
+            (id(2), Pin::New(1)),
+            (id(3), Pin::New(2)),
+        ])
         .await
         .expect("pin");
     assert_eq!(pinned, 3);
-    store.pin_faces(&[(id(1), Pin::Reject)]).await.expect("reject");
+    store
+        .pin_faces(&[(id(1), Pin::Reject)])
+        .await
+        .expect("reject");
     let pins = store.unknown_pins(id(4)).await.expect("pins");
     assert_eq!(pins.len(), 4, "the rejected face is not grouped: {pins:?}");
     let pin = |k: usize| pins.iter().find(|p| p.0 == id(k)).expect("listed").1;
@@ -623,21 +641,35 @@ async fn unknown_faces_their_pins_and_their_summary(kind: Kind) {
     // collections are refused.
     store.create_collection("other").await.expect("create");
     let other = store.in_collection("other");
-    assert_eq!(other.pin_faces(&[(id(0), Pin::New(1))]).await.expect("pin"), 0);
+    assert_eq!(
+        other.pin_faces(&[(id(0), Pin::New(1))]).await.expect("pin"),
+        0
+    );
     assert!(other.unknown_faces(0, 10).await.expect("empty").is_empty());
-    let err = store.pin_faces(&[(id(0), Pin::New(0))]).await.expect_err("refused");
+    let err = store
+        .pin_faces(&[(id(0), Pin::New(0))])
+        .await
+        .expect_err("refused");
     assert!(matches!(err, FaceStoreError::Invalid(_)), "{err}");
     let gone = store.in_collection("gone");
     for err in [
-        gone.unknown_faces(0, 10).await.map(|_| ()).expect_err("missing"),
-        gone.unknown_summary(0).await.map(|_| ()).expect_err("missing"),
+        gone.unknown_faces(0, 10)
+            .await
+            .map(|_| ())
+            .expect_err("missing"),
+        gone.unknown_summary(0)
+            .await
+            .map(|_| ())
+            .expect_err("missing"),
         gone.unknown_pins(0).await.map(|_| ()).expect_err("missing"),
-        gone.pin_faces(&[(id(0), Pin::Reject)]).await.map(|_| ()).expect_err("missing"),
+        gone.pin_faces(&[(id(0), Pin::Reject)])
+            .await
+            .map(|_| ())
+            .expect_err("missing"),
     ] {
         assert!(matches!(err, FaceStoreError::NotFound(_)), "{err}");
     }
 }
-
 
 /// A face of person `p` (a seed), photo `k`: the person's vector with some of another
 /// mixed in, about 0.28 from the person's own; `small` photos have a 40 px face.

@@ -11,5 +11,6 @@ mod faults;
 mod harness;
 mod observe;
 mod original;
+mod people;
 mod routes;
 mod workload;

@@ -13,6 +13,7 @@
 //! One schema, versioned migrations (`seams/migrations/<database>/NNNN_*.sql`) applied at
 //! start-up; a database whose schema is newer than the binary is refused.
 
+pub mod groups;
 pub mod postgres;
 pub mod search;
 pub mod sqlite;
@@ -523,7 +524,10 @@ pub(crate) fn pin_value(version: i64, pin: Pin) -> i64 {
 
 /// Refuses pins that are not 1 to 15.
 pub(crate) fn check_pins(pins: &[(i64, Pin)]) -> Result<(), FaceStoreError> {
-    match pins.iter().find(|(_, p)| matches!(p, Pin::New(n) if !(1..=15).contains(n))) {
+    match pins
+        .iter()
+        .find(|(_, p)| matches!(p, Pin::New(n) if !(1..=15).contains(n)))
+    {
         Some((_, p)) => Err(FaceStoreError::Invalid(format!(
             "a new pin is numbered 1 to 15 (got {p:?})"
         ))),

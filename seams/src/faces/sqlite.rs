@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::{
     Appearance, Change, ChangeRow, CollectionInfo, DEFAULT_COLLECTION, Enrolled, FaceStore,
-    FaceStoreError, Migrations, NewFace, Retag, RetagPlan, RetagProgress, RetagStatus, SeenFace,
-    Pin, SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, UnknownFace,
+    FaceStoreError, Migrations, NewFace, Pin, Retag, RetagPlan, RetagProgress, RetagStatus,
+    SeenFace, SeenFilter, SeenRecord, SeenScan, StoreStatus, StoredFace, StoredSeen, UnknownFace,
     UnknownSummary, check_collection_name, check_faces, check_pins, decode, encode, group_changes,
     model_mismatch, no_collection, now_ms, pin_value,
 };
