@@ -8,7 +8,7 @@ use super::engine::EngineArgs;
 use super::shared::DatabaseArg;
 
 /// Stored faces: where a person appears, the seen faces like a face, re-tagging, forgetting
-/// a bulk job's faces.
+/// a bulk job's faces, the unknown faces grouped into people.
 #[derive(Debug, Args)]
 pub struct FacesArgs {
     /// State directory of `facerec up`: its face store is `--data/faces.db` when no
@@ -70,4 +70,12 @@ pub enum FacesAction {
     ForgetBatch { id: String },
     /// The collections, with their identities and enrolled faces (JSON lines).
     Collections,
+    /// The unknown faces grouped into people, largest group first (JSON lines: each
+    /// group's id, size, the faces to show it by and its faces' ids); how many faces are
+    /// grouped, alone or waiting on stderr. Name, merge, split and reject through the API.
+    Groups {
+        /// Most groups listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }

@@ -105,6 +105,25 @@ pub fn run(args: &FacesArgs) -> Result<ExitCode> {
                     writeln!(out, "{line}")?;
                 }
             }
+            FacesAction::Groups { limit } => {
+                let mut groups = facerec_seams::faces::groups::PeopleGroups::new();
+                groups.sync(store.as_ref()).await?;
+                for g in groups.groups().iter().take(*limit) {
+                    let line = json!({
+                        "id": g.id, "faces": g.faces.len(), "shown": groups.shown(g),
+                        "members": g.faces,
+                    });
+                    writeln!(out, "{line}")?;
+                }
+                let c = groups.counts();
+                eprintln!(
+                    "{} groups: {} faces grouped, {} alone, {} waiting (under the quality floor)",
+                    groups.groups().len(),
+                    c.grouped,
+                    c.alone,
+                    c.waiting
+                );
+            }
             FacesAction::ForgetBatch { id } => {
                 let n = store.forget_seen_of_batch(id).await?;
                 writeln!(out, "{}", json!({"batch": id, "forgotten": n}))?;

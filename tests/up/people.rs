@@ -130,6 +130,44 @@ fn unknown_faces_are_grouped_into_people_named_merged_split_and_rejected() {
     );
     assert_eq!(people.len(), 5, "{people:?}");
     assert_eq!(listing["faces"]["grouped"], 55, "{listing}");
+    // The command line lists the same groups from the store.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facerec"))
+        .args(["faces", "--collection", "people", "--data"])
+        .arg(server.data())
+        .arg("groups")
+        .env("FACEREC_MODELS", facerec_testkit::models_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Groups = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let members = v["members"].as_array().unwrap();
+            let faces: Vec<(i64, String)> = members
+                .iter()
+                .map(|m| {
+                    let id = m.as_i64().unwrap();
+                    (
+                        id,
+                        found
+                            .values()
+                            .flatten()
+                            .find(|f| f.0 == id)
+                            .unwrap()
+                            .1
+                            .clone(),
+                    )
+                })
+                .collect();
+            (v["id"].as_i64().unwrap(), faces)
+        })
+        .collect();
+    assert_eq!(listed, found);
     let mut ids: Vec<i64> = found.keys().copied().collect();
     ids.sort_by_key(|id| std::cmp::Reverse(found[id].len()));
 
