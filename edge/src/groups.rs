@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use facerec_seams::FaceStore;
-use facerec_seams::faces::groups::PeopleGroups;
+use facerec_seams::faces::groups::{Group, PeopleGroups};
 use facerec_seams::faces::{FaceStoreError, NewFace, Pin};
 use facerec_seams::gallery::GalleryChangeError;
 use http_body_util::BodyExt;
@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::api::appearance_json;
 use crate::collections::InCollection;
+use crate::edge::Edge;
 use crate::identities::{change_error, validate_name};
 use crate::response::{ApiError, Kind, count_in, json_response, query_pairs};
 use crate::routes::{RequestId, Segment, Shared};
@@ -113,13 +114,7 @@ pub(crate) async fn faces(
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
     let id = group_id(&id)?;
-    let store = store_of(&c)?;
-    let held = edge
-        .groups
-        .of(c.label(), store.as_ref())
-        .await
-        .map_err(store_error)?;
-    let group = held.group(id).ok_or_else(|| no_group(id))?;
+    let (store, held, group) = grouping(&edge, &c, id).await?;
     let ids = group.faces;
     drop(held);
     let mut records = store.seen_faces(&ids).await.map_err(store_error)?;
@@ -151,13 +146,7 @@ pub(crate) async fn name(
         .to_string();
     validate_name(&name)?;
     let merge = body.get("merge").and_then(|v| v.as_bool()).unwrap_or(false);
-    let store = store_of(&c)?;
-    let mut held = edge
-        .groups
-        .of(c.label(), store.as_ref())
-        .await
-        .map_err(store_error)?;
-    let group = held.group(id).ok_or_else(|| no_group(id))?;
+    let (_, mut held, group) = grouping(&edge, &c, id).await?;
     let exists = c.gallery.get().identities().iter().any(|i| i.name == name);
     if exists && !merge {
         return Err(ApiError::new(
@@ -228,13 +217,7 @@ pub(crate) async fn merge(
             "a group cannot be merged with itself",
         ));
     }
-    let store = store_of(&c)?;
-    let held = edge
-        .groups
-        .of(c.label(), store.as_ref())
-        .await
-        .map_err(store_error)?;
-    let a = held.group(id).ok_or_else(|| no_group(id))?;
+    let (store, held, a) = grouping(&edge, &c, id).await?;
     let b = held.group(other).ok_or_else(|| no_group(other))?;
     let images: HashSet<&str> = a
         .faces
@@ -286,16 +269,7 @@ pub(crate) async fn split(
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
     let id = group_id(&id)?;
-    let out = face_ids(&body(req).await?, "splitting")?;
-    let store = store_of(&c)?;
-    let held = edge
-        .groups
-        .of(c.label(), store.as_ref())
-        .await
-        .map_err(store_error)?;
-    let group = held.group(id).ok_or_else(|| no_group(id))?;
-    let ids = group.faces;
-    check_members(&out, &ids, id)?;
+    let (store, held, ids, out) = some_faces(&edge, &c, id, req, "splitting").await?;
     if out.len() == ids.len() {
         return Err(ApiError::bad_request(
             "a split leaves some faces in the group: name the faces that go, not all of them",
@@ -335,16 +309,7 @@ pub(crate) async fn reject(
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
     let id = group_id(&id)?;
-    let out = face_ids(&body(req).await?, "rejecting")?;
-    let store = store_of(&c)?;
-    let held = edge
-        .groups
-        .of(c.label(), store.as_ref())
-        .await
-        .map_err(store_error)?;
-    let group = held.group(id).ok_or_else(|| no_group(id))?;
-    let ids = group.faces;
-    check_members(&out, &ids, id)?;
+    let (store, held, ids, out) = some_faces(&edge, &c, id, req, "rejecting").await?;
     let pins: Vec<(i64, Pin)> = out.iter().map(|&f| (f, Pin::Reject)).collect();
     let stay = ids.iter().find(|f| !out.contains(f)).copied();
     let held = correct(store.as_ref(), held, &pins).await?;
@@ -361,12 +326,46 @@ pub(crate) async fn reject(
     ))
 }
 
+type Held = tokio::sync::OwnedMutexGuard<PeopleGroups>;
+
+/// The collection's face store, its grouping brought up to date, and group `id` in it
+/// (`404` when there is none).
+async fn grouping(
+    edge: &Edge,
+    c: &InCollection,
+    id: i64,
+) -> Result<(Arc<dyn FaceStore>, Held, Group), ApiError> {
+    let store = store_of(c)?;
+    let held = edge
+        .groups
+        .of(c.label(), store.as_ref())
+        .await
+        .map_err(store_error)?;
+    let group = held.group(id).ok_or_else(|| no_group(id))?;
+    Ok((store, held, group))
+}
+
+/// [`grouping`], with the group's faces and the ones a correction names (`{"faces": […]}`,
+/// each in the group).
+async fn some_faces(
+    edge: &Edge,
+    c: &InCollection,
+    id: i64,
+    req: Request,
+    what: &str,
+) -> Result<(Arc<dyn FaceStore>, Held, Vec<i64>, Vec<i64>), ApiError> {
+    let out = face_ids(&body(req).await?, what)?;
+    let (store, held, group) = grouping(edge, c, id).await?;
+    check_members(&out, &group.faces, id)?;
+    Ok((store, held, group.faces, out))
+}
+
 /// Stores a correction and brings the grouping up to date with it.
 async fn correct(
     store: &dyn FaceStore,
-    mut held: tokio::sync::OwnedMutexGuard<PeopleGroups>,
+    mut held: Held,
     pins: &[(i64, Pin)],
-) -> Result<tokio::sync::OwnedMutexGuard<PeopleGroups>, ApiError> {
+) -> Result<Held, ApiError> {
     store.pin_faces(pins).await.map_err(store_error)?;
     if let Err(e) = held.sync(store).await {
         *held = PeopleGroups::new();

@@ -717,6 +717,20 @@ pub(crate) struct ChangeRow {
     pub side: Option<f32>,
 }
 
+/// A stored face's quality from its three columns (NULL for faces recorded before it was
+/// measured).
+pub(crate) fn quality_of(
+    yaw: Option<f32>,
+    roll: Option<f32>,
+    sharpness: Option<f32>,
+) -> Option<FaceQuality> {
+    Some(FaceQuality {
+        yaw: yaw?,
+        roll: roll?,
+        sharpness: sharpness?,
+    })
+}
+
 /// Milliseconds since the Unix epoch, the rows' times (`SeenFace::seen_ms` too).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -324,14 +324,7 @@ async fn analyze_if_unknown(client: &deadpool_postgres::Client) -> Result<(), Fa
 
 /// A seen face's place from a row whose first 15 columns are `APPEARANCE`'s.
 fn appearance(r: &tokio_postgres::Row) -> Appearance {
-    let quality = match (r.get(12), r.get(13), r.get(14)) {
-        (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
-            yaw,
-            roll,
-            sharpness,
-        }),
-        _ => None,
-    };
+    let quality = super::quality_of(r.get(12), r.get(13), r.get(14));
     Appearance {
         quality,
         id: r.get(0),
@@ -1294,14 +1287,7 @@ impl FaceStore for PgFaces {
             .map_err(pg_err)?;
         rows.into_iter()
             .map(|r| {
-                let quality = match (r.get(5), r.get(6), r.get(7)) {
-                    (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
-                        yaw,
-                        roll,
-                        sharpness,
-                    }),
-                    _ => None,
-                };
+                let quality = super::quality_of(r.get(5), r.get(6), r.get(7));
                 Ok(UnknownFace {
                     id: r.get(0),
                     request_id: r.get(1),

@@ -246,14 +246,7 @@ const APPEARANCE: &str = "s.id, s.request_id, s.face_index, s.batch, s.filename,
 
 /// A seen face's place from a row whose first 15 columns are `APPEARANCE`'s.
 fn appearance(r: &rusqlite::Row<'_>) -> rusqlite::Result<Appearance> {
-    let quality = match (r.get(12)?, r.get(13)?, r.get(14)?) {
-        (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
-            yaw,
-            roll,
-            sharpness,
-        }),
-        _ => None,
-    };
+    let quality = super::quality_of(r.get(12)?, r.get(13)?, r.get(14)?);
     Ok(Appearance {
         quality,
         id: r.get(0)?,
@@ -1113,18 +1106,11 @@ impl FaceStore for SqliteFaces {
             let mut out = Vec::new();
             while let Some(r) = rows.next().map_err(db_err)? {
                 let bytes: Vec<u8> = r.get(3).map_err(db_err)?;
-                let quality = match (
+                let quality = super::quality_of(
                     r.get(5).map_err(db_err)?,
                     r.get(6).map_err(db_err)?,
                     r.get(7).map_err(db_err)?,
-                ) {
-                    (Some(yaw), Some(roll), Some(sharpness)) => Some(super::FaceQuality {
-                        yaw,
-                        roll,
-                        sharpness,
-                    }),
-                    _ => None,
-                };
+                );
                 out.push(UnknownFace {
                     id: r.get(0).map_err(db_err)?,
                     request_id: r.get(1).map_err(db_err)?,
