@@ -71,6 +71,13 @@ impl<S: Send + Sync> FromRequestParts<S> for CollectionName {
 }
 
 impl InCollection {
+    /// The collection's face store, or the `404` of a server that keeps none.
+    pub(crate) fn store(&self) -> Result<Arc<dyn facerec_seams::FaceStore>, ApiError> {
+        self.gallery.store().cloned().ok_or_else(|| {
+            ApiError::not_found("this server keeps no face store, so nothing seen is kept")
+        })
+    }
+
     /// The collection's name as the answers give it.
     pub(crate) fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(DEFAULT_COLLECTION)

@@ -60,13 +60,6 @@ impl Groups {
     }
 }
 
-/// The collection's face store, or the 404 of a server that keeps none.
-fn store_of(c: &InCollection) -> Result<Arc<dyn FaceStore>, ApiError> {
-    c.gallery.store().cloned().ok_or_else(|| {
-        ApiError::not_found("this server keeps no face store, so no faces are grouped")
-    })
-}
-
 fn store_error(e: FaceStoreError) -> ApiError {
     change_error(GalleryChangeError::Store(e))
 }
@@ -87,7 +80,7 @@ pub(crate) async fn list(
             limit = count_in(key, value, MAX_GROUPS)?;
         }
     }
-    let store = store_of(&c)?;
+    let store = c.store()?;
     let held = edge
         .groups
         .of(c.label(), store.as_ref())
@@ -335,7 +328,7 @@ async fn grouping(
     c: &InCollection,
     id: i64,
 ) -> Result<(Arc<dyn FaceStore>, Held, Group), ApiError> {
-    let store = store_of(c)?;
+    let store = c.store()?;
     let held = edge
         .groups
         .of(c.label(), store.as_ref())

@@ -158,11 +158,7 @@ pub(crate) async fn appearances(
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
     let (limit, before) = page(&uri)?;
-    let Some(store) = c.gallery.store() else {
-        return Err(ApiError::not_found(
-            "this server keeps no face store, so nothing seen is kept",
-        ));
-    };
+    let store = c.store()?;
     let found = store
         .appearances(&name, before, limit)
         .await
@@ -186,11 +182,7 @@ pub(crate) async fn retagging(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
-    let Some(store) = c.gallery.store() else {
-        return Err(ApiError::not_found(
-            "this server keeps no face store, so nothing seen is kept",
-        ));
-    };
+    let store = c.store()?;
     let status = store
         .retag_status()
         .await

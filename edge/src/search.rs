@@ -4,7 +4,6 @@
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use facerec_seams::FaceStore;
 use facerec_seams::faces::SeenFilter;
 use facerec_seams::faces::search::{MAX_K, Query, Similar, nearest_seen};
 use facerec_seams::gallery::GalleryChangeError;
@@ -32,7 +31,7 @@ pub(crate) async fn by_upload(
 ) -> Result<Response, ApiError> {
     edge.check_key(req.headers())?;
     let (k, filter) = options(&uri)?;
-    let store = store(&c)?;
+    let store = c.store()?;
     let mut parts = edge.files(req).await?;
     if parts.len() != 1 {
         return Err(ApiError::bad_request("a search takes one image file"));
@@ -76,7 +75,7 @@ pub(crate) async fn by_seen(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request("a seen face's id is a number"))?;
-    let store = store(&c)?;
+    let store = c.store()?;
     let found = nearest_seen(
         store.as_ref(),
         &Query::Seen(id),
@@ -98,7 +97,7 @@ pub(crate) async fn forget_batch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     edge.check_key(&headers)?;
-    let store = store(&c)?;
+    let store = c.store()?;
     let forgotten = store
         .forget_seen_of_batch(&batch)
         .await
@@ -113,12 +112,6 @@ pub(crate) async fn forget_batch(
         StatusCode::OK,
         &json!({"batch": batch, "forgotten": forgotten}),
     ))
-}
-
-fn store(c: &InCollection) -> Result<std::sync::Arc<dyn FaceStore>, ApiError> {
-    c.gallery.store().cloned().ok_or_else(|| {
-        ApiError::not_found("this server keeps no face store, so nothing seen is kept")
-    })
 }
 
 fn answer(found: &[Similar]) -> Response {

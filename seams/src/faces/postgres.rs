@@ -1305,14 +1305,14 @@ impl FaceStore for PgFaces {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = snapshot(&mut client).await?;
         let c: &str = &self.collection;
-        collection_row(&tx, c, "").await?;
         let version: i64 = tx
-            .query_one(
+            .query_opt(
                 "SELECT group_version FROM facerec_collections WHERE name = $1",
                 &[&c],
             )
             .await
             .map_err(pg_err)?
+            .ok_or_else(|| no_collection(c))?
             .get(0);
         let r = tx
             .query_one(

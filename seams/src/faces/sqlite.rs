@@ -1130,14 +1130,15 @@ impl FaceStore for SqliteFaces {
         let c = self.collection.clone();
         self.run(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
-            collection_row(&tx, &c)?;
             let version: i64 = tx
                 .query_row(
                     "SELECT group_version FROM facerec_collections WHERE name = ?1",
                     [&*c],
                     |r| r.get(0),
                 )
-                .map_err(db_err)?;
+                .optional()
+                .map_err(db_err)?
+                .ok_or_else(|| no_collection(&c))?;
             let (count, id_sum, last_id): (i64, i64, i64) = tx
                 .query_row(
                     "SELECT COUNT(*) FILTER (WHERE id <= ?2),
